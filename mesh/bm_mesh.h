@@ -1,0 +1,273 @@
+/*
+ * bm_mesh.h - the control mesh: message ids, the broker and the client.
+ *
+ * An agent is a ZeroMQ DEALER connected to beastd's ROUTER.  Every message
+ * is frame 0 = a msgpack header [version, command, fields...] and, for
+ * SEND/DELIVER, frame 1 = an opaque body.  docs/protocol.md is the wire
+ * specification; this header is the C API over it.
+ *
+ * Ownership follows CZMQ: bm_x_open()/bm_x_new() return an owned object,
+ * bm_x_destroy(&x) frees it and NULLs the pointer.  Objects are not thread
+ * safe: use each from one thread at a time.
+ */
+#ifndef BM_MESH_H
+#define BM_MESH_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <zmq.h>
+
+#include "bm_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BM_PROTO_VERSION 1
+#define BM_NAME_MAX 64          /* agent name: [A-Za-z0-9._-]{1,64} */
+#define BM_CAP_MAX 32           /* capability: same alphabet, 1..32 */
+#define BM_CAPS_MAX 16          /* capabilities per agent */
+#define BM_TYPE_MAX 64          /* message type: printable ASCII, no space */
+#define BM_TEXT_MAX 255         /* NACK/ERROR/DENIED text */
+#define BM_HEADER_MAX 65536     /* frame 0 cap */
+#define BM_BODY_MAX_DEFAULT (16u << 20)
+#define BM_HEARTBEAT_DEFAULT 1000 /* ms */
+#define BM_ADDR_MAX (BM_NAME_MAX + 1) /* "@" + capability, or a name */
+
+/* Wire commands (frame 0, element 1). */
+enum bm_cmd {
+	BM_CMD_HELLO = 1,
+	BM_CMD_WELCOME = 2,
+	BM_CMD_DENIED = 3,
+	BM_CMD_SEND = 4,
+	BM_CMD_DELIVER = 5,
+	BM_CMD_ACK = 6,
+	BM_CMD_NACK = 7,
+	BM_CMD_PING = 8,
+	BM_CMD_PONG = 9,
+	BM_CMD_LIST = 10,
+	BM_CMD_DIRECTORY = 11,
+	BM_CMD_STATS = 12,
+	BM_CMD_BYE = 13,
+	BM_CMD_ERROR = 14,
+	BM_CMD_NOTICE = 15,
+	BM_CMD__MAX = 15,
+};
+BM_EXPORT const char *bm_cmd_name(int cmd);
+
+/* ---- ids and names ---- */
+typedef struct bm_id {
+	uint8_t b[16]; /* 48-bit big-endian wall ms, then 80 random bits */
+} bm_id_t;
+#define BM_ID_HEX_LEN 32
+
+/* A fresh time-ordered id.  Thread safe. */
+BM_EXPORT void bm_id_new(bm_id_t *ret_id);
+BM_EXPORT bool bm_id_is_zero(const bm_id_t *id);
+BM_EXPORT bool bm_id_equal(const bm_id_t *a, const bm_id_t *b);
+/* Milliseconds since the epoch when the id was made. */
+BM_EXPORT int64_t bm_id_ms(const bm_id_t *id);
+/* 32 lowercase hex digits + NUL. */
+BM_EXPORT void bm_id_hex(const bm_id_t *id, char ret_hex[BM_ID_HEX_LEN + 1]);
+/* -EINVAL unless exactly 32 hex digits. */
+BM_EXPORT int bm_id_parse(const char *hex, bm_id_t *ret_id);
+
+/* 0 when valid, else BM_EBADNAME. */
+BM_EXPORT int bm_name_check(const char *name);
+BM_EXPORT int bm_cap_check(const char *cap);
+BM_EXPORT int bm_type_check(const char *type);
+/* A destination: an agent name, or "@capability" for anycast. */
+BM_EXPORT int bm_address_check(const char *to);
+
+/* ---- messages ---- */
+/* A delivered message.  The body stays in the zmq frame it arrived in. */
+typedef struct bm_msg {
+	bm_id_t id;                     /* kept across retries and requeue */
+	bm_id_t corr;                   /* request id this replies to; zero = none */
+	char from[BM_NAME_MAX + 1];     /* sender's name, set by the broker */
+	char to[BM_ADDR_MAX + 1];       /* as addressed: name or @capability */
+	char type[BM_TYPE_MAX + 1];     /* application type, e.g. "plan.request" */
+	uint8_t priority;               /* 0..255, higher first where queued */
+	uint32_t ttl_ms;                /* 0 = no expiry */
+	uint32_t attempt;               /* 0 on first send, +1 per retry */
+	int64_t ts_ms;                  /* wall ms when first sent */
+	zmq_msg_t body;                 /* opaque body frame (zero copy) */
+} bm_msg_t;
+
+static inline const void *
+bm_msg_data(bm_msg_t *m)
+{
+	return zmq_msg_data(&m->body);
+}
+static inline size_t
+bm_msg_size(bm_msg_t *m)
+{
+	return zmq_msg_size(&m->body);
+}
+/* Frees a message from bm_client_request() or an event.  NULL-safe. */
+BM_EXPORT void bm_msg_destroy(bm_msg_t **self_p);
+
+/* ---- client ---- */
+typedef struct bm_client bm_client_t;
+
+typedef struct bm_client_opts {
+	const char *dir;          /* runtime dir; NULL = $BEAST_DIR or default */
+	const char *endpoint;     /* overrides dir: "ipc://..." or "tcp://..." */
+	const char *name;         /* NULL = anonymous: LIST, STATS, PING only */
+	const char *const *caps;  /* NULL-terminated capability list, or NULL */
+	int heartbeat_ms;         /* 0 = BM_HEARTBEAT_DEFAULT */
+	int connect_timeout_ms;   /* wait for WELCOME/PONG in open; 0 = 3000 */
+	size_t max_body;          /* 0 = BM_BODY_MAX_DEFAULT */
+	int hwm;                  /* socket high-water marks; 0 = 100000 */
+	void *zmq_ctx;            /* share a zmq context; NULL = own one */
+} bm_client_opts_t;
+
+/*
+ * Connects to beastd and, with a name, registers (HELLO -> WELCOME).  Waits
+ * at most connect_timeout_ms.  Returns 0 and an owned client, or:
+ * BM_ENOBROKER (no beastd answered), BM_ENAMETAKEN, BM_EBADNAME,
+ * BM_EUNSAFEDIR, -ENAMETOOLONG, -ENOMEM.
+ */
+BM_EXPORT int bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client);
+/* Sends BYE when registered, lingers up to 1 s for queued frames, frees. */
+BM_EXPORT void bm_client_destroy(bm_client_t **self_p);
+
+typedef struct bm_send_opts {
+	const char *to;        /* agent name or "@capability" */
+	const char *type;      /* message type; NULL = "msg" */
+	const bm_id_t *id;     /* NULL = a fresh id (written to ret_id) */
+	const bm_id_t *corr;   /* NULL = not a reply */
+	uint8_t priority;
+	uint32_t ttl_ms;
+	uint32_t attempt;
+	int64_t ts_ms;         /* 0 = now */
+} bm_send_opts_t;
+
+/*
+ * Queues one SEND; never blocks.  The body is copied (bm_client_send_frame
+ * takes a zmq frame instead, without copying).  The outcome arrives later as
+ * a BM_EV_ACK or BM_EV_NACK event carrying the id.  Returns 0, BM_ETOOBIG,
+ * BM_EBADNAME, BM_ENOTREG (anonymous client), BM_EFULL (socket high-water
+ * mark: back off and retry), -EINVAL.
+ */
+BM_EXPORT int bm_client_send(bm_client_t *c, const bm_send_opts_t *o, const void *body,
+                             size_t len, bm_id_t *ret_id);
+/* As bm_client_send; on success the frame is moved (left empty). */
+BM_EXPORT int bm_client_send_frame(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body,
+                                   bm_id_t *ret_id);
+
+enum bm_event_kind {
+	BM_EV_MESSAGE = 1, /* msg: a DELIVER; ACK it with bm_client_ack() */
+	BM_EV_ACK,         /* id was acknowledged by peer */
+	BM_EV_NACK,        /* id was refused: code, text; peer = destination */
+	BM_EV_NOTICE,      /* peer went "online"/"offline" (text) */
+	BM_EV_REGISTERED,  /* (re)registered with a (re)started broker */
+	BM_EV_DENIED,      /* re-registration refused: code, text */
+};
+
+typedef struct bm_event {
+	int kind;                      /* enum bm_event_kind */
+	bm_msg_t *msg;                 /* MESSAGE: owned by the event */
+	bm_id_t id;                    /* ACK/NACK: the message id */
+	char peer[BM_ADDR_MAX + 1];    /* ACK: acker; NACK: destination; NOTICE: agent */
+	int code;                      /* NACK/DENIED: BM_E* reason */
+	char text[BM_TEXT_MAX + 1];    /* NACK/DENIED reason, NOTICE event */
+} bm_event_t;
+/* Frees what the event owns (its msg).  Safe on a zeroed event. */
+BM_EXPORT void bm_event_clear(bm_event_t *ev);
+
+/*
+ * Waits up to timeout_ms (0 = poll, -1 = for ever) for the next event,
+ * keeping heartbeats and re-registration going meanwhile.  Returns 0 with
+ * *ret_ev filled (clear it with bm_event_clear), -ETIMEDOUT, -EINTR,
+ * -ESHUTDOWN when the zmq context was terminated.
+ */
+BM_EXPORT int bm_client_recv(bm_client_t *c, int timeout_ms, bm_event_t *ret_ev);
+
+/* Acknowledge / refuse a delivered message (relayed to its sender). */
+BM_EXPORT int bm_client_ack(bm_client_t *c, const bm_msg_t *m);
+BM_EXPORT int bm_client_nack(bm_client_t *c, const bm_msg_t *m, int code, const char *text);
+
+/* Sends a reply to a delivered request: to = m->from, corr = m->id. */
+BM_EXPORT int bm_client_reply(bm_client_t *c, const bm_msg_t *req, const char *type,
+                              const void *body, size_t len);
+
+/*
+ * Request/reply: sends, then waits up to timeout_ms for the message whose
+ * corr is the request's id, ACKs it and returns it in *ret_reply (caller
+ * destroys).  Other events arriving meanwhile are kept for bm_client_recv.
+ * Returns 0, -ETIMEDOUT, or the NACK's code (BM_ENOAGENT, BM_ETOOBIG, ...).
+ */
+BM_EXPORT int bm_client_request(bm_client_t *c, const char *to, const char *type,
+                                const void *body, size_t len, int timeout_ms,
+                                bm_msg_t **ret_reply);
+
+/* One directory entry (LIST -> DIRECTORY). */
+typedef struct bm_agent_info {
+	char name[BM_NAME_MAX + 1];
+	char caps[BM_CAPS_MAX][BM_CAP_MAX + 1];
+	int ncaps;
+	int64_t idle_ms;       /* since the broker last heard from it */
+	uint64_t inflight;     /* delivered to it, not yet ACKed/NACKed */
+	uint64_t sent;         /* SENDs it made */
+	uint64_t delivered;    /* DELIVERs it got */
+	uint64_t acked;        /* ACKs it gave */
+} bm_agent_info_t;
+
+/* Asks the broker for its directory.  *ret_agents is malloc'd (free()). */
+BM_EXPORT int bm_client_list(bm_client_t *c, int timeout_ms, bm_agent_info_t **ret_agents,
+                             size_t *ret_count);
+
+typedef struct bm_stat {
+	char key[32];
+	int64_t value;
+} bm_stat_t;
+/* Broker counters as key/value pairs.  *ret_stats is malloc'd (free()). */
+BM_EXPORT int bm_client_stats(bm_client_t *c, int timeout_ms, bm_stat_t **ret_stats,
+                              size_t *ret_count);
+
+/* Round trip PING -> PONG; returns microseconds or an error. */
+BM_EXPORT int64_t bm_client_ping(bm_client_t *c, int timeout_ms);
+
+/*
+ * Polling: put bm_client_socket() in a zmq_pollitem_t (ZMQ_POLLIN) beside
+ * your other sockets and fds, with a timeout no longer than
+ * bm_client_timeout() (0 when events are already waiting inside the client),
+ * then call bm_client_recv(c, 0, &ev) until -ETIMEDOUT.
+ */
+BM_EXPORT void *bm_client_socket(bm_client_t *c);
+BM_EXPORT int bm_client_timeout(bm_client_t *c);
+BM_EXPORT const char *bm_client_name(const bm_client_t *c);
+BM_EXPORT bool bm_client_registered(const bm_client_t *c);
+BM_EXPORT size_t bm_client_max_body(const bm_client_t *c);
+
+/* ---- broker ---- */
+typedef struct bm_broker bm_broker_t;
+
+typedef struct bm_broker_opts {
+	const char *dir;          /* runtime dir; NULL = default (created 0700) */
+	const char *tcp;          /* extra endpoint, loopback only; NULL = none */
+	int heartbeat_ms;         /* 0 = BM_HEARTBEAT_DEFAULT */
+	size_t max_body;          /* 0 = BM_BODY_MAX_DEFAULT */
+	int hwm;                  /* per-peer queue bound; 0 = 100000 */
+} bm_broker_opts_t;
+
+/*
+ * Resolves and checks the runtime dir, takes its lock (BM_ERUNNING when a
+ * live beastd holds it), removes a crashed broker's stale socket and binds.
+ */
+BM_EXPORT int bm_broker_open(const bm_broker_opts_t *opts, bm_broker_t **ret_broker);
+/* Runs the loop until *stop becomes non-zero (set it from a signal). */
+BM_EXPORT int bm_broker_run(bm_broker_t *b, volatile sig_atomic_t *stop);
+/* Closes sockets, removes socket files, releases the lock, frees. */
+BM_EXPORT void bm_broker_destroy(bm_broker_t **self_p);
+BM_EXPORT const char *bm_broker_dir(const bm_broker_t *b);
+BM_EXPORT const char *bm_broker_endpoint(const bm_broker_t *b);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
