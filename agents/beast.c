@@ -1,0 +1,72 @@
+/*
+ * beast - the swarm's command-line tool.  Parses the global --dir, picks the
+ * subcommand and hands over; the subcommands live in cli_*.c.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+	const char *name;                                /* subcommand */
+	int (*run)(int argc, char **argv, const char *dir); /* its entry */
+	const char *summary;                             /* one line */
+} s_cmd_t;
+
+static const s_cmd_t s_cmds[] = {
+	{"ls", bm_cli_ls, "list the agents online"},
+	{"send", bm_cli_send, "send a message and wait for its ACK"},
+	{"listen", bm_cli_listen, "register a name and print what it receives"},
+	{"echo", bm_cli_echo, "register a name that answers every request with its body"},
+	{"request", bm_cli_request, "send a request and print the reply"},
+	{"stats", bm_cli_stats, "print beastd's counters"},
+	{"ping", bm_cli_ping, "check that beastd answers"},
+};
+
+static void
+s_usage(FILE *out)
+{
+	fprintf(out, "usage: beast [--dir DIR] COMMAND [ARGS]   (beast COMMAND --help for more)\n\n");
+	for (size_t i = 0; i < sizeof s_cmds / sizeof s_cmds[0]; i++) {
+		fprintf(out, "  %-8s %s\n", s_cmds[i].name, s_cmds[i].summary);
+	}
+	fprintf(out, "\nDIR defaults to $BEAST_DIR, else $XDG_RUNTIME_DIR/beast, else /tmp/beast-$UID.\n"
+	             "Exit status: 0 ok, 1 failure, 2 usage, 3 timeout, 4 beastd not running.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *dir = NULL;
+	int i = 1;
+
+	bm_log_set_ident("beast");
+	if (i < argc && strcmp(argv[i], "--dir") == 0) {
+		if (i + 1 >= argc) {
+			s_usage(stderr);
+			return BM_EXIT_USAGE;
+		}
+		dir = argv[i + 1];
+		i += 2;
+	} else if (i < argc && strncmp(argv[i], "--dir=", 6) == 0) {
+		dir = argv[i] + 6;
+		i++;
+	}
+	if (i >= argc) {
+		s_usage(stderr);
+		return BM_EXIT_USAGE;
+	}
+	if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0 ||
+	    strcmp(argv[i], "help") == 0) {
+		s_usage(stdout);
+		return BM_EXIT_OK;
+	}
+	for (size_t k = 0; k < sizeof s_cmds / sizeof s_cmds[0]; k++) {
+		if (strcmp(argv[i], s_cmds[k].name) == 0) {
+			return s_cmds[k].run(argc - i, argv + i, dir);
+		}
+	}
+	fprintf(stderr, "beast: unknown command '%s'\n\n", argv[i]);
+	s_usage(stderr);
+	return BM_EXIT_USAGE;
+}

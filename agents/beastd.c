@@ -1,0 +1,147 @@
+/*
+ * beastd - the swarm's broker: mesh ROUTER (and, later, the broadcast
+ * proxy) in one foreground process that logs to stderr.
+ *
+ * This file only parses arguments, sets up logging and signals, and runs
+ * the library's broker; SIGINT/SIGTERM stop it cleanly (sockets removed).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bm_mesh.h"
+
+static volatile sig_atomic_t s_stop;
+
+static void
+s_on_signal(int sig)
+{
+	(void)sig;
+	s_stop = 1;
+}
+
+static void
+s_usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: beastd [--dir DIR] [--tcp ENDPOINT] [--heartbeat MS] [--max-body BYTES] [-v]\n"
+	        "\n"
+	        "Runs the beastmesh broker in the foreground, logging to stderr.\n"
+	        "\n"
+	        "  --dir DIR         runtime directory (default $BEAST_DIR, else\n"
+	        "                    $XDG_RUNTIME_DIR/beast, else /tmp/beast-$UID); created 0700\n"
+	        "  --tcp ENDPOINT    also listen on a loopback TCP endpoint, e.g. tcp://127.0.0.1:7450\n"
+	        "  --heartbeat MS    heartbeat interval agents default to (1000)\n"
+	        "  --max-body BYTES  largest message body accepted (16777216)\n"
+	        "  -v, --verbose     log agents coming and going (-vv: debug)\n"
+	        "  -h, --help        this text\n"
+	        "\n"
+	        "Exit status: 0 after a clean stop (SIGINT/SIGTERM), 1 on error, 2 on bad usage.\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"dir", required_argument, NULL, 'd'},
+		{"tcp", required_argument, NULL, 't'},
+		{"heartbeat", required_argument, NULL, 'H'},
+		{"max-body", required_argument, NULL, 'm'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	bm_broker_opts_t o = {0};
+	bm_broker_t *b = NULL;
+	struct sigaction sa = {.sa_handler = s_on_signal};
+	int c, rc, verbose = 0;
+	char dir[BM_PATH_MAX];
+
+	bm_log_set_ident("beastd");
+	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+			o.dir = optarg;
+			break;
+		case 't':
+			o.tcp = optarg;
+			break;
+		case 'H':
+			o.heartbeat_ms = atoi(optarg);
+			if (o.heartbeat_ms < 10 || o.heartbeat_ms > 600000) {
+				fprintf(stderr, "beastd: --heartbeat takes 10..600000 ms\n");
+				return 2;
+			}
+			break;
+		case 'm':
+			o.max_body = strtoull(optarg, NULL, 10);
+			if (o.max_body == 0) {
+				fprintf(stderr, "beastd: --max-body takes a positive byte count\n");
+				return 2;
+			}
+			break;
+		case 'v':
+			verbose++;
+			break;
+		case 'h':
+			s_usage(stdout);
+			return 0;
+		default:
+			s_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		s_usage(stderr);
+		return 2;
+	}
+	if (verbose > 0 && getenv("BEAST_LOG") == NULL) {
+		bm_log_set_level(verbose > 1 ? BM_LOG_DEBUG : BM_LOG_INFO);
+	}
+	/* No SA_RESTART: the signal must interrupt zmq_poll. */
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	rc = bm_broker_open(&o, &b);
+	if (rc < 0) {
+		if (bm_rundir_resolve(o.dir, false, dir) < 0) {
+			snprintf(dir, sizeof dir, "%s", o.dir ? o.dir : "the runtime directory");
+		}
+		if (rc == BM_ERUNNING) {
+			bm_log(BM_LOG_ERROR, "beastd is already running in %s (stop it first, or use --dir)",
+			       dir);
+		} else if (rc == BM_EUNSAFEDIR) {
+			bm_log(BM_LOG_ERROR,
+			       "%s is not private: it must be a directory owned by uid %u with mode 0700 "
+			       "(chmod 700 it, or pick another with --dir)",
+			       dir, (unsigned)getuid());
+		} else if (rc == -EADDRNOTAVAIL) {
+			bm_log(BM_LOG_ERROR, "--tcp %s: only loopback endpoints (tcp://127.0.0.1:PORT) "
+			                     "are allowed until CURVE security is configured",
+			       o.tcp);
+		} else if (rc == -ENAMETOOLONG) {
+			bm_log(BM_LOG_ERROR, "runtime directory path is too long for ipc sockets "
+			                     "(max %d bytes with the socket name); pick a shorter --dir",
+			       BM_IPC_PATH_MAX);
+		} else {
+			bm_log(BM_LOG_ERROR, "cannot start: %s", bm_strerror(rc));
+		}
+		return 1;
+	}
+	bm_log(BM_LOG_INFO, "listening on %s%s%s", bm_broker_endpoint(b), o.tcp ? " and " : "",
+	       o.tcp ? o.tcp : "");
+	rc = bm_broker_run(b, &s_stop);
+	bm_broker_destroy(&b);
+	if (rc < 0) {
+		bm_log(BM_LOG_ERROR, "broker stopped: %s", bm_strerror(rc));
+		return 1;
+	}
+	bm_log(BM_LOG_INFO, "stopped");
+	return 0;
+}

@@ -1,0 +1,590 @@
+/*
+ * cli_mesh.c - the beast subcommands that talk to the control mesh:
+ * ls, send, listen, echo, request, stats, ping.
+ *
+ * Each one parses its arguments, opens a bm_client, does one job and maps
+ * the outcome to the exit codes in cli.h.  Output meant for scripts comes
+ * with --json, one object per line.
+ */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+#define S_DEFAULT_TIMEOUT 5000
+
+static void
+s_help(FILE *out, const char *text)
+{
+	fputs(text, out);
+}
+
+/* Common option parsing: returns the option char, or -1 at the end. */
+#define S_GETOPT(argc, argv, longopts) getopt_long(argc, argv, "h", longopts, NULL)
+
+static const char s_ls_help[] =
+	"usage: beast ls [--json]\n"
+	"\n"
+	"Lists the agents online: name, capabilities, time since last heard from,\n"
+	"messages in flight to it, sent, delivered and acknowledged.\n";
+
+int
+bm_cli_ls(int argc, char **argv, const char *dir)
+{
+	static const struct option lo[] = {{"json", no_argument, NULL, 'j'},
+	                                   {"help", no_argument, NULL, 'h'}, {0}};
+	bm_agent_info_t *v = NULL;
+	bm_client_t *c = NULL;
+	size_t n = 0;
+	bool json = false;
+	int ch, rc;
+
+	optind = 0;
+	while ((ch = S_GETOPT(argc, argv, lo)) != -1) {
+		if (ch == 'j') {
+			json = true;
+		} else if (ch == 'h') {
+			s_help(stdout, s_ls_help);
+			return BM_EXIT_OK;
+		} else {
+			s_help(stderr, s_ls_help);
+			return BM_EXIT_USAGE;
+		}
+	}
+	if (optind != argc) {
+		s_help(stderr, s_ls_help);
+		return BM_EXIT_USAGE;
+	}
+	if ((rc = bm_cli_open("ls", dir, NULL, NULL, &c)) < 0) {
+		return -rc;
+	}
+	rc = bm_client_list(c, S_DEFAULT_TIMEOUT, &v, &n);
+	bm_client_destroy(&c);
+	if (rc < 0) {
+		return bm_cli_fail("ls", rc, dir, "the directory");
+	}
+	if (!json) {
+		printf("%-24s %-32s %8s %8s %10s %10s %10s\n", "NAME", "CAPS", "IDLE", "INFLIGHT",
+		       "SENT", "DELIVERED", "ACKED");
+	}
+	for (size_t i = 0; i < n; i++) {
+		char caps[BM_CAPS_MAX * (BM_CAP_MAX + 1) + 1] = "";
+
+		for (int k = 0; k < v[i].ncaps; k++) {
+			strcat(caps, k ? "," : "");
+			strcat(caps, v[i].caps[k]);
+		}
+		if (json) {
+			printf("{\"name\":");
+			bm_cli_json_str(stdout, v[i].name, strlen(v[i].name));
+			printf(",\"caps\":[");
+			for (int k = 0; k < v[i].ncaps; k++) {
+				printf(k ? "," : "");
+				bm_cli_json_str(stdout, v[i].caps[k], strlen(v[i].caps[k]));
+			}
+			printf("],\"idle_ms\":%lld,\"inflight\":%llu,\"sent\":%llu,\"delivered\":%llu,"
+			       "\"acked\":%llu}\n",
+			       (long long)v[i].idle_ms, (unsigned long long)v[i].inflight,
+			       (unsigned long long)v[i].sent, (unsigned long long)v[i].delivered,
+			       (unsigned long long)v[i].acked);
+		} else {
+			printf("%-24s %-32s %6lldms %8llu %10llu %10llu %10llu\n", v[i].name,
+			       caps[0] ? caps : "-", (long long)v[i].idle_ms,
+			       (unsigned long long)v[i].inflight, (unsigned long long)v[i].sent,
+			       (unsigned long long)v[i].delivered, (unsigned long long)v[i].acked);
+		}
+	}
+	free(v);
+	return BM_EXIT_OK;
+}
+
+static const char s_stats_help[] =
+	"usage: beast stats [--json]\n"
+	"\n"
+	"Prints beastd's counters: agents online, messages routed, ACKs, NACKs by\n"
+	"reason, malformed frames dropped, and more.\n";
+
+int
+bm_cli_stats(int argc, char **argv, const char *dir)
+{
+	static const struct option lo[] = {{"json", no_argument, NULL, 'j'},
+	                                   {"help", no_argument, NULL, 'h'}, {0}};
+	bm_client_t *c = NULL;
+	bm_stat_t *v = NULL;
+	size_t n = 0;
+	bool json = false;
+	int ch, rc;
+
+	optind = 0;
+	while ((ch = S_GETOPT(argc, argv, lo)) != -1) {
+		if (ch == 'j') {
+			json = true;
+		} else if (ch == 'h') {
+			s_help(stdout, s_stats_help);
+			return BM_EXIT_OK;
+		} else {
+			s_help(stderr, s_stats_help);
+			return BM_EXIT_USAGE;
+		}
+	}
+	if (optind != argc) {
+		s_help(stderr, s_stats_help);
+		return BM_EXIT_USAGE;
+	}
+	if ((rc = bm_cli_open("stats", dir, NULL, NULL, &c)) < 0) {
+		return -rc;
+	}
+	rc = bm_client_stats(c, S_DEFAULT_TIMEOUT, &v, &n);
+	bm_client_destroy(&c);
+	if (rc < 0) {
+		return bm_cli_fail("stats", rc, dir, "the counters");
+	}
+	if (json) {
+		printf("{");
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (json) {
+			printf("%s\"%s\":%lld", i ? "," : "", v[i].key, (long long)v[i].value);
+		} else {
+			printf("%-16s %lld\n", v[i].key, (long long)v[i].value);
+		}
+	}
+	if (json) {
+		printf("}\n");
+	}
+	free(v);
+	return BM_EXIT_OK;
+}
+
+static const char s_ping_help[] =
+	"usage: beast ping [--count N]\n"
+	"\n"
+	"Checks that beastd answers and prints the round trip in microseconds.\n";
+
+int
+bm_cli_ping(int argc, char **argv, const char *dir)
+{
+	static const struct option lo[] = {{"count", required_argument, NULL, 'n'},
+	                                   {"help", no_argument, NULL, 'h'}, {0}};
+	bm_client_t *c = NULL;
+	long count = 1;
+	int ch, rc;
+
+	optind = 0;
+	while ((ch = S_GETOPT(argc, argv, lo)) != -1) {
+		if (ch == 'n' && (count = bm_cli_num(optarg, 1, 1000000)) > 0) {
+			continue;
+		}
+		if (ch == 'h') {
+			s_help(stdout, s_ping_help);
+			return BM_EXIT_OK;
+		}
+		s_help(stderr, s_ping_help);
+		return BM_EXIT_USAGE;
+	}
+	if ((rc = bm_cli_open("ping", dir, NULL, NULL, &c)) < 0) {
+		return -rc;
+	}
+	for (long i = 0; i < count && !bm_cli_stop; i++) {
+		int64_t us = bm_client_ping(c, S_DEFAULT_TIMEOUT);
+
+		if (us < 0) {
+			bm_client_destroy(&c);
+			return bm_cli_fail("ping", (int)us, dir, "PONG");
+		}
+		printf("pong from beastd: %lld us\n", (long long)us);
+	}
+	bm_client_destroy(&c);
+	return BM_EXIT_OK;
+}
+
+/* Body from the argument, or stdin when it is absent or "-". */
+static int
+s_body(const char *cmd, const char *arg, size_t max, char **ret_buf, size_t *ret_len)
+{
+	int rc;
+
+	if (arg != NULL && strcmp(arg, "-") != 0) {
+		*ret_buf = strdup(arg);
+		*ret_len = strlen(arg);
+		return *ret_buf ? 0 : -ENOMEM;
+	}
+	rc = bm_cli_read_stdin(max, ret_buf, ret_len);
+	if (rc < 0) {
+		fprintf(stderr, "beast %s: cannot read the body from stdin: %s%s\n", cmd, bm_strerror(rc),
+		        rc == BM_ETOOBIG ? " (send bulk data with `beast blob send`)" : "");
+		return -BM_EXIT_FAIL;
+	}
+	return 0;
+}
+
+static const char s_send_help[] =
+	"usage: beast send [--as NAME] [--type TYPE] [--timeout MS] TO [BODY]\n"
+	"\n"
+	"Sends one message to the agent TO (or to any agent with a capability: @CAP)\n"
+	"and waits for the receiver's ACK.  BODY comes from stdin when omitted or '-'.\n"
+	"\n"
+	"  --as NAME      register as NAME (default send-PID)\n"
+	"  --type TYPE    message type (default msg)\n"
+	"  --timeout MS   how long to wait for the ACK (default 5000)\n"
+	"\n"
+	"Exit status: 0 acknowledged, 1 refused (NACK: reason on stderr), 2 usage,\n"
+	"3 no ACK in time, 4 beastd not running.\n";
+
+/* Waits for the ACK/NACK of id. */
+static int
+s_wait_ack(bm_client_t *c, const bm_id_t *id, int timeout_ms, bm_event_t *ret_ev)
+{
+	int64_t deadline = bm_mono_ms() + timeout_ms;
+
+	for (;;) {
+		int64_t left = deadline - bm_mono_ms();
+		int rc;
+
+		if (left <= 0) {
+			return -ETIMEDOUT;
+		}
+		rc = bm_client_recv(c, (int)left, ret_ev);
+		if (rc < 0) {
+			return rc;
+		}
+		if ((ret_ev->kind == BM_EV_ACK || ret_ev->kind == BM_EV_NACK) &&
+		    bm_id_equal(&ret_ev->id, id)) {
+			return 0;
+		}
+		bm_event_clear(ret_ev);
+	}
+}
+
+int
+bm_cli_send(int argc, char **argv, const char *dir)
+{
+	static const struct option lo[] = {
+		{"as", required_argument, NULL, 'a'},   {"type", required_argument, NULL, 't'},
+		{"timeout", required_argument, NULL, 'T'}, {"help", no_argument, NULL, 'h'}, {0}};
+	char defname[BM_NAME_MAX + 1], *body = NULL;
+	const char *name = NULL, *type = "msg", *to;
+	bm_client_t *c = NULL;
+	bm_send_opts_t o = {0};
+	bm_event_t ev = {0};
+	bm_id_t id;
+	char hex[BM_ID_HEX_LEN + 1];
+	size_t len = 0;
+	long timeout = S_DEFAULT_TIMEOUT;
+	int ch, rc;
+
+	optind = 0;
+	while ((ch = S_GETOPT(argc, argv, lo)) != -1) {
+		switch (ch) {
+		case 'a':
+			name = optarg;
+			break;
+		case 't':
+			type = optarg;
+			break;
+		case 'T':
+			if ((timeout = bm_cli_num(optarg, 1, 86400000)) > 0) {
+				break;
+			}
+			/* fallthrough */
+		default:
+			s_help(stderr, s_send_help);
+			return BM_EXIT_USAGE;
+		case 'h':
+			s_help(stdout, s_send_help);
+			return BM_EXIT_OK;
+		}
+	}
+	if (argc - optind < 1 || argc - optind > 2) {
+		s_help(stderr, s_send_help);
+		return BM_EXIT_USAGE;
+	}
+	to = argv[optind];
+	if (bm_address_check(to) < 0) {
+		return bm_cli_fail("send", BM_EBADNAME, dir, to);
+	}
+	if (bm_type_check(type) < 0) {
+		fprintf(stderr, "beast send: '%s' is not a valid type (printable, no spaces, at most %d)\n",
+		        type, BM_TYPE_MAX);
+		return BM_EXIT_USAGE;
+	}
+	if (name == NULL) {
+		snprintf(defname, sizeof defname, "send-%ld", (long)getpid());
+		name = defname;
+	}
+	if ((rc = s_body("send", argc - optind == 2 ? argv[optind + 1] : NULL, BM_BODY_MAX_DEFAULT,
+	                 &body, &len)) < 0) {
+		return -rc;
+	}
+	if ((rc = bm_cli_open("send", dir, name, NULL, &c)) < 0) {
+		free(body);
+		return -rc;
+	}
+	o.to = to;
+	o.type = type;
+	rc = bm_client_send(c, &o, body, len, &id);
+	free(body);
+	if (rc == 0) {
+		rc = s_wait_ack(c, &id, (int)timeout, &ev);
+	}
+	bm_client_destroy(&c);
+	if (rc < 0) {
+		return bm_cli_fail("send", rc, dir, rc == -ETIMEDOUT ? "the ACK" : to);
+	}
+	bm_id_hex(&id, hex);
+	if (ev.kind == BM_EV_NACK) {
+		fprintf(stderr, "beast send: %s refused message %s: %s\n", to, hex,
+		        ev.text[0] ? ev.text : bm_strerror(ev.code));
+		return ev.code == BM_ENOAGENT ? BM_EXIT_FAIL : BM_EXIT_FAIL;
+	}
+	fprintf(stderr, "acked by %s: %s\n", ev.peer, hex);
+	return BM_EXIT_OK;
+}
+
+static const char s_listen_help[] =
+	"usage: beast listen [--caps A,B] [--count N] [--json] NAME\n"
+	"\n"
+	"Registers as NAME, prints each message delivered to it and ACKs it.\n"
+	"Plain output is one line per message: FROM TYPE BODY.  With --json, one\n"
+	"object per line: id, from, type, corr, attempt, ts_ms, body (or body_b64).\n"
+	"\n"
+	"  --caps A,B   capabilities to advertise (for anycast to @A)\n"
+	"  --count N    exit after N messages\n";
+
+static void
+s_print_msg(bm_msg_t *m, bool json)
+{
+	char hex[BM_ID_HEX_LEN + 1], corr[BM_ID_HEX_LEN + 1];
+
+	if (!json) {
+		printf("%s %s ", m->from, m->type);
+		fwrite(bm_msg_data(m), 1, bm_msg_size(m), stdout);
+		putchar('\n');
+		fflush(stdout);
+		return;
+	}
+	bm_id_hex(&m->id, hex);
+	printf("{\"id\":\"%s\",\"from\":", hex);
+	bm_cli_json_str(stdout, m->from, strlen(m->from));
+	printf(",\"type\":");
+	bm_cli_json_str(stdout, m->type, strlen(m->type));
+	if (!bm_id_is_zero(&m->corr)) {
+		bm_id_hex(&m->corr, corr);
+		printf(",\"corr\":\"%s\"", corr);
+	}
+	printf(",\"attempt\":%u,\"ts_ms\":%lld,", m->attempt, (long long)m->ts_ms);
+	bm_cli_json_body(stdout, bm_msg_data(m), bm_msg_size(m));
+	printf("}\n");
+	fflush(stdout);
+}
+
+/* Shared by listen and echo: serve until count messages or a signal. */
+static int
+s_serve(const char *cmd, const char *dir, const char *name, const char *caps, long count,
+        bool json, bool echo)
+{
+	bm_client_t *c = NULL;
+	long seen = 0;
+	int rc;
+
+	if (bm_name_check(name) < 0) {
+		return bm_cli_fail(cmd, BM_EBADNAME, dir, name);
+	}
+	if ((rc = bm_cli_open(cmd, dir, name, caps, &c)) < 0) {
+		return -rc;
+	}
+	bm_cli_signals();
+	while (!bm_cli_stop && (count <= 0 || seen < count)) {
+		bm_event_t ev;
+
+		rc = bm_client_recv(c, 200, &ev);
+		if (rc == -ETIMEDOUT || rc == -EINTR) {
+			continue;
+		}
+		if (rc < 0) {
+			bm_client_destroy(&c);
+			return bm_cli_fail(cmd, rc, dir, "messages");
+		}
+		if (ev.kind == BM_EV_MESSAGE) {
+			if (echo) {
+				(void)bm_client_ack(c, ev.msg);
+				rc = bm_client_reply(c, ev.msg, ev.msg->type, bm_msg_data(ev.msg),
+				                     bm_msg_size(ev.msg));
+				if (rc < 0) {
+					fprintf(stderr, "beast %s: cannot reply to %s: %s\n", cmd, ev.msg->from,
+					        bm_strerror(rc));
+				}
+			} else {
+				s_print_msg(ev.msg, json);
+				(void)bm_client_ack(c, ev.msg);
+			}
+			seen++;
+		} else if (ev.kind == BM_EV_DENIED) {
+			fprintf(stderr, "beast %s: beastd restarted and '%s' is now held by another agent\n",
+			        cmd, name);
+			bm_event_clear(&ev);
+			bm_client_destroy(&c);
+			return BM_EXIT_FAIL;
+		}
+		bm_event_clear(&ev);
+	}
+	bm_client_destroy(&c);
+	return BM_EXIT_OK;
+}
+
+int
+bm_cli_listen(int argc, char **argv, const char *dir)
+{
+	static const struct option lo[] = {
+		{"caps", required_argument, NULL, 'c'}, {"count", required_argument, NULL, 'n'},
+		{"json", no_argument, NULL, 'j'},       {"help", no_argument, NULL, 'h'}, {0}};
+	const char *caps = NULL;
+	long count = 0;
+	bool json = false;
+	int ch;
+
+	optind = 0;
+	while ((ch = S_GETOPT(argc, argv, lo)) != -1) {
+		switch (ch) {
+		case 'c':
+			caps = optarg;
+			break;
+		case 'n':
+			if ((count = bm_cli_num(optarg, 1, 2000000000)) > 0) {
+				break;
+			}
+			/* fallthrough */
+		default:
+			s_help(stderr, s_listen_help);
+			return BM_EXIT_USAGE;
+		case 'j':
+			json = true;
+			break;
+		case 'h':
+			s_help(stdout, s_listen_help);
+			return BM_EXIT_OK;
+		}
+	}
+	if (argc - optind != 1) {
+		s_help(stderr, s_listen_help);
+		return BM_EXIT_USAGE;
+	}
+	return s_serve("listen", dir, argv[optind], caps, count, json, false);
+}
+
+static const char s_echo_help[] =
+	"usage: beast echo [--caps A,B] NAME\n"
+	"\n"
+	"Registers as NAME and answers every message with its own body and type\n"
+	"(a reply: correlation id = the request's id).  Runs until SIGINT/SIGTERM.\n";
+
+int
+bm_cli_echo(int argc, char **argv, const char *dir)
+{
+	static const struct option lo[] = {{"caps", required_argument, NULL, 'c'},
+	                                   {"help", no_argument, NULL, 'h'}, {0}};
+	const char *caps = NULL;
+	int ch;
+
+	optind = 0;
+	while ((ch = S_GETOPT(argc, argv, lo)) != -1) {
+		if (ch == 'c') {
+			caps = optarg;
+		} else if (ch == 'h') {
+			s_help(stdout, s_echo_help);
+			return BM_EXIT_OK;
+		} else {
+			s_help(stderr, s_echo_help);
+			return BM_EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 1) {
+		s_help(stderr, s_echo_help);
+		return BM_EXIT_USAGE;
+	}
+	return s_serve("echo", dir, argv[optind], caps, 0, false, true);
+}
+
+static const char s_request_help[] =
+	"usage: beast request [--as NAME] [--timeout MS] TO TYPE [BODY]\n"
+	"\n"
+	"Sends a request of TYPE to TO (a name or @CAP), waits for the reply and\n"
+	"prints its body.  BODY comes from stdin when omitted or '-'.\n"
+	"\n"
+	"Exit status: 0 replied, 1 refused, 2 usage, 3 no reply in time,\n"
+	"4 beastd not running.\n";
+
+int
+bm_cli_request(int argc, char **argv, const char *dir)
+{
+	static const struct option lo[] = {{"as", required_argument, NULL, 'a'},
+	                                   {"timeout", required_argument, NULL, 'T'},
+	                                   {"help", no_argument, NULL, 'h'},
+	                                   {0}};
+	char defname[BM_NAME_MAX + 1], *body = NULL;
+	const char *name = NULL, *to, *type;
+	bm_client_t *c = NULL;
+	bm_msg_t *reply = NULL;
+	size_t len = 0;
+	long timeout = S_DEFAULT_TIMEOUT;
+	int ch, rc;
+
+	optind = 0;
+	while ((ch = S_GETOPT(argc, argv, lo)) != -1) {
+		switch (ch) {
+		case 'a':
+			name = optarg;
+			break;
+		case 'T':
+			if ((timeout = bm_cli_num(optarg, 1, 86400000)) > 0) {
+				break;
+			}
+			/* fallthrough */
+		default:
+			s_help(stderr, s_request_help);
+			return BM_EXIT_USAGE;
+		case 'h':
+			s_help(stdout, s_request_help);
+			return BM_EXIT_OK;
+		}
+	}
+	if (argc - optind < 2 || argc - optind > 3) {
+		s_help(stderr, s_request_help);
+		return BM_EXIT_USAGE;
+	}
+	to = argv[optind];
+	type = argv[optind + 1];
+	if (bm_address_check(to) < 0) {
+		return bm_cli_fail("request", BM_EBADNAME, dir, to);
+	}
+	if (bm_type_check(type) < 0) {
+		fprintf(stderr, "beast request: '%s' is not a valid type\n", type);
+		return BM_EXIT_USAGE;
+	}
+	if (name == NULL) {
+		snprintf(defname, sizeof defname, "request-%ld", (long)getpid());
+		name = defname;
+	}
+	if ((rc = s_body("request", argc - optind == 3 ? argv[optind + 2] : NULL,
+	                 BM_BODY_MAX_DEFAULT, &body, &len)) < 0) {
+		return -rc;
+	}
+	if ((rc = bm_cli_open("request", dir, name, NULL, &c)) < 0) {
+		free(body);
+		return -rc;
+	}
+	rc = bm_client_request(c, to, type, body, len, (int)timeout, &reply);
+	free(body);
+	bm_client_destroy(&c);
+	if (rc < 0) {
+		return bm_cli_fail("request", rc, dir, rc == -ETIMEDOUT ? "the reply" : to);
+	}
+	fwrite(bm_msg_data(reply), 1, bm_msg_size(reply), stdout);
+	if (bm_msg_size(reply) == 0 || ((const char *)bm_msg_data(reply))[bm_msg_size(reply) - 1] != '\n') {
+		putchar('\n');
+	}
+	bm_msg_destroy(&reply);
+	return BM_EXIT_OK;
+}

@@ -1,0 +1,838 @@
+/*
+ * broker.c - the mesh broker inside beastd.
+ *
+ * One ROUTER socket, bound at ipc://$BEAST_DIR/mesh.sock (and optionally a
+ * loopback tcp endpoint), served by one thread that never blocks: every
+ * send is ZMQ_DONTWAIT with ZMQ_ROUTER_MANDATORY, so a peer that is gone
+ * (EHOSTUNREACH) or not keeping up (EAGAIN at the high-water mark) turns
+ * into a NACK to the sender, never a silent drop and never a stall.
+ *
+ * The directory maps agent names to ZeroMQ routing ids.  The broker owns
+ * the routing ids (the ROUTER assigns them); names are bound to them by
+ * HELLO.  A name is owned by its live holder: a second HELLO for it is
+ * DENIED unless a probe shows the holder's connection is already gone.
+ * Agents are dropped on BYE, on a failed send, or after three heartbeat
+ * intervals of silence; every drop is logged and announced (NOTICE).
+ *
+ * Routing: SEND names a destination or "@capability"; the broker rewrites
+ * the header into a DELIVER carrying the sender's name and forwards the
+ * body frame untouched (zmq_msg_send moves it, no copy).  Anycast picks the
+ * live agent with that capability and the fewest unacknowledged
+ * deliveries, rotating among equals.  ACK and NACK from a receiver go back
+ * to the sender named in them.
+ *
+ * Input is never trusted: a frame that does not decode is answered with
+ * ERROR (or NACK when it names a message) and counted; routing goes on.
+ *
+ * Threading: a bm_broker_t is used by one thread.  The stop flag is read
+ * between polls; a signal interrupts zmq_poll (EINTR) so stop is prompt.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <czmq.h>
+
+#include "mesh_private.h"
+
+#define S_RID_MAX 255          /* ZeroMQ routing ids are at most 255 bytes */
+#define S_DRAIN_BATCH 4096     /* messages handled per poll wake-up */
+#define S_HDR_BUF 2048         /* encoded headers the broker sends */
+
+typedef struct s_agent {
+	char name[BM_NAME_MAX + 1];            /* registered name */
+	uint8_t rid[S_RID_MAX];                /* ZeroMQ routing id */
+	size_t rid_len;                        /* its length */
+	char rid_key[2 * S_RID_MAX + 1];       /* hex of rid: by_rid key */
+	char caps[BM_CAPS_MAX][BM_CAP_MAX + 1]; /* capabilities */
+	int ncaps;                             /* how many */
+	uint32_t heartbeat_ms;                 /* interval it promised */
+	int64_t last_seen_ms;                  /* monotonic ms of last frame */
+	uint64_t inflight;                     /* delivered, not yet (N)ACKed */
+	uint64_t sent;                         /* SENDs it made */
+	uint64_t delivered;                    /* DELIVERs it got */
+	uint64_t acked;                        /* ACKs it gave */
+} s_agent_t;
+
+/* X(field): broker counters, reported by STATS in this order. */
+#define S_STATS(X)                                                            \
+	X(frames)        /* messages received */                              \
+	X(sends)         /* SENDs received */                                 \
+	X(delivers)      /* DELIVERs forwarded */                             \
+	X(acks)          /* ACKs relayed */                                   \
+	X(nacks)         /* NACKs sent or relayed */                          \
+	X(nack_noagent)  /* no such agent / capability */                     \
+	X(nack_toobig)   /* body over the cap */                              \
+	X(nack_busy)     /* receiver at its high-water mark */                \
+	X(nack_notreg)   /* SEND from an unregistered peer */                 \
+	X(malformed)     /* frames that did not decode */                     \
+	X(unroutable)    /* ACK/NACK whose sender is gone */                  \
+	X(hellos)        /* registrations */                                  \
+	X(denied)        /* refused registrations */                          \
+	X(gone)          /* agents dropped for silence or a dead pipe */      \
+	X(byes)          /* agents that said goodbye */                       \
+	X(pings)         /* PINGs answered */
+
+typedef struct {
+#define S_FIELD(n) uint64_t n;
+	S_STATS(S_FIELD)
+#undef S_FIELD
+} s_stats_t;
+
+struct bm_broker {
+	void *ctx;                         /* zmq context (owned) */
+	void *router;                      /* the ROUTER socket */
+	char dir[BM_PATH_MAX];             /* runtime directory */
+	char sock_path[BM_PATH_MAX];       /* DIR/mesh.sock */
+	char endpoint[BM_PATH_MAX + 8];    /* ipc://DIR/mesh.sock */
+	int lock_fd;                       /* flock'ed DIR/beastd.lock */
+	uint32_t heartbeat_ms;             /* default interval */
+	size_t max_body;                   /* body cap */
+	zhashx_t *by_name;                 /* name -> s_agent_t (owns) */
+	zhashx_t *by_rid;                  /* rid hex -> s_agent_t */
+	msgpack_zone zone;                 /* decode scratch */
+	uint64_t rotor;                    /* anycast tie-break */
+	int64_t started_ms;                /* monotonic start time */
+	int64_t next_sweep_ms;             /* next liveness sweep */
+	s_stats_t st;                      /* counters */
+};
+
+static void
+s_agent_free(void **item)
+{
+	free(*item);
+	*item = NULL;
+}
+
+static void
+s_hex(const uint8_t *p, size_t n, char *out)
+{
+	static const char d[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = d[p[i] >> 4];
+		out[2 * i + 1] = d[p[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* ---- sending ---- */
+
+/*
+ * Sends [rid, header(, body)] without blocking.  On success the body frame
+ * has been moved out; on failure it is untouched.  Returns 0, -EHOSTUNREACH
+ * (peer gone), -EAGAIN (peer's queue full) or another negative errno.
+ */
+static int
+s_send(bm_broker_t *b, const uint8_t *rid, size_t rid_len, const bm_env_t *e, zmq_msg_t *body)
+{
+	uint8_t hdr[S_HDR_BUF];
+	int n = bm__env_encode(e, hdr, sizeof hdr);
+
+	if (n < 0) {
+		return n;
+	}
+	/* With ROUTER_MANDATORY the identity frame is where an unroutable or
+	 * full peer is refused; once it is accepted the rest of the message
+	 * goes into the same pipe. */
+	if (zmq_send(b->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+		return bm__zmq_err();
+	}
+	if (zmq_send(b->router, hdr, (size_t)n, ZMQ_DONTWAIT | (body ? ZMQ_SNDMORE : 0)) < 0) {
+		return bm__zmq_err();
+	}
+	if (body != NULL && zmq_msg_send(body, b->router, ZMQ_DONTWAIT) < 0) {
+		return bm__zmq_err();
+	}
+	return 0;
+}
+
+static void
+s_reply_error(bm_broker_t *b, const uint8_t *rid, size_t rid_len, int cmd, int code,
+              const char *text)
+{
+	bm_env_t e = {.cmd = (uint8_t)cmd, .code = code};
+
+	snprintf(e.text, sizeof e.text, "%s", text);
+	/* Best effort: the peer may be the one that is gone or flooding. */
+	(void)s_send(b, rid, rid_len, &e, NULL);
+}
+
+static void
+s_nack(bm_broker_t *b, const s_agent_t *to, const bm_id_t *id, const char *peer, int code,
+       const char *fmt, ...) BM_PRINTF(6, 7);
+
+static void
+s_nack(bm_broker_t *b, const s_agent_t *to, const bm_id_t *id, const char *peer, int code,
+       const char *fmt, ...)
+{
+	bm_env_t e = {.cmd = BM_CMD_NACK, .id = *id, .code = code};
+	va_list ap;
+
+	snprintf(e.name, sizeof e.name, "%s", peer);
+	va_start(ap, fmt);
+	vsnprintf(e.text, sizeof e.text, fmt, ap);
+	va_end(ap);
+	b->st.nacks++;
+	if (s_send(b, to->rid, to->rid_len, &e, NULL) < 0) {
+		b->st.unroutable++;
+	}
+}
+
+/* ---- directory ---- */
+
+static void s_drop(bm_broker_t *b, s_agent_t *a, const char *why);
+
+static void
+s_notice_all(bm_broker_t *b, const char *event, const char *name)
+{
+	bm_env_t e = {.cmd = BM_CMD_NOTICE};
+
+	snprintf(e.type, sizeof e.type, "%s", event);
+	snprintf(e.name, sizeof e.name, "%s", name);
+	for (s_agent_t *a = zhashx_first(b->by_name); a != NULL; a = zhashx_next(b->by_name)) {
+		if (strcmp(a->name, name) != 0) {
+			/* A notice is advisory: a full queue skips it. */
+			(void)s_send(b, a->rid, a->rid_len, &e, NULL);
+		}
+	}
+}
+
+static void
+s_drop(bm_broker_t *b, s_agent_t *a, const char *why)
+{
+	char name[BM_NAME_MAX + 1];
+
+	bm_log(BM_LOG_INFO, "agent '%s' %s", a->name, why);
+	memcpy(name, a->name, sizeof name);
+	zhashx_delete(b->by_rid, a->rid_key);
+	zhashx_delete(b->by_name, name); /* frees a */
+	s_notice_all(b, "offline", name);
+}
+
+static bool
+s_has_cap(const s_agent_t *a, const char *cap)
+{
+	for (int i = 0; i < a->ncaps; i++) {
+		if (strcmp(a->caps[i], cap) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Least-loaded live agent with cap; the rotor spreads ties evenly. */
+static s_agent_t *
+s_anycast(bm_broker_t *b, const char *cap, const s_agent_t *except)
+{
+	s_agent_t *best = NULL;
+	uint64_t best_key = UINT64_MAX;
+	size_t n = zhashx_size(b->by_name), i = 0;
+
+	b->rotor++;
+	for (s_agent_t *a = zhashx_first(b->by_name); a != NULL;
+	     a = zhashx_next(b->by_name), i++) {
+		uint64_t key;
+
+		if (a == except || !s_has_cap(a, cap)) {
+			continue;
+		}
+		/* Primary: in-flight count; secondary: position after the
+		 * rotor, so equal loads take turns. */
+		key = (a->inflight << 20) | ((i + n - b->rotor % n) % n);
+		if (key < best_key) {
+			best_key = key;
+			best = a;
+		}
+	}
+	return best;
+}
+
+/* ---- commands ---- */
+
+static void
+s_on_hello(bm_broker_t *b, const uint8_t *rid, size_t rid_len, const char *rid_key,
+           s_agent_t *self, const bm_env_t *in)
+{
+	s_agent_t *holder = zhashx_lookup(b->by_name, in->name);
+	bm_env_t out = {.cmd = BM_CMD_WELCOME};
+
+	if (holder != NULL && holder != self) {
+		/* A live holder keeps its name.  Probe it: with ROUTER_MANDATORY
+		 * a holder whose connection is gone fails at once. */
+		bm_env_t ping = {.cmd = BM_CMD_PING};
+
+		if (s_send(b, holder->rid, holder->rid_len, &ping, NULL) != -EHOSTUNREACH) {
+			char text[BM_TEXT_MAX + 1];
+
+			b->st.denied++;
+			snprintf(text, sizeof text,
+			         "name '%s' is held by a live agent; pick another name or stop it first",
+			         in->name);
+			s_reply_error(b, rid, rid_len, BM_CMD_DENIED, BM_ENAMETAKEN, text);
+			return;
+		}
+		b->st.gone++;
+		s_drop(b, holder, "gone (connection closed); name taken over");
+	}
+	if (self != NULL && strcmp(self->name, in->name) != 0) {
+		s_drop(b, self, "re-registered under another name");
+		self = NULL;
+	}
+	if (self == NULL) {
+		self = calloc(1, sizeof *self);
+		if (self == NULL) {
+			s_reply_error(b, rid, rid_len, BM_CMD_DENIED, -ENOMEM, "broker is out of memory");
+			return;
+		}
+		memcpy(self->name, in->name, sizeof self->name);
+		memcpy(self->rid, rid, rid_len);
+		self->rid_len = rid_len;
+		memcpy(self->rid_key, rid_key, strlen(rid_key) + 1);
+		zhashx_insert(b->by_name, self->name, self);
+		zhashx_insert(b->by_rid, self->rid_key, self);
+		bm_log(BM_LOG_INFO, "agent '%s' online", self->name);
+		s_notice_all(b, "online", self->name);
+	}
+	self->ncaps = in->ncaps;
+	memcpy(self->caps, in->caps, sizeof self->caps);
+	self->heartbeat_ms = in->heartbeat_ms ? in->heartbeat_ms : b->heartbeat_ms;
+	self->last_seen_ms = bm_mono_ms();
+	b->st.hellos++;
+	memcpy(out.name, self->name, sizeof self->name);
+	out.heartbeat_ms = self->heartbeat_ms;
+	out.max_body = b->max_body;
+	(void)s_send(b, rid, rid_len, &out, NULL);
+}
+
+static void
+s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *body)
+{
+	s_agent_t *to;
+	int rc;
+
+	b->st.sends++;
+	from->sent++;
+	if (zmq_msg_size(body) > b->max_body) {
+		b->st.nack_toobig++;
+		s_nack(b, from, &in->id, in->name, BM_ETOOBIG,
+		       "body of %zu bytes is over the %zu-byte cap; send bulk data through shm",
+		       zmq_msg_size(body), b->max_body);
+		return;
+	}
+	if (in->name[0] == '@') {
+		to = s_anycast(b, in->name + 1, NULL);
+	} else {
+		to = zhashx_lookup(b->by_name, in->name);
+	}
+	for (int tries = 0; tries < 8; tries++) {
+		bm_env_t out = *in;
+
+		if (to == NULL) {
+			b->st.nack_noagent++;
+			s_nack(b, from, &in->id, in->name, BM_ENOAGENT,
+			       in->name[0] == '@' ? "no agent with capability '%s' is online"
+			                          : "no agent named '%s' is online",
+			       in->name + (in->name[0] == '@'));
+			return;
+		}
+		out.cmd = BM_CMD_DELIVER;
+		memcpy(out.name, from->name, sizeof from->name);
+		rc = s_send(b, to->rid, to->rid_len, &out, body);
+		if (rc == 0) {
+			b->st.delivers++;
+			to->inflight++;
+			to->delivered++;
+			return;
+		}
+		if (rc == -EAGAIN) {
+			b->st.nack_busy++;
+			s_nack(b, from, &in->id, in->name, BM_EBUSY,
+			       "agent '%s' is not keeping up (its queue is full); retry later",
+			       to->name);
+			return;
+		}
+		/* Its connection is gone: drop it and, for anycast, try the
+		 * next one with the capability. */
+		b->st.gone++;
+		s_drop(b, to, "gone (connection closed)");
+		to = in->name[0] == '@' ? s_anycast(b, in->name + 1, NULL) : NULL;
+	}
+}
+
+static void
+s_on_ack(bm_broker_t *b, s_agent_t *self, bm_env_t *in)
+{
+	s_agent_t *to = zhashx_lookup(b->by_name, in->name);
+
+	if (self->inflight > 0) {
+		self->inflight--;
+	}
+	if (in->cmd == BM_CMD_ACK) {
+		self->acked++;
+		b->st.acks++;
+	} else {
+		b->st.nacks++;
+	}
+	if (to == NULL) {
+		b->st.unroutable++;
+		return;
+	}
+	memcpy(in->name, self->name, sizeof self->name);
+	if (s_send(b, to->rid, to->rid_len, in, NULL) < 0) {
+		b->st.unroutable++;
+	}
+}
+
+static void
+s_pack_kv_str(msgpack_packer *pk, const char *k, const char *v)
+{
+	msgpack_pack_str(pk, strlen(k));
+	msgpack_pack_str_body(pk, k, strlen(k));
+	msgpack_pack_str(pk, strlen(v));
+	msgpack_pack_str_body(pk, v, strlen(v));
+}
+
+static void
+s_pack_kv_int(msgpack_packer *pk, const char *k, int64_t v)
+{
+	msgpack_pack_str(pk, strlen(k));
+	msgpack_pack_str_body(pk, k, strlen(k));
+	msgpack_pack_int64(pk, v);
+}
+
+/* Replies with header [1, cmd] and the packed sbuffer as body. */
+static void
+s_reply_body(bm_broker_t *b, const uint8_t *rid, size_t rid_len, int cmd, msgpack_sbuffer *sb)
+{
+	bm_env_t e = {.cmd = (uint8_t)cmd};
+	zmq_msg_t body;
+
+	if (zmq_msg_init_size(&body, sb->size) < 0) {
+		return;
+	}
+	memcpy(zmq_msg_data(&body), sb->data, sb->size);
+	if (s_send(b, rid, rid_len, &e, &body) < 0) {
+		zmq_msg_close(&body);
+	}
+}
+
+static void
+s_on_list(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	int64_t now = bm_mono_ms();
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_array(&pk, zhashx_size(b->by_name));
+	for (s_agent_t *a = zhashx_first(b->by_name); a != NULL; a = zhashx_next(b->by_name)) {
+		msgpack_pack_map(&pk, 7);
+		s_pack_kv_str(&pk, "name", a->name);
+		msgpack_pack_str(&pk, 4);
+		msgpack_pack_str_body(&pk, "caps", 4);
+		msgpack_pack_array(&pk, (size_t)a->ncaps);
+		for (int i = 0; i < a->ncaps; i++) {
+			msgpack_pack_str(&pk, strlen(a->caps[i]));
+			msgpack_pack_str_body(&pk, a->caps[i], strlen(a->caps[i]));
+		}
+		s_pack_kv_int(&pk, "idle_ms", now - a->last_seen_ms);
+		s_pack_kv_int(&pk, "inflight", (int64_t)a->inflight);
+		s_pack_kv_int(&pk, "sent", (int64_t)a->sent);
+		s_pack_kv_int(&pk, "delivered", (int64_t)a->delivered);
+		s_pack_kv_int(&pk, "acked", (int64_t)a->acked);
+	}
+	s_reply_body(b, rid, rid_len, BM_CMD_DIRECTORY, &sb);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+static void
+s_on_stats(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	int count = 2;
+
+#define S_COUNT(n) count++;
+	S_STATS(S_COUNT)
+#undef S_COUNT
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_map(&pk, (size_t)count);
+	s_pack_kv_int(&pk, "uptime_ms", bm_mono_ms() - b->started_ms);
+	s_pack_kv_int(&pk, "agents", (int64_t)zhashx_size(b->by_name));
+#define S_PACK(n) s_pack_kv_int(&pk, #n, (int64_t)b->st.n);
+	S_STATS(S_PACK)
+#undef S_PACK
+	s_reply_body(b, rid, rid_len, BM_CMD_STATS, &sb);
+	msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---- the loop ---- */
+
+static void
+s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
+{
+	const uint8_t *rid = zmq_msg_data(&f[0]);
+	size_t rid_len = zmq_msg_size(&f[0]);
+	char rid_key[2 * S_RID_MAX + 1];
+	s_agent_t *self;
+	const char *why = NULL;
+	bm_env_t in;
+	int rc;
+
+	if (rid_len == 0 || rid_len > S_RID_MAX) {
+		b->st.malformed++;
+		return;
+	}
+	s_hex(rid, rid_len, rid_key);
+	self = zhashx_lookup(b->by_rid, rid_key);
+	if (self != NULL) {
+		self->last_seen_ms = bm_mono_ms();
+	}
+	if (nf < 2) {
+		b->st.malformed++;
+		s_reply_error(b, rid, rid_len, BM_CMD_ERROR, BM_EPROTO, "empty message: no header frame");
+		return;
+	}
+	rc = bm__env_decode(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), &b->zone, &in, &why);
+	if (rc == 0 && (extra > 0 || (nf == 3 && !bm__cmd_has_body(in.cmd)))) {
+		rc = BM_EPROTO;
+		why = "unexpected extra frames";
+	}
+	if (rc < 0) {
+		b->st.malformed++;
+		bm_debug("malformed frame from %s: %s", rid_key, why);
+		if (in.cmd == BM_CMD_SEND && self != NULL && !bm_id_is_zero(&in.id)) {
+			s_nack(b, self, &in.id, "?", rc, "malformed SEND: %s", why);
+		} else {
+			s_reply_error(b, rid, rid_len, BM_CMD_ERROR, rc, why);
+		}
+		return;
+	}
+	switch (in.cmd) {
+	case BM_CMD_HELLO:
+		s_on_hello(b, rid, rid_len, rid_key, self, &in);
+		return;
+	case BM_CMD_PING:
+		b->st.pings++;
+		in.cmd = BM_CMD_PONG;
+		(void)s_send(b, rid, rid_len, &in, NULL);
+		return;
+	case BM_CMD_LIST:
+		s_on_list(b, rid, rid_len);
+		return;
+	case BM_CMD_STATS:
+		s_on_stats(b, rid, rid_len);
+		return;
+	case BM_CMD_SEND:
+	case BM_CMD_ACK:
+	case BM_CMD_NACK:
+	case BM_CMD_BYE:
+		break;
+	default:
+		b->st.malformed++;
+		s_reply_error(b, rid, rid_len, BM_CMD_ERROR, BM_EPROTO,
+		              "command not accepted by the broker");
+		return;
+	}
+	if (self == NULL) {
+		/* Typically an agent whose broker restarted: NOTREG tells it to
+		 * say HELLO again. */
+		if (in.cmd == BM_CMD_SEND) {
+			bm_env_t e = {.cmd = BM_CMD_NACK, .id = in.id, .code = BM_ENOTREG};
+
+			memcpy(e.name, in.name, sizeof e.name);
+			snprintf(e.text, sizeof e.text, "not registered: say HELLO first");
+			b->st.nack_notreg++;
+			b->st.nacks++;
+			(void)s_send(b, rid, rid_len, &e, NULL);
+		} else if (in.cmd != BM_CMD_BYE) {
+			s_reply_error(b, rid, rid_len, BM_CMD_ERROR, BM_ENOTREG,
+			              "not registered: say HELLO first");
+		}
+		return;
+	}
+	switch (in.cmd) {
+	case BM_CMD_SEND: {
+		zmq_msg_t empty;
+
+		if (nf == 3) {
+			s_on_send(b, self, &in, &f[2]);
+		} else {
+			zmq_msg_init(&empty);
+			s_on_send(b, self, &in, &empty);
+			zmq_msg_close(&empty);
+		}
+		return;
+	}
+	case BM_CMD_ACK:
+	case BM_CMD_NACK:
+		s_on_ack(b, self, &in);
+		return;
+	case BM_CMD_BYE:
+		b->st.byes++;
+		s_drop(b, self, "said goodbye");
+		return;
+	default:
+		return;
+	}
+}
+
+/* Reads one whole message (all its frames) and handles it.  -EAGAIN when
+ * nothing is waiting. */
+static int
+s_recv_one(bm_broker_t *b)
+{
+	zmq_msg_t f[3];
+	int nf = 0, extra = 0, rc = 0;
+	bool more = true;
+
+	while (more) {
+		zmq_msg_t *m = nf < 3 ? &f[nf] : &(zmq_msg_t){0};
+
+		zmq_msg_init(m);
+		if (zmq_msg_recv(m, b->router, ZMQ_DONTWAIT) < 0) {
+			rc = bm__zmq_err();
+			zmq_msg_close(m);
+			break;
+		}
+		more = zmq_msg_more(m);
+		if (nf < 3) {
+			nf++;
+		} else {
+			extra++;
+			zmq_msg_close(m);
+		}
+	}
+	if (nf > 0) {
+		b->st.frames++;
+		s_dispatch(b, f, nf, extra);
+		rc = 0;
+	}
+	for (int i = 0; i < nf; i++) {
+		zmq_msg_close(&f[i]);
+	}
+	return rc;
+}
+
+static void
+s_sweep(bm_broker_t *b, int64_t now)
+{
+	/* Collect first: the table must not change while iterated. */
+	s_agent_t *dead[64];
+	int n = 0;
+
+	for (s_agent_t *a = zhashx_first(b->by_name); a != NULL && n < 64;
+	     a = zhashx_next(b->by_name)) {
+		if (now - a->last_seen_ms > 3 * (int64_t)a->heartbeat_ms) {
+			dead[n++] = a;
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		b->st.gone++;
+		s_drop(b, dead[i], "gone (missed 3 heartbeats)");
+	}
+}
+
+int
+bm_broker_run(bm_broker_t *b, volatile sig_atomic_t *stop)
+{
+	int64_t tick = b->heartbeat_ms / 4 > 0 ? b->heartbeat_ms / 4 : 1;
+
+	if (b == NULL || stop == NULL) {
+		return -EINVAL;
+	}
+	while (!*stop) {
+		zmq_pollitem_t it = {.socket = b->router, .events = ZMQ_POLLIN};
+		int64_t now;
+		int rc = zmq_poll(&it, 1, (long)tick);
+
+		if (rc < 0) {
+			rc = bm__zmq_err();
+			if (rc == -EINTR) {
+				continue;
+			}
+			return rc;
+		}
+		for (int i = 0; i < S_DRAIN_BATCH; i++) {
+			rc = s_recv_one(b);
+			if (rc == -EAGAIN || rc == -EINTR) {
+				break;
+			}
+			if (rc < 0) {
+				return rc;
+			}
+		}
+		now = bm_mono_ms();
+		if (now >= b->next_sweep_ms) {
+			s_sweep(b, now);
+			b->next_sweep_ms = now + tick;
+		}
+	}
+	return 0;
+}
+
+/* ---- set-up and tear-down ---- */
+
+static bool
+s_loopback_tcp(const char *ep)
+{
+	static const char *const ok[] = {"tcp://127.", "tcp://localhost:", "tcp://[::1]:"};
+
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+		if (strncmp(ep, ok[i], strlen(ok[i])) == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
+static int
+s_lock(bm_broker_t *b)
+{
+	char path[BM_PATH_MAX + 16], pid[32];
+	int n;
+
+	snprintf(path, sizeof path, "%s/beastd.lock", b->dir);
+	b->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (b->lock_fd < 0) {
+		return -errno;
+	}
+	/* flock dies with its holder, so a crashed beastd never blocks a new
+	 * one, and a second live one is refused before it can steal the
+	 * socket (a second ipc bind would silently take the endpoint). */
+	if (flock(b->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		return errno == EWOULDBLOCK ? BM_ERUNNING : -errno;
+	}
+	n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+	if (ftruncate(b->lock_fd, 0) < 0 || write(b->lock_fd, pid, (size_t)n) != n) {
+		return -errno;
+	}
+	return 0;
+}
+
+int
+bm_broker_open(const bm_broker_opts_t *opts, bm_broker_t **ret_broker)
+{
+	bm_broker_opts_t o = opts ? *opts : (bm_broker_opts_t){0};
+	bm_broker_t *b;
+	int rc, one = 1, hwm, linger = 100;
+	int64_t maxmsg;
+
+	if (ret_broker == NULL) {
+		return -EINVAL;
+	}
+	if (o.tcp != NULL && !s_loopback_tcp(o.tcp)) {
+		return -EADDRNOTAVAIL;
+	}
+	b = calloc(1, sizeof *b);
+	if (b == NULL) {
+		return -ENOMEM;
+	}
+	b->lock_fd = -1;
+	b->heartbeat_ms = o.heartbeat_ms > 0 ? (uint32_t)o.heartbeat_ms : BM_HEARTBEAT_DEFAULT;
+	b->max_body = o.max_body ? o.max_body : BM_BODY_MAX_DEFAULT;
+	hwm = o.hwm > 0 ? o.hwm : 100000;
+	msgpack_zone_init(&b->zone, 4096);
+	b->by_name = zhashx_new();
+	b->by_rid = zhashx_new();
+	if (b->by_name == NULL || b->by_rid == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	zhashx_set_destructor(b->by_name, s_agent_free);
+	if ((rc = bm_rundir_resolve(o.dir, true, b->dir)) < 0 ||
+	    (rc = bm_rundir_path(b->dir, "mesh.sock", false, b->sock_path, sizeof b->sock_path)) < 0 ||
+	    (rc = bm_rundir_path(b->dir, "mesh.sock", true, b->endpoint, sizeof b->endpoint)) < 0) {
+		goto fail;
+	}
+	if ((rc = s_lock(b)) < 0) {
+		goto fail;
+	}
+	/* We hold the lock, so a socket file left here is a crashed broker's. */
+	if (unlink(b->sock_path) < 0 && errno != ENOENT) {
+		rc = -errno;
+		goto fail;
+	}
+	b->ctx = zmq_ctx_new();
+	if (b->ctx == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	b->router = zmq_socket(b->ctx, ZMQ_ROUTER);
+	if (b->router == NULL) {
+		rc = bm__zmq_err();
+		goto fail;
+	}
+	/* A peer sending far past the cap is disconnected by libzmq before
+	 * we buffer it; one just over it gets a TOOBIG NACK from us. */
+	maxmsg = (int64_t)b->max_body * 2 + BM_HEADER_MAX;
+	if (zmq_setsockopt(b->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) < 0 ||
+	    zmq_setsockopt(b->router, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
+	    zmq_setsockopt(b->router, ZMQ_RCVHWM, &hwm, sizeof hwm) < 0 ||
+	    zmq_setsockopt(b->router, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
+	    zmq_setsockopt(b->router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0 ||
+	    zmq_bind(b->router, b->endpoint) < 0) {
+		rc = bm__zmq_err();
+		goto fail;
+	}
+	if (o.tcp != NULL && zmq_bind(b->router, o.tcp) < 0) {
+		rc = bm__zmq_err();
+		goto fail;
+	}
+	/* The socket file gets 0777 & ~umask; the 0700 directory is what
+	 * keeps others out, but do not leave it wider than needed. */
+	(void)chmod(b->sock_path, 0600);
+	b->started_ms = bm_mono_ms();
+	b->next_sweep_ms = b->started_ms;
+	*ret_broker = b;
+	return 0;
+fail:
+	bm_broker_destroy(&b);
+	return rc;
+}
+
+void
+bm_broker_destroy(bm_broker_t **self_p)
+{
+	bm_broker_t *b;
+
+	if (self_p == NULL || *self_p == NULL) {
+		return;
+	}
+	b = *self_p;
+	if (b->router != NULL) {
+		zmq_close(b->router);
+		(void)unlink(b->sock_path);
+	}
+	if (b->ctx != NULL) {
+		zmq_ctx_term(b->ctx);
+	}
+	zhashx_destroy(&b->by_rid);
+	zhashx_destroy(&b->by_name);
+	msgpack_zone_destroy(&b->zone);
+	if (b->lock_fd >= 0) {
+		close(b->lock_fd);
+	}
+	free(b);
+	*self_p = NULL;
+}
+
+const char *
+bm_broker_dir(const bm_broker_t *b)
+{
+	return b ? b->dir : NULL;
+}
+
+const char *
+bm_broker_endpoint(const bm_broker_t *b)
+{
+	return b ? b->endpoint : NULL;
+}

@@ -1,0 +1,976 @@
+/*
+ * client.c - an agent's session with the broker (one DEALER socket).
+ *
+ * The client keeps the session alive by itself: it sends PING whenever it
+ * has not heard from or spoken to the broker for one heartbeat interval
+ * (the broker answers PONG), and when the broker has been silent for three
+ * intervals, or answers "not registered" (a restarted broker), it says
+ * HELLO again every interval until WELCOME.  libzmq reconnects the socket
+ * underneath; we only re-register.
+ *
+ * Everything that arrives is turned into events in a FIFO inside the
+ * client.  bm_client_recv() pops it; bm_client_request(), _list(), _stats()
+ * and _ping() wait for their own answer and leave everything else queued,
+ * so a request never eats a delivery meant for the main loop.
+ *
+ * Bodies are zero copy on receive: a bm_msg_t keeps the zmq frame the body
+ * arrived in.  bm_client_send_frame() sends a caller's frame without a copy.
+ *
+ * Threading: a client is used from one thread at a time.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "mesh_private.h"
+
+#define S_HDR_BUF 2048
+
+typedef struct s_node {
+	struct s_node *next; /* FIFO link */
+	bm_event_t ev;       /* queued event (owns ev.msg) */
+} s_node_t;
+
+struct bm_client {
+	void *ctx;                               /* zmq context */
+	bool own_ctx;                            /* we terminate it */
+	void *sock;                              /* DEALER to the broker */
+	char endpoint[BM_PATH_MAX + 8];          /* where it connects */
+	char name[BM_NAME_MAX + 1];              /* "" = anonymous */
+	char caps[BM_CAPS_MAX][BM_CAP_MAX + 1];  /* capabilities */
+	int ncaps;                               /* how many */
+	uint32_t heartbeat_ms;                   /* interval */
+	size_t max_body;                         /* body cap */
+	bool registered;                         /* WELCOME seen, not lost */
+	bool ever_registered;                    /* for BM_EV_REGISTERED */
+	int denied;                              /* last DENIED code, 0 = none */
+	int64_t last_rx_ms;                      /* last frame from the broker */
+	int64_t last_tx_ms;                      /* last frame to the broker */
+	int64_t next_hello_ms;                   /* when to say HELLO again */
+	uint64_t pongs;                          /* PONGs seen */
+	int reply_cmd;                           /* DIRECTORY/STATS waiting */
+	zmq_msg_t reply;                         /* its body */
+	msgpack_zone zone;                       /* decode scratch */
+	s_node_t *head, *tail;                   /* event FIFO */
+};
+
+void
+bm_msg_destroy(bm_msg_t **self_p)
+{
+	if (self_p == NULL || *self_p == NULL) {
+		return;
+	}
+	zmq_msg_close(&(*self_p)->body);
+	free(*self_p);
+	*self_p = NULL;
+}
+
+void
+bm_event_clear(bm_event_t *ev)
+{
+	if (ev != NULL) {
+		bm_msg_destroy(&ev->msg);
+		memset(ev, 0, sizeof *ev);
+	}
+}
+
+/* ---- event FIFO ---- */
+
+static int
+s_push(bm_client_t *c, const bm_event_t *ev)
+{
+	s_node_t *n = malloc(sizeof *n);
+
+	if (n == NULL) {
+		return -ENOMEM;
+	}
+	n->ev = *ev;
+	n->next = NULL;
+	if (c->tail != NULL) {
+		c->tail->next = n;
+	} else {
+		c->head = n;
+	}
+	c->tail = n;
+	return 0;
+}
+
+/* Unlinks node n (prev is its predecessor or NULL) and moves its event out. */
+static void
+s_take(bm_client_t *c, s_node_t *prev, s_node_t *n, bm_event_t *ret_ev)
+{
+	if (prev != NULL) {
+		prev->next = n->next;
+	} else {
+		c->head = n->next;
+	}
+	if (c->tail == n) {
+		c->tail = prev;
+	}
+	*ret_ev = n->ev;
+	free(n);
+}
+
+/* ---- sending ---- */
+
+static int
+s_send_env(bm_client_t *c, const bm_env_t *e, zmq_msg_t *body)
+{
+	uint8_t hdr[S_HDR_BUF];
+	int n = bm__env_encode(e, hdr, sizeof hdr);
+
+	if (n < 0) {
+		return n;
+	}
+	if (zmq_send(c->sock, hdr, (size_t)n, ZMQ_DONTWAIT | (body ? ZMQ_SNDMORE : 0)) < 0) {
+		n = bm__zmq_err();
+		return n == -EAGAIN ? BM_EFULL : n;
+	}
+	/* Multipart is atomic: once the first frame is queued the rest is. */
+	if (body != NULL && zmq_msg_send(body, c->sock, ZMQ_DONTWAIT) < 0) {
+		return bm__zmq_err();
+	}
+	c->last_tx_ms = bm_mono_ms();
+	return 0;
+}
+
+static int
+s_send_cmd(bm_client_t *c, int cmd)
+{
+	bm_env_t e = {.cmd = (uint8_t)cmd};
+
+	return s_send_env(c, &e, NULL);
+}
+
+static int
+s_hello(bm_client_t *c)
+{
+	bm_env_t e = {.cmd = BM_CMD_HELLO, .heartbeat_ms = c->heartbeat_ms, .ncaps = c->ncaps};
+
+	memcpy(e.name, c->name, sizeof c->name);
+	memcpy(e.caps, c->caps, sizeof c->caps);
+	c->next_hello_ms = bm_mono_ms() + c->heartbeat_ms;
+	return s_send_env(c, &e, NULL);
+}
+
+/* ---- receiving ---- */
+
+static void
+s_event_from(bm_event_t *ev, int kind, const bm_env_t *e)
+{
+	memset(ev, 0, sizeof *ev);
+	ev->kind = kind;
+	ev->id = e->id;
+	ev->code = e->code;
+	memcpy(ev->peer, e->name, sizeof ev->peer);
+	memcpy(ev->text, kind == BM_EV_NOTICE ? e->type : e->text, sizeof ev->text);
+}
+
+static int
+s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body)
+{
+	bm_event_t ev;
+	bm_msg_t *m;
+
+	switch (e->cmd) {
+	case BM_CMD_WELCOME:
+		if (c->ever_registered && !c->registered) {
+			s_event_from(&ev, BM_EV_REGISTERED, e);
+			(void)s_push(c, &ev);
+		}
+		c->registered = c->ever_registered = true;
+		c->denied = 0;
+		if (e->max_body > 0 && e->max_body < c->max_body) {
+			c->max_body = (size_t)e->max_body;
+		}
+		return 0;
+	case BM_CMD_DENIED:
+		c->denied = e->code ? e->code : BM_EDENIED;
+		c->registered = false;
+		if (c->ever_registered) {
+			s_event_from(&ev, BM_EV_DENIED, e);
+			return s_push(c, &ev);
+		}
+		return 0;
+	case BM_CMD_PONG:
+		c->pongs++;
+		return 0;
+	case BM_CMD_DELIVER:
+		m = calloc(1, sizeof *m);
+		if (m == NULL) {
+			return -ENOMEM;
+		}
+		m->id = e->id;
+		m->corr = e->corr;
+		memcpy(m->from, e->name, sizeof m->from);
+		memcpy(m->to, c->name, sizeof c->name);
+		memcpy(m->type, e->type, sizeof m->type);
+		m->priority = e->priority;
+		m->ttl_ms = e->ttl_ms;
+		m->attempt = e->attempt;
+		m->ts_ms = e->ts_ms;
+		zmq_msg_init(&m->body);
+		if (body != NULL) {
+			zmq_msg_move(&m->body, body);
+		}
+		memset(&ev, 0, sizeof ev);
+		ev.kind = BM_EV_MESSAGE;
+		ev.msg = m;
+		ev.id = m->id;
+		memcpy(ev.peer, m->from, sizeof m->from);
+		if (s_push(c, &ev) < 0) {
+			bm_msg_destroy(&m);
+			return -ENOMEM;
+		}
+		return 0;
+	case BM_CMD_ACK:
+		s_event_from(&ev, BM_EV_ACK, e);
+		return s_push(c, &ev);
+	case BM_CMD_NACK:
+		if (e->code == BM_ENOTREG) {
+			c->registered = false;
+			c->next_hello_ms = 0;
+		}
+		s_event_from(&ev, BM_EV_NACK, e);
+		return s_push(c, &ev);
+	case BM_CMD_NOTICE:
+		s_event_from(&ev, BM_EV_NOTICE, e);
+		return s_push(c, &ev);
+	case BM_CMD_ERROR:
+		if (e->code == BM_ENOTREG) {
+			c->registered = false;
+			c->next_hello_ms = 0;
+		} else {
+			bm_debug("broker reported an error: %s", e->text);
+		}
+		return 0;
+	case BM_CMD_DIRECTORY:
+	case BM_CMD_STATS:
+		zmq_msg_close(&c->reply);
+		zmq_msg_init(&c->reply);
+		if (body != NULL) {
+			zmq_msg_move(&c->reply, body);
+		}
+		c->reply_cmd = e->cmd;
+		return 0;
+	default:
+		/* PING probes from the broker need no answer. */
+		return 0;
+	}
+}
+
+/* Reads and handles one message if one is waiting: 0, -EAGAIN, or error. */
+static int
+s_read_one(bm_client_t *c)
+{
+	zmq_msg_t f[2];
+	int nf = 0, rc = 0;
+	bool more = true;
+	const char *why;
+	bm_env_t e;
+
+	while (more) {
+		zmq_msg_t *m = nf < 2 ? &f[nf] : &(zmq_msg_t){0};
+
+		zmq_msg_init(m);
+		if (zmq_msg_recv(m, c->sock, ZMQ_DONTWAIT) < 0) {
+			rc = bm__zmq_err();
+			zmq_msg_close(m);
+			break;
+		}
+		more = zmq_msg_more(m);
+		if (nf < 2) {
+			nf++;
+		} else {
+			zmq_msg_close(m);
+		}
+	}
+	if (nf > 0) {
+		c->last_rx_ms = bm_mono_ms();
+		rc = bm__env_decode(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &c->zone, &e, &why);
+		if (rc == 0) {
+			rc = s_on_frame(c, &e, nf > 1 ? &f[1] : NULL);
+		} else {
+			bm_debug("dropped a malformed frame from the broker: %s", why);
+			rc = 0;
+		}
+	}
+	for (int i = 0; i < nf; i++) {
+		zmq_msg_close(&f[i]);
+	}
+	return rc;
+}
+
+/* Heartbeats and re-registration; cheap to call often. */
+static void
+s_tick(bm_client_t *c)
+{
+	int64_t now = bm_mono_ms();
+
+	if (c->registered && now - c->last_rx_ms > 3 * (int64_t)c->heartbeat_ms) {
+		bm_debug("broker silent for 3 heartbeats; registering again");
+		c->registered = false;
+		c->next_hello_ms = 0;
+	}
+	if (c->name[0] != '\0' && !c->registered && now >= c->next_hello_ms) {
+		(void)s_hello(c);
+	}
+	if (now - c->last_tx_ms >= c->heartbeat_ms || now - c->last_rx_ms >= c->heartbeat_ms) {
+		/* Rate-limited by last_tx: at most one PING per interval. */
+		if (now - c->last_tx_ms >= c->heartbeat_ms / 2) {
+			(void)s_send_cmd(c, BM_CMD_PING);
+		}
+	}
+}
+
+int
+bm_client_timeout(bm_client_t *c)
+{
+	int64_t now, next;
+
+	if (c == NULL) {
+		return -1;
+	}
+	if (c->head != NULL) {
+		return 0;
+	}
+	now = bm_mono_ms();
+	next = c->last_tx_ms + c->heartbeat_ms;
+	if (c->last_rx_ms + c->heartbeat_ms < next) {
+		next = c->last_rx_ms + c->heartbeat_ms;
+	}
+	if (c->name[0] != '\0' && !c->registered && c->next_hello_ms < next) {
+		next = c->next_hello_ms;
+	}
+	return next <= now ? 0 : (int)(next - now);
+}
+
+/*
+ * Reads everything waiting, then waits until something arrives, the
+ * deadline (monotonic ms, -1 = none) passes or done(c, arg) holds.
+ */
+static int
+s_pump_until(bm_client_t *c, int64_t deadline, bool (*done)(bm_client_t *, void *), void *arg)
+{
+	for (;;) {
+		zmq_pollitem_t it = {.socket = c->sock, .events = ZMQ_POLLIN};
+		int64_t now, wait;
+		int rc;
+
+		s_tick(c);
+		/* Bounded batch, so a flood cannot starve the deadline check. */
+		for (int i = 0; i < 1024; i++) {
+			rc = s_read_one(c);
+			if (rc == -EAGAIN) {
+				break;
+			}
+			if (rc < 0) {
+				return rc;
+			}
+		}
+		if (done(c, arg)) {
+			return 0;
+		}
+		now = bm_mono_ms();
+		if (deadline >= 0 && now >= deadline) {
+			return -ETIMEDOUT;
+		}
+		wait = bm_client_timeout(c);
+		if (wait <= 0) {
+			wait = 1;
+		}
+		if (deadline >= 0 && deadline - now < wait) {
+			wait = deadline - now;
+		}
+		if (zmq_poll(&it, 1, (long)wait) < 0) {
+			return bm__zmq_err();
+		}
+	}
+}
+
+static int64_t
+s_deadline(int timeout_ms)
+{
+	return timeout_ms < 0 ? -1 : bm_mono_ms() + timeout_ms;
+}
+
+static bool
+s_has_event(bm_client_t *c, void *arg)
+{
+	(void)arg;
+	return c->head != NULL;
+}
+
+int
+bm_client_recv(bm_client_t *c, int timeout_ms, bm_event_t *ret_ev)
+{
+	int rc;
+
+	if (c == NULL || ret_ev == NULL) {
+		return -EINVAL;
+	}
+	rc = s_pump_until(c, s_deadline(timeout_ms), s_has_event, NULL);
+	if (rc < 0) {
+		return rc;
+	}
+	s_take(c, NULL, c->head, ret_ev);
+	return 0;
+}
+
+/* ---- open / close ---- */
+
+/* Fails fast when no broker socket exists at an ipc endpoint. */
+static int
+s_probe_ipc(const char *endpoint)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd, rc = 0;
+
+	if (strncmp(endpoint, "ipc://", 6) != 0) {
+		return 0;
+	}
+	if (strlen(endpoint + 6) >= sizeof sa.sun_path) {
+		return -ENAMETOOLONG;
+	}
+	strcpy(sa.sun_path, endpoint + 6);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		return -errno;
+	}
+	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		rc = (errno == ENOENT || errno == ECONNREFUSED) ? BM_ENOBROKER : -errno;
+	}
+	close(fd);
+	return rc;
+}
+
+static bool
+s_welcomed(bm_client_t *c, void *arg)
+{
+	(void)arg;
+	return c->registered || c->denied != 0;
+}
+
+static bool
+s_ponged(bm_client_t *c, void *arg)
+{
+	return c->pongs > *(uint64_t *)arg;
+}
+
+int
+bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client)
+{
+	bm_client_opts_t o = opts ? *opts : (bm_client_opts_t){0};
+	bm_client_t *c;
+	int rc, hwm, linger = 1000, ivl = 100;
+	int64_t maxmsg;
+	uint64_t pongs = 0;
+
+	if (ret_client == NULL) {
+		return -EINVAL;
+	}
+	if (o.name != NULL && (rc = bm_name_check(o.name)) < 0) {
+		return rc;
+	}
+	c = calloc(1, sizeof *c);
+	if (c == NULL) {
+		return -ENOMEM;
+	}
+	zmq_msg_init(&c->reply);
+	msgpack_zone_init(&c->zone, 4096);
+	c->heartbeat_ms = o.heartbeat_ms > 0 ? (uint32_t)o.heartbeat_ms : BM_HEARTBEAT_DEFAULT;
+	c->max_body = o.max_body ? o.max_body : BM_BODY_MAX_DEFAULT;
+	hwm = o.hwm > 0 ? o.hwm : 100000;
+	if (o.name != NULL) {
+		snprintf(c->name, sizeof c->name, "%s", o.name);
+	}
+	for (int i = 0; o.caps != NULL && o.caps[i] != NULL; i++) {
+		if (i >= BM_CAPS_MAX || (rc = bm_cap_check(o.caps[i])) < 0) {
+			rc = BM_EBADNAME;
+			goto fail;
+		}
+		snprintf(c->caps[i], sizeof c->caps[i], "%s", o.caps[i]);
+		c->ncaps = i + 1;
+	}
+	if (o.endpoint != NULL) {
+		if (snprintf(c->endpoint, sizeof c->endpoint, "%s", o.endpoint) >=
+		    (int)sizeof c->endpoint) {
+			rc = -ENAMETOOLONG;
+			goto fail;
+		}
+	} else {
+		char dir[BM_PATH_MAX];
+
+		rc = bm_rundir_resolve(o.dir, false, dir);
+		if (rc == -ENOENT) {
+			rc = BM_ENOBROKER;
+		}
+		if (rc < 0 ||
+		    (rc = bm_rundir_path(dir, "mesh.sock", true, c->endpoint, sizeof c->endpoint)) < 0) {
+			goto fail;
+		}
+	}
+	if ((rc = s_probe_ipc(c->endpoint)) < 0) {
+		goto fail;
+	}
+	c->own_ctx = o.zmq_ctx == NULL;
+	c->ctx = o.zmq_ctx ? o.zmq_ctx : zmq_ctx_new();
+	if (c->ctx == NULL || (c->sock = zmq_socket(c->ctx, ZMQ_DEALER)) == NULL) {
+		rc = c->ctx ? bm__zmq_err() : -ENOMEM;
+		goto fail;
+	}
+	/* Explicit linger: queued frames get a second to leave on close, and a
+	 * dead broker can never hang the close for ever. */
+	maxmsg = (int64_t)c->max_body * 2 + BM_HEADER_MAX;
+	if (zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
+	    zmq_setsockopt(c->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
+	    zmq_setsockopt(c->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) < 0 ||
+	    zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) < 0 ||
+	    zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0 ||
+	    zmq_connect(c->sock, c->endpoint) < 0) {
+		rc = bm__zmq_err();
+		goto fail;
+	}
+	c->last_rx_ms = c->last_tx_ms = bm_mono_ms();
+	if (c->name[0] != '\0') {
+		if ((rc = s_hello(c)) < 0) {
+			goto fail;
+		}
+		rc = s_pump_until(c, s_deadline(o.connect_timeout_ms > 0 ? o.connect_timeout_ms : 3000),
+		                  s_welcomed, NULL);
+		if (rc == 0 && c->denied) {
+			rc = c->denied;
+		}
+	} else {
+		if ((rc = s_send_cmd(c, BM_CMD_PING)) < 0) {
+			goto fail;
+		}
+		rc = s_pump_until(c, s_deadline(o.connect_timeout_ms > 0 ? o.connect_timeout_ms : 3000),
+		                  s_ponged, &pongs);
+	}
+	if (rc == -ETIMEDOUT) {
+		rc = BM_ENOBROKER;
+	}
+	if (rc < 0) {
+		goto fail;
+	}
+	*ret_client = c;
+	return 0;
+fail:
+	bm_client_destroy(&c);
+	return rc;
+}
+
+void
+bm_client_destroy(bm_client_t **self_p)
+{
+	bm_client_t *c;
+	bm_event_t ev;
+
+	if (self_p == NULL || *self_p == NULL) {
+		return;
+	}
+	c = *self_p;
+	if (c->sock != NULL) {
+		if (c->registered) {
+			(void)s_send_cmd(c, BM_CMD_BYE);
+		}
+		zmq_close(c->sock);
+	}
+	if (c->ctx != NULL && c->own_ctx) {
+		zmq_ctx_term(c->ctx);
+	}
+	while (c->head != NULL) {
+		s_take(c, NULL, c->head, &ev);
+		bm_event_clear(&ev);
+	}
+	zmq_msg_close(&c->reply);
+	msgpack_zone_destroy(&c->zone);
+	free(c);
+	*self_p = NULL;
+}
+
+/* ---- messaging ---- */
+
+int
+bm_client_send_frame(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, bm_id_t *ret_id)
+{
+	bm_env_t e = {.cmd = BM_CMD_SEND};
+	int rc;
+
+	if (c == NULL || o == NULL || body == NULL) {
+		return -EINVAL;
+	}
+	if (c->name[0] == '\0') {
+		return BM_ENOTREG;
+	}
+	if ((rc = bm_address_check(o->to)) < 0 ||
+	    (o->type != NULL && (rc = bm_type_check(o->type)) < 0)) {
+		return rc;
+	}
+	if (zmq_msg_size(body) > c->max_body) {
+		return BM_ETOOBIG;
+	}
+	if (!c->registered) {
+		/* Keep the session going so a caller that only sends still
+		 * re-registers after a broker restart. */
+		s_tick(c);
+		(void)s_read_one(c);
+		if (!c->registered) {
+			return BM_ENOTREG;
+		}
+	}
+	if (o->id != NULL) {
+		e.id = *o->id;
+	} else {
+		bm_id_new(&e.id);
+	}
+	if (o->corr != NULL) {
+		e.corr = *o->corr;
+	}
+	snprintf(e.name, sizeof e.name, "%s", o->to);
+	snprintf(e.type, sizeof e.type, "%s", o->type ? o->type : "msg");
+	e.priority = o->priority;
+	e.ttl_ms = o->ttl_ms;
+	e.attempt = o->attempt;
+	e.ts_ms = o->ts_ms ? o->ts_ms : bm_wall_ms();
+	rc = s_send_env(c, &e, body);
+	if (rc == 0 && ret_id != NULL) {
+		*ret_id = e.id;
+	}
+	return rc;
+}
+
+int
+bm_client_send(bm_client_t *c, const bm_send_opts_t *o, const void *body, size_t len,
+               bm_id_t *ret_id)
+{
+	zmq_msg_t m;
+	int rc;
+
+	if (c == NULL || o == NULL || (body == NULL && len > 0)) {
+		return -EINVAL;
+	}
+	if (len > c->max_body) {
+		return BM_ETOOBIG;
+	}
+	if (zmq_msg_init_size(&m, len) < 0) {
+		return -ENOMEM;
+	}
+	if (len > 0) {
+		memcpy(zmq_msg_data(&m), body, len);
+	}
+	rc = bm_client_send_frame(c, o, &m, ret_id);
+	zmq_msg_close(&m);
+	return rc;
+}
+
+static int
+s_ack(bm_client_t *c, const bm_msg_t *m, int cmd, int code, const char *text)
+{
+	bm_env_t e = {.cmd = (uint8_t)cmd, .id = m->id, .code = code};
+
+	if (c == NULL || m == NULL) {
+		return -EINVAL;
+	}
+	snprintf(e.name, sizeof e.name, "%s", m->from);
+	snprintf(e.text, sizeof e.text, "%s", text ? text : "");
+	return s_send_env(c, &e, NULL);
+}
+
+int
+bm_client_ack(bm_client_t *c, const bm_msg_t *m)
+{
+	return s_ack(c, m, BM_CMD_ACK, 0, NULL);
+}
+
+int
+bm_client_nack(bm_client_t *c, const bm_msg_t *m, int code, const char *text)
+{
+	return s_ack(c, m, BM_CMD_NACK, code, text);
+}
+
+int
+bm_client_reply(bm_client_t *c, const bm_msg_t *req, const char *type, const void *body,
+                size_t len)
+{
+	bm_send_opts_t o = {.to = req ? req->from : NULL, .type = type, .corr = req ? &req->id : NULL};
+
+	if (req == NULL) {
+		return -EINVAL;
+	}
+	return bm_client_send(c, &o, body, len, NULL);
+}
+
+typedef struct {
+	bm_id_t id;          /* the request's id */
+	s_node_t *prev;      /* predecessor of the match */
+	s_node_t *match;     /* the reply or NACK */
+} s_wait_t;
+
+/* Finds the reply (or refusal) of a request; drops the request's own ACK. */
+static bool
+s_find_reply(bm_client_t *c, void *arg)
+{
+	s_wait_t *w = arg;
+	s_node_t *prev = NULL, *n = c->head;
+
+	while (n != NULL) {
+		bm_event_t *ev = &n->ev;
+
+		if (ev->kind == BM_EV_ACK && bm_id_equal(&ev->id, &w->id)) {
+			s_node_t *next = n->next;
+			bm_event_t gone;
+
+			s_take(c, prev, n, &gone);
+			n = next;
+			continue;
+		}
+		if ((ev->kind == BM_EV_MESSAGE && bm_id_equal(&ev->msg->corr, &w->id)) ||
+		    (ev->kind == BM_EV_NACK && bm_id_equal(&ev->id, &w->id))) {
+			w->prev = prev;
+			w->match = n;
+			return true;
+		}
+		prev = n;
+		n = n->next;
+	}
+	return false;
+}
+
+int
+bm_client_request(bm_client_t *c, const char *to, const char *type, const void *body,
+                  size_t len, int timeout_ms, bm_msg_t **ret_reply)
+{
+	bm_send_opts_t o = {.to = to, .type = type};
+	s_wait_t w = {0};
+	bm_event_t ev;
+	int rc;
+
+	if (c == NULL || ret_reply == NULL) {
+		return -EINVAL;
+	}
+	if ((rc = bm_client_send(c, &o, body, len, &w.id)) < 0) {
+		return rc;
+	}
+	if ((rc = s_pump_until(c, s_deadline(timeout_ms), s_find_reply, &w)) < 0) {
+		return rc;
+	}
+	s_take(c, w.prev, w.match, &ev);
+	if (ev.kind == BM_EV_NACK) {
+		rc = ev.code < 0 ? ev.code : BM_EDENIED;
+		bm_event_clear(&ev);
+		return rc;
+	}
+	(void)bm_client_ack(c, ev.msg);
+	*ret_reply = ev.msg;
+	return 0;
+}
+
+/* ---- directory, stats, ping ---- */
+
+static bool
+s_got_reply(bm_client_t *c, void *arg)
+{
+	return c->reply_cmd == *(int *)arg;
+}
+
+static int
+s_query(bm_client_t *c, int cmd, int timeout_ms, msgpack_object *ret_obj)
+{
+	int want = cmd == BM_CMD_LIST ? BM_CMD_DIRECTORY : cmd;
+	size_t off = 0;
+	int rc;
+
+	c->reply_cmd = 0;
+	if ((rc = s_send_cmd(c, cmd)) < 0) {
+		return rc;
+	}
+	if ((rc = s_pump_until(c, s_deadline(timeout_ms), s_got_reply, &want)) < 0) {
+		return rc;
+	}
+	c->reply_cmd = 0;
+	msgpack_zone_clear(&c->zone);
+	if (msgpack_unpack(zmq_msg_data(&c->reply), zmq_msg_size(&c->reply), &off, &c->zone,
+	                   ret_obj) != MSGPACK_UNPACK_SUCCESS) {
+		return BM_EPROTO;
+	}
+	return 0;
+}
+
+static const msgpack_object *
+s_map_get(const msgpack_object *map, const char *key)
+{
+	size_t klen = strlen(key);
+
+	for (uint32_t i = 0; i < map->via.map.size; i++) {
+		const msgpack_object *k = &map->via.map.ptr[i].key;
+
+		if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == klen &&
+		    memcmp(k->via.str.ptr, key, klen) == 0) {
+			return &map->via.map.ptr[i].val;
+		}
+	}
+	return NULL;
+}
+
+static int64_t
+s_map_int(const msgpack_object *map, const char *key)
+{
+	const msgpack_object *v = s_map_get(map, key);
+
+	if (v == NULL) {
+		return 0;
+	}
+	if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+		return v->via.u64 > INT64_MAX ? INT64_MAX : (int64_t)v->via.u64;
+	}
+	return v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ? v->via.i64 : 0;
+}
+
+static void
+s_copy_str(const msgpack_object *o, char *out, size_t cap)
+{
+	size_t n = 0;
+
+	if (o != NULL && o->type == MSGPACK_OBJECT_STR) {
+		n = o->via.str.size < cap - 1 ? o->via.str.size : cap - 1;
+		memcpy(out, o->via.str.ptr, n);
+	}
+	out[n] = '\0';
+}
+
+int
+bm_client_list(bm_client_t *c, int timeout_ms, bm_agent_info_t **ret_agents, size_t *ret_count)
+{
+	msgpack_object root;
+	bm_agent_info_t *v;
+	uint32_t n;
+	int rc;
+
+	if (c == NULL || ret_agents == NULL || ret_count == NULL) {
+		return -EINVAL;
+	}
+	if ((rc = s_query(c, BM_CMD_LIST, timeout_ms, &root)) < 0) {
+		return rc;
+	}
+	if (root.type != MSGPACK_OBJECT_ARRAY) {
+		return BM_EPROTO;
+	}
+	n = root.via.array.size;
+	v = calloc(n ? n : 1, sizeof *v);
+	if (v == NULL) {
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		const msgpack_object *m = &root.via.array.ptr[i], *caps;
+
+		if (m->type != MSGPACK_OBJECT_MAP) {
+			free(v);
+			return BM_EPROTO;
+		}
+		s_copy_str(s_map_get(m, "name"), v[i].name, sizeof v[i].name);
+		caps = s_map_get(m, "caps");
+		for (uint32_t k = 0; caps && caps->type == MSGPACK_OBJECT_ARRAY &&
+		                     k < caps->via.array.size && k < BM_CAPS_MAX;
+		     k++) {
+			s_copy_str(&caps->via.array.ptr[k], v[i].caps[k], sizeof v[i].caps[k]);
+			v[i].ncaps = (int)k + 1;
+		}
+		v[i].idle_ms = s_map_int(m, "idle_ms");
+		v[i].inflight = (uint64_t)s_map_int(m, "inflight");
+		v[i].sent = (uint64_t)s_map_int(m, "sent");
+		v[i].delivered = (uint64_t)s_map_int(m, "delivered");
+		v[i].acked = (uint64_t)s_map_int(m, "acked");
+	}
+	*ret_agents = v;
+	*ret_count = n;
+	return 0;
+}
+
+int
+bm_client_stats(bm_client_t *c, int timeout_ms, bm_stat_t **ret_stats, size_t *ret_count)
+{
+	msgpack_object root;
+	bm_stat_t *v;
+	uint32_t n;
+	int rc;
+
+	if (c == NULL || ret_stats == NULL || ret_count == NULL) {
+		return -EINVAL;
+	}
+	if ((rc = s_query(c, BM_CMD_STATS, timeout_ms, &root)) < 0) {
+		return rc;
+	}
+	if (root.type != MSGPACK_OBJECT_MAP) {
+		return BM_EPROTO;
+	}
+	n = root.via.map.size;
+	v = calloc(n ? n : 1, sizeof *v);
+	if (v == NULL) {
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		const msgpack_object *val = &root.via.map.ptr[i].val;
+
+		s_copy_str(&root.via.map.ptr[i].key, v[i].key, sizeof v[i].key);
+		if (val->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+			v[i].value = val->via.u64 > INT64_MAX ? INT64_MAX : (int64_t)val->via.u64;
+		} else if (val->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+			v[i].value = val->via.i64;
+		}
+	}
+	*ret_stats = v;
+	*ret_count = n;
+	return 0;
+}
+
+int64_t
+bm_client_ping(bm_client_t *c, int timeout_ms)
+{
+	uint64_t before;
+	int64_t t0;
+	int rc;
+
+	if (c == NULL) {
+		return -EINVAL;
+	}
+	before = c->pongs;
+	t0 = bm_mono_ns();
+	if ((rc = s_send_cmd(c, BM_CMD_PING)) < 0 ||
+	    (rc = s_pump_until(c, s_deadline(timeout_ms), s_ponged, &before)) < 0) {
+		return rc;
+	}
+	return (bm_mono_ns() - t0) / 1000;
+}
+
+/* ---- accessors ---- */
+
+void *
+bm_client_socket(bm_client_t *c)
+{
+	return c ? c->sock : NULL;
+}
+
+const char *
+bm_client_name(const bm_client_t *c)
+{
+	return c ? c->name : NULL;
+}
+
+bool
+bm_client_registered(const bm_client_t *c)
+{
+	return c != NULL && c->registered;
+}
+
+size_t
+bm_client_max_body(const bm_client_t *c)
+{
+	return c ? c->max_body : 0;
+}

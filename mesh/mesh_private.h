@@ -1,0 +1,71 @@
+/*
+ * mesh_private.h - internal types of the mesh floor: the decoded header
+ * (envelope) and its codec, shared by broker.c and client.c.
+ */
+#ifndef BM_MESH_PRIVATE_H
+#define BM_MESH_PRIVATE_H
+
+#include <msgpack.h>
+
+#include "bm_mesh.h"
+
+/*
+ * A decoded frame-0 header.  Which fields mean something depends on cmd;
+ * docs/protocol.md lists them per command.  `name` is the one agent name a
+ * command carries: the registering agent (HELLO/WELCOME), the destination
+ * (SEND), the sender (DELIVER), the other end (ACK/NACK), the subject (NOTICE).
+ */
+typedef struct bm_env {
+	uint8_t cmd;                    /* enum bm_cmd */
+	bm_id_t id;                     /* SEND/DELIVER/ACK/NACK */
+	bm_id_t corr;                   /* SEND/DELIVER; zero = nil */
+	char name[BM_ADDR_MAX + 1];     /* see above */
+	char type[BM_TYPE_MAX + 1];     /* SEND/DELIVER type; NOTICE event */
+	uint8_t priority;               /* SEND/DELIVER */
+	uint32_t ttl_ms;                /* SEND/DELIVER */
+	uint32_t attempt;               /* SEND/DELIVER */
+	int64_t ts_ms;                  /* SEND/DELIVER */
+	uint32_t heartbeat_ms;          /* HELLO/WELCOME */
+	uint64_t max_body;              /* WELCOME */
+	int32_t code;                   /* NACK/DENIED/ERROR: BM_E* */
+	char text[BM_TEXT_MAX + 1];     /* NACK/DENIED/ERROR */
+	int ncaps;                      /* HELLO */
+	char caps[BM_CAPS_MAX][BM_CAP_MAX + 1]; /* HELLO */
+} bm_env_t;
+
+/* Encodes e into buf; returns the byte count, -ENOBUFS or -EINVAL. */
+int bm__env_encode(const bm_env_t *e, void *buf, size_t cap);
+
+/*
+ * Decodes and validates one header.  zone is scratch memory, cleared here.
+ * Returns 0, BM_EVERSION (wrong version: e->cmd still set when readable) or
+ * BM_EPROTO with a reason in *ret_why (static text).
+ */
+int bm__env_decode(const void *buf, size_t len, msgpack_zone *zone, bm_env_t *e,
+                   const char **ret_why);
+
+/* True for commands that carry one body frame after the header. */
+bool bm__cmd_has_body(int cmd);
+
+/* Maps a zmq call's failure (-1 + errno) to a negative code. */
+static inline int
+bm__zmq_err(void)
+{
+	int e = zmq_errno();
+
+	if (e == ETERM) {
+		return -ESHUTDOWN;
+	}
+	return e > 0 && e < 4096 ? -e : -EIO;
+}
+
+/* Fixed-buffer msgpack writer (no allocation on the hot path). */
+typedef struct bm_wbuf {
+	uint8_t *p;     /* destination */
+	size_t cap;     /* its size */
+	size_t len;     /* bytes written */
+	bool overflow;  /* a write did not fit */
+} bm_wbuf_t;
+int bm__wbuf_write(void *data, const char *buf, size_t len);
+
+#endif
