@@ -96,7 +96,7 @@ struct bm_broker {
 	zhashx_t *by_name;                 /* name -> s_agent_t (owns) */
 	zhashx_t *by_rid;                  /* rid hex -> s_agent_t */
 	msgpack_zone zone;                 /* decode scratch */
-	uint64_t rotor;                    /* anycast tie-break */
+	uint64_t rotor;                    /* anycast turn among equals */
 	int64_t started_ms;                /* monotonic start time */
 	int64_t next_sweep_ms;             /* next liveness sweep */
 	s_stats_t st;                      /* counters */
@@ -226,31 +226,31 @@ s_has_cap(const s_agent_t *a, const char *cap)
 	return false;
 }
 
-/* Least-loaded live agent with cap; the rotor spreads ties evenly. */
+/* Least-loaded live agent with cap; among equals, turns by the rotor. */
 static s_agent_t *
-s_anycast(bm_broker_t *b, const char *cap, const s_agent_t *except)
+s_anycast(bm_broker_t *b, const char *cap)
 {
-	s_agent_t *best = NULL;
-	uint64_t best_key = UINT64_MAX;
-	size_t n = zhashx_size(b->by_name), i = 0;
+	uint64_t least = UINT64_MAX, pick, k = 0;
 
-	b->rotor++;
-	for (s_agent_t *a = zhashx_first(b->by_name); a != NULL;
-	     a = zhashx_next(b->by_name), i++) {
-		uint64_t key;
-
-		if (a == except || !s_has_cap(a, cap)) {
-			continue;
-		}
-		/* Primary: in-flight count; secondary: position after the
-		 * rotor, so equal loads take turns. */
-		key = (a->inflight << 20) | ((i + n - b->rotor % n) % n);
-		if (key < best_key) {
-			best_key = key;
-			best = a;
+	for (s_agent_t *a = zhashx_first(b->by_name); a != NULL; a = zhashx_next(b->by_name)) {
+		if (s_has_cap(a, cap)) {
+			if (a->inflight < least) {
+				least = a->inflight;
+				k = 0;
+			}
+			k += a->inflight == least;
 		}
 	}
-	return best;
+	if (k == 0) {
+		return NULL;
+	}
+	pick = b->rotor++ % k;
+	for (s_agent_t *a = zhashx_first(b->by_name); a != NULL; a = zhashx_next(b->by_name)) {
+		if (s_has_cap(a, cap) && a->inflight == least && pick-- == 0) {
+			return a;
+		}
+	}
+	return NULL;
 }
 
 /* ---- commands ---- */
@@ -326,7 +326,7 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *body)
 		return;
 	}
 	if (in->name[0] == '@') {
-		to = s_anycast(b, in->name + 1, NULL);
+		to = s_anycast(b, in->name + 1);
 	} else {
 		to = zhashx_lookup(b->by_name, in->name);
 	}
@@ -361,7 +361,7 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *body)
 		 * next one with the capability. */
 		b->st.gone++;
 		s_drop(b, to, "gone (connection closed)");
-		to = in->name[0] == '@' ? s_anycast(b, in->name + 1, NULL) : NULL;
+		to = in->name[0] == '@' ? s_anycast(b, in->name + 1) : NULL;
 	}
 }
 
@@ -521,8 +521,11 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 		s_on_hello(b, rid, rid_len, rid_key, self, &in);
 		return;
 	case BM_CMD_PING:
+		/* The PONG says whom we know the peer as, so an agent whose
+		 * broker restarted learns it must say HELLO again. */
 		b->st.pings++;
 		in.cmd = BM_CMD_PONG;
+		memcpy(in.name, self ? self->name : "", self ? sizeof self->name : 1);
 		(void)s_send(b, rid, rid_len, &in, NULL);
 		return;
 	case BM_CMD_LIST:
@@ -622,22 +625,37 @@ s_recv_one(bm_broker_t *b)
 	return rc;
 }
 
+/*
+ * Liveness.  An agent silent for a heartbeat interval is probed: with
+ * ROUTER_MANDATORY a PING to a peer whose connection has closed (a killed
+ * process) fails at once, so a crash is seen within about one interval.  A
+ * peer that is connected but silent (hung) is dropped after three.
+ */
 static void
 s_sweep(bm_broker_t *b, int64_t now)
 {
 	/* Collect first: the table must not change while iterated. */
 	s_agent_t *dead[64];
+	const char *why[64];
+	bm_env_t ping = {.cmd = BM_CMD_PING};
 	int n = 0;
 
 	for (s_agent_t *a = zhashx_first(b->by_name); a != NULL && n < 64;
 	     a = zhashx_next(b->by_name)) {
-		if (now - a->last_seen_ms > 3 * (int64_t)a->heartbeat_ms) {
+		int64_t silent = now - a->last_seen_ms;
+
+		if (silent > 3 * (int64_t)a->heartbeat_ms) {
+			why[n] = "gone (missed 3 heartbeats)";
+			dead[n++] = a;
+		} else if (silent > (int64_t)a->heartbeat_ms &&
+		           s_send(b, a->rid, a->rid_len, &ping, NULL) == -EHOSTUNREACH) {
+			why[n] = "gone (connection closed)";
 			dead[n++] = a;
 		}
 	}
 	for (int i = 0; i < n; i++) {
 		b->st.gone++;
-		s_drop(b, dead[i], "gone (missed 3 heartbeats)");
+		s_drop(b, dead[i], why[i]);
 	}
 }
 

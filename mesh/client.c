@@ -199,6 +199,11 @@ s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body)
 		return 0;
 	case BM_CMD_PONG:
 		c->pongs++;
+		if (c->registered && strcmp(e->name, c->name) != 0) {
+			/* The broker does not know us: it restarted. */
+			c->registered = false;
+			c->next_hello_ms = 0;
+		}
 		return 0;
 	case BM_CMD_DELIVER:
 		m = calloc(1, sizeof *m);

@@ -16,7 +16,8 @@
  *   DELIVER   as SEND, with from:str in place of to           + body frame
  *   ACK       id:bin16  peer:str
  *   NACK      id:bin16  peer:str  code:uint  text:str
- *   PING PONG LIST BYE   (no fields)
+ *   PING LIST BYE   (no fields)
+ *   PONG      name:str|nil  (the caller's registered name; nil = not registered)
  *   DIRECTORY (no fields)                   + body frame: msgpack [ {..}, ... ]
  *   STATS     (no fields)          reply:   + body frame: msgpack { key: int }
  *   ERROR     code:uint  text:str
@@ -128,6 +129,8 @@ s_field_count(int cmd)
 		return 8;
 	case BM_CMD_NACK:
 		return 4;
+	case BM_CMD_PONG:
+		return 1;
 	default:
 		return 0;
 	}
@@ -190,6 +193,13 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 		s_pack_str(&pk, e->type);
 		s_pack_str(&pk, e->name);
 		break;
+	case BM_CMD_PONG:
+		if (e->name[0] != '\0') {
+			s_pack_str(&pk, e->name);
+		} else {
+			msgpack_pack_nil(&pk);
+		}
+		break;
 	default:
 		break;
 	}
@@ -230,10 +240,12 @@ s_str(const msgpack_object *o, char *out, size_t max, bool allow_empty)
 {
 	if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > max ||
 	    (!allow_empty && o->via.str.size == 0) ||
-	    memchr(o->via.str.ptr, '\0', o->via.str.size) != NULL) {
+	    (o->via.str.size > 0 && memchr(o->via.str.ptr, '\0', o->via.str.size) != NULL)) {
 		return false;
 	}
-	memcpy(out, o->via.str.ptr, o->via.str.size);
+	if (o->via.str.size > 0) {
+		memcpy(out, o->via.str.ptr, o->via.str.size);
+	}
 	out[o->via.str.size] = '\0';
 	return true;
 }
@@ -418,6 +430,10 @@ bm__env_decode(const void *buf, size_t len, msgpack_zone *zone, bm_env_t *e,
 	case BM_CMD_NOTICE:
 		ok = s_field_str(&r, 2, e->type, BM_TYPE_MAX, false, "bad notice event") &&
 		     s_field_name(&r, 3, e->name, false, "bad agent name");
+		break;
+	case BM_CMD_PONG:
+		ok = r.f[2].type == MSGPACK_OBJECT_NIL ||
+		     s_field_name(&r, 2, e->name, false, "bad agent name");
 		break;
 	default:
 		break;

@@ -1,0 +1,412 @@
+/*
+ * test_envelope.c - the frame-0 header codec: every command round trips,
+ * every malformed case is refused with BM_EPROTO (or BM_EVERSION).
+ */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mesh_private.h"
+
+static msgpack_zone s_zone;
+
+static void
+s_setup(void)
+{
+	msgpack_zone_init(&s_zone, 4096);
+}
+
+static void
+s_teardown(void)
+{
+	msgpack_zone_destroy(&s_zone);
+}
+
+static void
+s_roundtrip(const bm_env_t *in, bm_env_t *out)
+{
+	uint8_t buf[4096];
+	const char *why = NULL;
+	int n = bm__env_encode(in, buf, sizeof buf);
+
+	ck_assert_int_gt(n, 0);
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &s_zone, out, &why), 0);
+	ck_assert_ptr_null(why);
+	ck_assert_int_eq(out->cmd, in->cmd);
+}
+
+START_TEST(send_and_deliver_round_trip_every_field)
+{
+	for (int cmd = BM_CMD_SEND; cmd <= BM_CMD_DELIVER; cmd++) {
+		bm_env_t in = {.cmd = (uint8_t)cmd, .priority = 200, .ttl_ms = 60000, .attempt = 7,
+		               .ts_ms = 1795380385340LL};
+		bm_env_t out;
+
+		bm_id_new(&in.id);
+		bm_id_new(&in.corr);
+		strcpy(in.name, cmd == BM_CMD_SEND ? "@lidar.scan" : "planner-1");
+		strcpy(in.type, "plan.request/v2");
+		s_roundtrip(&in, &out);
+		ck_assert(bm_id_equal(&in.id, &out.id));
+		ck_assert(bm_id_equal(&in.corr, &out.corr));
+		ck_assert_str_eq(out.name, in.name);
+		ck_assert_str_eq(out.type, in.type);
+		ck_assert_uint_eq(out.priority, 200);
+		ck_assert_uint_eq(out.ttl_ms, 60000);
+		ck_assert_uint_eq(out.attempt, 7);
+		ck_assert_int_eq(out.ts_ms, in.ts_ms);
+	}
+}
+END_TEST
+
+START_TEST(a_missing_correlation_id_travels_as_nil)
+{
+	bm_env_t in = {.cmd = BM_CMD_SEND}, out;
+
+	bm_id_new(&in.id);
+	strcpy(in.name, "mapper");
+	strcpy(in.type, "x");
+	s_roundtrip(&in, &out);
+	ck_assert(bm_id_is_zero(&out.corr));
+}
+END_TEST
+
+START_TEST(session_commands_round_trip)
+{
+	bm_env_t in = {.cmd = BM_CMD_HELLO, .heartbeat_ms = 250, .ncaps = 2}, out;
+
+	strcpy(in.name, "agent_7");
+	strcpy(in.caps[0], "plan");
+	strcpy(in.caps[1], "map");
+	s_roundtrip(&in, &out);
+	ck_assert_str_eq(out.name, "agent_7");
+	ck_assert_int_eq(out.ncaps, 2);
+	ck_assert_str_eq(out.caps[1], "map");
+	ck_assert_uint_eq(out.heartbeat_ms, 250);
+
+	in = (bm_env_t){.cmd = BM_CMD_WELCOME, .heartbeat_ms = 1000, .max_body = 1u << 24};
+	strcpy(in.name, "agent_7");
+	s_roundtrip(&in, &out);
+	ck_assert_uint_eq(out.max_body, 1u << 24);
+
+	in = (bm_env_t){.cmd = BM_CMD_NACK, .code = BM_ENOAGENT};
+	bm_id_new(&in.id);
+	strcpy(in.name, "@gpu");
+	strcpy(in.text, "no agent with capability 'gpu' is online");
+	s_roundtrip(&in, &out);
+	ck_assert_int_eq(out.code, BM_ENOAGENT);
+	ck_assert_str_eq(out.text, in.text);
+
+	in = (bm_env_t){.cmd = BM_CMD_NOTICE};
+	strcpy(in.type, "online");
+	strcpy(in.name, "mapper");
+	s_roundtrip(&in, &out);
+	ck_assert_str_eq(out.type, "online");
+
+	for (int cmd = BM_CMD_PING; cmd <= BM_CMD_BYE; cmd++) {
+		if (cmd != BM_CMD_NACK) {
+			in = (bm_env_t){.cmd = (uint8_t)cmd};
+			if (cmd != BM_CMD_ACK) {
+				s_roundtrip(&in, &out);
+			}
+		}
+	}
+}
+END_TEST
+
+START_TEST(every_error_code_survives_the_wire)
+{
+	for (int code = BM_E__FIRST + 1; code < BM_E__LAST; code++) {
+		bm_env_t in = {.cmd = BM_CMD_ERROR, .code = code}, out;
+
+		s_roundtrip(&in, &out);
+		ck_assert_int_eq(out.code, code);
+	}
+}
+END_TEST
+
+START_TEST(encode_refuses_a_buffer_too_small)
+{
+	bm_env_t in = {.cmd = BM_CMD_SEND};
+	uint8_t buf[16];
+
+	bm_id_new(&in.id);
+	strcpy(in.name, "mapper");
+	strcpy(in.type, "x");
+	ck_assert_int_eq(bm__env_encode(&in, buf, sizeof buf), -ENOBUFS);
+}
+END_TEST
+
+/* Packs an arbitrary header with msgpack-c. */
+typedef void (*s_packfn)(msgpack_packer *pk);
+
+static int
+s_decode_packed(s_packfn fn, bm_env_t *out)
+{
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	const char *why = NULL;
+	int rc;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	fn(&pk);
+	rc = bm__env_decode(sb.data, sb.size, &s_zone, out, &why);
+	if (rc < 0) {
+		ck_assert_ptr_nonnull(why);
+	}
+	msgpack_sbuffer_destroy(&sb);
+	return rc;
+}
+
+static void
+s_str(msgpack_packer *pk, const char *s)
+{
+	msgpack_pack_str(pk, strlen(s));
+	msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+static void
+s_id(msgpack_packer *pk, size_t len, uint8_t fill)
+{
+	uint8_t b[32];
+
+	memset(b, fill, sizeof b);
+	msgpack_pack_bin(pk, len);
+	msgpack_pack_bin_body(pk, b, len);
+}
+
+/* A SEND with one field spoiled per variant. */
+static int s_variant;
+
+static void
+s_bad_send(msgpack_packer *pk)
+{
+	msgpack_pack_array(pk, 10);
+	msgpack_pack_uint8(pk, 1);
+	msgpack_pack_uint8(pk, BM_CMD_SEND);
+	s_id(pk, s_variant == 0 ? 15 : 16, s_variant == 1 ? 0 : 0xab); /* short id, zero id */
+	if (s_variant == 2) {
+		s_str(pk, "not-an-id");
+	} else {
+		msgpack_pack_nil(pk);
+	}
+	s_str(pk, s_variant == 3 ? "bad name!" : s_variant == 4 ? "" : "mapper");
+	s_str(pk, s_variant == 5 ? "has space" : "t");
+	if (s_variant == 6) {
+		msgpack_pack_uint32(pk, 256); /* priority over 255 */
+	} else if (s_variant == 7) {
+		msgpack_pack_int32(pk, -1);
+	} else {
+		msgpack_pack_uint8(pk, 1);
+	}
+	msgpack_pack_uint32(pk, 0);
+	if (s_variant == 8) {
+		msgpack_pack_double(pk, 1.5);
+	} else {
+		msgpack_pack_uint32(pk, 0);
+	}
+	msgpack_pack_uint64(pk, 1);
+}
+
+START_TEST(each_bad_send_field_is_refused)
+{
+	bm_env_t out;
+
+	s_variant = _i;
+	ck_assert_int_eq(s_decode_packed(s_bad_send, &out), BM_EPROTO);
+}
+END_TEST
+
+static void
+s_wrong_version(msgpack_packer *pk)
+{
+	msgpack_pack_array(pk, 2);
+	msgpack_pack_uint8(pk, 2);
+	msgpack_pack_uint8(pk, BM_CMD_PING);
+}
+
+static void
+s_unknown_cmd(msgpack_packer *pk)
+{
+	msgpack_pack_array(pk, 2);
+	msgpack_pack_uint8(pk, 1);
+	msgpack_pack_uint8(pk, 99);
+}
+
+static void
+s_not_array(msgpack_packer *pk)
+{
+	msgpack_pack_map(pk, 0);
+}
+
+static void
+s_short_hello(msgpack_packer *pk)
+{
+	msgpack_pack_array(pk, 3);
+	msgpack_pack_uint8(pk, 1);
+	msgpack_pack_uint8(pk, BM_CMD_HELLO);
+	s_str(pk, "x");
+}
+
+static void
+s_too_many_caps(msgpack_packer *pk)
+{
+	msgpack_pack_array(pk, 5);
+	msgpack_pack_uint8(pk, 1);
+	msgpack_pack_uint8(pk, BM_CMD_HELLO);
+	s_str(pk, "x");
+	msgpack_pack_array(pk, BM_CAPS_MAX + 1);
+	for (int i = 0; i <= BM_CAPS_MAX; i++) {
+		s_str(pk, "cap");
+	}
+	msgpack_pack_uint32(pk, 1000);
+}
+
+static void
+s_nul_in_text(msgpack_packer *pk)
+{
+	msgpack_pack_array(pk, 4);
+	msgpack_pack_uint8(pk, 1);
+	msgpack_pack_uint8(pk, BM_CMD_ERROR);
+	msgpack_pack_uint8(pk, 1);
+	msgpack_pack_str(pk, 3);
+	msgpack_pack_str_body(pk, "a\0b", 3);
+}
+
+static void
+s_long_name(msgpack_packer *pk)
+{
+	char name[BM_NAME_MAX + 2];
+
+	memset(name, 'n', sizeof name - 1);
+	name[sizeof name - 1] = '\0';
+	msgpack_pack_array(pk, 5);
+	msgpack_pack_uint8(pk, 1);
+	msgpack_pack_uint8(pk, BM_CMD_HELLO);
+	s_str(pk, name);
+	msgpack_pack_array(pk, 0);
+	msgpack_pack_uint32(pk, 1000);
+}
+
+START_TEST(structural_garbage_is_refused)
+{
+	bm_env_t out;
+
+	ck_assert_int_eq(s_decode_packed(s_wrong_version, &out), BM_EVERSION);
+	ck_assert_int_eq(out.cmd, BM_CMD_PING);
+	ck_assert_int_eq(s_decode_packed(s_unknown_cmd, &out), BM_EPROTO);
+	ck_assert_int_eq(s_decode_packed(s_not_array, &out), BM_EPROTO);
+	ck_assert_int_eq(s_decode_packed(s_short_hello, &out), BM_EPROTO);
+	ck_assert_int_eq(s_decode_packed(s_too_many_caps, &out), BM_EPROTO);
+	ck_assert_int_eq(s_decode_packed(s_nul_in_text, &out), BM_EPROTO);
+	ck_assert_int_eq(s_decode_packed(s_long_name, &out), BM_EPROTO);
+}
+END_TEST
+
+START_TEST(raw_bytes_that_are_not_one_msgpack_object_are_refused)
+{
+	static const uint8_t trailing[] = {0x92, 0x01, 0x08, 0x00}; /* [1,PING] + extra byte */
+	static const uint8_t truncated[] = {0x93, 0x01};
+	static const uint8_t deep[] = {0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91,
+	                               0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91,
+	                               0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91,
+	                               0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x01};
+	uint8_t *big = calloc(1, BM_HEADER_MAX + 1);
+	const char *why;
+	bm_env_t out;
+
+	ck_assert_int_eq(bm__env_decode(trailing, sizeof trailing, &s_zone, &out, &why), BM_EPROTO);
+	ck_assert_int_eq(bm__env_decode(truncated, sizeof truncated, &s_zone, &out, &why), BM_EPROTO);
+	ck_assert_int_eq(bm__env_decode(deep, sizeof deep, &s_zone, &out, &why), BM_EPROTO);
+	ck_assert_int_eq(bm__env_decode(NULL, 0, &s_zone, &out, &why), BM_EPROTO);
+	ck_assert_ptr_nonnull(big);
+	ck_assert_int_eq(bm__env_decode(big, BM_HEADER_MAX + 1, &s_zone, &out, &why), BM_EPROTO);
+	ck_assert_str_eq(why, "header larger than 64 KiB");
+	free(big);
+}
+END_TEST
+
+START_TEST(extra_trailing_fields_are_ignored_for_forward_compatibility)
+{
+	static const uint8_t ping_plus[] = {0x93, 0x01, 0x08, 0xa1, 'x'};
+	const char *why;
+	bm_env_t out;
+
+	ck_assert_int_eq(bm__env_decode(ping_plus, sizeof ping_plus, &s_zone, &out, &why), 0);
+	ck_assert_int_eq(out.cmd, BM_CMD_PING);
+}
+END_TEST
+
+START_TEST(ids_are_time_ordered_and_parse_back)
+{
+	bm_id_t a, b, c;
+	char hex[BM_ID_HEX_LEN + 1];
+	int64_t now = bm_wall_ms();
+
+	bm_id_new(&a);
+	bm_id_new(&b);
+	ck_assert(!bm_id_equal(&a, &b));
+	ck_assert_int_le(llabs(bm_id_ms(&a) - now), 1000);
+	ck_assert_int_le(memcmp(a.b, b.b, 6), 0);
+	bm_id_hex(&a, hex);
+	ck_assert_int_eq(bm_id_parse(hex, &c), 0);
+	ck_assert(bm_id_equal(&a, &c));
+	ck_assert_int_eq(bm_id_parse("zz", &c), -EINVAL);
+	hex[5] = 'g';
+	ck_assert_int_eq(bm_id_parse(hex, &c), -EINVAL);
+}
+END_TEST
+
+START_TEST(names_capabilities_and_types_are_checked)
+{
+	ck_assert_int_eq(bm_name_check("mapper-2.b_c"), 0);
+	ck_assert_int_eq(bm_name_check(""), BM_EBADNAME);
+	ck_assert_int_eq(bm_name_check("a b"), BM_EBADNAME);
+	ck_assert_int_eq(bm_name_check("@x"), BM_EBADNAME);
+	ck_assert_int_eq(bm_address_check("@x"), 0);
+	ck_assert_int_eq(bm_address_check("@"), BM_EBADNAME);
+	ck_assert_int_eq(bm_cap_check("0123456789012345678901234567890123"), BM_EBADNAME);
+	ck_assert_int_eq(bm_type_check("pointcloud/ply"), 0);
+	ck_assert_int_eq(bm_type_check("a\tb"), BM_EBADNAME);
+	ck_assert_str_eq(bm_err_name(BM_ENOAGENT), "BM_ENOAGENT");
+	ck_assert_str_eq(bm_err_name(-ENOENT), "ENOENT");
+	ck_assert_ptr_nonnull(strstr(bm_strerror(BM_ENOAGENT), "no agent"));
+}
+END_TEST
+
+static Suite *
+s_suite(void)
+{
+	Suite *s = suite_create("envelope");
+	TCase *tc = tcase_create("codec");
+
+	tcase_add_checked_fixture(tc, s_setup, s_teardown);
+	tcase_add_test(tc, send_and_deliver_round_trip_every_field);
+	tcase_add_test(tc, a_missing_correlation_id_travels_as_nil);
+	tcase_add_test(tc, session_commands_round_trip);
+	tcase_add_test(tc, every_error_code_survives_the_wire);
+	tcase_add_test(tc, encode_refuses_a_buffer_too_small);
+	tcase_add_loop_test(tc, each_bad_send_field_is_refused, 0, 9);
+	tcase_add_test(tc, structural_garbage_is_refused);
+	tcase_add_test(tc, raw_bytes_that_are_not_one_msgpack_object_are_refused);
+	tcase_add_test(tc, extra_trailing_fields_are_ignored_for_forward_compatibility);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("ids");
+	tcase_add_test(tc, ids_are_time_ordered_and_parse_back);
+	tcase_add_test(tc, names_capabilities_and_types_are_checked);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(s_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}

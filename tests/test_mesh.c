@@ -1,0 +1,598 @@
+/*
+ * test_mesh.c - the control mesh with real processes: beastd as a child,
+ * agents as forked processes, real ipc sockets, real kill -9.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define HB 200 /* heartbeat for these tests, ms */
+
+static char *s_dir;
+static pid_t s_beastd;
+
+static void
+s_start(void)
+{
+	s_dir = tu_scratch_dir();
+	ck_assert_ptr_nonnull(s_dir);
+	s_beastd = tu_beastd_start(s_dir, HB);
+	ck_assert_int_gt(s_beastd, 0);
+}
+
+static void
+s_stop(void)
+{
+	if (s_beastd > 0) {
+		tu_kill9(s_beastd);
+		s_beastd = 0;
+	}
+	tu_rmrf(&s_dir);
+}
+
+/* ---- agents run in child processes ---- */
+
+typedef struct {
+	const char *name;            /* agent name */
+	const char *caps[3];         /* capabilities */
+	long count;                  /* messages to take before exiting */
+	int timeout_ms;              /* overall bound */
+	bool echo;                   /* reply with own name */
+} s_agent_arg_t;
+
+/* Receives count messages whose bodies are consecutive uint64 sequence
+ * numbers from 0; exits 0 when none was lost, duplicated or reordered. */
+static int
+s_seq_receiver(void *arg)
+{
+	s_agent_arg_t *a = arg;
+	bm_client_t *c = tu_client(s_dir, a->name, NULL, HB);
+	int64_t deadline = bm_mono_ms() + a->timeout_ms;
+	uint64_t expect = 0;
+
+	if (c == NULL) {
+		return 10;
+	}
+	while (expect < (uint64_t)a->count && bm_mono_ms() < deadline) {
+		bm_event_t ev;
+		uint64_t seq;
+
+		if (bm_client_recv(c, 100, &ev) < 0) {
+			continue;
+		}
+		if (ev.kind == BM_EV_MESSAGE) {
+			if (bm_msg_size(ev.msg) != sizeof seq) {
+				return 11;
+			}
+			memcpy(&seq, bm_msg_data(ev.msg), sizeof seq);
+			if (seq != expect) {
+				fprintf(stderr, "receiver: got %llu, expected %llu\n",
+				        (unsigned long long)seq, (unsigned long long)expect);
+				return 12;
+			}
+			expect++;
+			if (bm_client_ack(c, ev.msg) < 0) {
+				return 13;
+			}
+		}
+		bm_event_clear(&ev);
+	}
+	/* Let the last ACKs leave before the socket closes (linger is set). */
+	bm_client_destroy(&c);
+	return expect == (uint64_t)a->count ? 0 : 14;
+}
+
+/* Serves requests until count are answered: ACK, then reply with its name. */
+static int
+s_worker(void *arg)
+{
+	s_agent_arg_t *a = arg;
+	bm_client_t *c = tu_client(s_dir, a->name, a->caps, HB);
+	int64_t deadline = bm_mono_ms() + a->timeout_ms;
+	long served = 0;
+
+	if (c == NULL) {
+		return 10;
+	}
+	while ((a->count <= 0 || served < a->count) && bm_mono_ms() < deadline) {
+		bm_event_t ev;
+
+		if (bm_client_recv(c, 100, &ev) < 0) {
+			continue;
+		}
+		if (ev.kind == BM_EV_MESSAGE) {
+			(void)bm_client_ack(c, ev.msg);
+			if (a->echo) {
+				(void)bm_client_reply(c, ev.msg, "reply", a->name, strlen(a->name));
+			}
+			served++;
+		}
+		bm_event_clear(&ev);
+	}
+	bm_client_destroy(&c);
+	return a->count <= 0 || served == a->count ? 0 : 15;
+}
+
+/* ---- tests ---- */
+
+START_TEST(two_agents_exchange_100000_messages_none_lost_duplicated_or_reordered)
+{
+	enum { N = 100000, WINDOW = 2000 };
+	s_agent_arg_t ra = {.name = "rx", .count = N, .timeout_ms = 100000};
+	pid_t rx = tu_fork(s_seq_receiver, &ra);
+	bm_client_t *tx;
+	bm_send_opts_t o = {.to = "rx", .type = "seq"};
+	uint64_t next = 0, acked = 0;
+	int64_t deadline = bm_mono_ms() + 100000;
+
+	ck_assert_int_ge(tu_wait_agent(s_dir, "rx", true, 5000), 0);
+	tx = tu_client(s_dir, "tx", NULL, HB);
+	ck_assert_ptr_nonnull(tx);
+	while (acked < N && bm_mono_ms() < deadline) {
+		bm_event_t ev;
+
+		/* Credit window: at most WINDOW un-ACKed messages in flight. */
+		while (next < N && next - acked < WINDOW) {
+			ck_assert_int_eq(bm_client_send(tx, &o, &next, sizeof next, NULL), 0);
+			next++;
+		}
+		if (bm_client_recv(tx, 100, &ev) < 0) {
+			continue;
+		}
+		if (ev.kind == BM_EV_NACK) {
+			ck_abort_msg("NACK: %s", ev.text);
+		}
+		acked += ev.kind == BM_EV_ACK;
+		bm_event_clear(&ev);
+	}
+	ck_assert_uint_eq(acked, N);
+	ck_assert_int_eq(tu_wait(rx, 20000), 0);
+	bm_client_destroy(&tx);
+	ck_assert_int_eq(tu_stat(s_dir, "delivers"), N);
+	ck_assert_int_eq(tu_stat(s_dir, "acks"), N);
+}
+END_TEST
+
+START_TEST(a_request_gets_its_reply_and_other_traffic_is_kept)
+{
+	s_agent_arg_t wa = {.name = "svc", .count = 2, .timeout_ms = 10000, .echo = true};
+	pid_t w = tu_fork(s_worker, &wa);
+	bm_client_t *c;
+	bm_msg_t *reply = NULL;
+	bm_event_t ev;
+
+	ck_assert_int_ge(tu_wait_agent(s_dir, "svc", true, 5000), 0);
+	c = tu_client(s_dir, "asker", NULL, HB);
+	ck_assert_ptr_nonnull(c);
+	/* A first plain send: its ACK and the worker's reply arrive while the
+	 * request below waits, and must stay queued for recv. */
+	ck_assert_int_eq(bm_client_send(c, &(bm_send_opts_t){.to = "svc"}, "a", 1, NULL), 0);
+	ck_assert_int_eq(bm_client_request(c, "svc", "q", "b", 1, 5000, &reply), 0);
+	ck_assert_str_eq(reply->from, "svc");
+	ck_assert_str_eq(reply->type, "reply");
+	ck_assert_uint_eq(bm_msg_size(reply), 3);
+	ck_assert_int_eq(memcmp(bm_msg_data(reply), "svc", 3), 0);
+	bm_msg_destroy(&reply);
+	/* The first message's ACK is still there. */
+	bool saw_ack = false;
+	for (int i = 0; i < 4 && !saw_ack; i++) {
+		if (bm_client_recv(c, 1000, &ev) == 0) {
+			saw_ack = ev.kind == BM_EV_ACK;
+			bm_event_clear(&ev);
+		}
+	}
+	ck_assert(saw_ack);
+	ck_assert_int_eq(bm_client_request(c, "nobody", "q", "x", 1, 2000, &reply), BM_ENOAGENT);
+	ck_assert_int_eq(tu_wait(w, 5000), 0);
+	bm_client_destroy(&c);
+}
+END_TEST
+
+START_TEST(anycast_spreads_requests_over_three_agents)
+{
+	enum { N = 30 };
+	s_agent_arg_t wa[3] = {
+		{.name = "w1", .caps = {"work", NULL}, .timeout_ms = 15000, .echo = true},
+		{.name = "w2", .caps = {"work", "x", NULL}, .timeout_ms = 15000, .echo = true},
+		{.name = "w3", .caps = {"work", NULL}, .timeout_ms = 15000, .echo = true},
+	};
+	s_agent_arg_t other = {.name = "idle", .caps = {"other", NULL}, .timeout_ms = 15000};
+	pid_t pids[4];
+	int tally[3] = {0};
+	bm_client_t *c;
+
+	for (int i = 0; i < 3; i++) {
+		pids[i] = tu_fork(s_worker, &wa[i]);
+	}
+	pids[3] = tu_fork(s_worker, &other);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_int_ge(tu_wait_agent(s_dir, wa[i].name, true, 5000), 0);
+	}
+	ck_assert_int_ge(tu_wait_agent(s_dir, "idle", true, 5000), 0);
+	c = tu_client(s_dir, "boss", NULL, HB);
+	ck_assert_ptr_nonnull(c);
+	for (int i = 0; i < N; i++) {
+		bm_msg_t *r = NULL;
+
+		ck_assert_int_eq(bm_client_request(c, "@work", "job", "j", 1, 5000, &r), 0);
+		ck_assert_uint_eq(bm_msg_size(r), 2);
+		tally[((const char *)bm_msg_data(r))[1] - '1']++;
+		bm_msg_destroy(&r);
+	}
+	for (int i = 0; i < 3; i++) {
+		/* Sequential requests leave every worker equally loaded, so they
+		 * take turns: an even spread, give or take a turn. */
+		ck_assert_int_ge(tally[i], N / 3 - 1);
+	}
+	ck_assert_int_eq(bm_client_request(c, "@none", "job", "j", 1, 2000, &(bm_msg_t *){NULL}),
+	                 BM_ENOAGENT);
+	bm_client_destroy(&c);
+	for (int i = 0; i < 4; i++) {
+		tu_kill9(pids[i]);
+	}
+}
+END_TEST
+
+static int
+s_idle_agent(void *arg)
+{
+	s_agent_arg_t *a = arg;
+
+	return s_worker(a);
+}
+
+START_TEST(a_killed_agent_is_noticed_within_three_heartbeats)
+{
+	s_agent_arg_t va = {.name = "victim", .timeout_ms = 30000};
+	pid_t v = tu_fork(s_idle_agent, &va);
+	bm_client_t *watcher;
+	int64_t t0, gone_ms;
+	bool noticed = false;
+
+	ck_assert_int_ge(tu_wait_agent(s_dir, "victim", true, 5000), 0);
+	watcher = tu_client(s_dir, "watcher", NULL, HB);
+	ck_assert_ptr_nonnull(watcher);
+	t0 = bm_mono_ms();
+	tu_kill9(v);
+	gone_ms = tu_wait_agent(s_dir, "victim", false, 10 * HB);
+	ck_assert_int_ge(gone_ms, 0);
+	ck_assert_int_le(bm_mono_ms() - t0, 3 * HB);
+	/* Other agents are told. */
+	for (int i = 0; i < 20 && !noticed; i++) {
+		bm_event_t ev;
+
+		if (bm_client_recv(watcher, HB, &ev) == 0) {
+			noticed = ev.kind == BM_EV_NOTICE && strcmp(ev.peer, "victim") == 0 &&
+			          strcmp(ev.text, "offline") == 0;
+			bm_event_clear(&ev);
+		}
+	}
+	ck_assert(noticed);
+	bm_client_destroy(&watcher);
+}
+END_TEST
+
+START_TEST(traffic_resumes_after_beastd_is_killed_and_restarted)
+{
+	s_agent_arg_t ra = {.name = "rx", .count = 2, .timeout_ms = 20000};
+	pid_t rx = tu_fork(s_seq_receiver, &ra);
+	bm_client_t *tx;
+	bm_send_opts_t o = {.to = "rx"};
+	uint64_t seq = 0;
+	bool acked = false;
+	int64_t deadline;
+
+	ck_assert_int_ge(tu_wait_agent(s_dir, "rx", true, 5000), 0);
+	tx = tu_client(s_dir, "tx", NULL, HB);
+	ck_assert_ptr_nonnull(tx);
+	ck_assert_int_eq(bm_client_send(tx, &o, &seq, sizeof seq, NULL), 0);
+	for (int i = 0; i < 50 && !acked; i++) {
+		bm_event_t ev;
+
+		if (bm_client_recv(tx, 100, &ev) == 0) {
+			acked = ev.kind == BM_EV_ACK;
+			bm_event_clear(&ev);
+		}
+	}
+	ck_assert(acked);
+
+	tu_kill9(s_beastd);
+	s_beastd = tu_beastd_start(s_dir, HB); /* takes over the stale socket */
+	ck_assert_int_gt(s_beastd, 0);
+
+	/* No manual step: both agents re-register by themselves.  Keep trying
+	 * the second message until one is ACKed (the outbox will do this). */
+	seq = 1;
+	acked = false;
+	deadline = bm_mono_ms() + 15000;
+	while (!acked && bm_mono_ms() < deadline) {
+		bm_event_t ev;
+		int rc = bm_client_send(tx, &o, &seq, sizeof seq, NULL);
+
+		ck_assert(rc == 0 || rc == BM_ENOTREG);
+		for (int64_t until = bm_mono_ms() + 300; !acked && bm_mono_ms() < until;) {
+			if (bm_client_recv(tx, 50, &ev) == 0) {
+				acked = ev.kind == BM_EV_ACK;
+				bm_event_clear(&ev);
+			}
+		}
+	}
+	ck_assert(acked);
+	ck_assert_int_eq(tu_wait(rx, 5000), 0);
+	bm_client_destroy(&tx);
+}
+END_TEST
+
+START_TEST(garbage_from_a_raw_dealer_does_not_stop_routing)
+{
+	s_agent_arg_t ra = {.name = "rx", .count = 3, .timeout_ms = 10000};
+	pid_t rx = tu_fork(s_seq_receiver, &ra);
+	char ep[BM_PATH_MAX + 16];
+	void *ctx = zmq_ctx_new(), *raw = zmq_socket(ctx, ZMQ_DEALER);
+	int linger = 1000, sent = 0, errors = 0;
+	uint8_t big[BM_HEADER_MAX + 10];
+	static const uint8_t hello_no_caps[] = {0x93, 0x01, 0x01, 0xa1, 'z'};
+	static const uint8_t wrong_version[] = {0x92, 0x07, 0x08};
+	static const uint8_t ping[] = {0x92, 0x01, 0x08};
+	bm_client_t *tx;
+	bm_send_opts_t o = {.to = "rx"};
+	uint64_t ack_count = 0;
+
+	snprintf(ep, sizeof ep, "ipc://%s/mesh.sock", s_dir);
+	zmq_setsockopt(raw, ZMQ_LINGER, &linger, sizeof linger);
+	ck_assert_int_eq(zmq_connect(raw, ep), 0);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "rx", true, 5000), 0);
+	tx = tu_client(s_dir, "tx", NULL, HB);
+	ck_assert_ptr_nonnull(tx);
+
+	for (uint64_t seq = 0; seq < 3; seq++) {
+		/* Interleave garbage with real traffic. */
+		memset(big, 0x91, sizeof big);
+		zmq_send(raw, "", 0, 0);
+		zmq_send(raw, "\xff\xfe garbage", 10, 0);
+		zmq_send(raw, hello_no_caps, sizeof hello_no_caps, 0);
+		zmq_send(raw, wrong_version, sizeof wrong_version, 0);
+		zmq_send(raw, big, sizeof big, 0);
+		zmq_send(raw, ping, sizeof ping, ZMQ_SNDMORE); /* PING with a body frame */
+		zmq_send(raw, "x", 1, 0);
+		sent += 6;
+		ck_assert_int_eq(bm_client_send(tx, &o, &seq, sizeof seq, NULL), 0);
+	}
+	for (int i = 0; i < 100 && ack_count < 3; i++) {
+		bm_event_t ev;
+
+		if (bm_client_recv(tx, 100, &ev) == 0) {
+			ack_count += ev.kind == BM_EV_ACK;
+			bm_event_clear(&ev);
+		}
+	}
+	ck_assert_uint_eq(ack_count, 3);
+	ck_assert_int_eq(tu_wait(rx, 5000), 0);
+	/* Every bad frame was answered with an ERROR and counted. */
+	for (int i = 0; i < 100 && errors < sent; i++) {
+		zmq_pollitem_t it = {.socket = raw, .events = ZMQ_POLLIN};
+		zmq_msg_t m;
+
+		if (zmq_poll(&it, 1, 100) <= 0) {
+			continue;
+		}
+		zmq_msg_init(&m);
+		zmq_msg_recv(&m, raw, 0);
+		errors += zmq_msg_size(&m) >= 3 && ((uint8_t *)zmq_msg_data(&m))[2] == BM_CMD_ERROR;
+		zmq_msg_close(&m);
+	}
+	ck_assert_int_eq(errors, sent);
+	ck_assert_int_eq(tu_stat(s_dir, "malformed"), sent);
+	bm_client_destroy(&tx);
+	zmq_close(raw);
+	zmq_ctx_term(ctx);
+}
+END_TEST
+
+START_TEST(a_live_agents_name_cannot_be_taken_but_a_dead_ones_can)
+{
+	s_agent_arg_t aa = {.name = "alice", .timeout_ms = 20000};
+	pid_t alice = tu_fork(s_idle_agent, &aa);
+	bm_client_opts_t o = {.dir = s_dir, .name = "alice", .heartbeat_ms = HB};
+	bm_client_t *c = NULL;
+
+	ck_assert_int_ge(tu_wait_agent(s_dir, "alice", true, 5000), 0);
+	ck_assert_int_eq(bm_client_open(&o, &c), BM_ENAMETAKEN);
+	ck_assert_ptr_null(c);
+	ck_assert_int_eq(tu_stat(s_dir, "denied"), 1);
+	/* Once the holder is dead its name is free at once: the broker's probe
+	 * finds the connection closed. */
+	tu_kill9(alice);
+	ck_assert_int_eq(bm_client_open(&o, &c), 0);
+	bm_client_destroy(&c);
+}
+END_TEST
+
+START_TEST(sends_that_cannot_be_delivered_are_refused_with_a_reason)
+{
+	bm_client_opts_t o = {.dir = s_dir, .name = "small", .max_body = 1 << 20};
+	bm_client_t *c = tu_client(s_dir, "tx", NULL, HB), *limited = NULL;
+	bm_send_opts_t so = {.to = "ghost"};
+	char *big = calloc(1, (1 << 20) + 1);
+	bm_event_t ev;
+	bm_id_t id;
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(bm_client_send(c, &so, "x", 1, &id), 0);
+	ck_assert_int_eq(bm_client_recv(c, 2000, &ev), 0);
+	ck_assert_int_eq(ev.kind, BM_EV_NACK);
+	ck_assert_int_eq(ev.code, BM_ENOAGENT);
+	ck_assert(bm_id_equal(&ev.id, &id));
+	ck_assert_ptr_nonnull(strstr(ev.text, "ghost"));
+	bm_event_clear(&ev);
+	/* Over the cap: refused locally, before it is sent. */
+	ck_assert_int_eq(bm_client_open(&o, &limited), 0);
+	so.to = "tx";
+	ck_assert_int_eq(bm_client_send(limited, &so, big, (1 << 20) + 1, NULL), BM_ETOOBIG);
+	ck_assert_int_eq(bm_client_send(limited, &(bm_send_opts_t){.to = "bad name"}, "x", 1, NULL),
+	                 BM_EBADNAME);
+	bm_client_destroy(&limited);
+	bm_client_destroy(&c);
+	free(big);
+}
+END_TEST
+
+START_TEST(an_oversized_body_from_a_raw_peer_gets_a_toobig_nack)
+{
+	char ep[BM_PATH_MAX + 16];
+	void *ctx = zmq_ctx_new(), *raw = zmq_socket(ctx, ZMQ_DEALER);
+	static const uint8_t hello[] = {0x95, 0x01, 0x01, 0xa3, 'r', 'a', 'w', 0x90, 0xcd, 0x03, 0xe8};
+	uint8_t send[64];
+	size_t n = 0;
+	size_t big = BM_BODY_MAX_DEFAULT + 1;
+	void *body = calloc(1, big);
+	bool nacked = false;
+	int linger = 0;
+
+	snprintf(ep, sizeof ep, "ipc://%s/mesh.sock", s_dir);
+	zmq_setsockopt(raw, ZMQ_LINGER, &linger, sizeof linger);
+	ck_assert_int_eq(zmq_connect(raw, ep), 0);
+	ck_assert_int_eq(zmq_send(raw, hello, sizeof hello, 0), (int)sizeof hello);
+	/* [1, SEND, id, nil, "raw", "t", 0, 0, 0, 0] by hand */
+	send[n++] = 0x9a;
+	send[n++] = 0x01;
+	send[n++] = 0x04;
+	send[n++] = 0xc4;
+	send[n++] = 16;
+	memset(send + n, 0x42, 16);
+	n += 16;
+	send[n++] = 0xc0;
+	send[n++] = 0xa3;
+	memcpy(send + n, "raw", 3);
+	n += 3;
+	send[n++] = 0xa1;
+	send[n++] = 't';
+	for (int i = 0; i < 4; i++) {
+		send[n++] = 0x00;
+	}
+	ck_assert_int_eq(zmq_send(raw, send, n, ZMQ_SNDMORE), (int)n);
+	ck_assert_int_eq(zmq_send(raw, body, big, 0), (int)big);
+	for (int i = 0; i < 50 && !nacked; i++) {
+		zmq_pollitem_t it = {.socket = raw, .events = ZMQ_POLLIN};
+		zmq_msg_t m;
+
+		if (zmq_poll(&it, 1, 100) <= 0) {
+			continue;
+		}
+		zmq_msg_init(&m);
+		zmq_msg_recv(&m, raw, 0);
+		/* NACK header: [1, 7, id, peer, code, text]; code TOOBIG = 7 */
+		nacked = zmq_msg_size(&m) > 24 && ((uint8_t *)zmq_msg_data(&m))[2] == BM_CMD_NACK;
+		zmq_msg_close(&m);
+	}
+	ck_assert(nacked);
+	ck_assert_int_eq(tu_stat(s_dir, "nack_toobig"), 1);
+	zmq_close(raw);
+	zmq_ctx_term(ctx);
+	free(body);
+}
+END_TEST
+
+/* ---- beastd process behaviour ---- */
+
+START_TEST(a_second_beastd_on_a_live_dir_refuses_to_start)
+{
+	pid_t second = fork();
+
+	if (second == 0) {
+		int devnull = open("/dev/null", O_WRONLY);
+
+		dup2(devnull, 2);
+		execl(BM_BEASTD_PATH, "beastd", "--dir", s_dir, (char *)NULL);
+		_exit(127);
+	}
+	ck_assert_int_eq(tu_wait(second, 5000), 1);
+	ck_assert(tu_broker_answers(s_dir, 1000));
+}
+END_TEST
+
+START_TEST(sigterm_stops_beastd_cleanly_and_removes_its_socket)
+{
+	char sock[BM_PATH_MAX + 16];
+	struct stat st;
+
+	snprintf(sock, sizeof sock, "%s/mesh.sock", s_dir);
+	ck_assert_int_eq(stat(sock, &st), 0);
+	ck_assert_int_eq(tu_term(s_beastd, 5000), 0);
+	s_beastd = 0;
+	ck_assert_int_eq(stat(sock, &st), -1);
+	ck_assert_int_eq(errno, ENOENT);
+}
+END_TEST
+
+START_TEST(a_runtime_dir_open_to_others_is_refused)
+{
+	char *dir = tu_scratch_dir();
+	char path[BM_PATH_MAX];
+	bm_broker_t *b = NULL;
+
+	ck_assert_ptr_nonnull(dir);
+	ck_assert_int_eq(chmod(dir, 0755), 0);
+	ck_assert_int_eq(bm_rundir_resolve(dir, true, path), BM_EUNSAFEDIR);
+	ck_assert_int_eq(bm_broker_open(&(bm_broker_opts_t){.dir = dir}, &b), BM_EUNSAFEDIR);
+	ck_assert_int_eq(chmod(dir, 0700), 0);
+	ck_assert_int_eq(bm_rundir_resolve(dir, true, path), 0);
+	ck_assert_int_eq(bm_client_open(&(bm_client_opts_t){.dir = dir}, &(bm_client_t *){NULL}),
+	                 BM_ENOBROKER);
+	tu_rmrf(&dir);
+}
+END_TEST
+
+static Suite *
+s_suite(void)
+{
+	Suite *s = suite_create("mesh");
+	TCase *tc = tcase_create("routing");
+
+	tcase_add_checked_fixture(tc, s_start, s_stop);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, two_agents_exchange_100000_messages_none_lost_duplicated_or_reordered);
+	tcase_add_test(tc, a_request_gets_its_reply_and_other_traffic_is_kept);
+	tcase_add_test(tc, anycast_spreads_requests_over_three_agents);
+	tcase_add_test(tc, sends_that_cannot_be_delivered_are_refused_with_a_reason);
+	tcase_add_test(tc, an_oversized_body_from_a_raw_peer_gets_a_toobig_nack);
+	tcase_add_test(tc, garbage_from_a_raw_dealer_does_not_stop_routing);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("liveness");
+	tcase_add_checked_fixture(tc, s_start, s_stop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, a_killed_agent_is_noticed_within_three_heartbeats);
+	tcase_add_test(tc, traffic_resumes_after_beastd_is_killed_and_restarted);
+	tcase_add_test(tc, a_live_agents_name_cannot_be_taken_but_a_dead_ones_can);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("beastd");
+	tcase_add_checked_fixture(tc, s_start, s_stop);
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, a_second_beastd_on_a_live_dir_refuses_to_start);
+	tcase_add_test(tc, sigterm_stops_beastd_cleanly_and_removes_its_socket);
+	tcase_add_test(tc, a_runtime_dir_open_to_others_is_refused);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(s_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}

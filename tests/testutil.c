@@ -1,0 +1,212 @@
+/*
+ * testutil.c - process and broker helpers for the multi-process suites.
+ * See testutil.h.  Every wait here is bounded in time.
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#ifndef BM_BEASTD_PATH
+#error "BM_BEASTD_PATH must name the built beastd"
+#endif
+
+char *
+tu_scratch_dir(void)
+{
+	char tmpl[] = "/tmp/bmtest.XXXXXX";
+	char *p = mkdtemp(tmpl);
+
+	if (p == NULL || chmod(p, 0700) < 0) {
+		return NULL;
+	}
+	return strdup(p);
+}
+
+static int
+s_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path) < 0 ? 0 : 0;
+}
+
+void
+tu_rmrf(char **path_p)
+{
+	if (path_p == NULL || *path_p == NULL) {
+		return;
+	}
+	(void)nftw(*path_p, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+	free(*path_p);
+	*path_p = NULL;
+}
+
+bool
+tu_broker_answers(const char *dir, int timeout_ms)
+{
+	int64_t deadline = bm_mono_ms() + timeout_ms;
+
+	while (bm_mono_ms() < deadline) {
+		bm_client_opts_t o = {.dir = dir, .connect_timeout_ms = 200};
+		bm_client_t *c = NULL;
+
+		if (bm_client_open(&o, &c) == 0) {
+			bm_client_destroy(&c);
+			return true;
+		}
+		/* No socket yet: beastd is still starting; the open fails fast,
+		 * so pace the retries a little. */
+		usleep(10000);
+	}
+	return false;
+}
+
+pid_t
+tu_beastd_start(const char *dir, int heartbeat_ms)
+{
+	char hb[32];
+	pid_t pid;
+
+	snprintf(hb, sizeof hb, "%d", heartbeat_ms);
+	pid = fork();
+	if (pid < 0) {
+		return -1;
+	}
+	if (pid == 0) {
+		execl(BM_BEASTD_PATH, "beastd", "--dir", dir, "--heartbeat", hb, (char *)NULL);
+		_exit(127);
+	}
+	if (!tu_broker_answers(dir, 5000)) {
+		tu_kill9(pid);
+		return -1;
+	}
+	return pid;
+}
+
+pid_t
+tu_fork(int (*fn)(void *arg), void *arg)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		_exit(fn(arg));
+	}
+	return pid;
+}
+
+int
+tu_wait(pid_t pid, int timeout_ms)
+{
+	int64_t deadline = bm_mono_ms() + timeout_ms;
+	int status;
+
+	for (;;) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+
+		if (r == pid) {
+			if (WIFEXITED(status)) {
+				return WEXITSTATUS(status);
+			}
+			return 128 + WTERMSIG(status);
+		}
+		if (r < 0 && errno != EINTR) {
+			return -1;
+		}
+		if (bm_mono_ms() >= deadline) {
+			tu_kill9(pid);
+			return -1;
+		}
+		usleep(2000);
+	}
+}
+
+void
+tu_kill9(pid_t pid)
+{
+	if (pid > 0) {
+		kill(pid, SIGKILL);
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+		}
+	}
+}
+
+int
+tu_term(pid_t pid, int timeout_ms)
+{
+	kill(pid, SIGTERM);
+	return tu_wait(pid, timeout_ms);
+}
+
+bm_client_t *
+tu_client(const char *dir, const char *name, const char *const *caps, int hb_ms)
+{
+	bm_client_opts_t o = {.dir = dir, .name = name, .caps = caps, .heartbeat_ms = hb_ms};
+	bm_client_t *c = NULL;
+
+	return bm_client_open(&o, &c) == 0 ? c : NULL;
+}
+
+int64_t
+tu_wait_agent(const char *dir, const char *name, bool present, int timeout_ms)
+{
+	int64_t t0 = bm_mono_ms(), deadline = t0 + timeout_ms;
+	bm_client_opts_t o = {.dir = dir};
+	bm_client_t *c = NULL;
+	int64_t result = -1;
+
+	if (bm_client_open(&o, &c) < 0) {
+		return -1;
+	}
+	while (bm_mono_ms() < deadline) {
+		bm_agent_info_t *v = NULL;
+		size_t n = 0;
+		bool found = false;
+
+		if (bm_client_list(c, 1000, &v, &n) == 0) {
+			for (size_t i = 0; i < n; i++) {
+				found = found || strcmp(v[i].name, name) == 0;
+			}
+			free(v);
+			if (found == present) {
+				result = bm_mono_ms() - t0;
+				break;
+			}
+		}
+		usleep(5000);
+	}
+	bm_client_destroy(&c);
+	return result;
+}
+
+int64_t
+tu_stat(const char *dir, const char *key)
+{
+	bm_client_opts_t o = {.dir = dir};
+	bm_client_t *c = NULL;
+	bm_stat_t *v = NULL;
+	size_t n = 0;
+	int64_t value = -1;
+
+	if (bm_client_open(&o, &c) < 0) {
+		return -1;
+	}
+	if (bm_client_stats(c, 2000, &v, &n) == 0) {
+		for (size_t i = 0; i < n; i++) {
+			if (strcmp(v[i].key, key) == 0) {
+				value = v[i].value;
+			}
+		}
+		free(v);
+	}
+	bm_client_destroy(&c);
+	return value;
+}

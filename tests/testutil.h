@@ -1,0 +1,43 @@
+/*
+ * testutil.h - helpers for multi-process tests: scratch directories, a
+ * beastd child that is waited for on its socket (never with sleep),
+ * forked agent processes, kill -9 and reaping.
+ */
+#ifndef BM_TESTUTIL_H
+#define BM_TESTUTIL_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "bm_mesh.h"
+
+/* Makes a fresh 0700 directory under /tmp; returns a malloc'd path. */
+char *tu_scratch_dir(void);
+/* Removes a directory tree (best effort) and frees the path. */
+void tu_rmrf(char **path_p);
+
+/* Starts the built beastd on dir with a heartbeat, waits until it answers
+ * a PING (up to 5 s).  Returns its pid, or -1. */
+pid_t tu_beastd_start(const char *dir, int heartbeat_ms);
+/* Waits until an anonymous client on dir gets a PONG; false on timeout. */
+bool tu_broker_answers(const char *dir, int timeout_ms);
+
+/* Forks a child that runs fn(arg) and exits with its return value. */
+pid_t tu_fork(int (*fn)(void *arg), void *arg);
+/* Waits for pid up to timeout_ms; returns its exit status, 128+signal, or
+ * -1 on timeout (it is then killed with -9 and reaped). */
+int tu_wait(pid_t pid, int timeout_ms);
+/* kill -9 and reap. */
+void tu_kill9(pid_t pid);
+/* SIGTERM, then wait up to timeout_ms; returns the exit status as tu_wait. */
+int tu_term(pid_t pid, int timeout_ms);
+
+/* Opens a client on dir (heartbeat hb_ms); NULL on failure. */
+bm_client_t *tu_client(const char *dir, const char *name, const char *const *caps, int hb_ms);
+/* Polls LIST until name is (present) or is not (!present) in the directory;
+ * returns the milliseconds it took, or -1 on timeout. */
+int64_t tu_wait_agent(const char *dir, const char *name, bool present, int timeout_ms);
+/* Reads one broker counter by name; -1 when unavailable. */
+int64_t tu_stat(const char *dir, const char *key);
+
+#endif
