@@ -92,6 +92,7 @@ class Agent:
         self.sock.setsockopt(zmq.LINGER, 1000)
         self.sock.connect(endpoint)
         self.pending = []
+        self.registered = False
         self.last_tx = time.monotonic()
 
     def close(self):
@@ -140,8 +141,16 @@ class Agent:
                 continue
             if match(m[0]):
                 return m
-            # The broker's PING is a liveness probe: no answer is expected.
-            if m[0][1] not in (PING, PONG):
+            cmd = m[0][1]
+            if cmd == PONG and self.registered and len(m[0]) > 2 and m[0][2] != self.name:
+                # The broker does not know us (it restarted, or dropped
+                # us): register again; the WELCOME is handled below.
+                self.registered = False
+                self.tx([HELLO, self.name, self.caps, self.heartbeat_ms])
+            elif cmd == WELCOME:
+                self.registered = True
+            elif cmd not in (PING, PONG):
+                # The broker's PING is a liveness probe: never answered.
                 self.pending.append(m)
 
     # -- commands --
@@ -154,6 +163,7 @@ class Agent:
         if hdr[3]:
             self.heartbeat_ms = hdr[3]
         self.max_body = hdr[4]
+        self.registered = True
         return hdr
 
     def send(self, to, mtype, body, corr=None, priority=0, ttl_ms=0, attempt=0):
@@ -188,6 +198,7 @@ class Agent:
 
     def bye(self):
         self.tx([BYE])
+        self.registered = False
 
 
 # ---- the test driver ----
@@ -251,7 +262,8 @@ def wait_for_broker(ctx, proc, d, endpoint, timeout_s):
             probe.tx([PING])
             m = probe._rx(200)
             if m is not None and m[0][1] == PONG:
-                return True
+                # An unregistered peer's PONG names nobody.
+                return len(m[0]) < 3 or m[0][2] is None
         return False
     finally:
         probe.close()
@@ -293,6 +305,9 @@ def run(beastd, beast, ck, procs, d):
         ck.ok("HELLO gets WELCOME with our name, heartbeat and body cap",
               hdr[1] == WELCOME and hdr[2] == "pyagent" and hdr[3] == 1000
               and isinstance(hdr[4], int) and hdr[4] >= 1 << 20, hdr)
+
+        hdr, _ = py.ping(5)
+        ck.ok("PONG names us once we are registered", hdr[2:3] == ["pyagent"], hdr)
 
         # C -> Python: the CLI's send waits for our ACK.
         send = subprocess.Popen([beast, "--dir", d, "send", "--timeout", "5000", "pyagent",
