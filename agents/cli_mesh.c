@@ -337,7 +337,7 @@ bm_cli_send(int argc, char **argv, const char *dir)
 	if (ev.kind == BM_EV_NACK) {
 		fprintf(stderr, "beast send: %s refused message %s: %s\n", to, hex,
 		        ev.text[0] ? ev.text : bm_strerror(ev.code));
-		return ev.code == BM_ENOAGENT ? BM_EXIT_FAIL : BM_EXIT_FAIL;
+		return BM_EXIT_FAIL;
 	}
 	fprintf(stderr, "acked by %s: %s\n", ev.peer, hex);
 	return BM_EXIT_OK;

@@ -363,6 +363,9 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *body)
 		s_drop(b, to, "gone (connection closed)");
 		to = in->name[0] == '@' ? s_anycast(b, in->name + 1) : NULL;
 	}
+	b->st.nack_noagent++;
+	s_nack(b, from, &in->id, in->name, BM_ENOAGENT,
+	       "no agent with capability '%s' could be reached", in->name + 1);
 }
 
 static void
@@ -502,7 +505,7 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 		return;
 	}
 	rc = bm__env_decode(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), &b->zone, &in, &why);
-	if (rc == 0 && (extra > 0 || (nf == 3 && !bm__cmd_has_body(in.cmd)))) {
+	if (rc == 0 && (extra > 0 || (nf == 3 && in.cmd != BM_CMD_SEND))) {
 		rc = BM_EPROTO;
 		why = "unexpected extra frames";
 	}
@@ -510,7 +513,7 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 		b->st.malformed++;
 		bm_debug("malformed frame from %s: %s", rid_key, why);
 		if (in.cmd == BM_CMD_SEND && self != NULL && !bm_id_is_zero(&in.id)) {
-			s_nack(b, self, &in.id, "?", rc, "malformed SEND: %s", why);
+			s_nack(b, self, &in.id, "beastd", rc, "malformed SEND: %s", why);
 		} else {
 			s_reply_error(b, rid, rid_len, BM_CMD_ERROR, rc, why);
 		}
@@ -702,7 +705,7 @@ bm_broker_run(bm_broker_t *b, volatile sig_atomic_t *stop)
 static bool
 s_loopback_tcp(const char *ep)
 {
-	static const char *const ok[] = {"tcp://127.", "tcp://localhost:", "tcp://[::1]:"};
+	static const char *const ok[] = {"tcp://127."};
 
 	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
 		if (strncmp(ep, ok[i], strlen(ok[i])) == 0) {

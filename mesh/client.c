@@ -482,6 +482,9 @@ bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client)
 	if (o.name != NULL && (rc = bm_name_check(o.name)) < 0) {
 		return rc;
 	}
+	if (o.heartbeat_ms < 0 || o.heartbeat_ms > 3600000) {
+		return -EINVAL;
+	}
 	c = calloc(1, sizeof *c);
 	if (c == NULL) {
 		return -ENOMEM;

@@ -17,7 +17,8 @@
  *   ACK       id:bin16  peer:str
  *   NACK      id:bin16  peer:str  code:uint  text:str
  *   PING LIST BYE   (no fields)
- *   PONG      name:str|nil  (the caller's registered name; nil = not registered)
+ *   PONG      [name:str|nil]  (the caller's registered name; nil or absent =
+ *             not registered)
  *   DIRECTORY (no fields)                   + body frame: msgpack [ {..}, ... ]
  *   STATS     (no fields)          reply:   + body frame: msgpack { key: int }
  *   ERROR     code:uint  text:str
@@ -129,8 +130,6 @@ s_field_count(int cmd)
 		return 8;
 	case BM_CMD_NACK:
 		return 4;
-	case BM_CMD_PONG:
-		return 1;
 	default:
 		return 0;
 	}
@@ -146,7 +145,7 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 		return -EINVAL;
 	}
 	msgpack_packer_init(&pk, &w, bm__wbuf_write);
-	msgpack_pack_array(&pk, 2 + (size_t)s_field_count(e->cmd));
+	msgpack_pack_array(&pk, 2 + (size_t)s_field_count(e->cmd) + (e->cmd == BM_CMD_PONG));
 	msgpack_pack_uint8(&pk, BM_PROTO_VERSION);
 	msgpack_pack_uint8(&pk, e->cmd);
 	switch (e->cmd) {
@@ -348,6 +347,82 @@ s_message(s_rd_t *r, bm_env_t *e)
 	return true;
 }
 
+/*
+ * Walks the msgpack encoding once, without allocating, and checks that it is
+ * exactly one complete object whose every declared length fits in what is
+ * left.  msgpack-c sizes its allocations by declared counts, so without
+ * this a 9-byte header claiming a 2^32-entry map asks for 256 GiB.
+ */
+static bool
+s_precheck(const uint8_t *p, size_t len)
+{
+	size_t pos = 0, pending = 1;
+
+	while (pending > 0) {
+		uint8_t t;
+		uint64_t n = 0, skip = 0, items = 0;
+		int w = 0;
+
+		if (pos >= len) {
+			return false;
+		}
+		t = p[pos++];
+		pending--;
+		if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) {
+			continue; /* fixint, nil, bool */
+		}
+		if ((t & 0xe0) == 0xa0) {
+			skip = t & 0x1f; /* fixstr */
+		} else if ((t & 0xf0) == 0x90) {
+			items = t & 0x0f; /* fixarray */
+		} else if ((t & 0xf0) == 0x80) {
+			items = 2u * (t & 0x0f); /* fixmap */
+		} else {
+			switch (t) {
+			case 0xcc: case 0xd0: skip = 1; break;
+			case 0xcd: case 0xd1: skip = 2; break;
+			case 0xca: case 0xce: case 0xd2: skip = 4; break;
+			case 0xcb: case 0xcf: case 0xd3: skip = 8; break;
+			case 0xd4: skip = 2; break; /* fixext 1..16: type + data */
+			case 0xd5: skip = 3; break;
+			case 0xd6: skip = 5; break;
+			case 0xd7: skip = 9; break;
+			case 0xd8: skip = 17; break;
+			case 0xc4: case 0xd9: w = 1; break;       /* bin8, str8 */
+			case 0xc5: case 0xda: w = 2; break;       /* bin16, str16 */
+			case 0xc6: case 0xdb: w = 4; break;       /* bin32, str32 */
+			case 0xc7: w = 1; skip = 1; break;        /* ext8 (+type) */
+			case 0xc8: w = 2; skip = 1; break;
+			case 0xc9: w = 4; skip = 1; break;
+			case 0xdc: w = 2; items = 1; break;       /* array16 */
+			case 0xdd: w = 4; items = 1; break;       /* array32 */
+			case 0xde: w = 2; items = 2; break;       /* map16 */
+			case 0xdf: w = 4; items = 2; break;       /* map32 */
+			default: return false;                    /* 0xc1: never used */
+			}
+			if (w > 0) {
+				if ((size_t)w > len - pos) {
+					return false;
+				}
+				for (int i = 0; i < w; i++) {
+					n = n << 8 | p[pos++];
+				}
+				if (items > 0) {
+					items *= n;
+				} else {
+					skip += n;
+				}
+			}
+		}
+		if (skip > len - pos || items > len - pos) {
+			return false;
+		}
+		pos += (size_t)skip;
+		pending += (size_t)items;
+	}
+	return pos == len;
+}
+
 int
 bm__env_decode(const void *buf, size_t len, msgpack_zone *zone, bm_env_t *e,
                const char **ret_why)
@@ -369,7 +444,8 @@ bm__env_decode(const void *buf, size_t len, msgpack_zone *zone, bm_env_t *e,
 		return BM_EPROTO;
 	}
 	msgpack_zone_clear(zone);
-	if (msgpack_unpack(buf, len, &off, zone, &root) != MSGPACK_UNPACK_SUCCESS) {
+	if (!s_precheck(buf, len) ||
+	    msgpack_unpack(buf, len, &off, zone, &root) != MSGPACK_UNPACK_SUCCESS) {
 		*ret_why = "not exactly one msgpack object";
 		return BM_EPROTO;
 	}
@@ -379,19 +455,22 @@ bm__env_decode(const void *buf, size_t len, msgpack_zone *zone, bm_env_t *e,
 	}
 	r.f = root.via.array.ptr;
 	r.n = root.via.array.size;
-	if (!s_uint(&r, 1, BM_CMD__MAX, &cmd, "unknown command") || cmd == 0) {
-		*ret_why = "unknown command";
-		return BM_EPROTO;
-	}
-	e->cmd = (uint8_t)cmd;
 	if (!s_uint(&r, 0, UINT32_MAX, &v, "version is not an unsigned integer")) {
 		*ret_why = r.why;
 		return BM_EPROTO;
+	}
+	if (r.f[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER && r.f[1].via.u64 <= UINT8_MAX) {
+		e->cmd = (uint8_t)r.f[1].via.u64; /* reported with BM_EVERSION too */
 	}
 	if (v != BM_PROTO_VERSION) {
 		*ret_why = "unsupported protocol version";
 		return BM_EVERSION;
 	}
+	if (!s_uint(&r, 1, BM_CMD__MAX, &cmd, "unknown command") || cmd == 0) {
+		*ret_why = "unknown command";
+		return BM_EPROTO;
+	}
+	e->cmd = (uint8_t)cmd;
 	if (r.n < 2 + (uint32_t)s_field_count(e->cmd)) {
 		*ret_why = "too few fields for the command";
 		return BM_EPROTO;
@@ -432,7 +511,8 @@ bm__env_decode(const void *buf, size_t len, msgpack_zone *zone, bm_env_t *e,
 		     s_field_name(&r, 3, e->name, false, "bad agent name");
 		break;
 	case BM_CMD_PONG:
-		ok = r.f[2].type == MSGPACK_OBJECT_NIL ||
+		/* Optional: absent or nil means "not registered". */
+		ok = r.n < 3 || r.f[2].type == MSGPACK_OBJECT_NIL ||
 		     s_field_name(&r, 2, e->name, false, "bad agent name");
 		break;
 	default:
