@@ -89,6 +89,7 @@ typedef struct s_opts {
 	size_t size;            /* payload bytes */
 	bool json;              /* machine-readable output */
 	bool strict;            /* exit 3 when a target is missed */
+	int only;               /* profiling: 0 = both, 1 = mesh only, 2 = raw only */
 } s_opts_t;
 
 typedef struct s_lat {
@@ -1123,6 +1124,8 @@ s_usage(FILE *out)
 	        "  --window N     streaming: most unconfirmed messages (10000)\n"
 	        "  --json         print JSON instead of the table\n"
 	        "  --strict       exit 3 when a target is missed\n"
+	        "  --only WHICH   run only the mesh or only the raw phases (for profiling;\n"
+	        "                 prints the phases' numbers on stderr, no table)\n"
 	        "\n"
 	        "Exit status: 0 valid run, 1 a phase failed or a NACK was seen, 2 bad usage,\n"
 	        "3 (with --strict) a target was missed.\n");
@@ -1170,6 +1173,7 @@ main(int argc, char **argv)
 		{"window", required_argument, NULL, 'w'},
 		{"json", no_argument, NULL, 'j'},
 		{"strict", no_argument, NULL, 'x'},
+		{"only", required_argument, NULL, 'o'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
@@ -1231,6 +1235,16 @@ main(int argc, char **argv)
 		case 'x':
 			o.strict = true;
 			break;
+		case 'o':
+			if (strcmp(optarg, "mesh") == 0) {
+				o.only = 1;
+			} else if (strcmp(optarg, "raw") == 0) {
+				o.only = 2;
+			} else {
+				fprintf(stderr, "bench-mesh: --only takes mesh or raw\n");
+				return 2;
+			}
+			break;
 		case 'h':
 			s_usage(stdout);
 			return 0;
@@ -1277,6 +1291,16 @@ main(int argc, char **argv)
 	}
 	busy0 = s_broker_stat(admin, "nack_busy");
 
+	if (o.only != 0) {
+		const s_ops_t *ops = o.only == 1 ? &s_mesh_ops : &s_raw_ops;
+		s_counts_t *cnt = o.only == 1 ? &cm : &cr;
+
+		if (s_pingpong(ops, &o, &lm, cnt) < 0 || s_stream(ops, &o, false, &tm, cnt) < 0 ||
+		    s_stream(ops, &o, true, &am, cnt) < 0) {
+			failed = 1;
+		}
+		goto out;
+	}
 	/* Raw first in each pair, so the mesh never gets the warmer cache. */
 	if (s_pingpong(&s_raw_ops, &o, &lr, &cr) < 0 || s_pingpong(&s_mesh_ops, &o, &lm, &cm) < 0 ||
 	    s_stream(&s_raw_ops, &o, false, &tr, &cr) < 0 ||
