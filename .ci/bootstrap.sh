@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what beastmesh needs on Debian/Ubuntu (apt-get, via sudo when not
+# root) and builds it into ./build.  Sourced-free: run it, it is idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PKGS=(gcc pkg-config meson ninja-build libzmq3-dev libczmq-dev libsodium-dev
+      libmsgpack-dev check python3-zmq python3-msgpack)
+[ "${BM_WITH_CLANG:-0}" = 1 ] && PKGS+=(clang libclang-rt-dev)
+
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+	for p in "${PKGS[@]}"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+			missing+=("$p")
+	done
+else
+	echo "beastmesh: this setup script knows Debian and Ubuntu (apt-get)." >&2
+	echo "On other systems install: meson, ninja, pkg-config, libzmq, czmq, libsodium," >&2
+	echo "msgpack-c, check (and python3 zmq + msgpack), then run: meson setup build && ninja -C build" >&2
+	exit 1
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "==> installing: ${missing[*]}"
+	SUDO=
+	if [ "$(id -u)" != 0 ]; then
+		command -v sudo >/dev/null 2>&1 || {
+			echo "beastmesh: need root or sudo to install: ${missing[*]}" >&2
+			exit 1
+		}
+		SUDO=sudo
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	$SUDO apt-get update -qq
+	$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -f build/build.ninja ]; then
+	echo "==> configuring build/"
+	meson setup build >/dev/null
+fi
+echo "==> building"
+ninja -C build >/dev/null
