@@ -95,7 +95,6 @@ struct bm_broker {
 	size_t max_body;                   /* body cap */
 	zhashx_t *by_name;                 /* name -> s_agent_t (owns) */
 	zhashx_t *by_rid;                  /* rid hex -> s_agent_t */
-	msgpack_zone zone;                 /* decode scratch */
 	uint64_t rotor;                    /* anycast turn among equals */
 	int64_t started_ms;                /* monotonic start time */
 	int64_t next_sweep_ms;             /* next liveness sweep */
@@ -300,7 +299,7 @@ s_on_hello(bm_broker_t *b, const uint8_t *rid, size_t rid_len, const char *rid_k
 		s_notice_all(b, "online", self->name);
 	}
 	self->ncaps = in->ncaps;
-	memcpy(self->caps, in->caps, sizeof self->caps);
+	memcpy(self->caps, in->caps, (size_t)in->ncaps * sizeof self->caps[0]);
 	self->heartbeat_ms = in->heartbeat_ms ? in->heartbeat_ms : b->heartbeat_ms;
 	self->last_seen_ms = bm_mono_ms();
 	b->st.hellos++;
@@ -504,7 +503,7 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 		s_reply_error(b, rid, rid_len, BM_CMD_ERROR, BM_EPROTO, "empty message: no header frame");
 		return;
 	}
-	rc = bm__env_decode(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), &b->zone, &in, &why);
+	rc = bm__env_decode(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), &in, &why);
 	if (rc == 0 && (extra > 0 || (nf == 3 && in.cmd != BM_CMD_SEND))) {
 		rc = BM_EPROTO;
 		why = "unexpected extra frames";
@@ -761,7 +760,6 @@ bm_broker_open(const bm_broker_opts_t *opts, bm_broker_t **ret_broker)
 	b->heartbeat_ms = o.heartbeat_ms > 0 ? (uint32_t)o.heartbeat_ms : BM_HEARTBEAT_DEFAULT;
 	b->max_body = o.max_body ? o.max_body : BM_BODY_MAX_DEFAULT;
 	hwm = o.hwm > 0 ? o.hwm : 100000;
-	msgpack_zone_init(&b->zone, 4096);
 	b->by_name = zhashx_new();
 	b->by_rid = zhashx_new();
 	if (b->by_name == NULL || b->by_rid == NULL) {
@@ -838,7 +836,6 @@ bm_broker_destroy(bm_broker_t **self_p)
 	}
 	zhashx_destroy(&b->by_rid);
 	zhashx_destroy(&b->by_name);
-	msgpack_zone_destroy(&b->zone);
 	if (b->lock_fd >= 0) {
 		close(b->lock_fd);
 	}

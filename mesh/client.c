@@ -57,7 +57,7 @@ struct bm_client {
 	uint64_t pongs;                          /* PONGs seen */
 	int reply_cmd;                           /* DIRECTORY/STATS waiting */
 	zmq_msg_t reply;                         /* its body */
-	msgpack_zone zone;                       /* decode scratch */
+	msgpack_zone zone;                       /* DIRECTORY/STATS scratch */
 	s_node_t *head, *tail;                   /* event FIFO */
 	uint8_t rnd[160];                        /* random bits for 16 ids */
 	size_t rnd_left;                         /* unused bytes at its end */
@@ -338,7 +338,7 @@ s_read_one(bm_client_t *c)
 	}
 	if (nf > 0) {
 		c->last_rx_ms = bm_mono_ms();
-		rc = bm__env_decode(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &c->zone, &e, &why);
+		rc = bm__env_decode(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &e, &why);
 		if (rc == 0) {
 			rc = s_on_frame(c, &e, nf > 1 ? &f[1] : NULL);
 		} else {
@@ -845,7 +845,8 @@ s_query(bm_client_t *c, int cmd, int timeout_ms, msgpack_object *ret_obj)
 	}
 	c->reply_cmd = 0;
 	msgpack_zone_clear(&c->zone);
-	if (msgpack_unpack(zmq_msg_data(&c->reply), zmq_msg_size(&c->reply), &off, &c->zone,
+	if (!bm__msgpack_check(zmq_msg_data(&c->reply), zmq_msg_size(&c->reply)) ||
+	    msgpack_unpack(zmq_msg_data(&c->reply), zmq_msg_size(&c->reply), &off, &c->zone,
 	                   ret_obj) != MSGPACK_UNPACK_SUCCESS) {
 		return BM_EPROTO;
 	}

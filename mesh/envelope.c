@@ -205,97 +205,196 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 	return w.overflow ? -ENOBUFS : (int)w.len;
 }
 
-/* ---- decode ---- */
+/* ---- decode ----
+ *
+ * A cursor over the bytes, reading exactly the msgpack forms a header
+ * uses.  No allocation, no recursion beyond skipping unknown trailing
+ * fields (bounded depth); every length is checked against what is left.
+ */
 
 typedef struct {
-	const msgpack_object *f; /* the header array's elements */
-	uint32_t n;              /* how many */
-	const char *why;         /* first failure reason */
-} s_rd_t;
+	const uint8_t *p;    /* next byte */
+	const uint8_t *end;  /* one past the last */
+	const char *why;     /* first failure reason */
+} s_cur_t;
 
 static bool
-s_fail(s_rd_t *r, const char *why)
+s_fail(s_cur_t *c, const char *why)
 {
-	if (r->why == NULL) {
-		r->why = why;
+	if (c->why == NULL) {
+		c->why = why;
 	}
 	return false;
 }
 
 static bool
-s_uint(s_rd_t *r, uint32_t i, uint64_t max, uint64_t *out, const char *why)
+s_be(s_cur_t *c, int width, uint64_t *out)
 {
-	if (i >= r->n || r->f[i].type != MSGPACK_OBJECT_POSITIVE_INTEGER ||
-	    r->f[i].via.u64 > max) {
-		return s_fail(r, why);
-	}
-	*out = r->f[i].via.u64;
-	return true;
-}
+	uint64_t v = 0;
 
-/* A str of 1..max bytes (0..max when allow_empty) with no NUL inside. */
-static bool
-s_str(const msgpack_object *o, char *out, size_t max, bool allow_empty)
-{
-	if (o->type != MSGPACK_OBJECT_STR || o->via.str.size > max ||
-	    (!allow_empty && o->via.str.size == 0) ||
-	    (o->via.str.size > 0 && memchr(o->via.str.ptr, '\0', o->via.str.size) != NULL)) {
+	if (c->end - c->p < width) {
 		return false;
 	}
-	if (o->via.str.size > 0) {
-		memcpy(out, o->via.str.ptr, o->via.str.size);
+	for (int i = 0; i < width; i++) {
+		v = v << 8 | *c->p++;
 	}
-	out[o->via.str.size] = '\0';
+	*out = v;
+	return true;
+}
+
+/* A non-negative integer in any msgpack integer form. */
+static bool
+s_rd_uint(s_cur_t *c, uint64_t max, uint64_t *out, const char *why)
+{
+	uint64_t v;
+	uint8_t t;
+	int w;
+
+	if (c->p >= c->end) {
+		return s_fail(c, why);
+	}
+	t = *c->p++;
+	if (t <= 0x7f) {
+		v = t;
+	} else {
+		switch (t) {
+		case 0xcc: case 0xd0: w = 1; break;
+		case 0xcd: case 0xd1: w = 2; break;
+		case 0xce: case 0xd2: w = 4; break;
+		case 0xcf: case 0xd3: w = 8; break;
+		default: return s_fail(c, why);
+		}
+		if (!s_be(c, w, &v)) {
+			return s_fail(c, why);
+		}
+		/* Signed forms are fine while the value is not negative. */
+		if (t >= 0xd0 && (v >> (8 * w - 1)) != 0) {
+			return s_fail(c, why);
+		}
+	}
+	if (v > max) {
+		return s_fail(c, why);
+	}
+	*out = v;
 	return true;
 }
 
 static bool
-s_field_str(s_rd_t *r, uint32_t i, char *out, size_t max, bool allow_empty, const char *why)
+s_rd_len(s_cur_t *c, uint8_t t, uint8_t fix_lo, uint8_t fix_mask, const uint8_t forms[3],
+         uint64_t *out)
 {
-	if (i >= r->n || !s_str(&r->f[i], out, max, allow_empty)) {
-		return s_fail(r, why);
+	if ((t & ~fix_mask) == fix_lo) {
+		*out = t & fix_mask;
+		return true;
 	}
+	for (int i = 0; i < 3; i++) {
+		if (forms[i] != 0 && t == forms[i]) {
+			return s_be(c, 1 << i, out);
+		}
+	}
+	return false;
+}
+
+/* A str of 0..max bytes; points into the buffer. */
+static bool
+s_rd_str(s_cur_t *c, size_t max, const char **ret_s, size_t *ret_n, const char *why)
+{
+	static const uint8_t forms[3] = {0xd9, 0xda, 0xdb};
+	uint64_t n;
+
+	if (c->p >= c->end) {
+		return s_fail(c, why);
+	}
+	if (!s_rd_len(c, *c->p++, 0xa0, 0x1f, forms, &n) || n > (uint64_t)(c->end - c->p) ||
+	    n > max) {
+		return s_fail(c, why);
+	}
+	*ret_s = (const char *)c->p;
+	*ret_n = (size_t)n;
+	c->p += n;
 	return true;
 }
 
 static bool
-s_field_name(s_rd_t *r, uint32_t i, char *out, bool address, const char *why)
+s_rd_array(s_cur_t *c, uint64_t *ret_n, const char *why)
 {
-	if (!s_field_str(r, i, out, address ? BM_ADDR_MAX : BM_NAME_MAX, false, why)) {
+	static const uint8_t forms[3] = {0, 0xdc, 0xdd};
+
+	if (c->p >= c->end || !s_rd_len(c, *c->p++, 0x90, 0x0f, forms, ret_n) ||
+	    *ret_n > (uint64_t)(c->end - c->p)) {
+		return s_fail(c, why);
+	}
+	return true;
+}
+
+/* A str copied out: 1..max bytes (0..max when allow_empty), no NUL. */
+static bool
+s_text(s_cur_t *c, char *out, size_t max, bool allow_empty, const char *why)
+{
+	const char *s;
+	size_t n;
+
+	if (!s_rd_str(c, max, &s, &n, why)) {
+		return false;
+	}
+	if ((!allow_empty && n == 0) || (n > 0 && memchr(s, '\0', n) != NULL)) {
+		return s_fail(c, why);
+	}
+	if (n > 0) {
+		memcpy(out, s, n);
+	}
+	out[n] = '\0';
+	return true;
+}
+
+static bool
+s_name(s_cur_t *c, char *out, bool address, const char *why)
+{
+	if (!s_text(c, out, address ? BM_ADDR_MAX : BM_NAME_MAX, false, why)) {
 		return false;
 	}
 	if ((address ? bm_address_check(out) : bm_name_check(out)) != 0) {
-		return s_fail(r, why);
+		return s_fail(c, why);
 	}
 	return true;
 }
 
 static bool
-s_field_id(s_rd_t *r, uint32_t i, bm_id_t *out, bool nil_ok, const char *why)
+s_is_nil(s_cur_t *c)
 {
-	if (i >= r->n) {
-		return s_fail(r, why);
+	if (c->p < c->end && *c->p == 0xc0) {
+		c->p++;
+		return true;
 	}
-	if (nil_ok && r->f[i].type == MSGPACK_OBJECT_NIL) {
+	return false;
+}
+
+static bool
+s_id(s_cur_t *c, bm_id_t *out, bool nil_ok, const char *why)
+{
+	if (nil_ok && s_is_nil(c)) {
 		memset(out, 0, sizeof *out);
 		return true;
 	}
-	if (r->f[i].type != MSGPACK_OBJECT_BIN || r->f[i].via.bin.size != sizeof out->b) {
-		return s_fail(r, why);
+	/* bin8 of exactly 16 bytes */
+	if (c->end - c->p < 2 + (ptrdiff_t)sizeof out->b || c->p[0] != 0xc4 ||
+	    c->p[1] != sizeof out->b) {
+		return s_fail(c, why);
 	}
-	memcpy(out->b, r->f[i].via.bin.ptr, sizeof out->b);
+	memcpy(out->b, c->p + 2, sizeof out->b);
+	c->p += 2 + sizeof out->b;
 	if (bm_id_is_zero(out)) {
-		return s_fail(r, why);
+		return s_fail(c, why);
 	}
 	return true;
 }
 
 static bool
-s_field_code(s_rd_t *r, uint32_t i, int32_t *out)
+s_code(s_cur_t *c, int32_t *out)
 {
 	uint64_t w;
 
-	if (!s_uint(r, i, UINT32_MAX, &w, "code is not an unsigned integer")) {
+	if (!s_rd_uint(c, UINT32_MAX, &w, "code is not an unsigned integer")) {
 		return false;
 	}
 	*out = s_code_from_wire(w);
@@ -303,41 +402,88 @@ s_field_code(s_rd_t *r, uint32_t i, int32_t *out)
 }
 
 static bool
-s_caps(s_rd_t *r, uint32_t i, bm_env_t *e)
+s_caps(s_cur_t *c, bm_env_t *e)
 {
-	const msgpack_object *a;
+	uint64_t n;
 
-	if (i >= r->n || r->f[i].type != MSGPACK_OBJECT_ARRAY) {
-		return s_fail(r, "caps is not an array");
+	if (!s_rd_array(c, &n, "caps is not an array")) {
+		return false;
 	}
-	a = &r->f[i];
-	if (a->via.array.size > BM_CAPS_MAX) {
-		return s_fail(r, "too many capabilities");
+	if (n > BM_CAPS_MAX) {
+		return s_fail(c, "too many capabilities");
 	}
-	for (uint32_t k = 0; k < a->via.array.size; k++) {
-		if (!s_str(&a->via.array.ptr[k], e->caps[k], BM_CAP_MAX, false) ||
+	for (uint64_t k = 0; k < n; k++) {
+		if (!s_text(c, e->caps[k], BM_CAP_MAX, false, "bad capability") ||
 		    bm_cap_check(e->caps[k]) != 0) {
-			return s_fail(r, "bad capability");
+			return s_fail(c, "bad capability");
 		}
 	}
-	e->ncaps = (int)a->via.array.size;
+	e->ncaps = (int)n;
+	return true;
+}
+
+/* Skips one object of any type (trailing fields of a later revision). */
+static bool
+s_skip(s_cur_t *c, int depth)
+{
+	uint64_t n = 0, items = 0;
+	uint8_t t;
+
+	if (c->p >= c->end || depth > 8) {
+		return false;
+	}
+	t = *c->p++;
+	if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) {
+		return true; /* fixint, nil, bool */
+	}
+	if ((t & 0xe0) == 0xa0) {
+		n = t & 0x1f; /* fixstr */
+	} else if ((t & 0xf0) == 0x90) {
+		items = t & 0x0f; /* fixarray */
+	} else if ((t & 0xf0) == 0x80) {
+		items = 2u * (t & 0x0f); /* fixmap */
+	} else {
+		switch (t) {
+		case 0xcc: case 0xd0: n = 1; break;
+		case 0xcd: case 0xd1: n = 2; break;
+		case 0xce: case 0xd2: n = 4; break;
+		case 0xcf: case 0xd3: n = 8; break;
+		case 0xc4: case 0xd9: if (!s_be(c, 1, &n)) { return false; } break;
+		case 0xc5: case 0xda: if (!s_be(c, 2, &n)) { return false; } break;
+		case 0xc6: case 0xdb: if (!s_be(c, 4, &n)) { return false; } break;
+		case 0xdc: if (!s_be(c, 2, &items)) { return false; } break;
+		case 0xdd: if (!s_be(c, 4, &items)) { return false; } break;
+		case 0xde: if (!s_be(c, 2, &items)) { return false; } items *= 2; break;
+		case 0xdf: if (!s_be(c, 4, &items)) { return false; } items *= 2; break;
+		default: return false; /* floats, ext and 0xc1 have no place here */
+		}
+	}
+	if (n > (uint64_t)(c->end - c->p) || items > (uint64_t)(c->end - c->p)) {
+		return false;
+	}
+	c->p += n;
+	for (uint64_t i = 0; i < items; i++) {
+		if (!s_skip(c, depth + 1)) {
+			return false;
+		}
+	}
 	return true;
 }
 
 static bool
-s_message(s_rd_t *r, bm_env_t *e)
+s_message(s_cur_t *c, bm_env_t *e)
 {
 	uint64_t prio, ttl, attempt, ts;
 
-	if (!(s_field_id(r, 2, &e->id, false, "bad message id") &&
-	      s_field_id(r, 3, &e->corr, true, "bad correlation id") &&
-	      s_field_name(r, 4, e->name, e->cmd == BM_CMD_SEND, "bad agent name") &&
-	      s_field_str(r, 5, e->type, BM_TYPE_MAX, false, "bad type") &&
-	      (bm_type_check(e->type) == 0 || s_fail(r, "bad type")) &&
-	      s_uint(r, 6, UINT8_MAX, &prio, "bad priority") &&
-	      s_uint(r, 7, UINT32_MAX, &ttl, "bad ttl") &&
-	      s_uint(r, 8, UINT32_MAX, &attempt, "bad attempt") &&
-	      s_uint(r, 9, INT64_MAX, &ts, "bad timestamp"))) {
+	if (!(s_id(c, &e->id, false, "bad message id") &&
+	      s_id(c, &e->corr, true, "bad correlation id") &&
+	      s_name(c, e->name, e->cmd == BM_CMD_SEND, "bad agent name") &&
+	      s_text(c, e->type, BM_TYPE_MAX, false, "bad type") &&
+	      (bm_type_check(e->type) == 0 || s_fail(c, "bad type")) &&
+	      s_rd_uint(c, UINT8_MAX, &prio, "bad priority") &&
+	      s_rd_uint(c, UINT32_MAX, &ttl, "bad ttl") &&
+	      s_rd_uint(c, UINT32_MAX, &attempt, "bad attempt") &&
+	      s_rd_uint(c, INT64_MAX, &ts, "bad timestamp"))) {
 		return false;
 	}
 	e->priority = (uint8_t)prio;
@@ -348,14 +494,16 @@ s_message(s_rd_t *r, bm_env_t *e)
 }
 
 /*
- * Walks the msgpack encoding once, without allocating, and checks that it is
+ * Walks a msgpack encoding once, without allocating, and checks that it is
  * exactly one complete object whose every declared length fits in what is
  * left.  msgpack-c sizes its allocations by declared counts, so without
- * this a 9-byte header claiming a 2^32-entry map asks for 256 GiB.
+ * this a 9-byte body claiming a 2^32-entry map asks for 256 GiB: call it
+ * before msgpack_unpack() on anything from outside.
  */
-static bool
-s_precheck(const uint8_t *p, size_t len)
+bool
+bm__msgpack_check(const void *buf, size_t len)
 {
+	const uint8_t *p = buf;
 	size_t pos = 0, pending = 1;
 
 	while (pending > 0) {
@@ -424,16 +572,18 @@ s_precheck(const uint8_t *p, size_t len)
 }
 
 int
-bm__env_decode(const void *buf, size_t len, msgpack_zone *zone, bm_env_t *e,
-               const char **ret_why)
+bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 {
-	msgpack_object root;
-	size_t off = 0;
-	uint64_t v, cmd;
-	s_rd_t r = {0};
+	s_cur_t c = {.p = buf, .end = (const uint8_t *)buf + len};
+	uint64_t n, v, cmd;
+	int fields;
 	bool ok = true;
 
-	memset(e, 0, sizeof *e);
+	/* Only the fixed part: caps and text are written where a command
+	 * carries them, and read by nobody else. */
+	memset(e, 0, offsetof(bm_env_t, text));
+	e->text[0] = '\0';
+	e->ncaps = 0;
 	*ret_why = NULL;
 	if (buf == NULL || len == 0) {
 		*ret_why = "empty header";
@@ -443,83 +593,89 @@ bm__env_decode(const void *buf, size_t len, msgpack_zone *zone, bm_env_t *e,
 		*ret_why = "header larger than 64 KiB";
 		return BM_EPROTO;
 	}
-	msgpack_zone_clear(zone);
-	if (!s_precheck(buf, len) ||
-	    msgpack_unpack(buf, len, &off, zone, &root) != MSGPACK_UNPACK_SUCCESS) {
-		*ret_why = "not exactly one msgpack object";
-		return BM_EPROTO;
-	}
-	if (root.type != MSGPACK_OBJECT_ARRAY || root.via.array.size < 2) {
+	if (!s_rd_array(&c, &n, "header is not an array [version, command, ...]") || n < 2) {
 		*ret_why = "header is not an array [version, command, ...]";
 		return BM_EPROTO;
 	}
-	r.f = root.via.array.ptr;
-	r.n = root.via.array.size;
-	if (!s_uint(&r, 0, UINT32_MAX, &v, "version is not an unsigned integer")) {
-		*ret_why = r.why;
+	if (!s_rd_uint(&c, UINT32_MAX, &v, "version is not an unsigned integer")) {
+		*ret_why = c.why;
 		return BM_EPROTO;
 	}
-	if (r.f[1].type == MSGPACK_OBJECT_POSITIVE_INTEGER && r.f[1].via.u64 <= UINT8_MAX) {
-		e->cmd = (uint8_t)r.f[1].via.u64; /* reported with BM_EVERSION too */
+	if (!s_rd_uint(&c, UINT8_MAX, &cmd, "unknown command")) {
+		*ret_why = c.why;
+		return BM_EPROTO;
 	}
+	e->cmd = (uint8_t)cmd; /* reported with BM_EVERSION too */
 	if (v != BM_PROTO_VERSION) {
 		*ret_why = "unsupported protocol version";
 		return BM_EVERSION;
 	}
-	if (!s_uint(&r, 1, BM_CMD__MAX, &cmd, "unknown command") || cmd == 0) {
+	if (cmd == 0 || cmd > BM_CMD__MAX) {
 		*ret_why = "unknown command";
 		return BM_EPROTO;
 	}
-	e->cmd = (uint8_t)cmd;
-	if (r.n < 2 + (uint32_t)s_field_count(e->cmd)) {
+	fields = s_field_count(e->cmd);
+	if (n < 2 + (uint64_t)fields) {
 		*ret_why = "too few fields for the command";
 		return BM_EPROTO;
 	}
 	switch (e->cmd) {
 	case BM_CMD_HELLO:
-		ok = s_field_name(&r, 2, e->name, false, "bad agent name") && s_caps(&r, 3, e) &&
-		     s_uint(&r, 4, 3600000, &v, "bad heartbeat");
+		ok = s_name(&c, e->name, false, "bad agent name") && s_caps(&c, e) &&
+		     s_rd_uint(&c, 3600000, &v, "bad heartbeat");
 		e->heartbeat_ms = (uint32_t)v;
 		break;
 	case BM_CMD_WELCOME:
-		ok = s_field_name(&r, 2, e->name, false, "bad agent name") &&
-		     s_uint(&r, 3, 3600000, &v, "bad heartbeat");
+		ok = s_name(&c, e->name, false, "bad agent name") &&
+		     s_rd_uint(&c, 3600000, &v, "bad heartbeat");
 		e->heartbeat_ms = (uint32_t)v;
-		ok = ok && s_uint(&r, 4, UINT64_MAX, &e->max_body, "bad max_body");
+		ok = ok && s_rd_uint(&c, UINT64_MAX, &e->max_body, "bad max_body");
 		break;
 	case BM_CMD_DENIED:
 	case BM_CMD_ERROR:
-		ok = s_field_code(&r, 2, &e->code) &&
-		     s_field_str(&r, 3, e->text, BM_TEXT_MAX, true, "bad text");
+		ok = s_code(&c, &e->code) && s_text(&c, e->text, BM_TEXT_MAX, true, "bad text");
 		break;
 	case BM_CMD_SEND:
 	case BM_CMD_DELIVER:
-		ok = s_message(&r, e);
+		ok = s_message(&c, e);
 		break;
 	case BM_CMD_ACK:
-		ok = s_field_id(&r, 2, &e->id, false, "bad message id") &&
-		     s_field_name(&r, 3, e->name, true, "bad peer name");
+		ok = s_id(&c, &e->id, false, "bad message id") &&
+		     s_name(&c, e->name, true, "bad peer name");
 		break;
 	case BM_CMD_NACK:
-		ok = s_field_id(&r, 2, &e->id, false, "bad message id") &&
-		     s_field_name(&r, 3, e->name, true, "bad peer name") &&
-		     s_field_code(&r, 4, &e->code) &&
-		     s_field_str(&r, 5, e->text, BM_TEXT_MAX, true, "bad text");
+		ok = s_id(&c, &e->id, false, "bad message id") &&
+		     s_name(&c, e->name, true, "bad peer name") && s_code(&c, &e->code) &&
+		     s_text(&c, e->text, BM_TEXT_MAX, true, "bad text");
 		break;
 	case BM_CMD_NOTICE:
-		ok = s_field_str(&r, 2, e->type, BM_TYPE_MAX, false, "bad notice event") &&
-		     s_field_name(&r, 3, e->name, false, "bad agent name");
+		ok = s_text(&c, e->type, BM_TYPE_MAX, false, "bad notice event") &&
+		     s_name(&c, e->name, false, "bad agent name");
 		break;
 	case BM_CMD_PONG:
 		/* Optional: absent or nil means "not registered". */
-		ok = r.n < 3 || r.f[2].type == MSGPACK_OBJECT_NIL ||
-		     s_field_name(&r, 2, e->name, false, "bad agent name");
+		if (n > 2) {
+			ok = s_is_nil(&c) || s_name(&c, e->name, false, "bad agent name");
+			fields = 1;
+		}
 		break;
 	default:
 		break;
 	}
 	if (!ok) {
-		*ret_why = r.why ? r.why : "bad field";
+		*ret_why = c.why ? c.why : "bad field";
+		return BM_EPROTO;
+	}
+	/* Fields a later revision appends are skipped, but the buffer must
+	 * still be exactly one well-formed object. */
+	for (uint64_t i = 2 + (uint64_t)fields; i < n; i++) {
+		if (!s_skip(&c, 0)) {
+			*ret_why = "malformed trailing field";
+			return BM_EPROTO;
+		}
+	}
+	if (c.p != c.end) {
+		*ret_why = "bytes after the header";
 		return BM_EPROTO;
 	}
 	return 0;

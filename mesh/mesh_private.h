@@ -37,12 +37,16 @@ typedef struct bm_env {
 int bm__env_encode(const bm_env_t *e, void *buf, size_t cap);
 
 /*
- * Decodes and validates one header.  zone is scratch memory, cleared here.
- * Returns 0, BM_EVERSION (wrong version: e->cmd still set when readable) or
- * BM_EPROTO with a reason in *ret_why (static text).
+ * Decodes and validates one header without allocating.  Returns 0,
+ * BM_EVERSION (wrong version: e->cmd still set when readable) or BM_EPROTO
+ * with a reason in *ret_why (static text).  On failure the fields read so
+ * far (e.g. a SEND's id) are set.
  */
-int bm__env_decode(const void *buf, size_t len, msgpack_zone *zone, bm_env_t *e,
-                   const char **ret_why);
+int bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why);
+
+/* True when buf is exactly one msgpack object whose declared lengths all
+ * fit: call before msgpack_unpack() on bytes from outside. */
+bool bm__msgpack_check(const void *buf, size_t len);
 
 /* True for commands that carry one body frame after the header. */
 bool bm__cmd_has_body(int cmd);

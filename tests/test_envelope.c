@@ -8,19 +8,6 @@
 
 #include "mesh_private.h"
 
-static msgpack_zone s_zone;
-
-static void
-s_setup(void)
-{
-	msgpack_zone_init(&s_zone, 4096);
-}
-
-static void
-s_teardown(void)
-{
-	msgpack_zone_destroy(&s_zone);
-}
 
 static void
 s_roundtrip(const bm_env_t *in, bm_env_t *out)
@@ -30,7 +17,7 @@ s_roundtrip(const bm_env_t *in, bm_env_t *out)
 	int n = bm__env_encode(in, buf, sizeof buf);
 
 	ck_assert_int_gt(n, 0);
-	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &s_zone, out, &why), 0);
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, out, &why), 0);
 	ck_assert_ptr_null(why);
 	ck_assert_int_eq(out->cmd, in->cmd);
 }
@@ -151,7 +138,7 @@ s_decode_packed(s_packfn fn, bm_env_t *out)
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	fn(&pk);
-	rc = bm__env_decode(sb.data, sb.size, &s_zone, out, &why);
+	rc = bm__env_decode(sb.data, sb.size, out, &why);
 	if (rc < 0) {
 		ck_assert_ptr_nonnull(why);
 	}
@@ -316,12 +303,12 @@ START_TEST(raw_bytes_that_are_not_one_msgpack_object_are_refused)
 	const char *why;
 	bm_env_t out;
 
-	ck_assert_int_eq(bm__env_decode(trailing, sizeof trailing, &s_zone, &out, &why), BM_EPROTO);
-	ck_assert_int_eq(bm__env_decode(truncated, sizeof truncated, &s_zone, &out, &why), BM_EPROTO);
-	ck_assert_int_eq(bm__env_decode(deep, sizeof deep, &s_zone, &out, &why), BM_EPROTO);
-	ck_assert_int_eq(bm__env_decode(NULL, 0, &s_zone, &out, &why), BM_EPROTO);
+	ck_assert_int_eq(bm__env_decode(trailing, sizeof trailing, &out, &why), BM_EPROTO);
+	ck_assert_int_eq(bm__env_decode(truncated, sizeof truncated, &out, &why), BM_EPROTO);
+	ck_assert_int_eq(bm__env_decode(deep, sizeof deep, &out, &why), BM_EPROTO);
+	ck_assert_int_eq(bm__env_decode(NULL, 0, &out, &why), BM_EPROTO);
 	ck_assert_ptr_nonnull(big);
-	ck_assert_int_eq(bm__env_decode(big, BM_HEADER_MAX + 1, &s_zone, &out, &why), BM_EPROTO);
+	ck_assert_int_eq(bm__env_decode(big, BM_HEADER_MAX + 1, &out, &why), BM_EPROTO);
 	ck_assert_str_eq(why, "header larger than 64 KiB");
 	free(big);
 }
@@ -333,7 +320,7 @@ START_TEST(extra_trailing_fields_are_ignored_for_forward_compatibility)
 	const char *why;
 	bm_env_t out;
 
-	ck_assert_int_eq(bm__env_decode(ping_plus, sizeof ping_plus, &s_zone, &out, &why), 0);
+	ck_assert_int_eq(bm__env_decode(ping_plus, sizeof ping_plus, &out, &why), 0);
 	ck_assert_int_eq(out.cmd, BM_CMD_PING);
 }
 END_TEST
@@ -381,7 +368,6 @@ s_suite(void)
 	Suite *s = suite_create("envelope");
 	TCase *tc = tcase_create("codec");
 
-	tcase_add_checked_fixture(tc, s_setup, s_teardown);
 	tcase_add_test(tc, send_and_deliver_round_trip_every_field);
 	tcase_add_test(tc, a_missing_correlation_id_travels_as_nil);
 	tcase_add_test(tc, session_commands_round_trip);

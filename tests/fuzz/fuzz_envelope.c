@@ -16,25 +16,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static msgpack_zone zone;
-	static int ready;
 	static uint8_t buf[BM_HEADER_MAX];
 	const char *why;
 	bm_env_t a, b;
 	int n;
 
-	if (!ready) {
-		msgpack_zone_init(&zone, 4096);
-		ready = 1;
-	}
-	if (bm__env_decode(data, size, &zone, &a, &why) != 0) {
+	if (bm__env_decode(data, size, &a, &why) != 0) {
 		return 0;
 	}
 	n = bm__env_encode(&a, buf, sizeof buf);
 	if (n <= 0) {
 		abort();
 	}
-	if (bm__env_decode(buf, (size_t)n, &zone, &b, &why) != 0) {
+	if (bm__env_decode(buf, (size_t)n, &b, &why) != 0) {
 		abort();
 	}
 	/* Compare what the command carries; unused fields are zero in both. */
