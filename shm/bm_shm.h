@@ -1,10 +1,335 @@
 /*
  * bm_shm.h - bulk channel: SPSC rings in shared memory with Unix-socket
- * doorbells, zero-copy blobs.  (Being built; see docs/shm.md.)
+ * doorbells, zero-copy blobs and point clouds.  docs/shm.md explains the
+ * design; shm/ring.c specifies the shared layout byte by byte.
+ *
+ * Objects:
+ *   bm_ring_t      one single-producer single-consumer ring in a shared
+ *                  memory object; non-blocking, no system calls.
+ *   bm_listener_t  the consumer's listening socket $BEAST_DIR/shm/<name>.sock.
+ *   bm_channel_t   one connected (producer, consumer) pair: a ring plus a
+ *                  SOCK_SEQPACKET doorbell; blocking calls with timeouts.
+ *   bm_blob_t      a received blob (mapped read-only or assembled).
+ *   bm_cloud_t     a point cloud in memory; PLY/PCD readers and writers.
+ *
+ * Threading: every object belongs to one thread at a time.  A channel's two
+ * ends live in two processes (or threads); that is the only concurrency.
+ *
+ * Errors: negative errno or BM_E*: BM_EPEER (the peer died or broke the
+ * protocol), BM_ECORRUPT (shared memory failed a bounds or sequence check),
+ * BM_EFULL (ring full, non-blocking call), -ETIMEDOUT, -EAGAIN (nothing to
+ * read, non-blocking call), BM_ETOOBIG (record larger than the ring allows).
  */
 #ifndef BM_SHM_H
 #define BM_SHM_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include "bm_common.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- ring ---- */
+
+typedef struct bm_ring bm_ring_t;
+
+/* Smallest and largest ring capacity (bytes of record space). */
+#define BM_RING_MIN_CAPACITY ((size_t)64 << 10)
+#define BM_RING_MAX_CAPACITY ((size_t)64 << 30)
+/* Record header size; a record of len bytes takes align64(16 + len). */
+#define BM_RING_RECORD_HEADER 16
+/* Record types at or above this value are reserved for beastmesh. */
+#define BM_RING_TYPE_RESERVED 0xB10B0000u
+
+/* Flags for bm_ring_create() and bm_channel_connect(). */
+enum {
+	BM_RING_HUGEPAGES = 1 << 0, /* ask for huge pages (hugetlb, else THP advice) */
+	BM_RING_PREFAULT = 1 << 1,  /* touch every page at creation */
+	BM_RING_SHM_OPEN = 1 << 2,  /* use shm_open(O_EXCL, random name) not memfd */
+};
+
+/* One record seen by the consumer.  data points into the ring (read only,
+ * valid until release); len is bounds-checked against the ring. */
+typedef struct {
+	const void *data; /* payload in place */
+	size_t len;       /* payload length */
+	uint32_t type;    /* caller's record type */
+	uint64_t seq;     /* record sequence number (0, 1, 2, ...) */
+} bm_ring_rec_t;
+
+/*
+ * Creates a ring of `capacity` bytes (rounded up to 4 KiB, between
+ * BM_RING_MIN_CAPACITY and BM_RING_MAX_CAPACITY) in a new shared-memory
+ * object and maps it as the producer.  The object is a memfd sealed against
+ * shrink and grow (or, with BM_RING_SHM_OPEN, a 0600 O_EXCL shm_open object
+ * unlinked at once): nothing is left behind when the process dies.
+ * bm_ring_fd() gives the fd to hand to the consumer.  -EINVAL, -ENOMEM, -errno.
+ */
+BM_EXPORT int bm_ring_create(size_t capacity, unsigned flags, bm_ring_t **ret_ring);
+/*
+ * Maps an existing ring fd as the consumer.  The fd is dup'ed; the caller
+ * keeps its own.  The header is validated (magic, version, capacity against
+ * the object's size) and the seals checked: BM_ECORRUPT or BM_EVERSION.
+ */
+BM_EXPORT int bm_ring_attach(int fd, bm_ring_t **ret_ring);
+/* Unmaps and closes.  NULL-safe; sets *self_p to NULL. */
+BM_EXPORT void bm_ring_destroy(bm_ring_t **self_p);
+/* The shared-memory fd (owned by the ring). */
+BM_EXPORT int bm_ring_fd(const bm_ring_t *self);
+/* Record space in bytes. */
+BM_EXPORT size_t bm_ring_capacity(const bm_ring_t *self);
+/* Largest payload one record can carry. */
+BM_EXPORT size_t bm_ring_max_record(const bm_ring_t *self);
+
+/*
+ * Producer: reserves room for a record of len bytes and returns a pointer
+ * to its payload in the ring (64-byte aligned + 16).  Nothing is visible to
+ * the consumer until bm_ring_commit().  One reservation at a time (-EBUSY).
+ * BM_EFULL when there is no room now, BM_ETOOBIG when len can never fit,
+ * BM_ECORRUPT when the consumer's index is out of bounds.
+ */
+BM_EXPORT int bm_ring_reserve(bm_ring_t *self, size_t len, void **ret_ptr);
+/* Publishes the reserved record with `type` and final length len (<= the
+ * reserved length).  -EINVAL without a reservation. */
+BM_EXPORT int bm_ring_commit(bm_ring_t *self, uint32_t type, size_t len);
+/* Drops a reservation. */
+BM_EXPORT void bm_ring_abort(bm_ring_t *self);
+/*
+ * Consumer: the oldest record, in place.  -EAGAIN when empty, BM_ECORRUPT
+ * when the shared header or record fails a check (the ring is then dead:
+ * every later call returns BM_ECORRUPT).  Peeking twice returns the same
+ * record.
+ */
+BM_EXPORT int bm_ring_peek(bm_ring_t *self, bm_ring_rec_t *ret_rec);
+/* Frees the peeked record's space.  -EINVAL when nothing is peeked. */
+BM_EXPORT int bm_ring_release(bm_ring_t *self);
+/* Copying conveniences: write = reserve + memcpy + commit;
+ * read = peek + memcpy + release (-EMSGSIZE, record kept, when size is too
+ * small; ret_len then says how much is needed). */
+BM_EXPORT int bm_ring_write(bm_ring_t *self, uint32_t type, const void *buf, size_t len);
+BM_EXPORT int bm_ring_read(bm_ring_t *self, void *buf, size_t size, size_t *ret_len,
+                           uint32_t *ret_type);
+/* Bytes committed and not yet released, as the caller's side sees them. */
+BM_EXPORT size_t bm_ring_used(const bm_ring_t *self);
+
+/* ---- channel ---- */
+
+typedef struct bm_listener bm_listener_t;
+typedef struct bm_channel bm_channel_t;
+
+/* Names of channels: 1-64 bytes of [A-Za-z0-9._-], not starting with '.'. */
+#define BM_CHANNEL_NAME_MAX 64
+
+typedef struct {
+	size_t capacity; /* ring bytes; 0 = 4 MiB */
+	unsigned flags;  /* BM_RING_* */
+	int spin_us;     /* spin this long before sleeping; <0 = default (50) */
+} bm_channel_opts_t;
+
+/*
+ * Consumer: listens on <rundir>/shm/<name>.sock (rundir as for
+ * bm_rundir_resolve(); the shm/ subdirectory is made 0700).  A stale socket
+ * left by a dead listener is taken over; a live one gives BM_ENAMETAKEN.
+ * BM_EBADNAME for a bad name.
+ */
+BM_EXPORT int bm_listener_open(const char *rundir, const char *name, bm_listener_t **ret_l);
+/* Closes and unlinks the socket.  NULL-safe. */
+BM_EXPORT void bm_listener_destroy(bm_listener_t **self_p);
+/* Pollable fd: readable when a producer is connecting. */
+BM_EXPORT int bm_listener_fd(const bm_listener_t *self);
+/*
+ * Accepts one producer (waits up to timeout_ms; -1 forever), checks its
+ * SO_PEERCRED uid, receives and validates its ring, and answers.
+ * -ETIMEDOUT, BM_EDENIED (other uid), BM_EPEER, BM_ECORRUPT.
+ */
+BM_EXPORT int bm_listener_accept(bm_listener_t *self, int timeout_ms, const bm_channel_opts_t *opts,
+                                 bm_channel_t **ret_ch);
+
+/*
+ * Producer: connects to consumer `to` in rundir, creates the ring
+ * (opts may be NULL) and hands it over.  -ENOENT/-ECONNREFUSED when nobody
+ * listens, -ETIMEDOUT, BM_EDENIED, BM_EPEER.  `as` (may be NULL) names the
+ * producer to the consumer.
+ */
+BM_EXPORT int bm_channel_connect(const char *rundir, const char *to, const char *as,
+                                 const bm_channel_opts_t *opts, int timeout_ms,
+                                 bm_channel_t **ret_ch);
+/* Closes the socket (the peer sees EOF), unmaps the ring.  NULL-safe. */
+BM_EXPORT void bm_channel_destroy(bm_channel_t **self_p);
+/* The producer's name as it introduced itself ("" when none). */
+BM_EXPORT const char *bm_channel_peer_name(const bm_channel_t *self);
+BM_EXPORT bool bm_channel_is_producer(const bm_channel_t *self);
+BM_EXPORT bm_ring_t *bm_channel_ring(bm_channel_t *self);
+
+/*
+ * The doorbell socket, for the caller's own poll/zmq_poll loop: call
+ * bm_channel_arm() first; if it returns 1 the channel is ready now (do not
+ * sleep); if 0, poll the fd for POLLIN, then call the channel again (peek
+ * or reserve with timeout 0).  Ready means: a record to read (consumer),
+ * room or a blob confirmation (producer).
+ */
+BM_EXPORT int bm_channel_fd(const bm_channel_t *self);
+BM_EXPORT int bm_channel_arm(bm_channel_t *self);
+
+/*
+ * Blocking forms of the ring calls.  timeout_ms: 0 = do not wait, -1 =
+ * forever.  Reserve: BM_EFULL (timeout 0), -ETIMEDOUT, BM_EPEER (consumer
+ * gone).  Peek: -EAGAIN (timeout 0), -ETIMEDOUT, BM_EPEER (producer gone and
+ * every committed record read).  Commit and release ring the peer when it
+ * sleeps; they return BM_EPEER when it is gone.
+ */
+BM_EXPORT int bm_channel_reserve(bm_channel_t *self, size_t len, int timeout_ms, void **ret_ptr);
+BM_EXPORT int bm_channel_commit(bm_channel_t *self, uint32_t type, size_t len);
+BM_EXPORT int bm_channel_peek(bm_channel_t *self, int timeout_ms, bm_ring_rec_t *ret_rec);
+BM_EXPORT int bm_channel_release(bm_channel_t *self);
+BM_EXPORT int bm_channel_send(bm_channel_t *self, uint32_t type, const void *buf, size_t len,
+                              int timeout_ms);
+BM_EXPORT int bm_channel_recv(bm_channel_t *self, void *buf, size_t size, int timeout_ms,
+                              bm_ring_rec_t *ret_rec);
+
+/* ---- blobs ---- */
+
+typedef struct bm_blob bm_blob_t;
+
+/* Content types carried with a blob. */
+enum {
+	BM_BLOB_RAW = 0,
+	BM_BLOB_PLY = 1,
+	BM_BLOB_PCD = 2,
+};
+/* bm_blob_opts_t.flags */
+enum {
+	BM_BLOB_CHECKSUM = 1 << 0, /* compute CRC32C; the receiver verifies it */
+	BM_BLOB_FORCE_FD = 1 << 1, /* send as a sealed memfd even when small */
+	BM_BLOB_FORCE_STREAM = 1 << 2, /* stream through the ring even when big */
+};
+#define BM_BLOB_NAME_MAX 255
+
+typedef struct {
+	const char *name;  /* blob name (file name); NULL = "" */
+	uint32_t content;  /* BM_BLOB_* */
+	unsigned flags;    /* BM_BLOB_* flags */
+} bm_blob_opts_t;
+
+typedef struct {
+	char name[BM_BLOB_NAME_MAX + 1]; /* NUL-terminated */
+	uint64_t id;       /* sender's blob number, from 1 */
+	uint64_t size;     /* bytes */
+	uint32_t content;  /* BM_BLOB_* */
+	uint32_t crc;      /* CRC32C when has_crc */
+	bool has_crc;      /* sender computed a checksum (verified on receipt) */
+	bool via_fd;       /* came as a sealed memfd, not through the ring */
+} bm_blob_info_t;
+
+/*
+ * Producer: sends len bytes as one blob.  Blobs larger than a quarter of the
+ * ring (or with BM_BLOB_FORCE_FD) go as one sealed memfd, the rest stream
+ * through the ring in chunks; the receiver does not see the difference.
+ * Returns the blob id (> 0) once it is handed over; bm_blob_wait() waits for
+ * the receiver's confirmation.
+ */
+BM_EXPORT int64_t bm_blob_send(bm_channel_t *ch, const void *data, size_t len,
+                               const bm_blob_opts_t *opts, int timeout_ms);
+/*
+ * Zero copy: bm_blob_new() makes a writable blob of size bytes in a fresh
+ * memfd; fill bm_blob_wdata(), then bm_blob_send_blob() seals it (no more
+ * writes, shrink or grow) and hands the fd over.  It takes ownership of
+ * *blob_p on success and NULLs it.  Returns the blob id.
+ */
+BM_EXPORT int bm_blob_new(size_t size, bm_blob_t **ret_blob);
+BM_EXPORT void *bm_blob_wdata(bm_blob_t *self);
+BM_EXPORT int64_t bm_blob_send_blob(bm_channel_t *ch, bm_blob_t **blob_p,
+                                    const bm_blob_opts_t *opts, int timeout_ms);
+/* Same as bm_blob_send() from a file descriptor (reads size bytes from its
+ * current offset; streamed blobs are read straight into the ring). */
+BM_EXPORT int64_t bm_blob_send_fd(bm_channel_t *ch, int fd, uint64_t size,
+                                  const bm_blob_opts_t *opts, int timeout_ms);
+/*
+ * Producer: waits until the receiver has confirmed blob `id` (and every
+ * earlier one).  0 when it arrived intact, BM_ECORRUPT when the receiver
+ * found a checksum or size mismatch in any blob since the last call,
+ * BM_EPEER, -ETIMEDOUT.
+ */
+BM_EXPORT int bm_blob_wait(bm_channel_t *ch, uint64_t id, int timeout_ms);
+
+/*
+ * Consumer: receives the next blob whole.  A memfd blob is mapped read-only
+ * (zero copy; its seals stop the sender changing it); a streamed blob is
+ * assembled in memory.  The checksum, when sent, is verified: BM_ECORRUPT.
+ * BM_EPROTO when the next record is not a blob.  Confirms to the sender.
+ */
+BM_EXPORT int bm_blob_recv(bm_channel_t *ch, int timeout_ms, bm_blob_t **ret_blob);
+/* Same, writing the content to fd as it arrives (no assembly). */
+BM_EXPORT int bm_blob_recv_fd(bm_channel_t *ch, int fd, int timeout_ms, bm_blob_info_t *ret_info);
+BM_EXPORT void bm_blob_destroy(bm_blob_t **self_p);
+BM_EXPORT const void *bm_blob_data(const bm_blob_t *self);
+BM_EXPORT size_t bm_blob_size(const bm_blob_t *self);
+BM_EXPORT const bm_blob_info_t *bm_blob_info(const bm_blob_t *self);
+
+/* CRC32C (Castagnoli) of len bytes, continuing from crc (start with 0). */
+BM_EXPORT uint32_t bm_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/* ---- point clouds ---- */
+
+typedef struct bm_cloud bm_cloud_t;
+
+/* Scalar types of a point field. */
+enum {
+	BM_CLOUD_F32 = 0,
+	BM_CLOUD_F64,
+	BM_CLOUD_U8,
+	BM_CLOUD_I8,
+	BM_CLOUD_U16,
+	BM_CLOUD_I16,
+	BM_CLOUD_U32,
+	BM_CLOUD_I32,
+};
+#define BM_CLOUD_MAX_FIELDS 16
+#define BM_CLOUD_FIELD_NAME_MAX 31
+
+typedef struct {
+	char name[BM_CLOUD_FIELD_NAME_MAX + 1]; /* "x", "intensity", "red" ... */
+	uint32_t type;   /* BM_CLOUD_* */
+	uint32_t offset; /* byte offset in a point */
+} bm_cloud_field_t;
+
+/* Layouts for bm_cloud_generate(). */
+enum {
+	BM_CLOUD_XYZ = 0,           /* x y z f32 */
+	BM_CLOUD_XYZ_RGB = 1,       /* x y z f32, red green blue u8 */
+	BM_CLOUD_XYZ_INTENSITY = 2, /* x y z f32, intensity f32 */
+};
+
+/* A cloud of count points with the given fields (packed in order). */
+BM_EXPORT int bm_cloud_new(uint64_t count, const bm_cloud_field_t *fields, size_t nfields,
+                           bm_cloud_t **ret_cloud);
+/* Synthetic cloud: points on a noisy sphere and plane, reproducible from seed. */
+BM_EXPORT int bm_cloud_generate(uint64_t count, int layout, uint64_t seed, bm_cloud_t **ret_cloud);
+BM_EXPORT void bm_cloud_destroy(bm_cloud_t **self_p);
+BM_EXPORT uint64_t bm_cloud_count(const bm_cloud_t *self);
+BM_EXPORT size_t bm_cloud_stride(const bm_cloud_t *self);
+BM_EXPORT size_t bm_cloud_nfields(const bm_cloud_t *self);
+BM_EXPORT const bm_cloud_field_t *bm_cloud_field(const bm_cloud_t *self, size_t i);
+/* Index of the named field or -ENOENT. */
+BM_EXPORT int bm_cloud_find(const bm_cloud_t *self, const char *name);
+/* Points, count * stride bytes, packed. */
+BM_EXPORT void *bm_cloud_data(bm_cloud_t *self);
+
+/* Binary little-endian PLY ("element vertex") and binary PCD v0.7.  Readers
+ * parse from memory (e.g. a received blob) and check every size:
+ * BM_ECORRUPT for a malformed file, -ENOTSUP for ascii/compressed ones. */
+BM_EXPORT int bm_cloud_write_ply(const bm_cloud_t *self, int fd);
+BM_EXPORT int bm_cloud_write_pcd(const bm_cloud_t *self, int fd);
+BM_EXPORT int bm_cloud_parse_ply(const void *buf, size_t len, bm_cloud_t **ret_cloud);
+BM_EXPORT int bm_cloud_parse_pcd(const void *buf, size_t len, bm_cloud_t **ret_cloud);
+/* Either format, told apart by its first bytes. */
+BM_EXPORT int bm_cloud_parse(const void *buf, size_t len, bm_cloud_t **ret_cloud);
+
+#ifdef __cplusplus
+}
+#endif
 #endif
