@@ -1118,6 +1118,163 @@ START_TEST(crc32c_matches_the_published_check_value)
 }
 END_TEST
 
+/* ---- point clouds ---- */
+
+static void *
+s_slurp(const char *path, size_t *ret_len)
+{
+	struct stat st;
+	void *p;
+	int fd = open(path, O_RDONLY);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	p = malloc((size_t)st.st_size + 1);
+	ck_assert_int_eq(read(fd, p, (size_t)st.st_size), st.st_size);
+	close(fd);
+	*ret_len = (size_t)st.st_size;
+	return p;
+}
+
+START_TEST(cloud_round_trips_through_ply_and_pcd_files)
+{
+	static const int layouts[] = {BM_CLOUD_XYZ, BM_CLOUD_XYZ_RGB, BM_CLOUD_XYZ_INTENSITY};
+
+	for (size_t k = 0; k < 3; k++) {
+		bm_cloud_t *c = NULL, *r = NULL;
+		char path[128];
+		size_t len;
+		void *buf;
+		int fd;
+
+		ck_assert_int_eq(bm_cloud_generate(10007, layouts[k], k, &c), 0);
+		for (int fmt = 0; fmt < 2; fmt++) {
+			snprintf(path, sizeof path, "%s/c%zu.%s", s_dir, k, fmt ? "pcd" : "ply");
+			fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+			ck_assert_int_eq(fmt ? bm_cloud_write_pcd(c, fd) : bm_cloud_write_ply(c, fd), 0);
+			close(fd);
+			buf = s_slurp(path, &len);
+			ck_assert_int_eq(bm_cloud_parse(buf, len, &r), 0);
+			ck_assert_uint_eq(bm_cloud_count(r), 10007);
+			ck_assert_uint_eq(bm_cloud_nfields(r), bm_cloud_nfields(c));
+			ck_assert_uint_eq(bm_cloud_stride(r), bm_cloud_stride(c));
+			ck_assert_int_eq(bm_cloud_find(r, "z"), 2);
+			ck_assert_int_eq(memcmp(bm_cloud_data(r), bm_cloud_data(c),
+			                        bm_cloud_stride(c) * 10007), 0);
+			bm_cloud_destroy(&r);
+			free(buf);
+		}
+		bm_cloud_destroy(&c);
+		ck_assert_ptr_null(c);
+	}
+}
+END_TEST
+
+START_TEST(cloud_reader_refuses_truncated_malformed_and_unsupported_files)
+{
+	static const char *bad[] = {
+		"ply\nformat binary_little_endian 1.0\nelement vertex 2\nproperty float x\nend_header\nabcd",
+		"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n1.0\n",
+		"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty list uchar int x\nend_header\n",
+		"ply\nformat binary_little_endian 1.0\nelement vertex 99999999999999999999\nend_header\n",
+		"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty quux x\nend_header\n",
+		"ply\nelement vertex 1\nproperty float x\n",
+		"VERSION 0.7\nFIELDS x y\nSIZE 4 4\nTYPE F F\nCOUNT 1 1\nPOINTS 3\nDATA binary\n12345678",
+		"VERSION 0.7\nFIELDS x\nSIZE 4\nTYPE F\nCOUNT 1\nPOINTS 1\nDATA ascii\n1.0\n",
+		"VERSION 0.7\nFIELDS x\nSIZE 3\nTYPE F\nCOUNT 1\nPOINTS 1\nDATA binary\n123",
+		"VERSION 0.7\nFIELDS x\nSIZE 4\nTYPE F\nCOUNT 3\nPOINTS 1\nDATA binary\n123456789012",
+		"",
+	};
+	static const int want[] = {BM_ECORRUPT, -ENOTSUP, -ENOTSUP, BM_ECORRUPT, BM_ECORRUPT,
+	                           BM_ECORRUPT, BM_ECORRUPT, -ENOTSUP, BM_ECORRUPT, -ENOTSUP,
+	                           BM_ECORRUPT};
+	bm_cloud_t *c = NULL, *r = NULL;
+	char path[128];
+	size_t len;
+	uint8_t *buf;
+	uint64_t rnd = 1234567;
+	int fd;
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		ck_assert_msg(bm_cloud_parse(bad[i], strlen(bad[i]), &r) == want[i], "case %zu", i);
+		ck_assert_ptr_null(r);
+	}
+	/* Random damage to a real header: an error or a cloud, never a crash. */
+	ck_assert_int_eq(bm_cloud_generate(100, BM_CLOUD_XYZ_RGB, 1, &c), 0);
+	snprintf(path, sizeof path, "%s/m.ply", s_dir);
+	fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+	ck_assert_int_eq(bm_cloud_write_ply(c, fd), 0);
+	close(fd);
+	buf = s_slurp(path, &len);
+	for (int i = 0; i < 20000; i++) {
+		uint8_t *m = malloc(len);
+		size_t cut;
+
+		memcpy(m, buf, len);
+		for (int k = 0; k < 3; k++) {
+			rnd ^= rnd << 13;
+			rnd ^= rnd >> 7;
+			rnd ^= rnd << 17;
+			m[rnd % 200] = (uint8_t)(rnd >> 32);
+		}
+		cut = (rnd >> 16) % 4 == 0 ? (size_t)(rnd >> 20) % len : len;
+		if (bm_cloud_parse(m, cut, &r) == 0) {
+			ck_assert_uint_le(bm_cloud_count(r) * bm_cloud_stride(r), cut);
+			bm_cloud_destroy(&r);
+		}
+		free(m);
+	}
+	free(buf);
+	bm_cloud_destroy(&c);
+}
+END_TEST
+
+START_TEST(cloud_ply_file_moves_end_to_end_through_a_channel_with_checksum)
+{
+	bm_listener_t *l = NULL;
+	bm_channel_t *ch;
+	bm_cloud_t *c = NULL, *r = NULL;
+	bm_blob_t *b = NULL;
+	char path[128];
+	uint64_t n = 1000000;
+	pid_t pid;
+	int fd;
+
+	ck_assert_int_eq(bm_cloud_generate(n, BM_CLOUD_XYZ_RGB, 42, &c), 0);
+	snprintf(path, sizeof path, "%s/scan.ply", s_dir);
+	fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+	ck_assert_int_eq(bm_cloud_write_ply(c, fd), 0);
+	close(fd);
+	ck_assert_int_eq(bm_listener_open(s_dir, "c", &l), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		bm_channel_t *pc = s_connect(0, 0, -1);
+		bm_blob_opts_t o = {.name = "scan.ply", .content = BM_BLOB_PLY, .flags = BM_BLOB_CHECKSUM};
+		struct stat st;
+		int f = open(path, O_RDONLY);
+
+		if (f < 0 || fstat(f, &st) < 0 || bm_blob_send_fd(pc, f, (uint64_t)st.st_size, &o, 10000) != 1) {
+			_exit(2);
+		}
+		_exit(bm_blob_wait(pc, 1, 10000) == 0 ? 0 : 3);
+	}
+	ch = s_accept(l, -1);
+	ck_assert_int_eq(bm_blob_recv(ch, 10000, &b), 0);
+	ck_assert_uint_eq(bm_blob_info(b)->content, BM_BLOB_PLY);
+	ck_assert(bm_blob_info(b)->has_crc);
+	ck_assert_int_eq(bm_cloud_parse(bm_blob_data(b), bm_blob_size(b), &r), 0);
+	ck_assert_uint_eq(bm_cloud_count(r), n);
+	ck_assert_int_eq(memcmp(bm_cloud_data(r), bm_cloud_data(c), n * bm_cloud_stride(c)), 0);
+	ck_assert_int_eq(s_reap(pid, 10000), 0);
+	bm_cloud_destroy(&r);
+	bm_cloud_destroy(&c);
+	bm_blob_destroy(&b);
+	bm_channel_destroy(&ch);
+	bm_listener_destroy(&l);
+}
+END_TEST
+
 /* ---- leftovers ---- */
 
 START_TEST(no_shared_memory_object_of_ours_is_left_behind)
@@ -1167,7 +1324,15 @@ s_suite(void)
 	tcase_add_test(tc, blob_file_streams_from_disk_to_disk_byte_for_byte);
 	suite_add_tcase(s, tc);
 
-	/* @CLOUD_TCASE@ */
+	tc = tcase_create("cloud");
+	tcase_add_checked_fixture(tc, s_dir_setup, s_dir_teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, cloud_round_trips_through_ply_and_pcd_files);
+	tcase_add_test(tc, cloud_reader_refuses_truncated_malformed_and_unsupported_files);
+	tcase_add_test(tc, cloud_ply_file_moves_end_to_end_through_a_channel_with_checksum);
+	suite_add_tcase(s, tc);
+
+	/* @CLI_TCASE@ */
 
 	tc = tcase_create("leftovers");
 	tcase_set_timeout(tc, 10);
