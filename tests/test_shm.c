@@ -1275,6 +1275,140 @@ START_TEST(cloud_ply_file_moves_end_to_end_through_a_channel_with_checksum)
 }
 END_TEST
 
+/* ---- the blob CLI, as processes ---- */
+
+#ifdef BM_SHM_BLOB_CLI
+/* Starts the CLI driver with stdout/stderr on pipes; returns its pid. */
+static pid_t
+s_spawn(char *const argv[], int *ret_out, int *ret_err)
+{
+	int o[2], e[2];
+	pid_t pid;
+
+	ck_assert_int_eq(pipe(o), 0);
+	ck_assert_int_eq(pipe(e), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		dup2(o[1], 1);
+		dup2(e[1], 2);
+		close(o[0]);
+		close(e[0]);
+		execv(BM_SHM_BLOB_CLI, argv);
+		_exit(127);
+	}
+	close(o[1]);
+	close(e[1]);
+	*ret_out = o[0];
+	*ret_err = e[0];
+	return pid;
+}
+
+/* Reads from fd until `needle` shows up or ms pass. */
+static bool
+s_read_until(int fd, const char *needle, char *buf, size_t size, int ms)
+{
+	int64_t end = bm_mono_ms() + ms;
+	size_t n = 0;
+
+	buf[0] = '\0';
+	while (n + 1 < size && strstr(buf, needle) == NULL) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int left = (int)(end - bm_mono_ms());
+		ssize_t r;
+
+		if (left <= 0 || poll(&p, 1, left) != 1) {
+			return false;
+		}
+		r = read(fd, buf + n, size - n - 1);
+		if (r <= 0) {
+			return false;
+		}
+		n += (size_t)r;
+		buf[n] = '\0';
+	}
+	return strstr(buf, needle) != NULL;
+}
+
+START_TEST(cli_blob_send_and_recv_move_files_and_confirm_them)
+{
+	char out[128], f1[128], f2[128], r1[160], r2[160], buf[4096];
+	bm_cloud_t *c = NULL;
+	size_t l1, l2, m1, m2;
+	void *a, *b, *x, *y;
+	int ro, re, so, se, fd;
+	pid_t rp, sp;
+
+	snprintf(out, sizeof out, "%s/out", s_dir);
+	ck_assert_int_eq(mkdir(out, 0700), 0);
+	snprintf(f1, sizeof f1, "%s/scan.ply", s_dir);
+	snprintf(f2, sizeof f2, "%s/small.bin", s_dir);
+	ck_assert_int_eq(bm_cloud_generate(2000000, BM_CLOUD_XYZ_INTENSITY, 7, &c), 0);
+	fd = open(f1, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+	ck_assert_int_eq(bm_cloud_write_ply(c, fd), 0);
+	close(fd);
+	bm_cloud_destroy(&c);
+	fd = open(f2, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+	ck_assert_int_eq(write(fd, "hello, swarm\n", 13), 13);
+	close(fd);
+
+	rp = s_spawn((char *[]){"beast", "--dir", s_dir, "blob", "recv", "--out", out, "--count",
+	                        "2", "sink", NULL},
+	             &ro, &re);
+	ck_assert_msg(s_read_until(re, "listening on", buf, sizeof buf, 10000), "recv: %s", buf);
+	sp = s_spawn((char *[]){"beast", "--dir", s_dir, "blob", "send", "--as", "src", "sink", f1, f2,
+	                        NULL},
+	             &so, &se);
+	ck_assert_int_eq(s_reap(sp, 30000), 0);
+	ck_assert(s_read_until(so, "small.bin", buf, sizeof buf, 1000));
+	ck_assert_ptr_nonnull(strstr(buf, "confirmed by sink"));
+	ck_assert_int_eq(s_reap(rp, 30000), 0);
+	ck_assert(s_read_until(ro, "small.bin", buf, sizeof buf, 1000));
+	ck_assert_ptr_nonnull(strstr(buf, "scan.ply\t"));
+	ck_assert_ptr_nonnull(strstr(buf, "GB/s"));
+	ck_assert_ptr_nonnull(strstr(buf, "crc32c:"));
+
+	snprintf(r1, sizeof r1, "%s/scan.ply", out);
+	snprintf(r2, sizeof r2, "%s/small.bin", out);
+	a = s_slurp(f1, &l1);
+	x = s_slurp(r1, &m1);
+	b = s_slurp(f2, &l2);
+	y = s_slurp(r2, &m2);
+	ck_assert_uint_eq(l1, m1);
+	ck_assert_uint_eq(l2, m2);
+	ck_assert_int_eq(memcmp(a, x, l1), 0);
+	ck_assert_int_eq(memcmp(b, y, l2), 0);
+	free(a);
+	free(b);
+	free(x);
+	free(y);
+	close(ro);
+	close(re);
+	close(so);
+	close(se);
+}
+END_TEST
+
+START_TEST(cli_blob_send_to_nobody_fails_and_says_what_to_start)
+{
+	char buf[4096], f[128];
+	int so, se, fd;
+	pid_t sp;
+
+	snprintf(f, sizeof f, "%s/x", s_dir);
+	fd = open(f, O_CREAT | O_WRONLY | O_TRUNC, 0600);
+	close(fd);
+	sp = s_spawn((char *[]){"beast", "--dir", s_dir, "blob", "send", "nobody", f, NULL}, &so, &se);
+	ck_assert_int_eq(s_reap(sp, 10000), 1);
+	ck_assert(s_read_until(se, "beast blob recv nobody", buf, sizeof buf, 1000));
+	sp = s_spawn((char *[]){"beast", "blob", "send", NULL}, &so, &se);
+	ck_assert_int_eq(s_reap(sp, 10000), 2);
+	sp = s_spawn((char *[]){"beast", "blob", "--help", NULL}, &so, &se);
+	ck_assert_int_eq(s_reap(sp, 10000), 0);
+}
+END_TEST
+#endif
+
 /* ---- leftovers ---- */
 
 START_TEST(no_shared_memory_object_of_ours_is_left_behind)
@@ -1332,7 +1466,14 @@ s_suite(void)
 	tcase_add_test(tc, cloud_ply_file_moves_end_to_end_through_a_channel_with_checksum);
 	suite_add_tcase(s, tc);
 
-	/* @CLI_TCASE@ */
+#ifdef BM_SHM_BLOB_CLI
+	tc = tcase_create("cli");
+	tcase_add_checked_fixture(tc, s_dir_setup, s_dir_teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, cli_blob_send_and_recv_move_files_and_confirm_them);
+	tcase_add_test(tc, cli_blob_send_to_nobody_fails_and_says_what_to_start);
+	suite_add_tcase(s, tc);
+#endif
 
 	tc = tcase_create("leftovers");
 	tcase_set_timeout(tc, 10);
