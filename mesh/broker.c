@@ -36,8 +36,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <czmq.h>
-
 #include "mesh_private.h"
 
 #define S_RID_MAX 255          /* ZeroMQ routing ids are at most 255 bytes */
@@ -48,7 +46,6 @@ typedef struct s_agent {
 	char name[BM_NAME_MAX + 1];            /* registered name */
 	uint8_t rid[S_RID_MAX];                /* ZeroMQ routing id */
 	size_t rid_len;                        /* its length */
-	char rid_key[2 * S_RID_MAX + 1];       /* hex of rid: by_rid key */
 	char caps[BM_CAPS_MAX][BM_CAP_MAX + 1]; /* capabilities */
 	int ncaps;                             /* how many */
 	uint32_t heartbeat_ms;                 /* interval it promised */
@@ -93,20 +90,13 @@ struct bm_broker {
 	int lock_fd;                       /* flock'ed DIR/beastd.lock */
 	uint32_t heartbeat_ms;             /* default interval */
 	size_t max_body;                   /* body cap */
-	zhashx_t *by_name;                 /* name -> s_agent_t (owns) */
-	zhashx_t *by_rid;                  /* rid hex -> s_agent_t */
+	bm_map_t *by_name;                 /* name -> s_agent_t (owns them) */
+	bm_map_t *by_rid;                  /* routing id -> s_agent_t */
 	uint64_t rotor;                    /* anycast turn among equals */
 	int64_t started_ms;                /* monotonic start time */
 	int64_t next_sweep_ms;             /* next liveness sweep */
 	s_stats_t st;                      /* counters */
 };
-
-static void
-s_agent_free(void **item)
-{
-	free(*item);
-	*item = NULL;
-}
 
 static void
 s_hex(const uint8_t *p, size_t n, char *out)
@@ -194,7 +184,9 @@ s_notice_all(bm_broker_t *b, const char *event, const char *name)
 
 	snprintf(e.type, sizeof e.type, "%s", event);
 	snprintf(e.name, sizeof e.name, "%s", name);
-	for (s_agent_t *a = zhashx_first(b->by_name); a != NULL; a = zhashx_next(b->by_name)) {
+	size_t cur = 0;
+
+	for (s_agent_t *a; (a = bm__map_next(b->by_name, &cur)) != NULL;) {
 		if (strcmp(a->name, name) != 0) {
 			/* A notice is advisory: a full queue skips it. */
 			(void)s_send(b, a->rid, a->rid_len, &e, NULL);
@@ -209,8 +201,9 @@ s_drop(bm_broker_t *b, s_agent_t *a, const char *why)
 
 	bm_log(BM_LOG_INFO, "agent '%s' %s", a->name, why);
 	memcpy(name, a->name, sizeof name);
-	zhashx_delete(b->by_rid, a->rid_key);
-	zhashx_delete(b->by_name, name); /* frees a */
+	bm__map_del(b->by_rid, a->rid, a->rid_len);
+	bm__map_del(b->by_name, a->name, strlen(a->name));
+	free(a);
 	s_notice_all(b, "offline", name);
 }
 
@@ -230,8 +223,9 @@ static s_agent_t *
 s_anycast(bm_broker_t *b, const char *cap)
 {
 	uint64_t least = UINT64_MAX, pick, k = 0;
+	size_t cur = 0;
 
-	for (s_agent_t *a = zhashx_first(b->by_name); a != NULL; a = zhashx_next(b->by_name)) {
+	for (s_agent_t *a; (a = bm__map_next(b->by_name, &cur)) != NULL;) {
 		if (s_has_cap(a, cap)) {
 			if (a->inflight < least) {
 				least = a->inflight;
@@ -244,7 +238,8 @@ s_anycast(bm_broker_t *b, const char *cap)
 		return NULL;
 	}
 	pick = b->rotor++ % k;
-	for (s_agent_t *a = zhashx_first(b->by_name); a != NULL; a = zhashx_next(b->by_name)) {
+	cur = 0;
+	for (s_agent_t *a; (a = bm__map_next(b->by_name, &cur)) != NULL;) {
 		if (s_has_cap(a, cap) && a->inflight == least && pick-- == 0) {
 			return a;
 		}
@@ -255,10 +250,10 @@ s_anycast(bm_broker_t *b, const char *cap)
 /* ---- commands ---- */
 
 static void
-s_on_hello(bm_broker_t *b, const uint8_t *rid, size_t rid_len, const char *rid_key,
-           s_agent_t *self, const bm_env_t *in)
+s_on_hello(bm_broker_t *b, const uint8_t *rid, size_t rid_len, s_agent_t *self,
+           const bm_env_t *in)
 {
-	s_agent_t *holder = zhashx_lookup(b->by_name, in->name);
+	s_agent_t *holder = bm__map_get(b->by_name, in->name, strlen(in->name));
 	bm_env_t out = {.cmd = BM_CMD_WELCOME};
 
 	if (holder != NULL && holder != self) {
@@ -292,9 +287,13 @@ s_on_hello(bm_broker_t *b, const uint8_t *rid, size_t rid_len, const char *rid_k
 		memcpy(self->name, in->name, sizeof self->name);
 		memcpy(self->rid, rid, rid_len);
 		self->rid_len = rid_len;
-		memcpy(self->rid_key, rid_key, strlen(rid_key) + 1);
-		zhashx_insert(b->by_name, self->name, self);
-		zhashx_insert(b->by_rid, self->rid_key, self);
+		if (bm__map_put(b->by_name, self->name, strlen(self->name), self) < 0 ||
+		    bm__map_put(b->by_rid, self->rid, self->rid_len, self) < 0) {
+			bm__map_del(b->by_name, self->name, strlen(self->name));
+			free(self);
+			s_reply_error(b, rid, rid_len, BM_CMD_DENIED, -ENOMEM, "broker is out of memory");
+			return;
+		}
 		bm_log(BM_LOG_INFO, "agent '%s' online", self->name);
 		s_notice_all(b, "online", self->name);
 	}
@@ -312,6 +311,8 @@ s_on_hello(bm_broker_t *b, const uint8_t *rid, size_t rid_len, const char *rid_k
 static void
 s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *body)
 {
+	char addr[BM_ADDR_MAX + 1];
+	bool any = in->name[0] == '@';
 	s_agent_t *to;
 	int rc;
 
@@ -324,25 +325,13 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *body)
 		       zmq_msg_size(body), b->max_body);
 		return;
 	}
-	if (in->name[0] == '@') {
-		to = s_anycast(b, in->name + 1);
-	} else {
-		to = zhashx_lookup(b->by_name, in->name);
-	}
-	for (int tries = 0; tries < 8; tries++) {
-		bm_env_t out = *in;
-
-		if (to == NULL) {
-			b->st.nack_noagent++;
-			s_nack(b, from, &in->id, in->name, BM_ENOAGENT,
-			       in->name[0] == '@' ? "no agent with capability '%s' is online"
-			                          : "no agent named '%s' is online",
-			       in->name + (in->name[0] == '@'));
-			return;
-		}
-		out.cmd = BM_CMD_DELIVER;
-		memcpy(out.name, from->name, sizeof from->name);
-		rc = s_send(b, to->rid, to->rid_len, &out, body);
+	memcpy(addr, in->name, sizeof addr);
+	to = any ? s_anycast(b, addr + 1) : bm__map_get(b->by_name, addr, strlen(addr));
+	/* The SEND header becomes the DELIVER header in place. */
+	in->cmd = BM_CMD_DELIVER;
+	memcpy(in->name, from->name, sizeof from->name);
+	while (to != NULL) {
+		rc = s_send(b, to->rid, to->rid_len, in, body);
 		if (rc == 0) {
 			b->st.delivers++;
 			to->inflight++;
@@ -351,26 +340,28 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *body)
 		}
 		if (rc == -EAGAIN) {
 			b->st.nack_busy++;
-			s_nack(b, from, &in->id, in->name, BM_EBUSY,
+			s_nack(b, from, &in->id, addr, BM_EBUSY,
 			       "agent '%s' is not keeping up (its queue is full); retry later",
 			       to->name);
 			return;
 		}
-		/* Its connection is gone: drop it and, for anycast, try the
-		 * next one with the capability. */
+		/* Its connection is gone: drop it and, for anycast, try the next
+		 * one with the capability.  Each turn removes an agent, so this
+		 * ends. */
 		b->st.gone++;
 		s_drop(b, to, "gone (connection closed)");
-		to = in->name[0] == '@' ? s_anycast(b, in->name + 1) : NULL;
+		to = any ? s_anycast(b, addr + 1) : NULL;
 	}
 	b->st.nack_noagent++;
-	s_nack(b, from, &in->id, in->name, BM_ENOAGENT,
-	       "no agent with capability '%s' could be reached", in->name + 1);
+	s_nack(b, from, &in->id, addr, BM_ENOAGENT,
+	       any ? "no agent with capability '%s' is online" : "no agent named '%s' is online",
+	       addr + any);
 }
 
 static void
 s_on_ack(bm_broker_t *b, s_agent_t *self, bm_env_t *in)
 {
-	s_agent_t *to = zhashx_lookup(b->by_name, in->name);
+	s_agent_t *to = bm__map_get(b->by_name, in->name, strlen(in->name));
 
 	if (self->inflight > 0) {
 		self->inflight--;
@@ -430,11 +421,12 @@ s_on_list(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
 	int64_t now = bm_mono_ms();
+	size_t cur = 0;
 
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_array(&pk, zhashx_size(b->by_name));
-	for (s_agent_t *a = zhashx_first(b->by_name); a != NULL; a = zhashx_next(b->by_name)) {
+	msgpack_pack_array(&pk, bm__map_size(b->by_name));
+	for (s_agent_t *a; (a = bm__map_next(b->by_name, &cur)) != NULL;) {
 		msgpack_pack_map(&pk, 7);
 		s_pack_kv_str(&pk, "name", a->name);
 		msgpack_pack_str(&pk, 4);
@@ -468,7 +460,7 @@ s_on_stats(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_map(&pk, (size_t)count);
 	s_pack_kv_int(&pk, "uptime_ms", bm_mono_ms() - b->started_ms);
-	s_pack_kv_int(&pk, "agents", (int64_t)zhashx_size(b->by_name));
+	s_pack_kv_int(&pk, "agents", (int64_t)bm__map_size(b->by_name));
 #define S_PACK(n) s_pack_kv_int(&pk, #n, (int64_t)b->st.n);
 	S_STATS(S_PACK)
 #undef S_PACK
@@ -483,7 +475,6 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 {
 	const uint8_t *rid = zmq_msg_data(&f[0]);
 	size_t rid_len = zmq_msg_size(&f[0]);
-	char rid_key[2 * S_RID_MAX + 1];
 	s_agent_t *self;
 	const char *why = NULL;
 	bm_env_t in;
@@ -493,8 +484,7 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 		b->st.malformed++;
 		return;
 	}
-	s_hex(rid, rid_len, rid_key);
-	self = zhashx_lookup(b->by_rid, rid_key);
+	self = bm__map_get(b->by_rid, rid, rid_len);
 	if (self != NULL) {
 		self->last_seen_ms = bm_mono_ms();
 	}
@@ -510,7 +500,12 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 	}
 	if (rc < 0) {
 		b->st.malformed++;
-		bm_debug("malformed frame from %s: %s", rid_key, why);
+		if (bm_log_level() >= BM_LOG_DEBUG) {
+			char hex[2 * S_RID_MAX + 1];
+
+			s_hex(rid, rid_len, hex);
+			bm_log(BM_LOG_DEBUG, "malformed frame from %s: %s", hex, why);
+		}
 		if (in.cmd == BM_CMD_SEND && self != NULL && !bm_id_is_zero(&in.id)) {
 			s_nack(b, self, &in.id, "beastd", rc, "malformed SEND: %s", why);
 		} else {
@@ -520,7 +515,7 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 	}
 	switch (in.cmd) {
 	case BM_CMD_HELLO:
-		s_on_hello(b, rid, rid_len, rid_key, self, &in);
+		s_on_hello(b, rid, rid_len, self, &in);
 		return;
 	case BM_CMD_PING:
 		/* The PONG says whom we know the peer as, so an agent whose
@@ -642,8 +637,9 @@ s_sweep(bm_broker_t *b, int64_t now)
 	bm_env_t ping = {.cmd = BM_CMD_PING};
 	int n = 0;
 
-	for (s_agent_t *a = zhashx_first(b->by_name); a != NULL && n < 64;
-	     a = zhashx_next(b->by_name)) {
+	size_t cur = 0;
+
+	for (s_agent_t *a; n < 64 && (a = bm__map_next(b->by_name, &cur)) != NULL;) {
 		int64_t silent = now - a->last_seen_ms;
 
 		if (silent > 3 * (int64_t)a->heartbeat_ms) {
@@ -760,13 +756,12 @@ bm_broker_open(const bm_broker_opts_t *opts, bm_broker_t **ret_broker)
 	b->heartbeat_ms = o.heartbeat_ms > 0 ? (uint32_t)o.heartbeat_ms : BM_HEARTBEAT_DEFAULT;
 	b->max_body = o.max_body ? o.max_body : BM_BODY_MAX_DEFAULT;
 	hwm = o.hwm > 0 ? o.hwm : 100000;
-	b->by_name = zhashx_new();
-	b->by_rid = zhashx_new();
+	b->by_name = bm__map_new();
+	b->by_rid = bm__map_new();
 	if (b->by_name == NULL || b->by_rid == NULL) {
 		rc = -ENOMEM;
 		goto fail;
 	}
-	zhashx_set_destructor(b->by_name, s_agent_free);
 	if ((rc = bm_rundir_resolve(o.dir, true, b->dir)) < 0 ||
 	    (rc = bm_rundir_path(b->dir, "mesh.sock", false, b->sock_path, sizeof b->sock_path)) < 0 ||
 	    (rc = bm_rundir_path(b->dir, "mesh.sock", true, b->endpoint, sizeof b->endpoint)) < 0) {
@@ -834,8 +829,15 @@ bm_broker_destroy(bm_broker_t **self_p)
 	if (b->ctx != NULL) {
 		zmq_ctx_term(b->ctx);
 	}
-	zhashx_destroy(&b->by_rid);
-	zhashx_destroy(&b->by_name);
+	if (b->by_name != NULL) {
+		size_t cur = 0;
+
+		for (s_agent_t *a; (a = bm__map_next(b->by_name, &cur)) != NULL;) {
+			free(a);
+		}
+	}
+	bm__map_destroy(&b->by_rid);
+	bm__map_destroy(&b->by_name);
 	if (b->lock_fd >= 0) {
 		close(b->lock_fd);
 	}

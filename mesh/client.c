@@ -59,6 +59,8 @@ struct bm_client {
 	zmq_msg_t reply;                         /* its body */
 	msgpack_zone zone;                       /* DIRECTORY/STATS scratch */
 	s_node_t *head, *tail;                   /* event FIFO */
+	s_node_t *spare;                         /* free nodes for reuse */
+	int nspare;                              /* how many */
 	uint8_t rnd[160];                        /* random bits for 16 ids */
 	size_t rnd_left;                         /* unused bytes at its end */
 };
@@ -88,9 +90,12 @@ bm_event_clear(bm_event_t *ev)
 static int
 s_push(bm_client_t *c, const bm_event_t *ev)
 {
-	s_node_t *n = malloc(sizeof *n);
+	s_node_t *n = c->spare;
 
-	if (n == NULL) {
+	if (n != NULL) {
+		c->spare = n->next;
+		c->nspare--;
+	} else if ((n = malloc(sizeof *n)) == NULL) {
 		return -ENOMEM;
 	}
 	n->ev = *ev;
@@ -117,7 +122,14 @@ s_take(bm_client_t *c, s_node_t *prev, s_node_t *n, bm_event_t *ret_ev)
 		c->tail = prev;
 	}
 	*ret_ev = n->ev;
-	free(n);
+	/* Keep a bounded stock of nodes: one per event is the hot path. */
+	if (c->nspare < 1024) {
+		n->next = c->spare;
+		c->spare = n;
+		c->nspare++;
+	} else {
+		free(n);
+	}
 }
 
 /* ---- sending ---- */
@@ -247,7 +259,8 @@ s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body)
 		}
 		return 0;
 	case BM_CMD_DELIVER:
-		m = calloc(1, sizeof *m);
+		/* Every field is set below; no need to zero ~300 bytes. */
+		m = malloc(sizeof *m);
 		if (m == NULL) {
 			return -ENOMEM;
 		}
@@ -409,8 +422,9 @@ s_pump_until(bm_client_t *c, int64_t deadline, bool (*done)(bm_client_t *, void 
 		int rc;
 
 		s_tick(c);
-		/* Bounded batch, so a flood cannot starve the deadline check. */
-		for (int i = 0; i < 1024; i++) {
+		/* Bounded batch, so a flood cannot starve the deadline check;
+		 * none while the answer is already queued. */
+		for (int i = 0; i < 1024 && !done(c, arg); i++) {
 			rc = s_read_one(c);
 			if (rc == -EAGAIN) {
 				break;
@@ -637,6 +651,12 @@ bm_client_destroy(bm_client_t **self_p)
 	while (c->head != NULL) {
 		s_take(c, NULL, c->head, &ev);
 		bm_event_clear(&ev);
+	}
+	while (c->spare != NULL) {
+		s_node_t *n = c->spare;
+
+		c->spare = n->next;
+		free(n);
 	}
 	zmq_msg_close(&c->reply);
 	msgpack_zone_destroy(&c->zone);

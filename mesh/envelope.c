@@ -59,40 +59,92 @@ bm__cmd_has_body(int cmd)
 	       cmd == BM_CMD_STATS;
 }
 
-int
-bm__wbuf_write(void *data, const char *buf, size_t len)
-{
-	bm_wbuf_t *w = data;
+/* ---- encode ----
+ *
+ * Straight into the caller's buffer, smallest msgpack form for each value
+ * (as msgpack-c would pick), no callbacks: this runs twice per routed
+ * message.
+ */
 
-	if (w->overflow || len > w->cap - w->len) {
+typedef struct {
+	uint8_t *p;      /* next byte */
+	uint8_t *end;    /* one past the buffer */
+	bool overflow;   /* something did not fit */
+} s_w_t;
+
+static void
+s_w_bytes(s_w_t *w, const void *src, size_t n)
+{
+	if (w->overflow || n > (size_t)(w->end - w->p)) {
 		w->overflow = true;
-		return -1;
-	}
-	memcpy(w->p + w->len, buf, len);
-	w->len += len;
-	return 0;
-}
-
-/* ---- encode ---- */
-
-static void
-s_pack_str(msgpack_packer *pk, const char *s)
-{
-	size_t n = strlen(s);
-
-	msgpack_pack_str(pk, n);
-	msgpack_pack_str_body(pk, s, n);
-}
-
-static void
-s_pack_id(msgpack_packer *pk, const bm_id_t *id, bool nil_if_zero)
-{
-	if (nil_if_zero && bm_id_is_zero(id)) {
-		msgpack_pack_nil(pk);
 		return;
 	}
-	msgpack_pack_bin(pk, sizeof id->b);
-	msgpack_pack_bin_body(pk, id->b, sizeof id->b);
+	memcpy(w->p, src, n);
+	w->p += n;
+}
+
+static void
+s_w_tag(s_w_t *w, uint8_t tag, uint64_t v, int width)
+{
+	uint8_t b[9];
+
+	b[0] = tag;
+	for (int i = 0; i < width; i++) {
+		b[1 + i] = (uint8_t)(v >> (8 * (width - 1 - i)));
+	}
+	s_w_bytes(w, b, 1 + (size_t)width);
+}
+
+static void
+s_w_uint(s_w_t *w, uint64_t v)
+{
+	if (v <= 0x7f) {
+		s_w_tag(w, (uint8_t)v, 0, 0);
+	} else if (v <= UINT8_MAX) {
+		s_w_tag(w, 0xcc, v, 1);
+	} else if (v <= UINT16_MAX) {
+		s_w_tag(w, 0xcd, v, 2);
+	} else if (v <= UINT32_MAX) {
+		s_w_tag(w, 0xce, v, 4);
+	} else {
+		s_w_tag(w, 0xcf, v, 8);
+	}
+}
+
+static void
+s_w_array(s_w_t *w, size_t n)
+{
+	if (n <= 15) {
+		s_w_tag(w, (uint8_t)(0x90 | n), 0, 0);
+	} else {
+		s_w_tag(w, 0xdc, n, 2); /* headers never hold more than 65535 */
+	}
+}
+
+static void
+s_w_str(s_w_t *w, const char *str)
+{
+	size_t n = strlen(str);
+
+	if (n <= 31) {
+		s_w_tag(w, (uint8_t)(0xa0 | n), 0, 0);
+	} else if (n <= UINT8_MAX) {
+		s_w_tag(w, 0xd9, n, 1);
+	} else {
+		s_w_tag(w, 0xda, n, 2);
+	}
+	s_w_bytes(w, str, n);
+}
+
+static void
+s_w_id(s_w_t *w, const bm_id_t *id, bool nil_if_zero)
+{
+	if (nil_if_zero && bm_id_is_zero(id)) {
+		s_w_tag(w, 0xc0, 0, 0);
+		return;
+	}
+	s_w_tag(w, 0xc4, sizeof id->b, 1);
+	s_w_bytes(w, id->b, sizeof id->b);
 }
 
 static uint32_t
@@ -138,71 +190,69 @@ s_field_count(int cmd)
 int
 bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 {
-	bm_wbuf_t w = {.p = buf, .cap = cap};
-	msgpack_packer pk;
+	s_w_t w = {.p = buf, .end = (uint8_t *)buf + cap};
 
 	if (e->cmd < 1 || e->cmd > BM_CMD__MAX) {
 		return -EINVAL;
 	}
-	msgpack_packer_init(&pk, &w, bm__wbuf_write);
-	msgpack_pack_array(&pk, 2 + (size_t)s_field_count(e->cmd) + (e->cmd == BM_CMD_PONG));
-	msgpack_pack_uint8(&pk, BM_PROTO_VERSION);
-	msgpack_pack_uint8(&pk, e->cmd);
+	s_w_array(&w, 2 + (size_t)s_field_count(e->cmd) + (e->cmd == BM_CMD_PONG));
+	s_w_uint(&w, BM_PROTO_VERSION);
+	s_w_uint(&w, e->cmd);
 	switch (e->cmd) {
 	case BM_CMD_HELLO:
-		s_pack_str(&pk, e->name);
-		msgpack_pack_array(&pk, (size_t)e->ncaps);
+		s_w_str(&w, e->name);
+		s_w_array(&w, (size_t)e->ncaps);
 		for (int i = 0; i < e->ncaps; i++) {
-			s_pack_str(&pk, e->caps[i]);
+			s_w_str(&w, e->caps[i]);
 		}
-		msgpack_pack_uint32(&pk, e->heartbeat_ms);
+		s_w_uint(&w, e->heartbeat_ms);
 		break;
 	case BM_CMD_WELCOME:
-		s_pack_str(&pk, e->name);
-		msgpack_pack_uint32(&pk, e->heartbeat_ms);
-		msgpack_pack_uint64(&pk, e->max_body);
+		s_w_str(&w, e->name);
+		s_w_uint(&w, e->heartbeat_ms);
+		s_w_uint(&w, e->max_body);
 		break;
 	case BM_CMD_DENIED:
 	case BM_CMD_ERROR:
-		msgpack_pack_uint32(&pk, s_code_to_wire(e->code));
-		s_pack_str(&pk, e->text);
+		s_w_uint(&w, s_code_to_wire(e->code));
+		s_w_str(&w, e->text);
 		break;
 	case BM_CMD_SEND:
 	case BM_CMD_DELIVER:
-		s_pack_id(&pk, &e->id, false);
-		s_pack_id(&pk, &e->corr, true);
-		s_pack_str(&pk, e->name);
-		s_pack_str(&pk, e->type);
-		msgpack_pack_uint8(&pk, e->priority);
-		msgpack_pack_uint32(&pk, e->ttl_ms);
-		msgpack_pack_uint32(&pk, e->attempt);
-		msgpack_pack_uint64(&pk, (uint64_t)(e->ts_ms < 0 ? 0 : e->ts_ms));
+		s_w_id(&w, &e->id, false);
+		s_w_id(&w, &e->corr, true);
+		s_w_str(&w, e->name);
+		s_w_str(&w, e->type);
+		s_w_uint(&w, e->priority);
+		s_w_uint(&w, e->ttl_ms);
+		s_w_uint(&w, e->attempt);
+		s_w_uint(&w, (uint64_t)(e->ts_ms < 0 ? 0 : e->ts_ms));
 		break;
 	case BM_CMD_ACK:
-		s_pack_id(&pk, &e->id, false);
-		s_pack_str(&pk, e->name);
+		s_w_id(&w, &e->id, false);
+		s_w_str(&w, e->name);
 		break;
 	case BM_CMD_NACK:
-		s_pack_id(&pk, &e->id, false);
-		s_pack_str(&pk, e->name);
-		msgpack_pack_uint32(&pk, s_code_to_wire(e->code));
-		s_pack_str(&pk, e->text);
+		s_w_id(&w, &e->id, false);
+		s_w_str(&w, e->name);
+		s_w_uint(&w, s_code_to_wire(e->code));
+		s_w_str(&w, e->text);
 		break;
 	case BM_CMD_NOTICE:
-		s_pack_str(&pk, e->type);
-		s_pack_str(&pk, e->name);
+		s_w_str(&w, e->type);
+		s_w_str(&w, e->name);
 		break;
 	case BM_CMD_PONG:
 		if (e->name[0] != '\0') {
-			s_pack_str(&pk, e->name);
+			s_w_str(&w, e->name);
 		} else {
-			msgpack_pack_nil(&pk);
+			s_w_tag(&w, 0xc0, 0, 0);
 		}
 		break;
 	default:
 		break;
 	}
-	return w.overflow ? -ENOBUFS : (int)w.len;
+	return w.overflow ? -ENOBUFS : (int)(w.p - (uint8_t *)buf);
 }
 
 /* ---- decode ----
@@ -347,16 +397,58 @@ s_text(s_cur_t *c, char *out, size_t max, bool allow_empty, const char *why)
 	return true;
 }
 
+/* Character classes: S_NAME for names and capabilities, S_TYPE for types. */
+enum { S_NAME = 1, S_TYPE = 2 };
+static const uint8_t s_class[256] = {
+	[0x21 ... 0x2c] = S_TYPE,          /* ! " # $ % & ' ( ) * + , */
+	['-'] = S_NAME | S_TYPE,
+	['.'] = S_NAME | S_TYPE,
+	['/'] = S_TYPE,
+	['0' ... '9'] = S_NAME | S_TYPE,
+	[0x3a ... 0x40] = S_TYPE,          /* : ; < = > ? @ */
+	['A' ... 'Z'] = S_NAME | S_TYPE,
+	[0x5b ... 0x5e] = S_TYPE,          /* [ \ ] ^ */
+	['_'] = S_NAME | S_TYPE,
+	['`'] = S_TYPE,
+	['a' ... 'z'] = S_NAME | S_TYPE,
+	[0x7b ... 0x7e] = S_TYPE,          /* { | } ~ */
+};
+
+/* A str of 1..max bytes all of class cls, copied out in the same pass.
+ * With address, a leading '@' is allowed before a capability. */
+static bool
+s_token(s_cur_t *c, char *out, size_t max, uint8_t cls, bool address, const char *why)
+{
+	const char *str = NULL;
+	const uint8_t *s;
+	size_t n = 0, i = 0;
+
+	if (!s_rd_str(c, max, &str, &n, why) || n == 0) {
+		return s_fail(c, why);
+	}
+	s = (const uint8_t *)str;
+	if (address && s[0] == '@') {
+		if (n == 1 || n - 1 > BM_CAP_MAX) {
+			return s_fail(c, why);
+		}
+		out[i++] = '@';
+	} else if (address && n > BM_NAME_MAX) {
+		return s_fail(c, why);
+	}
+	for (; i < n; i++) {
+		if (!(s_class[s[i]] & cls)) {
+			return s_fail(c, why);
+		}
+		out[i] = (char)s[i];
+	}
+	out[n] = '\0';
+	return true;
+}
+
 static bool
 s_name(s_cur_t *c, char *out, bool address, const char *why)
 {
-	if (!s_text(c, out, address ? BM_ADDR_MAX : BM_NAME_MAX, false, why)) {
-		return false;
-	}
-	if ((address ? bm_address_check(out) : bm_name_check(out)) != 0) {
-		return s_fail(c, why);
-	}
-	return true;
+	return s_token(c, out, address ? BM_ADDR_MAX : BM_NAME_MAX, S_NAME, address, why);
 }
 
 static bool
@@ -413,8 +505,7 @@ s_caps(s_cur_t *c, bm_env_t *e)
 		return s_fail(c, "too many capabilities");
 	}
 	for (uint64_t k = 0; k < n; k++) {
-		if (!s_text(c, e->caps[k], BM_CAP_MAX, false, "bad capability") ||
-		    bm_cap_check(e->caps[k]) != 0) {
+		if (!s_token(c, e->caps[k], BM_CAP_MAX, S_NAME, false, "bad capability")) {
 			return s_fail(c, "bad capability");
 		}
 	}
@@ -478,8 +569,7 @@ s_message(s_cur_t *c, bm_env_t *e)
 	if (!(s_id(c, &e->id, false, "bad message id") &&
 	      s_id(c, &e->corr, true, "bad correlation id") &&
 	      s_name(c, e->name, e->cmd == BM_CMD_SEND, "bad agent name") &&
-	      s_text(c, e->type, BM_TYPE_MAX, false, "bad type") &&
-	      (bm_type_check(e->type) == 0 || s_fail(c, "bad type")) &&
+	      s_token(c, e->type, BM_TYPE_MAX, S_TYPE, false, "bad type") &&
 	      s_rd_uint(c, UINT8_MAX, &prio, "bad priority") &&
 	      s_rd_uint(c, UINT32_MAX, &ttl, "bad ttl") &&
 	      s_rd_uint(c, UINT32_MAX, &attempt, "bad attempt") &&

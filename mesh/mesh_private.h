@@ -63,13 +63,17 @@ bm__zmq_err(void)
 	return e > 0 && e < 4096 ? -e : -EIO;
 }
 
-/* Fixed-buffer msgpack writer (no allocation on the hot path). */
-typedef struct bm_wbuf {
-	uint8_t *p;     /* destination */
-	size_t cap;     /* its size */
-	size_t len;     /* bytes written */
-	bool overflow;  /* a write did not fit */
-} bm_wbuf_t;
-int bm__wbuf_write(void *data, const char *buf, size_t len);
+
+/* Byte-string -> pointer hash map (map.c).  Keys are borrowed. */
+typedef struct bm_map bm_map_t;
+bm_map_t *bm__map_new(void);
+void bm__map_destroy(bm_map_t **self_p);
+size_t bm__map_size(const bm_map_t *m);
+void *bm__map_get(const bm_map_t *m, const void *key, size_t klen);
+/* Inserts or replaces; -ENOMEM when the table cannot grow. */
+int bm__map_put(bm_map_t *m, const void *key, size_t klen, void *val);
+void bm__map_del(bm_map_t *m, const void *key, size_t klen);
+/* Iteration: size_t cur = 0; while ((v = bm__map_next(m, &cur))) ... */
+void *bm__map_next(const bm_map_t *m, size_t *cursor);
 
 #endif

@@ -3,6 +3,7 @@
  * every malformed case is refused with BM_EPROTO (or BM_EVERSION).
  */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -362,6 +363,42 @@ START_TEST(names_capabilities_and_types_are_checked)
 }
 END_TEST
 
+START_TEST(the_directory_map_survives_churn)
+{
+	enum { N = 5000 };
+	static char keys[N][16];
+	bm_map_t *m = bm__map_new();
+	size_t cur = 0, seen = 0;
+
+	ck_assert_ptr_nonnull(m);
+	for (int i = 0; i < N; i++) {
+		snprintf(keys[i], sizeof keys[i], "agent-%d", i);
+		ck_assert_int_eq(bm__map_put(m, keys[i], strlen(keys[i]), keys[i]), 0);
+	}
+	ck_assert_uint_eq(bm__map_size(m), N);
+	/* Remove every third key in a scattered order; backward-shift deletion
+	 * must keep every other key reachable. */
+	for (int i = 0; i < N; i += 3) {
+		int k = (i * 7919) % N;
+
+		bm__map_del(m, keys[k], strlen(keys[k]));
+		keys[k][0] = '\0';
+	}
+	for (int i = 0; i < N; i++) {
+		void *v = keys[i][0] ? bm__map_get(m, keys[i], strlen(keys[i])) : NULL;
+
+		ck_assert_ptr_eq(v, keys[i][0] ? keys[i] : NULL);
+	}
+	while (bm__map_next(m, &cur) != NULL) {
+		seen++;
+	}
+	ck_assert_uint_eq(seen, bm__map_size(m));
+	ck_assert_ptr_null(bm__map_get(m, "nobody", 6));
+	bm__map_destroy(&m);
+	ck_assert_ptr_null(m);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -381,6 +418,7 @@ s_suite(void)
 	tc = tcase_create("ids");
 	tcase_add_test(tc, ids_are_time_ordered_and_parse_back);
 	tcase_add_test(tc, names_capabilities_and_types_are_checked);
+	tcase_add_test(tc, the_directory_map_survives_churn);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -24,6 +24,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (bm__env_decode(data, size, &a, &why) != 0) {
 		return 0;
 	}
+	/* The decoder's one-pass character tables agree with the public checks. */
+	if ((a.name[0] != '\0' && bm_address_check(a.name) != 0) ||
+	    ((a.cmd == BM_CMD_SEND || a.cmd == BM_CMD_DELIVER) && bm_type_check(a.type) != 0)) {
+		abort();
+	}
+	for (int i = 0; i < a.ncaps; i++) {
+		if (bm_cap_check(a.caps[i]) != 0) {
+			abort();
+		}
+	}
 	n = bm__env_encode(&a, buf, sizeof buf);
 	if (n <= 0) {
 		abort();
