@@ -49,6 +49,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <stddef.h>
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
@@ -90,7 +91,10 @@ typedef struct s_opts {
 	bool json;              /* machine-readable output */
 	bool strict;            /* exit 3 when a target is missed */
 	int only;               /* profiling: 0 = both, 1 = mesh only, 2 = raw only */
+	long rounds;            /* raw/mesh alternations; medians are reported */
 } s_opts_t;
+
+#define S_ROUNDS_MAX 15
 
 typedef struct s_lat {
 	double p50_us;          /* median round trip */
@@ -791,6 +795,43 @@ s_sink_main(void *arg)
 }
 
 static int
+s_cmp_dbl(const void *x, const void *y)
+{
+	double a = *(const double *)x, b = *(const double *)y;
+
+	return (a > b) - (a < b);
+}
+
+/* Median of one field over n results (each field on its own). */
+static double
+s_median_of(const void *base, size_t stride, size_t off, long n)
+{
+	double v[S_ROUNDS_MAX];
+
+	for (long i = 0; i < n; i++) {
+		memcpy(&v[i], (const char *)base + (size_t)i * stride + off, sizeof v[i]);
+	}
+	qsort(v, (size_t)n, sizeof v[0], s_cmp_dbl);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static void
+s_median_lat(const s_lat_t *v, long n, s_lat_t *ret)
+{
+	ret->p50_us = s_median_of(v, sizeof *v, offsetof(s_lat_t, p50_us), n);
+	ret->p99_us = s_median_of(v, sizeof *v, offsetof(s_lat_t, p99_us), n);
+	ret->mean_us = s_median_of(v, sizeof *v, offsetof(s_lat_t, mean_us), n);
+}
+
+static void
+s_median_tput(const s_tput_t *v, long n, s_tput_t *ret)
+{
+	ret->msgs_s = s_median_of(v, sizeof *v, offsetof(s_tput_t, msgs_s), n);
+	ret->mb_s = s_median_of(v, sizeof *v, offsetof(s_tput_t, mb_s), n);
+	ret->secs = s_median_of(v, sizeof *v, offsetof(s_tput_t, secs), n);
+}
+
+static int
 s_cmp_i64(const void *x, const void *y)
 {
 	int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
@@ -1110,7 +1151,7 @@ s_usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: bench-mesh [--beastd PATH] [--count N] [--size BYTES] [--stream N]\n"
-	        "                  [--window N] [--warmup N] [--json] [--strict]\n"
+	        "                  [--window N] [--warmup N] [--rounds R] [--json] [--strict]\n"
 	        "\n"
 	        "Brokered ping-pong latency and streaming throughput over ipc, each beside a\n"
 	        "raw libzmq DEALER -> ROUTER forwarder -> DEALER baseline in the same run.\n"
@@ -1122,6 +1163,7 @@ s_usage(FILE *out)
 	        "  --size BYTES   payload size (64)\n"
 	        "  --stream N     messages per streaming run (200000)\n"
 	        "  --window N     streaming: most unconfirmed messages (10000)\n"
+	        "  --rounds R     alternate raw and mesh R times, report medians (3)\n"
 	        "  --json         print JSON instead of the table\n"
 	        "  --strict       exit 3 when a target is missed\n"
 	        "  --only WHICH   run only the mesh or only the raw phases (for profiling;\n"
@@ -1174,14 +1216,18 @@ main(int argc, char **argv)
 		{"json", no_argument, NULL, 'j'},
 		{"strict", no_argument, NULL, 'x'},
 		{"only", required_argument, NULL, 'o'},
+		{"rounds", required_argument, NULL, 'r'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
-	s_opts_t o = {.count = 20000, .warmup = 1000, .stream = 200000, .window = 10000, .size = 64};
+	s_opts_t o = {.count = 20000, .warmup = 1000, .stream = 200000, .window = 10000, .size = 64,
+	              .rounds = 3};
 	struct sigaction sa = {.sa_handler = s_on_signal};
 	char beastd_buf[PATH_MAX];
 	s_lat_t lm = {0}, lr = {0};
 	s_tput_t tm = {0}, tr = {0}, am = {0}, ar = {0};
+	s_lat_t rlm[S_ROUNDS_MAX], rlr[S_ROUNDS_MAX];
+	s_tput_t rtm[S_ROUNDS_MAX], rtr[S_ROUNDS_MAX], ram[S_ROUNDS_MAX], rar[S_ROUNDS_MAX];
 	s_counts_t cm = {0}, cr = {0};
 	s_row_t rows[8];
 	int c, nrows = 0, failed = 0, rc;
@@ -1245,6 +1291,12 @@ main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'r':
+			if (!s_parse_long(optarg, 1, S_ROUNDS_MAX, &o.rounds)) {
+				fprintf(stderr, "bench-mesh: --rounds takes 1..%d\n", S_ROUNDS_MAX);
+				return 2;
+			}
+			break;
 		case 'h':
 			s_usage(stdout);
 			return 0;
@@ -1301,16 +1353,30 @@ main(int argc, char **argv)
 		}
 		goto out;
 	}
-	/* Raw first in each pair, so the mesh never gets the warmer cache. */
-	if (s_pingpong(&s_raw_ops, &o, &lr, &cr) < 0 || s_pingpong(&s_mesh_ops, &o, &lm, &cm) < 0 ||
-	    s_stream(&s_raw_ops, &o, false, &tr, &cr) < 0 ||
-	    s_stream(&s_mesh_ops, &o, false, &tm, &cm) < 0 ||
-	    s_stream(&s_raw_ops, &o, true, &ar, &cr) < 0 ||
-	    s_stream(&s_mesh_ops, &o, true, &am, &cm) < 0) {
-		fprintf(stderr, "bench-mesh: a phase failed; no results\n");
-		failed = 1;
-		goto out;
+	/* Rounds alternate raw and mesh (raw first in each pair, so the mesh
+	 * never gets the warmer cache); on a shared machine load drifts, and
+	 * the median of several alternations is steadier than one long run. */
+	for (long r = 0; r < o.rounds; r++) {
+		if (o.rounds > 1) {
+			fprintf(stderr, "bench-mesh: round %ld of %ld\n", r + 1, o.rounds);
+		}
+		if (s_pingpong(&s_raw_ops, &o, &rlr[r], &cr) < 0 ||
+		    s_pingpong(&s_mesh_ops, &o, &rlm[r], &cm) < 0 ||
+		    s_stream(&s_raw_ops, &o, false, &rtr[r], &cr) < 0 ||
+		    s_stream(&s_mesh_ops, &o, false, &rtm[r], &cm) < 0 ||
+		    s_stream(&s_raw_ops, &o, true, &rar[r], &cr) < 0 ||
+		    s_stream(&s_mesh_ops, &o, true, &ram[r], &cm) < 0) {
+			fprintf(stderr, "bench-mesh: a phase failed; no results\n");
+			failed = 1;
+			goto out;
+		}
 	}
+	s_median_lat(rlr, o.rounds, &lr);
+	s_median_lat(rlm, o.rounds, &lm);
+	s_median_tput(rtr, o.rounds, &tr);
+	s_median_tput(rtm, o.rounds, &tm);
+	s_median_tput(rar, o.rounds, &ar);
+	s_median_tput(ram, o.rounds, &am);
 	busy1 = s_broker_stat(admin, "nack_busy");
 	busy = busy0 >= 0 && busy1 >= 0 ? busy1 - busy0 : -1;
 
@@ -1333,8 +1399,9 @@ main(int argc, char **argv)
 	} else {
 		printf("bench-mesh: %zu B payloads over ipc; RTT = A -> broker -> B -> broker -> A "
 		       "(SEND+DELIVER each way, no ACK);\n"
-		       "stream: %ld messages, window %ld; ratio = beastmesh / raw\n\n",
-		       o.size, o.stream, o.window);
+		       "stream: %ld messages, window %ld; medians of %ld alternating rounds; "
+		       "ratio = beastmesh / raw\n\n",
+		       o.size, o.stream, o.window, o.rounds);
 		s_print_table(rows, nrows);
 		printf("\nNACKs: beastmesh %ld (broker nack_busy %lld), raw %ld; local HWM waits: "
 		       "beastmesh %ld, raw %ld; errors: %ld, %ld -> %s\n",
