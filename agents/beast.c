@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_blob.h"
 
 typedef struct {
 	const char *name;                                /* subcommand */
@@ -21,6 +22,7 @@ static const s_cmd_t s_cmds[] = {
 	{"request", bm_cli_request, "send a request and print the reply"},
 	{"stats", bm_cli_stats, "print beastd's counters"},
 	{"ping", bm_cli_ping, "check that beastd answers"},
+	{"blob", bm_cli_blob, "move files through shared memory (blob send / blob recv)"},
 };
 
 static void
