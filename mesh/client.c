@@ -2,11 +2,12 @@
  * client.c - an agent's session with the broker (one DEALER socket).
  *
  * The client keeps the session alive by itself: it sends PING whenever it
- * has not heard from or spoken to the broker for one heartbeat interval
- * (the broker answers PONG), and when the broker has been silent for three
- * intervals, or answers "not registered" (a restarted broker), it says
- * HELLO again every interval until WELCOME.  libzmq reconnects the socket
- * underneath; we only re-register.
+ * has not heard from or spoken to the broker for one heartbeat interval.
+ * The broker answers PONG with the name it knows us by; when that is not
+ * ours, or a reply says "not registered" (a restarted broker), the client
+ * says HELLO again every interval until WELCOME.  After three silent
+ * intervals it also re-asserts HELLO, but keeps sending meanwhile.  libzmq
+ * reconnects the socket underneath; we only re-register.
  *
  * Everything that arrives is turned into events in a FIFO inside the
  * client.  bm_client_recv() pops it; bm_client_request(), _list(), _stats()
@@ -371,12 +372,13 @@ s_tick(bm_client_t *c)
 {
 	int64_t now = bm_mono_ms();
 
-	if (c->registered && now - c->last_rx_ms > 3 * (int64_t)c->heartbeat_ms) {
-		bm_debug("broker silent for 3 heartbeats; registering again");
-		c->registered = false;
-		c->next_hello_ms = 0;
-	}
-	if (c->name[0] != '\0' && !c->registered && now >= c->next_hello_ms) {
+	/* Silence alone does not unregister us: a busy or starved broker is
+	 * still the broker that knows us, and sends must keep flowing.  A
+	 * restarted one says so (PONG without our name, or NOTREG).  After
+	 * three silent intervals we re-assert the registration, once per
+	 * interval, which a live broker simply answers with WELCOME. */
+	if (c->name[0] != '\0' && now >= c->next_hello_ms &&
+	    (!c->registered || now - c->last_rx_ms > 3 * (int64_t)c->heartbeat_ms)) {
 		(void)s_hello(c);
 	}
 	if (now - c->last_tx_ms >= c->heartbeat_ms || now - c->last_rx_ms >= c->heartbeat_ms) {

@@ -501,6 +501,73 @@ START_TEST(an_oversized_body_from_a_raw_peer_gets_a_toobig_nack)
 }
 END_TEST
 
+static int
+s_send_one(void *arg)
+{
+	bm_client_t *c = tu_client(s_dir, "poker", NULL, HB);
+	bm_event_t ev;
+	int rc = 20;
+
+	if (c == NULL) {
+		return 10;
+	}
+	if (bm_client_send(c, &(bm_send_opts_t){.to = (const char *)arg}, "poke", 4, NULL) == 0) {
+		for (int i = 0; i < 50 && rc != 0; i++) {
+			if (bm_client_recv(c, 100, &ev) == 0) {
+				rc = ev.kind == BM_EV_ACK ? 0 : rc;
+				bm_event_clear(&ev);
+			}
+		}
+	}
+	bm_client_destroy(&c);
+	return rc;
+}
+
+START_TEST(one_zmq_poll_loop_waits_on_the_client_and_a_plain_fd)
+{
+	bm_client_t *c = tu_client(s_dir, "poller", NULL, HB);
+	int fds[2];
+	bool got_msg = false, got_fd = false;
+	pid_t poker;
+	int64_t deadline = bm_mono_ms() + 10000;
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(pipe(fds), 0);
+	poker = tu_fork(s_send_one, "poller");
+	ck_assert_int_eq(write(fds[1], "x", 1), 1);
+	while ((!got_msg || !got_fd) && bm_mono_ms() < deadline) {
+		zmq_pollitem_t items[2] = {
+			{.socket = bm_client_socket(c), .events = ZMQ_POLLIN},
+			{.fd = fds[0], .events = ZMQ_POLLIN},
+		};
+		int wait = bm_client_timeout(c);
+		bm_event_t ev;
+		char ch;
+
+		ck_assert_int_ge(zmq_poll(items, 2, wait > 0 ? wait : 0), 0);
+		if (items[1].revents & ZMQ_POLLIN) {
+			ck_assert_int_eq(read(fds[0], &ch, 1), 1);
+			got_fd = true;
+		}
+		/* Drain whatever the client has, ready socket or not (the
+		 * heartbeat runs inside recv too). */
+		while (bm_client_recv(c, 0, &ev) == 0) {
+			if (ev.kind == BM_EV_MESSAGE) {
+				got_msg = bm_msg_size(ev.msg) == 4;
+				ck_assert_int_eq(bm_client_ack(c, ev.msg), 0);
+			}
+			bm_event_clear(&ev);
+		}
+	}
+	ck_assert(got_fd);
+	ck_assert(got_msg);
+	ck_assert_int_eq(tu_wait(poker, 5000), 0);
+	close(fds[0]);
+	close(fds[1]);
+	bm_client_destroy(&c);
+}
+END_TEST
+
 /* ---- beastd process behaviour ---- */
 
 START_TEST(a_second_beastd_on_a_live_dir_refuses_to_start)
@@ -565,6 +632,7 @@ s_suite(void)
 	tcase_add_test(tc, sends_that_cannot_be_delivered_are_refused_with_a_reason);
 	tcase_add_test(tc, an_oversized_body_from_a_raw_peer_gets_a_toobig_nack);
 	tcase_add_test(tc, garbage_from_a_raw_dealer_does_not_stop_routing);
+	tcase_add_test(tc, one_zmq_poll_loop_waits_on_the_client_and_a_plain_fd);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("liveness");
