@@ -893,6 +893,27 @@ main(int argc, char **argv)
 				}
 			}
 			return 0;
+		} else if (strcmp(argv[i], "--one") == 0 && i + 4 < argc) {
+			/* --one KIND SIZE SPIN E2E: one case, for profiling */
+			double p50 = 0, p99 = 0;
+			size_t sz = strtoull(argv[i + 2], NULL, 10);
+			bool ok;
+
+			s_sh = mmap(NULL, sizeof *s_sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+#ifdef BM_HAVE_ICEORYX
+			if (atoi(argv[i + 1]) == S_ICE && !s_roudi_start()) {
+				return 1;
+			}
+#endif
+			ok = s_measure(atoi(argv[i + 1]), sz, s_iters(sz), atoi(argv[i + 3]) != 0,
+			               atoi(argv[i + 4]) != 0, &p50, &p99);
+#ifdef BM_HAVE_ICEORYX
+			if (atoi(argv[i + 1]) == S_ICE) {
+				s_roudi_stop();
+			}
+#endif
+			printf("%s p50 %.1f p99 %.1f\n", ok ? "ok" : "failed", p50, p99);
+			return ok ? 0 : 1;
 		} else if (strcmp(argv[i], "--no-iceoryx") == 0) {
 			use_ice = false;
 		} else {

@@ -215,19 +215,20 @@ bm__doorbell_peer_gone(bm__doorbell_t *db)
 	return db->dead;
 }
 
-/* Reads the datagram we are owed before we may sleep again. */
+/* Reads the datagrams we are owed before we may sleep again: exactly as
+ * many as owed, so no extra system call finds the queue empty. */
 static int
 s_settle(bm__doorbell_t *db, int64_t deadline_ns)
 {
 	struct pollfd p = {.fd = db->fd, .events = POLLIN};
 	int rc;
 
-	while (db->owed > 0) {
-		if ((rc = s_read_all(db)) < 0) {
+	for (int i = 0; db->owed > 0 && i < 1000; i++) {
+		if ((rc = s_read_one(db)) < 0) {
 			return rc;
 		}
-		if (db->owed == 0) {
-			break;
+		if (rc > 0) {
+			continue;
 		}
 		rc = poll(&p, 1, s_remaining_ms(deadline_ns));
 		if (rc == 0) {
@@ -237,7 +238,7 @@ s_settle(bm__doorbell_t *db, int64_t deadline_ns)
 			return -errno;
 		}
 	}
-	return 0;
+	return db->owed > 0 ? BM_EPEER : 0;
 }
 
 int
@@ -277,7 +278,8 @@ bm__doorbell_wait(bm__doorbell_t *db, bm__ready_fn ready, void *arg, int64_t dea
 		return bm__doorbell_peer_gone(db) ? BM_EPEER : -ETIMEDOUT;
 	}
 	if (db->spin_us > 0) {
-		int64_t end = bm_mono_ns() + (int64_t)db->spin_us * 1000;
+		int64_t now = bm_mono_ns(), end = now + (int64_t)db->spin_us * 1000;
+		int64_t check = now + 1000000;
 
 		if (deadline_ns > 0 && deadline_ns < end) {
 			end = deadline_ns;
@@ -289,15 +291,23 @@ bm__doorbell_wait(bm__doorbell_t *db, bm__ready_fn ready, void *arg, int64_t dea
 				}
 				s_relax();
 			}
-		} while (bm_mono_ns() < end);
+			now = bm_mono_ns();
+			/* A long spin still notices a dead peer within 1 ms. */
+			if (now >= check) {
+				if (bm__doorbell_peer_gone(db)) {
+					return ready(arg) ? 1 : BM_EPEER;
+				}
+				check = now + 1000000;
+			}
+		} while (now < end);
 	}
 	for (;;) {
-		rc = bm__doorbell_drain(db);
-		if (rc == 0 && db->owed > 0) {
-			rc = s_settle(db, deadline_ns);
-		}
-		if (rc < 0) {
+		s_disarm(db);
+		if (db->owed > 0 && (rc = s_settle(db, deadline_ns)) < 0) {
 			return ready(arg) ? 1 : rc;
+		}
+		if (db->dead) {
+			return ready(arg) ? 1 : BM_EPEER;
 		}
 		/* W1, W2: see the top of the file. */
 		atomic_store_explicit(db->mine, BM__DB_WAITING, memory_order_seq_cst);
@@ -310,16 +320,16 @@ bm__doorbell_wait(bm__doorbell_t *db, bm__ready_fn ready, void *arg, int64_t dea
 		if (rc < 0 && errno != EINTR) {
 			return -errno;
 		}
-		if (rc > 0) {
-			if (p.revents & POLLIN) {
-				(void)s_read_all(db);
-			}
-			if (p.revents & (POLLHUP | POLLERR | POLLNVAL)) {
-				db->dead = true;
-			}
+		if (rc > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL))) {
+			db->dead = true;
 		}
+		/* Woken: go straight back to work.  The datagram that woke us
+		 * is owed and read before we sleep again, off this path. */
 		if (ready(arg)) {
 			return 1;
+		}
+		if (rc > 0 && (p.revents & POLLIN)) {
+			(void)s_read_all(db);
 		}
 		if (db->dead) {
 			return BM_EPEER;

@@ -205,7 +205,9 @@ bm_ring_create(size_t capacity, unsigned flags, bm_ring_t **ret_ring)
 		 * without them fall back to plain pages with THP advice. */
 		fd = s_memfd(hsize, true);
 		if (fd >= 0) {
-			p = mmap(NULL, hsize, PROT_READ | PROT_WRITE, mflags, fd, 0);
+			/* Without MAP_NORESERVE the kernel reserves the huge
+			 * pages now and fails here, not with SIGBUS later. */
+			p = mmap(NULL, hsize, PROT_READ | PROT_WRITE, mflags & ~MAP_NORESERVE, fd, 0);
 			if (p == MAP_FAILED) {
 				close(fd);
 				fd = -1;
@@ -307,7 +309,9 @@ bm_ring_attach(int fd, bm_ring_t **ret_ring)
 	if (myfd < 0) {
 		return -errno;
 	}
-	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, myfd, 0);
+	/* No MAP_NORESERVE: a hugetlb object without reserved pages fails
+	 * here instead of raising SIGBUS at first touch. */
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, myfd, 0);
 	if (p == MAP_FAILED) {
 		rc = -errno;
 		close(myfd);

@@ -210,6 +210,23 @@ START_TEST(ring_hands_a_record_from_reserve_to_peek_in_place)
 }
 END_TEST
 
+START_TEST(ring_with_huge_pages_and_prefault_falls_back_and_works)
+{
+	bm_ring_t *p = NULL, *c = NULL;
+	char buf[64];
+	size_t len;
+
+	ck_assert_int_eq(bm_ring_create((size_t)8 << 20, BM_RING_HUGEPAGES | BM_RING_PREFAULT, &p), 0);
+	ck_assert_uint_ge(bm_ring_capacity(p), (size_t)8 << 20);
+	ck_assert_int_eq(bm_ring_attach(bm_ring_fd(p), &c), 0);
+	ck_assert_int_eq(bm_ring_write(p, 9, "huge", 4), 0);
+	ck_assert_int_eq(bm_ring_read(c, buf, sizeof buf, &len, NULL), 0);
+	ck_assert_int_eq(memcmp(buf, "huge", 4), 0);
+	bm_ring_destroy(&p);
+	bm_ring_destroy(&c);
+}
+END_TEST
+
 START_TEST(ring_refuses_a_record_longer_than_its_capacity)
 {
 	bm_ring_t *p = NULL, *c = NULL;
@@ -1428,6 +1445,7 @@ s_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, ring_hands_a_record_from_reserve_to_peek_in_place);
 	tcase_add_test(tc, ring_refuses_a_record_longer_than_its_capacity);
+	tcase_add_test(tc, ring_with_huge_pages_and_prefault_falls_back_and_works);
 	tcase_add_test(tc, ring_wraps_around_at_every_alignment);
 	tcase_add_test(tc, ring_reports_full_and_takes_records_again_after_release);
 	tcase_add_test(tc, ring_reports_scribbled_indexes_and_records_as_corrupt);
