@@ -808,6 +808,11 @@ s_roudi_stop(void)
 			shm_unlink(cmd);
 		}
 	}
+	/* Each runtime leaves its socket and lock file in /tmp. */
+	unlink("/tmp/bench-shm-pub");
+	unlink("/tmp/bench-shm-pub.lock");
+	unlink("/tmp/bench-shm-sub");
+	unlink("/tmp/bench-shm-sub.lock");
 	snprintf(cmd, sizeof cmd, "rm -rf %s", s_roudi_dir);
 	if (s_roudi_dir[0] != '\0' && system(cmd) != 0) {
 		fprintf(stderr, "bench-shm: could not remove %s\n", s_roudi_dir);
