@@ -808,7 +808,10 @@ s_roudi_stop(void)
 			shm_unlink(cmd);
 		}
 	}
-	/* Each runtime leaves its socket and lock file in /tmp. */
+	/* RouDi and each runtime leave a socket and lock files in /tmp. */
+	unlink("/tmp/roudi");
+	unlink("/tmp/roudi.lock");
+	unlink("/tmp/iox-unique-roudi.lock");
 	unlink("/tmp/bench-shm-pub");
 	unlink("/tmp/bench-shm-pub.lock");
 	unlink("/tmp/bench-shm-sub");
