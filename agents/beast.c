@@ -22,6 +22,9 @@ static const s_cmd_t s_cmds[] = {
 	{"request", bm_cli_request, "send a request and print the reply"},
 	{"stats", bm_cli_stats, "print beastd's counters"},
 	{"ping", bm_cli_ping, "check that beastd answers"},
+	{"pub", bm_cli_pub, "broadcast a message on a topic (thought path)"},
+	{"sub", bm_cli_sub, "follow topics by prefix and print each broadcast"},
+	{"tap", bm_cli_tap, "print the live broadcast traffic through beastd"},
 	{"blob", bm_cli_blob, "move files through shared memory (blob send / blob recv)"},
 };
 

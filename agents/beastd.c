@@ -1,9 +1,12 @@
 /*
- * beastd - the swarm's broker: mesh ROUTER (and, later, the broadcast
- * proxy) in one foreground process that logs to stderr.
+ * beastd - the swarm's broker: mesh ROUTER and broadcast proxy (XSUB ->
+ * XPUB, on a thread of its own) in one foreground process that logs to
+ * stderr.
  *
  * This file only parses arguments, sets up logging and signals, and runs
- * the library's broker; SIGINT/SIGTERM stop it cleanly (sockets removed).
+ * the library's broker and proxy; the proxy's counters join the broker's
+ * STATS reply through the broker's stats hook.  SIGINT/SIGTERM stop both
+ * cleanly (sockets removed).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -14,6 +17,7 @@
 #include <unistd.h>
 
 #include "bm_mesh.h"
+#include "bm_proxy.h"
 
 static volatile sig_atomic_t s_stop;
 
@@ -24,11 +28,20 @@ s_on_signal(int sig)
 	s_stop = 1;
 }
 
+/* Broker STATS hook: the proxy's counters, on the broker's thread (the
+ * proxy's owner thread, as bm_proxy_stats requires). */
+static int
+s_proxy_stats(void *arg, bm_stat_t *ret, size_t max)
+{
+	return bm_proxy_stats(arg, ret, max);
+}
+
 static void
 s_usage(FILE *out)
 {
 	fprintf(out,
-	        "usage: beastd [--dir DIR] [--tcp ENDPOINT] [--heartbeat MS] [--max-body BYTES] [-v]\n"
+	        "usage: beastd [--dir DIR] [--tcp ENDPOINT] [--heartbeat MS] [--max-body BYTES]\n"
+	        "              [--pub-tcp ENDPOINT] [--sub-tcp ENDPOINT] [--no-lvc] [--lvc-max BYTES] [-v]\n"
 	        "\n"
 	        "Runs the beastmesh broker in the foreground, logging to stderr.\n"
 	        "\n"
@@ -37,6 +50,10 @@ s_usage(FILE *out)
 	        "  --tcp ENDPOINT    also listen on a loopback TCP endpoint, e.g. tcp://127.0.0.1:7450\n"
 	        "  --heartbeat MS    heartbeat interval agents default to (1000)\n"
 	        "  --max-body BYTES  largest message body accepted (16777216)\n"
+	        "  --pub-tcp EP      broadcast: also take publishers on a loopback TCP endpoint\n"
+	        "  --sub-tcp EP      broadcast: also serve subscribers on a loopback TCP endpoint\n"
+	        "  --no-lvc          broadcast: no last-value cache for late joiners\n"
+	        "  --lvc-max BYTES   broadcast: last-value cache memory bound (67108864)\n"
 	        "  -v, --verbose     log agents coming and going (-vv: debug)\n"
 	        "  -h, --help        this text\n"
 	        "\n"
@@ -51,12 +68,18 @@ main(int argc, char **argv)
 		{"tcp", required_argument, NULL, 't'},
 		{"heartbeat", required_argument, NULL, 'H'},
 		{"max-body", required_argument, NULL, 'm'},
+		{"pub-tcp", required_argument, NULL, 'P'},
+		{"sub-tcp", required_argument, NULL, 'S'},
+		{"no-lvc", no_argument, NULL, 'N'},
+		{"lvc-max", required_argument, NULL, 'L'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
 	};
 	bm_broker_opts_t o = {0};
 	bm_broker_t *b = NULL;
+	bm_proxy_opts_t po = {0};
+	bm_proxy_t *p = NULL;
 	struct sigaction sa = {.sa_handler = s_on_signal};
 	int c, rc, verbose = 0;
 	char dir[BM_PATH_MAX];
@@ -81,6 +104,22 @@ main(int argc, char **argv)
 			o.max_body = strtoull(optarg, NULL, 10);
 			if (o.max_body == 0) {
 				fprintf(stderr, "beastd: --max-body takes a positive byte count\n");
+				return 2;
+			}
+			break;
+		case 'P':
+			po.pub_tcp = optarg;
+			break;
+		case 'S':
+			po.sub_tcp = optarg;
+			break;
+		case 'N':
+			po.no_lvc = true;
+			break;
+		case 'L':
+			po.lvc_max_bytes = strtoull(optarg, NULL, 10);
+			if (po.lvc_max_bytes == 0) {
+				fprintf(stderr, "beastd: --lvc-max takes a positive byte count\n");
 				return 2;
 			}
 			break;
@@ -134,9 +173,28 @@ main(int argc, char **argv)
 		}
 		return 1;
 	}
-	bm_log(BM_LOG_INFO, "listening on %s%s%s", bm_broker_endpoint(b), o.tcp ? " and " : "",
-	       o.tcp ? o.tcp : "");
+	/* The broker holds the directory's lock now, so the proxy may take
+	 * over stale socket files. */
+	po.dir = bm_broker_dir(b);
+	po.max_body = o.max_body;
+	rc = bm_proxy_open(&po, &p);
+	if (rc < 0) {
+		if (rc == -EADDRNOTAVAIL) {
+			bm_log(BM_LOG_ERROR, "--pub-tcp/--sub-tcp: only loopback endpoints "
+			                     "(tcp://127.0.0.1:PORT) are allowed");
+		} else {
+			bm_log(BM_LOG_ERROR, "cannot start the broadcast proxy: %s", bm_strerror(rc));
+		}
+		bm_broker_destroy(&b);
+		return 1;
+	}
+	bm_broker_set_stats_hook(b, s_proxy_stats, p);
+	bm_log(BM_LOG_INFO, "listening on %s%s%s; broadcast on %s/pub.sock -> %s/sub.sock%s",
+	       bm_broker_endpoint(b), o.tcp ? " and " : "", o.tcp ? o.tcp : "", bm_broker_dir(b),
+	       bm_broker_dir(b), po.no_lvc ? " (no LVC)" : "");
 	rc = bm_broker_run(b, &s_stop);
+	bm_broker_set_stats_hook(b, NULL, NULL);
+	bm_proxy_destroy(&p);
 	bm_broker_destroy(&b);
 	if (rc < 0) {
 		bm_log(BM_LOG_ERROR, "broker stopped: %s", bm_strerror(rc));

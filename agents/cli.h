@@ -46,5 +46,8 @@ int bm_cli_echo(int argc, char **argv, const char *dir);
 int bm_cli_request(int argc, char **argv, const char *dir);
 int bm_cli_stats(int argc, char **argv, const char *dir);
 int bm_cli_ping(int argc, char **argv, const char *dir);
+int bm_cli_pub(int argc, char **argv, const char *dir);
+int bm_cli_sub(int argc, char **argv, const char *dir);
+int bm_cli_tap(int argc, char **argv, const char *dir);
 
 #endif

@@ -265,6 +265,15 @@ BM_EXPORT int bm_broker_run(bm_broker_t *b, volatile sig_atomic_t *stop);
 /* Closes sockets, removes socket files, releases the lock, frees. */
 BM_EXPORT void bm_broker_destroy(bm_broker_t **self_p);
 BM_EXPORT const char *bm_broker_dir(const bm_broker_t *b);
+
+/*
+ * Extra STATS counters (beastd adds the broadcast proxy's): fn is called on
+ * the broker's thread for each STATS request, writes at most max entries
+ * to ret and returns how many (a negative return adds none).  NULL fn
+ * removes the hook.
+ */
+typedef int (*bm_broker_stats_fn)(void *arg, bm_stat_t *ret, size_t max);
+BM_EXPORT void bm_broker_set_stats_hook(bm_broker_t *b, bm_broker_stats_fn fn, void *arg);
 BM_EXPORT const char *bm_broker_endpoint(const bm_broker_t *b);
 
 #ifdef __cplusplus

@@ -96,6 +96,8 @@ struct bm_broker {
 	int64_t started_ms;                /* monotonic start time */
 	int64_t next_sweep_ms;             /* next liveness sweep */
 	s_stats_t st;                      /* counters */
+	bm_broker_stats_fn stats_fn;       /* extra STATS counters, or NULL */
+	void *stats_arg;                   /* its argument */
 };
 
 static void
@@ -451,8 +453,11 @@ s_on_stats(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
-	int count = 2;
+	bm_stat_t extra[32];
+	int count = 2, nextra = b->stats_fn ? b->stats_fn(b->stats_arg, extra, 32) : 0;
 
+	nextra = nextra < 0 ? 0 : (nextra > 32 ? 32 : nextra);
+	count += nextra;
 #define S_COUNT(n) count++;
 	S_STATS(S_COUNT)
 #undef S_COUNT
@@ -464,6 +469,10 @@ s_on_stats(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
 #define S_PACK(n) s_pack_kv_int(&pk, #n, (int64_t)b->st.n);
 	S_STATS(S_PACK)
 #undef S_PACK
+	for (int i = 0; i < nextra; i++) {
+		extra[i].key[sizeof extra[i].key - 1] = '\0';
+		s_pack_kv_int(&pk, extra[i].key, extra[i].value);
+	}
 	s_reply_body(b, rid, rid_len, BM_CMD_STATS, &sb);
 	msgpack_sbuffer_destroy(&sb);
 }
@@ -849,6 +858,15 @@ const char *
 bm_broker_dir(const bm_broker_t *b)
 {
 	return b ? b->dir : NULL;
+}
+
+void
+bm_broker_set_stats_hook(bm_broker_t *b, bm_broker_stats_fn fn, void *arg)
+{
+	if (b != NULL) {
+		b->stats_fn = fn;
+		b->stats_arg = arg;
+	}
 }
 
 const char *

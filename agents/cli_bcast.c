@@ -1,0 +1,280 @@
+/*
+ * cli_bcast.c - the beast subcommands for broadcasts: pub, sub, tap.
+ *
+ * pub opens a bm_pub_t (which waits until the proxy has attached it),
+ * sends one message, retrying while the proxy pushes back, and lingers
+ * until it has left.  sub and tap open a bm_sub_t (tap: on the proxy's
+ * capture) and print one line per message; with --json one object per
+ * line.  Losses the subscriber can see (sequence gaps) are printed per
+ * message in JSON ("gap") and summed on stderr at the end.
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bm_proxy.h"
+#include "cli.h"
+
+#define S_DEFAULT_TIMEOUT 5000
+
+static int
+s_bad_topic(const char *cmd, const char *topic)
+{
+	fprintf(stderr, "beast %s: '%s' is not a valid topic: segments of 1..%d printable "
+	                "ASCII bytes without '/' or spaces, separated by '/', at most %d deep and "
+	                "%d bytes (e.g. tot/7/2)\n",
+	        cmd, topic, BM_TOPIC_SEG_MAX, BM_TOPIC_DEPTH_MAX, BM_TOPIC_MAX);
+	return BM_EXIT_USAGE;
+}
+
+static const char s_pub_help[] =
+	"usage: beast pub [--as NAME] [--timeout MS] TOPIC [BODY]\n"
+	"\n"
+	"Broadcasts BODY (stdin when omitted or -) on TOPIC, e.g. tot/7/2 (tree 7,\n"
+	"branch 2); subscribers to a prefix of it (tot/7) receive it.  Waits up to\n"
+	"MS (5000) for the proxy to take it.  NAME (default pid-<pid>) is the\n"
+	"publisher name subscribers see.\n";
+
+int
+bm_cli_pub(int argc, char **argv, const char *dir)
+{
+	static const struct option lo[] = {{"as", required_argument, NULL, 'a'},
+	                                   {"timeout", required_argument, NULL, 't'},
+	                                   {"help", no_argument, NULL, 'h'}, {0}};
+	bm_pub_opts_t o = {.dir = dir};
+	char topic[BM_TOPIC_MAX + 2], *buf = NULL;
+	const char *body;
+	bm_pub_t *p = NULL;
+	long timeout = S_DEFAULT_TIMEOUT;
+	size_t len;
+	int64_t deadline;
+	int ch, rc;
+
+	optind = 0;
+	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (ch == 'a') {
+			o.name = optarg;
+		} else if (ch == 't' && (timeout = bm_cli_num(optarg, 1, 3600000)) > 0) {
+			continue;
+		} else if (ch == 'h') {
+			fputs(s_pub_help, stdout);
+			return BM_EXIT_OK;
+		} else {
+			fputs(s_pub_help, stderr);
+			return BM_EXIT_USAGE;
+		}
+	}
+	if (argc - optind < 1 || argc - optind > 2) {
+		fputs(s_pub_help, stderr);
+		return BM_EXIT_USAGE;
+	}
+	if (bm_topic_normalize(argv[optind], false, topic, sizeof topic) < 0) {
+		return s_bad_topic("pub", argv[optind]);
+	}
+	if (o.name != NULL && bm_name_check(o.name) < 0) {
+		return bm_cli_fail("pub", BM_EBADNAME, dir, o.name);
+	}
+	if (argc - optind == 2 && strcmp(argv[optind + 1], "-") != 0) {
+		body = argv[optind + 1];
+		len = strlen(body);
+	} else {
+		if ((rc = bm_cli_read_stdin(BM_BCAST_BODY_MAX_DEFAULT, &buf, &len)) < 0) {
+			return bm_cli_fail("pub", rc, dir, "stdin");
+		}
+		body = buf;
+	}
+	o.connect_timeout_ms = (int)timeout;
+	if ((rc = bm_pub_open(&o, &p)) < 0) {
+		free(buf);
+		return bm_cli_fail("pub", rc, dir, NULL);
+	}
+	deadline = bm_mono_ms() + timeout;
+	while ((rc = bm_pub_send(p, topic, body, len)) == BM_EFULL && bm_mono_ms() < deadline) {
+		zmq_pollitem_t it = {.socket = bm_pub_socket(p), .events = ZMQ_POLLOUT};
+
+		(void)zmq_poll(&it, 1, 50);
+	}
+	free(buf);
+	bm_pub_destroy(&p); /* lingers until the message has left */
+	if (rc == BM_EFULL) {
+		fprintf(stderr, "beast pub: the broadcast proxy did not take the message within %ld ms "
+		                "(is it paused or overloaded? beast stats shows bcast_paused)\n",
+		        timeout);
+		return BM_EXIT_TIMEOUT;
+	}
+	if (rc < 0) {
+		return bm_cli_fail("pub", rc, dir, topic);
+	}
+	return BM_EXIT_OK;
+}
+
+static void
+s_print(const bm_bcast_t *m, bool json)
+{
+	bm_bcast_t *mm = (bm_bcast_t *)m;
+
+	if (json) {
+		printf("{\"topic\":");
+		bm_cli_json_str(stdout, m->topic, strlen(m->topic));
+		printf(",\"from\":");
+		bm_cli_json_str(stdout, m->from, strlen(m->from));
+		printf(",\"seq\":%" PRIu64 ",\"tseq\":%" PRIu64 ",\"ts_ms\":%" PRId64
+		       ",\"replay\":%s,\"gap\":%" PRIu64 ",",
+		       m->seq, m->tseq, m->ts_ms, m->replay ? "true" : "false", m->gap);
+		bm_cli_json_body(stdout, bm_bcast_data(mm), bm_bcast_size(mm));
+		printf("}\n");
+	} else {
+		printf("%s %s#%" PRIu64 "%s ", m->topic, m->from, m->seq, m->replay ? " (cached)" : "");
+		fwrite(bm_bcast_data(mm), 1, bm_bcast_size(mm), stdout);
+		putchar('\n');
+	}
+	fflush(stdout);
+}
+
+/* sub and tap: print until count, timeout or a signal. */
+static int
+s_follow(const char *cmd, const char *dir, bool tap, bool no_lvc, char **prefixes, int nprefix,
+         long count, long timeout, bool json)
+{
+	bm_sub_opts_t o = {.dir = dir, .tap = tap, .no_lvc = no_lvc};
+	bm_sub_t *s = NULL;
+	bm_sub_stats_t st;
+	int64_t deadline = timeout > 0 ? bm_mono_ms() + timeout : INT64_MAX;
+	long got = 0;
+	int rc, exit_code = BM_EXIT_OK;
+	char probe[BM_PATH_MAX];
+
+	/* Fail early and clearly when nobody serves this directory: a
+	 * subscriber alone would wait for ever. */
+	if ((rc = bm_rundir_resolve(dir, false, probe)) < 0) {
+		return bm_cli_fail(cmd, rc == -ENOENT ? BM_ENOBROKER : rc, dir, NULL);
+	}
+	strncat(probe, tap ? "/tap.sock" : "/sub.sock", sizeof probe - strlen(probe) - 1);
+	if (access(probe, F_OK) < 0) {
+		return bm_cli_fail(cmd, BM_ENOBROKER, dir, NULL);
+	}
+	for (int i = 0; i < nprefix; i++) {
+		char t[BM_TOPIC_MAX + 2];
+
+		if (bm_topic_normalize(prefixes[i], true, t, sizeof t) < 0) {
+			return s_bad_topic(cmd, prefixes[i]);
+		}
+	}
+	if ((rc = bm_sub_open(&o, &s)) < 0) {
+		return bm_cli_fail(cmd, rc, dir, NULL);
+	}
+	for (int i = 0; i < nprefix; i++) {
+		if ((rc = bm_sub_subscribe(s, prefixes[i])) < 0) {
+			bm_sub_destroy(&s);
+			return bm_cli_fail(cmd, rc, dir, prefixes[i]);
+		}
+	}
+	if (nprefix == 0 && (rc = bm_sub_subscribe(s, "")) < 0) {
+		bm_sub_destroy(&s);
+		return bm_cli_fail(cmd, rc, dir, NULL);
+	}
+	bm_cli_signals();
+	while (!bm_cli_stop && (count == 0 || got < count)) {
+		bm_bcast_t m = {0};
+		int64_t left = deadline - bm_mono_ms();
+
+		if (left <= 0) {
+			fprintf(stderr, "beast %s: timed out after %ld messages\n", cmd, got);
+			exit_code = BM_EXIT_TIMEOUT;
+			break;
+		}
+		rc = bm_sub_recv(s, left > 200 ? 200 : (int)left, &m);
+		if (rc == -ETIMEDOUT || rc == -EINTR) {
+			continue;
+		}
+		if (rc < 0) {
+			exit_code = bm_cli_fail(cmd, rc, dir, NULL);
+			break;
+		}
+		if (m.kind == BM_BCAST_SYNC) {
+			fprintf(stderr, "beast %s: following '%s'\n", cmd, m.topic);
+		} else {
+			s_print(&m, json);
+			got++;
+		}
+		bm_bcast_clear(&m);
+	}
+	bm_sub_stats(s, &st);
+	if (st.gaps > 0) {
+		fprintf(stderr, "beast %s: %" PRIu64 " messages were lost on the way "
+		                "(sequence gaps: this reader or the proxy fell behind)\n",
+		        cmd, st.gaps);
+	}
+	bm_sub_destroy(&s);
+	return exit_code;
+}
+
+static const char s_sub_help[] =
+	"usage: beast sub [--count N] [--timeout MS] [--json] [--no-lvc] PREFIX...\n"
+	"\n"
+	"Follows the topics under each PREFIX (tot/7 follows tree 7: tot/7/2,\n"
+	"tot/7/2/5 ..., never tot/70) and prints one line per message: topic,\n"
+	"publisher#seq, body.  The latest message of each topic already\n"
+	"published is printed first (marked cached) unless --no-lvc.  With\n"
+	"--json, one object per line: topic, from, seq, tseq, ts_ms, replay, gap\n"
+	"(messages lost just before this one), body or body_b64.  Stops after N\n"
+	"messages, after MS, or on Ctrl-C.\n";
+
+static int
+s_sub_or_tap(int argc, char **argv, const char *dir, bool tap)
+{
+	static const struct option lo[] = {{"count", required_argument, NULL, 'n'},
+	                                   {"timeout", required_argument, NULL, 't'},
+	                                   {"json", no_argument, NULL, 'j'},
+	                                   {"no-lvc", no_argument, NULL, 'L'},
+	                                   {"help", no_argument, NULL, 'h'}, {0}};
+	const char *cmd = tap ? "tap" : "sub", *help = tap ? NULL : s_sub_help;
+	static const char tap_help[] =
+		"usage: beast tap [--count N] [--timeout MS] [--json] [PREFIX]\n"
+		"\n"
+		"Prints the broadcast traffic passing through beastd's proxy, live, from\n"
+		"its capture socket (everything, or what is under PREFIX), in the format\n"
+		"of beast sub.  No cached messages.\n";
+	long count = 0, timeout = 0;
+	bool json = false, no_lvc = false;
+	int ch;
+
+	help = tap ? tap_help : s_sub_help;
+	optind = 0;
+	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (ch == 'n' && (count = bm_cli_num(optarg, 1, 1000000000)) > 0) {
+			continue;
+		} else if (ch == 't' && (timeout = bm_cli_num(optarg, 1, 86400000)) > 0) {
+			continue;
+		} else if (ch == 'j') {
+			json = true;
+		} else if (ch == 'L' && !tap) {
+			no_lvc = true;
+		} else if (ch == 'h') {
+			fputs(help, stdout);
+			return BM_EXIT_OK;
+		} else {
+			fputs(help, stderr);
+			return BM_EXIT_USAGE;
+		}
+	}
+	if ((!tap && argc - optind < 1) || (tap && argc - optind > 1)) {
+		fputs(help, stderr);
+		return BM_EXIT_USAGE;
+	}
+	return s_follow(cmd, dir, tap, no_lvc, argv + optind, argc - optind, count, timeout, json);
+}
+
+int
+bm_cli_sub(int argc, char **argv, const char *dir)
+{
+	return s_sub_or_tap(argc, argv, dir, false);
+}
+
+int
+bm_cli_tap(int argc, char **argv, const char *dir)
+{
+	return s_sub_or_tap(argc, argv, dir, true);
+}

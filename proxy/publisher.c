@@ -1,0 +1,247 @@
+/*
+ * publisher.c - bm_pub_t: publishes broadcasts to the proxy's pub.sock.
+ *
+ * The socket is an XPUB connected to the proxy's XSUB.  An XPUB (rather
+ * than a PUB) gives two things a publisher needs: it hears the proxy's
+ * subscription when the connection is up, so open waits for it and the
+ * first message is not lost to a slow joiner; and with ZMQ_XPUB_NODROP a
+ * full queue refuses the send (EAGAIN -> BM_EFULL) instead of dropping it
+ * silently, so back-pressure reaches the caller.
+ *
+ * Each message gets the next per-publisher sequence number (seq) and the
+ * next number of its topic's own sequence (tseq), which subscribers use
+ * to count losses (proxy/proxy.c explains why per topic).  The topic
+ * counters live in a table bounded at S_TOPICS_MAX topics: past it the
+ * table is cleared and topics restart at tseq 1, which subscribers take
+ * as a restart, not a loss.  Numbers are consumed only by a send that
+ * succeeded.
+ *
+ * Threading: one thread at a time.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "proxy_private.h"
+
+#define S_TOPICS_MAX 65536
+
+struct bm_pub {
+	void *ctx;                        /* zmq context */
+	bool own_ctx;                     /* we made it */
+	void *sock;                       /* XPUB, connected */
+	char name[BM_NAME_MAX + 1];       /* publisher name */
+	uint64_t session;                 /* random instance id */
+	uint64_t seq;                     /* last seq used */
+	bm__tab_t *tseq;                  /* topic -> last tseq */
+	int linger_ms;                    /* on destroy */
+};
+
+/* Waits for the proxy's subscription on the XPUB. */
+static int
+s_wait_attached(bm_pub_t *p, int timeout_ms)
+{
+	int64_t deadline = bm_mono_ms() + timeout_ms;
+
+	for (;;) {
+		zmq_pollitem_t it = {.socket = p->sock, .events = ZMQ_POLLIN};
+		int64_t left = deadline - bm_mono_ms();
+		uint8_t buf[8];
+
+		if (left <= 0) {
+			return BM_ENOBROKER;
+		}
+		if (zmq_poll(&it, 1, (long)left) < 0) {
+			if (zmq_errno() == EINTR) {
+				continue;
+			}
+			return bm__pzerr();
+		}
+		if ((it.revents & ZMQ_POLLIN) && zmq_recv(p->sock, buf, sizeof buf, 0) >= 1 &&
+		    buf[0] == 1) {
+			return 0;
+		}
+	}
+}
+
+int
+bm_pub_open(const bm_pub_opts_t *opts, bm_pub_t **ret_pub)
+{
+	bm_pub_opts_t o = opts ? *opts : (bm_pub_opts_t){0};
+	char dir[BM_PATH_MAX], ep[BM_PATH_MAX + 8];
+	int rc, one = 1, hwm = o.hwm > 0 ? o.hwm : 100000;
+	bm_pub_t *p;
+
+	if (ret_pub == NULL) {
+		return -EINVAL;
+	}
+	if (o.name != NULL && bm_name_check(o.name) < 0) {
+		return BM_EBADNAME;
+	}
+	if (o.endpoint == NULL) {
+		if ((rc = bm_rundir_resolve(o.dir, false, dir)) < 0) {
+			return rc == -ENOENT ? BM_ENOBROKER : rc;
+		}
+		if ((rc = bm_rundir_path(dir, "pub.sock", true, ep, sizeof ep)) < 0) {
+			return rc;
+		}
+	} else {
+		snprintf(ep, sizeof ep, "%s", o.endpoint);
+	}
+	p = calloc(1, sizeof *p);
+	if (p == NULL) {
+		return -ENOMEM;
+	}
+	if (o.name != NULL) {
+		snprintf(p->name, sizeof p->name, "%s", o.name);
+	} else {
+		snprintf(p->name, sizeof p->name, "pid-%ld", (long)getpid());
+	}
+	if (sodium_init() < 0) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	randombytes_buf(&p->session, sizeof p->session);
+	p->linger_ms = o.linger_ms == 0 ? 2000 : (o.linger_ms < 0 ? 0 : o.linger_ms);
+	p->tseq = bm__tab_new();
+	p->own_ctx = o.zmq_ctx == NULL;
+	p->ctx = o.zmq_ctx ? o.zmq_ctx : zmq_ctx_new();
+	if (p->tseq == NULL || p->ctx == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	p->sock = zmq_socket(p->ctx, ZMQ_XPUB);
+	if (p->sock == NULL) {
+		rc = bm__pzerr();
+		goto fail;
+	}
+	if (zmq_setsockopt(p->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
+	    zmq_setsockopt(p->sock, ZMQ_XPUB_NODROP, &one, sizeof one) < 0 ||
+	    zmq_setsockopt(p->sock, ZMQ_LINGER, &p->linger_ms, sizeof p->linger_ms) < 0 ||
+	    zmq_connect(p->sock, ep) < 0) {
+		rc = bm__pzerr();
+		goto fail;
+	}
+	rc = s_wait_attached(p, o.connect_timeout_ms > 0 ? o.connect_timeout_ms : 3000);
+	if (rc < 0) {
+		goto fail;
+	}
+	*ret_pub = p;
+	return 0;
+fail:
+	p->linger_ms = 0;
+	bm_pub_destroy(&p);
+	return rc;
+}
+
+void
+bm_pub_destroy(bm_pub_t **self_p)
+{
+	bm_pub_t *p;
+
+	if (self_p == NULL || *self_p == NULL) {
+		return;
+	}
+	p = *self_p;
+	if (p->sock != NULL) {
+		zmq_setsockopt(p->sock, ZMQ_LINGER, &p->linger_ms, sizeof p->linger_ms);
+		zmq_close(p->sock);
+	}
+	if (p->own_ctx && p->ctx != NULL) {
+		zmq_ctx_term(p->ctx);
+	}
+	bm__tab_destroy(&p->tseq);
+	free(p);
+	*self_p = NULL;
+}
+
+int
+bm_pub_send_frame(bm_pub_t *p, const char *topic, zmq_msg_t *body)
+{
+	char t[BM_TOPIC_MAX + 2];
+	uint8_t hbuf[BM__HDR_MAX];
+	bm__hdr_t h = {0};
+	void **slot;
+	bool fresh;
+	int tlen, hlen;
+
+	if (p == NULL || topic == NULL || body == NULL) {
+		return -EINVAL;
+	}
+	tlen = bm_topic_normalize(topic, false, t, sizeof t);
+	if (tlen < 0) {
+		return tlen == -ENOSPC ? BM_EBADNAME : tlen;
+	}
+	if (bm__tab_size(p->tseq) >= S_TOPICS_MAX && bm__tab_get(p->tseq, t, (size_t)tlen) == NULL) {
+		bm__tab_clear(p->tseq);
+	}
+	slot = bm__tab_slot(p->tseq, t, (size_t)tlen, &fresh);
+	if (slot == NULL) {
+		return -ENOMEM;
+	}
+	h.from = p->name;
+	h.from_len = strlen(p->name);
+	h.session = p->session;
+	h.seq = p->seq + 1;
+	h.tseq = (uint64_t)(uintptr_t)*slot + 1;
+	h.ts_ms = bm_wall_ms();
+	hlen = bm__hdr_encode(&h, hbuf, sizeof hbuf);
+	if (hlen < 0) {
+		return hlen;
+	}
+	/* With XPUB_NODROP the first frame is where a full queue refuses the
+	 * message; once it is taken the rest follow into the same pipe. */
+	if (zmq_send(p->sock, t, (size_t)tlen, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+		int rc = bm__pzerr();
+
+		return rc == -EAGAIN ? BM_EFULL : rc;
+	}
+	if (zmq_send(p->sock, hbuf, (size_t)hlen, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+	    zmq_msg_send(body, p->sock, ZMQ_DONTWAIT) < 0) {
+		return bm__pzerr();
+	}
+	p->seq = h.seq;
+	*slot = (void *)(uintptr_t)h.tseq;
+	return 0;
+}
+
+int
+bm_pub_send(bm_pub_t *p, const char *topic, const void *body, size_t len)
+{
+	zmq_msg_t m;
+	int rc;
+
+	if (p == NULL || (body == NULL && len > 0)) {
+		return -EINVAL;
+	}
+	if (zmq_msg_init_size(&m, len) < 0) {
+		return -ENOMEM;
+	}
+	if (len > 0) {
+		memcpy(zmq_msg_data(&m), body, len);
+	}
+	rc = bm_pub_send_frame(p, topic, &m);
+	zmq_msg_close(&m);
+	return rc;
+}
+
+void *
+bm_pub_socket(bm_pub_t *p)
+{
+	return p ? p->sock : NULL;
+}
+
+const char *
+bm_pub_name(const bm_pub_t *p)
+{
+	return p ? p->name : NULL;
+}
+
+uint64_t
+bm_pub_count(const bm_pub_t *p)
+{
+	return p ? p->seq : 0;
+}

@@ -1,0 +1,414 @@
+/*
+ * subscriber.c - bm_sub_t: follows subtrees of topics through the proxy's
+ * sub.sock (or, as a tap, its tap.sock), counts what it lost.
+ *
+ * The socket is an XSUB connected to the proxy's XPUB: subscriptions are
+ * sent as "\x01" + prefix messages (libzmq replays them on reconnect), and
+ * an XSUB, unlike a SUB, can also send reports upstream.  Per subscribed
+ * prefix P it sends "\x01" P and then, unless this is a tap, the sync
+ * request "\x01" R P (R = 0x00, its 16-hex-digit token, 'L' or 'S', '/';
+ * proxy/proxy.c specifies it); replays and the sync marker come back
+ * with frame 0 = R + topic.  Frames starting 0x00 with another token
+ * (a subscriber to the empty prefix sees everyone's) are skipped.
+ *
+ * Loss accounting: per (publisher session, topic) the last tseq seen; a
+ * live message whose tseq jumps by k > 1 carries gap = k - 1.  The first
+ * message of a stream sets the baseline (joining mid-stream is not a
+ * loss); a tseq at or below the last one is a publisher restart of that
+ * topic, a new baseline.  A replayed message at or below the last seen
+ * is a duplicate and skipped.  The table is bounded (S_TRACK_MAX): past
+ * it, it is cleared and losses right across the clear are not seen.
+ *
+ * Reports: after a loss (at most every S_REPORT_MS) and on destroy the
+ * subscriber sends the proxy its cumulative counts, which beast stats
+ * sums as bcast_sub_received / bcast_sub_gaps.
+ *
+ * Threading: one thread at a time.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "proxy_private.h"
+
+#define S_SUBS_MAX 64
+#define S_TRACK_MAX (1u << 20)
+#define S_REPORT_MS 100
+
+struct bm_sub {
+	void *ctx;                          /* zmq context */
+	bool own_ctx;                       /* we made it */
+	void *sock;                         /* XSUB, connected */
+	char name[BM_NAME_MAX + 1];         /* shown in reports */
+	char token[BM__SYNC_TOKEN_LEN + 1]; /* random, hex */
+	bool no_lvc;                        /* sync requests use mode 'S' */
+	bool tap;                           /* connected to tap.sock */
+	size_t max_body;                    /* body cap */
+	char subs[S_SUBS_MAX][BM_TOPIC_MAX + 1]; /* prefixes followed */
+	int nsubs;                          /* how many */
+	bm__tab_t *track;                   /* session+topic -> last tseq */
+	bm_sub_stats_t st;                  /* counters */
+	uint64_t reported_gaps;             /* gaps in the last report */
+	uint64_t reported_received;         /* received in the last report */
+	int64_t last_report_ms;             /* monotonic */
+};
+
+int
+bm_sub_open(const bm_sub_opts_t *opts, bm_sub_t **ret_sub)
+{
+	bm_sub_opts_t o = opts ? *opts : (bm_sub_opts_t){0};
+	char dir[BM_PATH_MAX], ep[BM_PATH_MAX + 8];
+	int rc, hwm = o.hwm > 0 ? o.hwm : 100000;
+	uint8_t rnd[BM__SYNC_TOKEN_LEN / 2];
+	bm_sub_t *s;
+
+	if (ret_sub == NULL) {
+		return -EINVAL;
+	}
+	if (o.name != NULL && bm_name_check(o.name) < 0) {
+		return BM_EBADNAME;
+	}
+	if (o.endpoint == NULL) {
+		if ((rc = bm_rundir_resolve(o.dir, false, dir)) < 0) {
+			return rc == -ENOENT ? BM_ENOBROKER : rc;
+		}
+		if ((rc = bm_rundir_path(dir, o.tap ? "tap.sock" : "sub.sock", true, ep, sizeof ep)) <
+		    0) {
+			return rc;
+		}
+	} else {
+		snprintf(ep, sizeof ep, "%s", o.endpoint);
+	}
+	s = calloc(1, sizeof *s);
+	if (s == NULL) {
+		return -ENOMEM;
+	}
+	if (o.name != NULL) {
+		snprintf(s->name, sizeof s->name, "%s", o.name);
+	} else {
+		snprintf(s->name, sizeof s->name, "pid-%ld", (long)getpid());
+	}
+	if (sodium_init() < 0) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	randombytes_buf(rnd, sizeof rnd);
+	sodium_bin2hex(s->token, sizeof s->token, rnd, sizeof rnd);
+	s->no_lvc = o.no_lvc;
+	s->tap = o.tap;
+	s->max_body = o.max_body ? o.max_body : BM_BCAST_BODY_MAX_DEFAULT;
+	s->track = bm__tab_new();
+	s->own_ctx = o.zmq_ctx == NULL;
+	s->ctx = o.zmq_ctx ? o.zmq_ctx : zmq_ctx_new();
+	if (s->track == NULL || s->ctx == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	s->sock = zmq_socket(s->ctx, ZMQ_XSUB);
+	if (s->sock == NULL) {
+		rc = bm__pzerr();
+		goto fail;
+	}
+	if (zmq_setsockopt(s->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) < 0 ||
+	    zmq_connect(s->sock, ep) < 0) {
+		rc = bm__pzerr();
+		goto fail;
+	}
+	*ret_sub = s;
+	return 0;
+fail:
+	bm_sub_destroy(&s);
+	return rc;
+}
+
+static void
+s_report(bm_sub_t *s)
+{
+	bm__report_t r = {.name = s->name, .name_len = strlen(s->name), .token = s->token,
+	                  .received = s->st.received, .gaps = s->st.gaps};
+	uint8_t buf[BM__REPORT_MAX];
+	int n;
+
+	if (s->tap) {
+		return;
+	}
+	n = bm__report_encode(&r, buf, sizeof buf);
+	/* Advisory: a full upstream pipe skips it; the next one carries the
+	 * same cumulative counts. */
+	if (n > 0 && zmq_send(s->sock, buf, (size_t)n, ZMQ_DONTWAIT) >= 0) {
+		s->reported_gaps = s->st.gaps;
+		s->reported_received = s->st.received;
+	}
+	s->last_report_ms = bm_mono_ms();
+}
+
+void
+bm_sub_destroy(bm_sub_t **self_p)
+{
+	bm_sub_t *s;
+
+	if (self_p == NULL || *self_p == NULL) {
+		return;
+	}
+	s = *self_p;
+	if (s->sock != NULL) {
+		int linger = 500;
+
+		if (s->st.received != s->reported_received || s->st.gaps != s->reported_gaps) {
+			s_report(s);
+		}
+		/* XSUB defaults to linger 0, which would lose the report. */
+		zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
+		zmq_close(s->sock);
+	}
+	if (s->own_ctx && s->ctx != NULL) {
+		zmq_ctx_term(s->ctx);
+	}
+	bm__tab_destroy(&s->track);
+	free(s);
+	*self_p = NULL;
+}
+
+static int
+s_send_sub(bm_sub_t *s, uint8_t op, bool request, const char *prefix, size_t plen)
+{
+	uint8_t buf[1 + BM__SYNC_HEAD + BM_TOPIC_MAX];
+	size_t n = 0;
+
+	buf[n++] = op;
+	if (request) {
+		buf[n++] = 0x00;
+		memcpy(buf + n, s->token, BM__SYNC_TOKEN_LEN);
+		n += BM__SYNC_TOKEN_LEN;
+		buf[n++] = s->no_lvc ? BM__SYNC_MODE_SYNC : BM__SYNC_MODE_LVC;
+		buf[n++] = '/';
+	}
+	memcpy(buf + n, prefix, plen);
+	n += plen;
+	if (zmq_send(s->sock, buf, n, 0) < 0) {
+		return bm__pzerr();
+	}
+	return 0;
+}
+
+int
+bm_sub_subscribe(bm_sub_t *s, const char *prefix)
+{
+	char p[BM_TOPIC_MAX + 2];
+	int len, rc;
+
+	if (s == NULL || prefix == NULL) {
+		return -EINVAL;
+	}
+	if ((len = bm_topic_normalize(prefix, true, p, sizeof p)) < 0) {
+		return len == -ENOSPC ? BM_EBADNAME : len;
+	}
+	if (s->nsubs == S_SUBS_MAX) {
+		return -ENOSPC;
+	}
+	/* The plain subscription first: the proxy handles both in order, so
+	 * by the sync marker the prefix is in force. */
+	if ((rc = s_send_sub(s, 1, false, p, (size_t)len)) < 0) {
+		return rc;
+	}
+	if (!s->tap && (rc = s_send_sub(s, 1, true, p, (size_t)len)) < 0) {
+		return rc;
+	}
+	memcpy(s->subs[s->nsubs++], p, (size_t)len + 1);
+	return 0;
+}
+
+int
+bm_sub_unsubscribe(bm_sub_t *s, const char *prefix)
+{
+	char p[BM_TOPIC_MAX + 2];
+	int len;
+
+	if (s == NULL || prefix == NULL) {
+		return -EINVAL;
+	}
+	if ((len = bm_topic_normalize(prefix, true, p, sizeof p)) < 0) {
+		return len == -ENOSPC ? BM_EBADNAME : len;
+	}
+	for (int i = 0; i < s->nsubs; i++) {
+		if (strcmp(s->subs[i], p) == 0) {
+			memmove(s->subs[i], s->subs[i + 1], (size_t)(s->nsubs - i - 1) * sizeof s->subs[0]);
+			s->nsubs--;
+			return s_send_sub(s, 0, false, p, (size_t)len);
+		}
+	}
+	return -ENOENT;
+}
+
+void
+bm_bcast_clear(bm_bcast_t *m)
+{
+	if (m != NULL && m->kind != 0) {
+		zmq_msg_close(&m->body);
+		m->kind = 0;
+	}
+}
+
+/* Loss accounting for one message; false when it is a duplicate. */
+static bool
+s_track(bm_sub_t *s, bm_bcast_t *m)
+{
+	uint8_t key[8 + BM_TOPIC_MAX];
+	size_t tlen = strlen(m->topic);
+	void **slot;
+	bool fresh;
+	uint64_t last;
+
+	memcpy(key, &m->session, 8);
+	memcpy(key + 8, m->topic, tlen);
+	if (bm__tab_size(s->track) >= S_TRACK_MAX && bm__tab_get(s->track, key, 8 + tlen) == NULL) {
+		bm__tab_clear(s->track);
+	}
+	slot = bm__tab_slot(s->track, key, 8 + tlen, &fresh);
+	if (slot == NULL) {
+		return true;
+	}
+	last = (uint64_t)(uintptr_t)*slot;
+	if (!fresh) {
+		if (m->tseq <= last) {
+			if (m->replay) {
+				return false;
+			}
+		} else if (m->tseq > last + 1) {
+			m->gap = m->tseq - last - 1;
+			s->st.gaps += m->gap;
+		}
+	}
+	*slot = (void *)(uintptr_t)m->tseq;
+	return true;
+}
+
+/* Parses one received message.  1 = *m filled, 0 = skipped. */
+static int
+s_parse(bm_sub_t *s, zmq_msg_t *f, int n, bm_bcast_t *m)
+{
+	const uint8_t *f0 = zmq_msg_data(&f[0]);
+	size_t f0len = zmq_msg_size(&f[0]);
+	const char *topic = (const char *)f0;
+	size_t tlen = f0len;
+	bm__hdr_t h;
+
+	memset(m, 0, sizeof *m);
+	if (n != 3 || zmq_msg_size(&f[2]) > s->max_body) {
+		s->st.malformed++;
+		return 0;
+	}
+	if (f0len > 0 && f0[0] == 0x00) {
+		if (f0len < BM__SYNC_HEAD) {
+			s->st.malformed++;
+			return 0;
+		}
+		if (s->tap || memcmp(f0 + 1, s->token, BM__SYNC_TOKEN_LEN) != 0) {
+			return 0; /* another subscriber's replay or sync */
+		}
+		topic += BM__SYNC_HEAD;
+		tlen -= BM__SYNC_HEAD;
+		m->replay = true;
+	}
+	if (bm__hdr_decode(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), &h) < 0 ||
+	    bm_topic_check(topic, tlen, m->replay) < 0) {
+		s->st.malformed++;
+		return 0;
+	}
+	memcpy(m->topic, topic, tlen);
+	m->topic[tlen] = '\0';
+	if (h.flags & BM__HDR_FLAG_SYNC) {
+		if (!m->replay) {
+			s->st.malformed++;
+			return 0;
+		}
+		/* The request subscription has done its job. */
+		(void)s_send_sub(s, 0, true, topic, tlen);
+		m->kind = BM_BCAST_SYNC;
+		m->replay = false;
+		s->st.syncs++;
+		zmq_msg_init(&m->body);
+		return 1;
+	}
+	if (m->replay && tlen == 0) {
+		s->st.malformed++;
+		return 0;
+	}
+	memcpy(m->from, h.from, h.from_len);
+	m->from[h.from_len] = '\0';
+	m->session = h.session;
+	m->seq = h.seq;
+	m->tseq = h.tseq;
+	m->ts_ms = h.ts_ms;
+	if (!s_track(s, m)) {
+		s->st.dups++;
+		return 0;
+	}
+	m->kind = BM_BCAST_MSG;
+	s->st.received++;
+	s->st.replayed += m->replay;
+	zmq_msg_init(&m->body);
+	zmq_msg_move(&m->body, &f[2]);
+	return 1;
+}
+
+int
+bm_sub_recv(bm_sub_t *s, int timeout_ms, bm_bcast_t *ret)
+{
+	int64_t deadline = timeout_ms < 0 ? INT64_MAX : bm_mono_ms() + timeout_ms;
+
+	if (s == NULL || ret == NULL) {
+		return -EINVAL;
+	}
+	for (;;) {
+		zmq_msg_t f[3];
+		int n = bm__recv_parts(s->sock, f, 3, ZMQ_DONTWAIT), got;
+
+		if (n == -EAGAIN) {
+			zmq_pollitem_t it = {.socket = s->sock, .events = ZMQ_POLLIN};
+			int64_t now = bm_mono_ms(), left = deadline - now;
+
+			if (s->st.gaps != s->reported_gaps && now - s->last_report_ms >= S_REPORT_MS) {
+				s_report(s);
+			}
+			if (left <= 0) {
+				return -ETIMEDOUT;
+			}
+			if (s->st.gaps != s->reported_gaps && left > S_REPORT_MS) {
+				left = S_REPORT_MS;
+			}
+			if (zmq_poll(&it, 1, timeout_ms < 0 && left > INT32_MAX ? -1 : (long)left) < 0) {
+				return bm__pzerr();
+			}
+			continue;
+		}
+		if (n < 0) {
+			return n;
+		}
+		got = s_parse(s, f, n, ret);
+		bm__close_parts(f, n < 3 ? n : 3);
+		if (got) {
+			if (ret->gap > 0 && bm_mono_ms() - s->last_report_ms >= S_REPORT_MS) {
+				s_report(s);
+			}
+			return 0;
+		}
+	}
+}
+
+void *
+bm_sub_socket(bm_sub_t *s)
+{
+	return s ? s->sock : NULL;
+}
+
+void
+bm_sub_stats(const bm_sub_t *s, bm_sub_stats_t *ret)
+{
+	if (s != NULL && ret != NULL) {
+		*ret = s->st;
+	}
+}
