@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(gcc pkg-config meson ninja-build libzmq3-dev libczmq-dev libsodium-dev
+PKGS=(gcc libc6-dev pkg-config meson ninja-build libzmq3-dev libczmq-dev libsodium-dev
       libmsgpack-dev check python3-zmq python3-msgpack)
 [ "${BM_WITH_CLANG:-0}" = 1 ] && PKGS+=(clang libclang-rt-dev)
 
