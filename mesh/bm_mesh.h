@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <zmq.h>
 
@@ -275,6 +276,126 @@ BM_EXPORT const char *bm_broker_dir(const bm_broker_t *b);
 typedef int (*bm_broker_stats_fn)(void *arg, bm_stat_t *ret, size_t max);
 BM_EXPORT void bm_broker_set_stats_hook(bm_broker_t *b, bm_broker_stats_fn fn, void *arg);
 BM_EXPORT const char *bm_broker_endpoint(const bm_broker_t *b);
+
+/* ======================================================================
+ * journal - an append-only, segmented, checksummed log (mesh/journal.c,
+ * docs/journal.md).  The outbox and the de-dup window are built on it.
+ * ====================================================================== */
+
+typedef struct bm_journal bm_journal_t;
+
+#define BM_JOURNAL_RECORD_MAX (64u << 20) /* payload bytes per record */
+#define BM_JOURNAL_LIVE 1                 /* append flag: counts as live */
+
+/* Sync policies (docs/journal.md states what each one guarantees). */
+enum bm_journal_sync {
+	BM_JOURNAL_SYNC_ALWAYS = 0,   /* every commit fdatasyncs: group commit */
+	BM_JOURNAL_SYNC_INTERVAL = 1, /* at most every interval_ms */
+	BM_JOURNAL_SYNC_NEVER = 2,    /* write only: survives kill -9, not power loss */
+};
+
+/* One record handed to the replay callback; data is valid during the call. */
+typedef struct bm_journal_rec {
+	uint64_t seq;      /* sequence number */
+	int type;          /* 1..255 */
+	int flags;         /* BM_JOURNAL_LIVE or 0 */
+	const void *data;  /* payload */
+	size_t len;        /* payload bytes */
+} bm_journal_rec_t;
+/* Returns 0 to go on, a negative code to stop open with that code. */
+typedef int (*bm_journal_replay_fn)(void *arg, const bm_journal_rec_t *rec);
+
+/* What recovery (or salvage) found. */
+typedef struct bm_journal_report {
+	uint64_t records;                   /* valid records replayed (kept) */
+	uint64_t segments;                  /* segments read */
+	uint64_t torn_bytes;                /* bytes cut off a torn tail (salvage: bytes dropped) */
+	char torn_segment[BM_PATH_MAX];     /* the segment that was cut, or "" */
+	char corrupt_segment[BM_PATH_MAX];  /* BM_ECORRUPT: where (salvage: quarantined copy) */
+	uint64_t corrupt_offset;            /* BM_ECORRUPT: byte offset of the bad record */
+	uint64_t quarantined;               /* salvage: segments moved to quarantine/ */
+} bm_journal_report_t;
+
+/* Write and sync hooks, so a test can fail or "crash" at the Nth sync.
+ * write returns bytes written or -errno; sync returns 0 or -errno (is_dir:
+ * the directory, else fdatasync of a segment). */
+typedef struct bm_journal_ops {
+	ssize_t (*write)(void *arg, int fd, const void *buf, size_t len);
+	int (*sync)(void *arg, int fd, bool is_dir);
+	void *arg;
+} bm_journal_ops_t;
+
+typedef struct bm_journal_opts {
+	size_t segment_size;          /* rotate past this many bytes; 0 = 64 MiB */
+	int sync;                     /* enum bm_journal_sync; 0 = ALWAYS */
+	int interval_ms;              /* INTERVAL period; 0 = 100 */
+	bm_journal_replay_fn replay;  /* called for each record on open; may be NULL */
+	void *arg;                    /* its argument */
+	bm_journal_report_t *report;  /* filled by open when not NULL */
+	const bm_journal_ops_t *ops;  /* NULL = the real system calls */
+} bm_journal_opts_t;
+
+/*
+ * Opens (creating dir 0700 when missing) and recovers the journal in dir,
+ * replaying every valid record.  A torn tail of the newest segment is cut
+ * off and reported.  Returns 0 and an owned journal, or BM_ECORRUPT (the
+ * report names segment and offset; bm_journal_salvage() repairs), -EBUSY
+ * (another process has it open), BM_EVERSION, -errno, or the replay
+ * callback's error.
+ */
+BM_EXPORT int bm_journal_open(const char *dir, const bm_journal_opts_t *opts,
+                              bm_journal_t **ret_journal);
+/* Commits what is buffered (INTERVAL: with a sync); returns the sticky
+ * error if there is one.  The journal stays usable by destroy only. */
+BM_EXPORT int bm_journal_close(bm_journal_t *j);
+/* Closes (best effort) and frees; NULL-safe. */
+BM_EXPORT void bm_journal_destroy(bm_journal_t **self_p);
+
+/* A slice of a record's payload for bm_journal_appendv. */
+typedef struct bm_journal_iov {
+	const void *data;
+	size_t len;
+} bm_journal_iov_t;
+
+/*
+ * Frames one record in memory (nothing is written until commit) and gives
+ * its sequence number.  Returns 0, BM_ETOOBIG, BM_EREADONLY (after an I/O
+ * error), -ENOMEM, -EINVAL; may commit and rotate first, so also any commit
+ * error.
+ */
+BM_EXPORT int bm_journal_append(bm_journal_t *j, int type, int flags, const void *data,
+                                size_t len, uint64_t *ret_seq);
+BM_EXPORT int bm_journal_appendv(bm_journal_t *j, int type, int flags,
+                                 const bm_journal_iov_t *iov, int niov, uint64_t *ret_seq);
+/*
+ * Writes every buffered record with one write and syncs per the policy.
+ * On 0, bm_journal_synced_seq() says what is stored.  An I/O error is
+ * returned once and makes the journal read-only (BM_EREADONLY after).
+ */
+BM_EXPORT int bm_journal_commit(bm_journal_t *j);
+/* INTERVAL: syncs when due.  Call from the loop; bm_journal_timeout() gives
+ * the ms until due (-1 = nothing to sync). */
+BM_EXPORT int bm_journal_tick(bm_journal_t *j);
+BM_EXPORT int bm_journal_timeout(const bm_journal_t *j);
+/* A LIVE record is no longer needed; a segment whose records are all
+ * released is deleted once it is the oldest. */
+BM_EXPORT void bm_journal_release(bm_journal_t *j, uint64_t seq);
+/* The sticky error (0 = none). */
+BM_EXPORT int bm_journal_error(const bm_journal_t *j);
+BM_EXPORT uint64_t bm_journal_written_seq(const bm_journal_t *j);
+BM_EXPORT uint64_t bm_journal_synced_seq(const bm_journal_t *j);
+BM_EXPORT uint64_t bm_journal_next_seq(const bm_journal_t *j);
+BM_EXPORT size_t bm_journal_segments(const bm_journal_t *j);
+BM_EXPORT uint64_t bm_journal_bytes(const bm_journal_t *j);
+BM_EXPORT const char *bm_journal_dir(const bm_journal_t *j);
+
+/*
+ * Repairs a journal that open refused with BM_ECORRUPT: every segment with
+ * a bad byte is moved to dir/quarantine/ and replaced by one holding every
+ * valid record found in it.  The journal must not be open.  The report
+ * counts records kept, bytes dropped and segments quarantined.
+ */
+BM_EXPORT int bm_journal_salvage(const char *dir, bm_journal_report_t *ret_report);
 
 #ifdef __cplusplus
 }
