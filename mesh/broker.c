@@ -96,6 +96,7 @@ struct bm_broker {
 	int64_t started_ms;                /* monotonic start time */
 	int64_t next_sweep_ms;             /* next liveness sweep */
 	s_stats_t st;                      /* counters */
+	uint8_t relay[BM_HEADER_MAX + 128]; /* rewritten headers (one thread) */
 	bm_broker_stats_fn stats_fn;       /* extra STATS counters, or NULL */
 	void *stats_arg;                   /* its argument */
 };
@@ -120,6 +121,30 @@ s_hex(const uint8_t *p, size_t n, char *out)
  * (peer gone), -EAGAIN (peer's queue full) or another negative errno.
  */
 static int
+s_send_raw(bm_broker_t *b, const uint8_t *rid, size_t rid_len, const void *hdr, size_t hdr_len,
+           zmq_msg_t *body)
+{
+	/* With ROUTER_MANDATORY the identity frame is where an unroutable or
+	 * full peer is refused; once it is accepted the rest of the message
+	 * goes into the same pipe. */
+	if (zmq_send(b->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+		return bm__zmq_err();
+	}
+	if (zmq_send(b->router, hdr, hdr_len, ZMQ_DONTWAIT | (body ? ZMQ_SNDMORE : 0)) < 0) {
+		return bm__zmq_err();
+	}
+	if (body != NULL && zmq_msg_send(body, b->router, ZMQ_DONTWAIT) < 0) {
+		return bm__zmq_err();
+	}
+	return 0;
+}
+
+/*
+ * Sends [rid, header(, body)] without blocking.  On success the body frame
+ * has been moved out; on failure it is untouched.  Returns 0, -EHOSTUNREACH
+ * (peer gone), -EAGAIN (peer's queue full) or another negative errno.
+ */
+static int
 s_send(bm_broker_t *b, const uint8_t *rid, size_t rid_len, const bm_env_t *e, zmq_msg_t *body)
 {
 	uint8_t hdr[S_HDR_BUF];
@@ -128,19 +153,7 @@ s_send(bm_broker_t *b, const uint8_t *rid, size_t rid_len, const bm_env_t *e, zm
 	if (n < 0) {
 		return n;
 	}
-	/* With ROUTER_MANDATORY the identity frame is where an unroutable or
-	 * full peer is refused; once it is accepted the rest of the message
-	 * goes into the same pipe. */
-	if (zmq_send(b->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-		return bm__zmq_err();
-	}
-	if (zmq_send(b->router, hdr, (size_t)n, ZMQ_DONTWAIT | (body ? ZMQ_SNDMORE : 0)) < 0) {
-		return bm__zmq_err();
-	}
-	if (body != NULL && zmq_msg_send(body, b->router, ZMQ_DONTWAIT) < 0) {
-		return bm__zmq_err();
-	}
-	return 0;
+	return s_send_raw(b, rid, rid_len, hdr, (size_t)n, body);
 }
 
 static void
@@ -311,9 +324,10 @@ s_on_hello(bm_broker_t *b, const uint8_t *rid, size_t rid_len, s_agent_t *self,
 }
 
 static void
-s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *body)
+s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg_t *body)
 {
 	char addr[BM_ADDR_MAX + 1];
+	int n;
 	bool any = in->name[0] == '@';
 	s_agent_t *to;
 	int rc;
@@ -329,11 +343,17 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *body)
 	}
 	memcpy(addr, in->name, sizeof addr);
 	to = any ? s_anycast(b, addr + 1) : bm__map_get(b->by_name, addr, strlen(addr));
-	/* The SEND header becomes the DELIVER header in place. */
-	in->cmd = BM_CMD_DELIVER;
-	memcpy(in->name, from->name, sizeof from->name);
+	/* The DELIVER header is the SEND header, byte for byte, with the
+	 * command and the name field swapped: no re-encoding. */
+	n = bm__env_retarget(zmq_msg_data(hdr), zmq_msg_size(hdr), in, BM_CMD_DELIVER, from->name,
+	                     b->relay, sizeof b->relay);
+	if (n < 0) {
+		s_nack(b, from, &in->id, addr, BM_EPROTO, "header cannot be relayed: %s",
+		       bm_strerror(n));
+		return;
+	}
 	while (to != NULL) {
-		rc = s_send(b, to->rid, to->rid_len, in, body);
+		rc = s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n, body);
 		if (rc == 0) {
 			b->st.delivers++;
 			to->inflight++;
@@ -361,9 +381,10 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *body)
 }
 
 static void
-s_on_ack(bm_broker_t *b, s_agent_t *self, bm_env_t *in)
+s_on_ack(bm_broker_t *b, s_agent_t *self, bm_env_t *in, zmq_msg_t *hdr)
 {
 	s_agent_t *to = bm__map_get(b->by_name, in->name, strlen(in->name));
+	int n;
 
 	if (self->inflight > 0) {
 		self->inflight--;
@@ -378,8 +399,10 @@ s_on_ack(bm_broker_t *b, s_agent_t *self, bm_env_t *in)
 		b->st.unroutable++;
 		return;
 	}
-	memcpy(in->name, self->name, sizeof self->name);
-	if (s_send(b, to->rid, to->rid_len, in, NULL) < 0) {
+	/* Relayed as received, with the acker's name in place of the sender's. */
+	n = bm__env_retarget(zmq_msg_data(hdr), zmq_msg_size(hdr), in, in->cmd, self->name,
+	                     b->relay, sizeof b->relay);
+	if (n < 0 || s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n, NULL) < 0) {
 		b->st.unroutable++;
 	}
 }
@@ -573,17 +596,17 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 		zmq_msg_t empty;
 
 		if (nf == 3) {
-			s_on_send(b, self, &in, &f[2]);
+			s_on_send(b, self, &in, &f[1], &f[2]);
 		} else {
 			zmq_msg_init(&empty);
-			s_on_send(b, self, &in, &empty);
+			s_on_send(b, self, &in, &f[1], &empty);
 			zmq_msg_close(&empty);
 		}
 		return;
 	}
 	case BM_CMD_ACK:
 	case BM_CMD_NACK:
-		s_on_ack(b, self, &in);
+		s_on_ack(b, self, &in, &f[1]);
 		return;
 	case BM_CMD_BYE:
 		b->st.byes++;

@@ -263,6 +263,7 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
  */
 
 typedef struct {
+	const uint8_t *base; /* the frame */
 	const uint8_t *p;    /* next byte */
 	const uint8_t *end;  /* one past the last */
 	const char *why;     /* first failure reason */
@@ -451,6 +452,18 @@ s_name(s_cur_t *c, char *out, bool address, const char *why)
 	return s_token(c, out, address ? BM_ADDR_MAX : BM_NAME_MAX, S_NAME, address, why);
 }
 
+/* s_name, remembering where the field lies in the frame (for retarget). */
+static bool
+s_name_at(s_cur_t *c, bm_env_t *e, bool address, const char *why)
+{
+	e->name_at = (uint16_t)(c->p - c->base);
+	if (!s_name(c, e->name, address, why)) {
+		return false;
+	}
+	e->name_end = (uint16_t)(c->p - c->base);
+	return true;
+}
+
 static bool
 s_is_nil(s_cur_t *c)
 {
@@ -568,7 +581,7 @@ s_message(s_cur_t *c, bm_env_t *e)
 
 	if (!(s_id(c, &e->id, false, "bad message id") &&
 	      s_id(c, &e->corr, true, "bad correlation id") &&
-	      s_name(c, e->name, e->cmd == BM_CMD_SEND, "bad agent name") &&
+	      s_name_at(c, e, e->cmd == BM_CMD_SEND, "bad agent name") &&
 	      s_token(c, e->type, BM_TYPE_MAX, S_TYPE, false, "bad type") &&
 	      s_rd_uint(c, UINT8_MAX, &prio, "bad priority") &&
 	      s_rd_uint(c, UINT32_MAX, &ttl, "bad ttl") &&
@@ -664,7 +677,7 @@ bm__msgpack_check(const void *buf, size_t len)
 int
 bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 {
-	s_cur_t c = {.p = buf, .end = (const uint8_t *)buf + len};
+	s_cur_t c = {.base = buf, .p = buf, .end = (const uint8_t *)buf + len};
 	uint64_t n, v, cmd;
 	int fields;
 	bool ok = true;
@@ -695,6 +708,7 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 		*ret_why = c.why;
 		return BM_EPROTO;
 	}
+	e->cmd_at = (uint16_t)(c.p - c.base - 1); /* big-endian: the value's last byte */
 	e->cmd = (uint8_t)cmd; /* reported with BM_EVERSION too */
 	if (v != BM_PROTO_VERSION) {
 		*ret_why = "unsupported protocol version";
@@ -731,11 +745,11 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 		break;
 	case BM_CMD_ACK:
 		ok = s_id(&c, &e->id, false, "bad message id") &&
-		     s_name(&c, e->name, true, "bad peer name");
+		     s_name_at(&c, e, true, "bad peer name");
 		break;
 	case BM_CMD_NACK:
 		ok = s_id(&c, &e->id, false, "bad message id") &&
-		     s_name(&c, e->name, true, "bad peer name") && s_code(&c, &e->code) &&
+		     s_name_at(&c, e, true, "bad peer name") && s_code(&c, &e->code) &&
 		     s_text(&c, e->text, BM_TEXT_MAX, true, "bad text");
 		break;
 	case BM_CMD_NOTICE:
@@ -769,4 +783,26 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 		return BM_EPROTO;
 	}
 	return 0;
+}
+
+int
+bm__env_retarget(const void *in, size_t len, const bm_env_t *e, uint8_t cmd, const char *name,
+                 void *out, size_t cap)
+{
+	const uint8_t *src = in;
+	s_w_t w = {.p = out, .end = (uint8_t *)out + cap};
+
+	if (e->name_at == 0 || e->name_end <= e->name_at || e->name_end > len ||
+	    e->cmd_at >= e->name_at || cmd > 0x7f) {
+		return -EINVAL;
+	}
+	s_w_bytes(&w, src, e->name_at);
+	if (!w.overflow) {
+		/* Commands are below 128, so whatever width the sender used,
+		 * the value sits in the last byte and the others are zero. */
+		((uint8_t *)out)[e->cmd_at] = cmd;
+	}
+	s_w_str(&w, name);
+	s_w_bytes(&w, src + e->name_end, len - e->name_end);
+	return w.overflow ? -ENOBUFS : (int)(w.p - (uint8_t *)out);
 }

@@ -27,6 +27,7 @@ struct bm_map {
 	s_slot_t *slots;   /* cap entries */
 	size_t cap;        /* a power of two */
 	size_t n;          /* items */
+	s_slot_t last;     /* the last hit (a stream hits one key in a row) */
 };
 
 static uint64_t
@@ -90,11 +91,21 @@ s_find(const bm_map_t *m, uint64_t h, const void *key, size_t klen)
 }
 
 void *
-bm__map_get(const bm_map_t *m, const void *key, size_t klen)
+bm__map_get(bm_map_t *m, const void *key, size_t klen)
 {
-	size_t i = s_find(m, s_hash(key, klen), key, klen);
+	size_t i;
 
-	return m->slots[i].hash ? m->slots[i].val : NULL;
+	/* Traffic comes in runs from and to the same agents: the memo skips
+	 * the hash.  It is cleared by every put and delete. */
+	if (m->last.val != NULL && m->last.klen == klen && memcmp(m->last.key, key, klen) == 0) {
+		return m->last.val;
+	}
+	i = s_find(m, s_hash(key, klen), key, klen);
+	if (m->slots[i].hash == 0) {
+		return NULL;
+	}
+	m->last = m->slots[i];
+	return m->last.val;
 }
 
 static int
@@ -124,6 +135,7 @@ bm__map_put(bm_map_t *m, const void *key, size_t klen, void *val)
 	uint64_t h = s_hash(key, klen);
 	size_t i;
 
+	m->last = (s_slot_t){0};
 	if ((m->n + 1) * 2 > m->cap && s_grow(m) < 0) {
 		return -ENOMEM;
 	}
@@ -140,6 +152,7 @@ bm__map_del(bm_map_t *m, const void *key, size_t klen)
 {
 	size_t mask = m->cap - 1, i = s_find(m, s_hash(key, klen), key, klen), j;
 
+	m->last = (s_slot_t){0};
 	if (m->slots[i].hash == 0) {
 		return;
 	}

@@ -28,6 +28,9 @@ typedef struct bm_env {
 	uint32_t heartbeat_ms;          /* HELLO/WELCOME */
 	uint64_t max_body;              /* WELCOME */
 	int32_t code;                   /* NACK/DENIED/ERROR: BM_E* */
+	uint16_t cmd_at;                /* decode: offset of the command's value byte */
+	uint16_t name_at;               /* decode: offset of the name field (SEND, */
+	uint16_t name_end;              /*   DELIVER, ACK, NACK) and one past its end */
 	char text[BM_TEXT_MAX + 1];     /* NACK/DENIED/ERROR */
 	int ncaps;                      /* HELLO */
 	char caps[BM_CAPS_MAX][BM_CAP_MAX + 1]; /* HELLO */
@@ -43,6 +46,16 @@ int bm__env_encode(const bm_env_t *e, void *buf, size_t cap);
  * far (e.g. a SEND's id) are set.
  */
 int bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why);
+
+/*
+ * Rewrites a decoded header (in, len; e from bm__env_decode of it) into
+ * out with another command and another name in the name field, copying
+ * every other byte as it was: how the broker turns SEND into DELIVER and
+ * relays ACK/NACK without decoding into fields and encoding them again.
+ * Returns the new length, or -ENOBUFS / -EINVAL.
+ */
+int bm__env_retarget(const void *in, size_t len, const bm_env_t *e, uint8_t cmd,
+                     const char *name, void *out, size_t cap);
 
 /* True when buf is exactly one msgpack object whose declared lengths all
  * fit: call before msgpack_unpack() on bytes from outside. */
@@ -69,7 +82,7 @@ typedef struct bm_map bm_map_t;
 bm_map_t *bm__map_new(void);
 void bm__map_destroy(bm_map_t **self_p);
 size_t bm__map_size(const bm_map_t *m);
-void *bm__map_get(const bm_map_t *m, const void *key, size_t klen);
+void *bm__map_get(bm_map_t *m, const void *key, size_t klen);
 /* Inserts or replaces; -ENOMEM when the table cannot grow. */
 int bm__map_put(bm_map_t *m, const void *key, size_t klen, void *val);
 void bm__map_del(bm_map_t *m, const void *key, size_t klen);

@@ -113,6 +113,46 @@ START_TEST(every_error_code_survives_the_wire)
 }
 END_TEST
 
+START_TEST(a_send_is_retargeted_into_a_deliver_byte_for_byte)
+{
+	bm_env_t in = {.cmd = BM_CMD_SEND, .priority = 9, .ttl_ms = 5000, .attempt = 3, .ts_ms = 77},
+		 sent, out;
+	uint8_t buf[512], re[512];
+	const char *why;
+	int n, m;
+
+	bm_id_new(&in.id);
+	bm_id_new(&in.corr);
+	strcpy(in.name, "@lidar");
+	strcpy(in.type, "scan.ready");
+	n = bm__env_encode(&in, buf, sizeof buf);
+	ck_assert_int_gt(n, 0);
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &sent, &why), 0);
+	m = bm__env_retarget(buf, (size_t)n, &sent, BM_CMD_DELIVER, "a-much-longer-sender-name", re,
+	                     sizeof re);
+	ck_assert_int_eq(m, n - 7 + 26);
+	ck_assert_int_eq(bm__env_decode(re, (size_t)m, &out, &why), 0);
+	ck_assert_int_eq(out.cmd, BM_CMD_DELIVER);
+	ck_assert_str_eq(out.name, "a-much-longer-sender-name");
+	ck_assert(bm_id_equal(&out.id, &in.id) && bm_id_equal(&out.corr, &in.corr));
+	ck_assert_str_eq(out.type, "scan.ready");
+	ck_assert_uint_eq(out.priority, 9);
+	ck_assert_uint_eq(out.attempt, 3);
+	ck_assert_int_eq(out.ts_ms, 77);
+	/* An ACK keeps its command and swaps the peer. */
+	in = (bm_env_t){.cmd = BM_CMD_ACK};
+	bm_id_new(&in.id);
+	strcpy(in.name, "tx");
+	n = bm__env_encode(&in, buf, sizeof buf);
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &sent, &why), 0);
+	m = bm__env_retarget(buf, (size_t)n, &sent, BM_CMD_ACK, "rx", re, sizeof re);
+	ck_assert_int_eq(bm__env_decode(re, (size_t)m, &out, &why), 0);
+	ck_assert_str_eq(out.name, "rx");
+	ck_assert(bm_id_equal(&out.id, &in.id));
+	ck_assert_int_eq(bm__env_retarget(buf, (size_t)n, &sent, BM_CMD_ACK, "rx", re, 4), -ENOBUFS);
+}
+END_TEST
+
 START_TEST(encode_refuses_a_buffer_too_small)
 {
 	bm_env_t in = {.cmd = BM_CMD_SEND};
@@ -410,6 +450,7 @@ s_suite(void)
 	tcase_add_test(tc, session_commands_round_trip);
 	tcase_add_test(tc, every_error_code_survives_the_wire);
 	tcase_add_test(tc, encode_refuses_a_buffer_too_small);
+	tcase_add_test(tc, a_send_is_retargeted_into_a_deliver_byte_for_byte);
 	tcase_add_loop_test(tc, each_bad_send_field_is_refused, 0, 9);
 	tcase_add_test(tc, structural_garbage_is_refused);
 	tcase_add_test(tc, raw_bytes_that_are_not_one_msgpack_object_are_refused);
