@@ -46,6 +46,7 @@ main(int argc, char **argv)
 	int i = 1;
 
 	bm_log_set_ident("beast");
+	bm_cli_blob_announce = bm_cli_blob_mesh_announce;
 	if (i < argc && strcmp(argv[i], "--dir") == 0) {
 		if (i + 1 >= argc) {
 			s_usage(stderr);

@@ -267,6 +267,15 @@ s_recv(int argc, char **argv, const char *dir)
 	return (count == 0 || got >= count) ? 0 : 1;
 }
 
+bm_cli_blob_announce_fn bm_cli_blob_announce;
+
+static const char *
+s_content_name(uint32_t content)
+{
+	return content == BM_BLOB_PLY ? "pointcloud/ply" :
+	       content == BM_BLOB_PCD ? "pointcloud/pcd" : "application/octet-stream";
+}
+
 static uint32_t
 s_content(const char *path)
 {
@@ -340,6 +349,11 @@ s_send(int argc, char **argv, const char *dir)
 			}
 			bm_channel_destroy(&ch);
 			return 1;
+		}
+		if (bm_cli_blob_announce != NULL &&
+		    bm_cli_blob_announce(dir, as, to, bo.name, (unsigned long long)st.st_size,
+		                         s_content_name(bo.content)) == 0) {
+			fprintf(stderr, "beast blob send: announced %s to %s over the mesh\n", bo.name, to);
 		}
 		id = bm_blob_send_fd(ch, fd, (uint64_t)st.st_size, &bo, (int)timeout);
 		close(fd);

@@ -12,4 +12,21 @@
  */
 int bm_cli_blob(int argc, char **argv, const char *dir);
 
+/*
+ * Optional announcement over the mesh, called by `blob send` before each
+ * blob: tells the mesh agent named `to` what is coming (name, size, content
+ * type) and on which channel.  Best effort: returns 0 when the receiver
+ * ACKed it, a negative code when there is no beastd or no such mesh agent.
+ * NULL (the default) announces nothing; the beast program sets it, so the
+ * bulk channel itself never needs the mesh.
+ */
+typedef int (*bm_cli_blob_announce_fn)(const char *dir, const char *as, const char *to,
+                                       const char *name, unsigned long long size,
+                                       const char *content);
+extern bm_cli_blob_announce_fn bm_cli_blob_announce;
+
+/* The mesh implementation (cli_announce.c, linked into beast only). */
+int bm_cli_blob_mesh_announce(const char *dir, const char *as, const char *to, const char *name,
+                              unsigned long long size, const char *content);
+
 #endif

@@ -568,6 +568,94 @@ START_TEST(one_zmq_poll_loop_waits_on_the_client_and_a_plain_fd)
 }
 END_TEST
 
+/* Waits for one blob.announce naming file "cloud.ply" of 1000 bytes. */
+static int
+s_announce_rx(void *arg)
+{
+	bm_client_t *c = tu_client(s_dir, "bob", NULL, HB);
+	int64_t deadline = bm_mono_ms() + 15000;
+	int rc = 30;
+
+	(void)arg;
+	if (c == NULL) {
+		return 10;
+	}
+	while (rc == 30 && bm_mono_ms() < deadline) {
+		bm_event_t ev;
+
+		if (bm_client_recv(c, 100, &ev) < 0) {
+			continue;
+		}
+		if (ev.kind == BM_EV_MESSAGE) {
+			char body[512] = "";
+
+			memcpy(body, bm_msg_data(ev.msg),
+			       bm_msg_size(ev.msg) < sizeof body - 1 ? bm_msg_size(ev.msg) : sizeof body - 1);
+			rc = strcmp(ev.msg->type, "blob.announce") == 0 &&
+			             strstr(body, "\"name\":\"cloud.ply\"") != NULL &&
+			             strstr(body, "\"size\":1000") != NULL &&
+			             strstr(body, "pointcloud/ply") != NULL
+			         ? 0
+			         : 31;
+			(void)bm_client_ack(c, ev.msg);
+		}
+		bm_event_clear(&ev);
+	}
+	bm_client_destroy(&c);
+	return rc;
+}
+
+static pid_t
+s_spawn(const char *const argv[])
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_WRONLY);
+
+		dup2(devnull, 1);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+START_TEST(blob_send_announces_each_blob_to_the_mesh_agent_of_that_name)
+{
+	char file[BM_PATH_MAX + 64], out[BM_PATH_MAX + 32], sock[BM_PATH_MAX + 32];
+	const char *recv_argv[] = {BM_BEAST_PATH, "--dir", s_dir, "blob", "recv", "--count", "1",
+	                           "--out", out, "bob", NULL};
+	const char *send_argv[] = {BM_BEAST_PATH, "--dir", s_dir, "blob", "send", "bob", file, NULL};
+	char data[1000];
+	pid_t rx, shm_rx, tx;
+	struct stat st;
+	int fd;
+
+	snprintf(file, sizeof file, "%s/cloud.ply", s_dir);
+	snprintf(out, sizeof out, "%s/out", s_dir);
+	snprintf(sock, sizeof sock, "%s/shm/bob.sock", s_dir);
+	ck_assert_int_eq(mkdir(out, 0700), 0);
+	memset(data, 'p', sizeof data);
+	fd = open(file, O_CREAT | O_WRONLY, 0600);
+	ck_assert_int_eq(write(fd, data, sizeof data), (int)sizeof data);
+	close(fd);
+	rx = tu_fork(s_announce_rx, NULL);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "bob", true, 5000), 0);
+	shm_rx = s_spawn(recv_argv);
+	for (int i = 0; i < 500 && stat(sock, &st) < 0; i++) {
+		usleep(10000); /* bounded: the listener's socket appears */
+	}
+	ck_assert_int_eq(stat(sock, &st), 0);
+	tx = s_spawn(send_argv);
+	ck_assert_int_eq(tu_wait(tx, 20000), 0);
+	ck_assert_int_eq(tu_wait(shm_rx, 20000), 0);
+	ck_assert_int_eq(tu_wait(rx, 20000), 0);
+	snprintf(file, sizeof file, "%s/cloud.ply", out);
+	ck_assert_int_eq(stat(file, &st), 0);
+	ck_assert_int_eq(st.st_size, 1000);
+}
+END_TEST
+
 /* ---- beastd process behaviour ---- */
 
 START_TEST(a_second_beastd_on_a_live_dir_refuses_to_start)
@@ -633,6 +721,7 @@ s_suite(void)
 	tcase_add_test(tc, an_oversized_body_from_a_raw_peer_gets_a_toobig_nack);
 	tcase_add_test(tc, garbage_from_a_raw_dealer_does_not_stop_routing);
 	tcase_add_test(tc, one_zmq_poll_loop_waits_on_the_client_and_a_plain_fd);
+	tcase_add_test(tc, blob_send_announces_each_blob_to_the_mesh_agent_of_that_name);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("liveness");
