@@ -50,6 +50,9 @@ struct bm_sub {
 	char subs[S_SUBS_MAX][BM_TOPIC_MAX + 1]; /* prefixes followed */
 	int nsubs;                          /* how many */
 	bm__tab_t *track;                   /* session+topic -> last tseq */
+	uint8_t memo_key[8 + BM_TOPIC_MAX]; /* key of the last tracked message */
+	size_t memo_klen;                   /* its length, 0 = no memo */
+	void **memo_slot;                   /* its slot (valid until an insert) */
 	bm_sub_stats_t st;                  /* counters */
 	uint64_t reported_gaps;             /* gaps in the last report */
 	uint64_t reported_received;         /* received in the last report */
@@ -264,12 +267,25 @@ s_track(bm_sub_t *s, bm_bcast_t *m)
 
 	memcpy(key, &m->session, 8);
 	memcpy(key + 8, m->topic, tlen);
-	if (bm__tab_size(s->track) >= S_TRACK_MAX && bm__tab_get(s->track, key, 8 + tlen) == NULL) {
-		bm__tab_clear(s->track);
-	}
-	slot = bm__tab_slot(s->track, key, 8 + tlen, &fresh);
-	if (slot == NULL) {
-		return true;
+	/* A stream repeats one (publisher, topic): the memo skips the hash.
+	 * Slots move only when the table grows or is cleared, i.e. on a
+	 * fresh insert, which always renews the memo. */
+	if (s->memo_klen == 8 + tlen && memcmp(s->memo_key, key, 8 + tlen) == 0) {
+		slot = s->memo_slot;
+		fresh = false;
+	} else {
+		if (bm__tab_size(s->track) >= S_TRACK_MAX &&
+		    bm__tab_get(s->track, key, 8 + tlen) == NULL) {
+			bm__tab_clear(s->track);
+		}
+		slot = bm__tab_slot(s->track, key, 8 + tlen, &fresh);
+		if (slot == NULL) {
+			s->memo_klen = 0;
+			return true;
+		}
+		memcpy(s->memo_key, key, 8 + tlen);
+		s->memo_klen = 8 + tlen;
+		s->memo_slot = slot;
 	}
 	last = (uint64_t)(uintptr_t)*slot;
 	if (!fresh) {
