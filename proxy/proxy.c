@@ -173,6 +173,7 @@ struct bm_proxy {
 	size_t max_body;                 /* body cap */
 	bm__tab_t *lvc;                  /* topic -> s_lvc_t */
 	s_lvc_t *lru_old;                /* least recently updated */
+	s_lvc_t *lvc_last;               /* entry updated last (a stream repeats it) */
 	s_lvc_t *lru_new;                /* most recently updated */
 	bm__tab_t *reports;              /* token -> s_report_t */
 	s_stats_t st;                    /* counters */
@@ -212,6 +213,9 @@ s_lru_append(bm_proxy_t *p, s_lvc_t *e)
 static void
 s_lvc_free(bm_proxy_t *p, s_lvc_t *e)
 {
+	if (p->lvc_last == e) {
+		p->lvc_last = NULL;
+	}
 	s_lru_unlink(p, e);
 	p->st.lvc_bytes -= e->bytes;
 	zmq_msg_close(&e->hdr);
@@ -237,12 +241,17 @@ static void
 s_lvc_put(bm_proxy_t *p, zmq_msg_t *f)
 {
 	size_t tlen = zmq_msg_size(&f[0]);
-	bool fresh;
-	void **slot = bm__tab_slot(p->lvc, zmq_msg_data(&f[0]), tlen, &fresh);
-	s_lvc_t *e;
+	s_lvc_t *e = p->lvc_last;
+	bool fresh = false;
+	void **slot = NULL;
 
-	if (slot == NULL) {
-		return; /* out of memory: the cache is best effort */
+	/* A stream updates one topic over and over: skip the hash then. */
+	if (e == NULL || e->tlen != tlen || memcmp(e->topic, zmq_msg_data(&f[0]), tlen) != 0) {
+		slot = bm__tab_slot(p->lvc, zmq_msg_data(&f[0]), tlen, &fresh);
+		if (slot == NULL) {
+			return; /* out of memory: the cache is best effort */
+		}
+		e = fresh ? NULL : *slot;
 	}
 	if (fresh) {
 		e = calloc(1, sizeof *e);
@@ -256,7 +265,6 @@ s_lvc_put(bm_proxy_t *p, zmq_msg_t *f)
 		zmq_msg_init(&e->body);
 		*slot = e;
 	} else {
-		e = *slot;
 		s_lru_unlink(p, e);
 		p->st.lvc_bytes -= e->bytes;
 	}
@@ -267,8 +275,9 @@ s_lvc_put(bm_proxy_t *p, zmq_msg_t *f)
 	e->bytes = tlen + zmq_msg_size(&f[1]) + zmq_msg_size(&f[2]) + S_LVC_OVERHEAD;
 	p->st.lvc_bytes += e->bytes;
 	s_lru_append(p, e);
+	p->lvc_last = e;
 	if (fresh || p->st.lvc_bytes > p->lvc_max_bytes) {
-		s_lvc_evict(p);
+		s_lvc_evict(p); /* clears lvc_last if it evicts e */
 	}
 }
 
