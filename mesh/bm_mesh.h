@@ -397,6 +397,199 @@ BM_EXPORT const char *bm_journal_dir(const bm_journal_t *j);
  */
 BM_EXPORT int bm_journal_salvage(const char *dir, bm_journal_report_t *ret_report);
 
+/* ======================================================================
+ * outbox - reliable sends kept in the sender's journal until ACKed, with
+ * retries, dead letters and atomic batches (mesh/outbox.c); and the
+ * receiver's de-dup window (mesh/dedup.c).  docs/architecture.md, Outbox.
+ * ====================================================================== */
+
+typedef struct bm_outbox bm_outbox_t;
+
+/* Why a message is dead (bm_outbox_entry_t.dead_code).  A permanent NACK
+ * keeps the broker's BM_E* code (negative) instead. */
+enum bm_outbox_dead {
+	BM_OUTBOX_DEAD_TTL = 1,      /* its TTL passed before an ACK */
+	BM_OUTBOX_DEAD_ATTEMPTS = 2, /* max attempts made, none ACKed */
+	BM_OUTBOX_DEAD_TOOBIG = 3,   /* larger than the broker takes */
+};
+
+typedef struct bm_outbox_opts {
+	const char *dir;              /* journal directory ($BEAST_STATE/<agent>/outbox) */
+	bm_client_t *client;          /* sends through it; NULL = store only */
+	int sync;                     /* enum bm_journal_sync; 0 = ALWAYS */
+	int interval_ms;              /* for INTERVAL */
+	size_t segment_size;          /* journal segments; 0 = 64 MiB */
+	uint32_t base_ms;             /* backoff base; 0 = 100 */
+	uint32_t cap_ms;              /* backoff cap; 0 = 30000 */
+	uint32_t max_attempts;        /* default per message; 0 = 20 */
+	uint32_t ttl_ms;              /* default per message; 0 = none */
+	uint32_t ack_timeout_ms;      /* an attempt without ACK fails after; 0 = 5000 */
+	size_t max_pending;           /* live messages; 0 = 1000000 */
+	size_t max_bytes;             /* live body bytes; 0 = 1 GiB */
+	int window;                   /* messages in flight at most; 0 = 4096 */
+	const bm_journal_ops_t *ops;  /* journal hooks for tests; NULL = real */
+	bm_journal_report_t *report;  /* journal recovery report, when not NULL */
+} bm_outbox_opts_t;
+
+typedef struct bm_outbox_send_opts {
+	const char *to;          /* agent name or "@capability" */
+	const char *type;        /* NULL = "msg" */
+	const bm_id_t *id;       /* NULL = a fresh id; else the caller's (an
+	                          * idempotency key: -EEXIST while held) */
+	const bm_id_t *corr;     /* NULL = not a reply */
+	uint8_t priority;        /* higher goes first among pending */
+	uint32_t ttl_ms;         /* 0 = the outbox default */
+	uint32_t max_attempts;   /* 0 = the outbox default */
+} bm_outbox_send_opts_t;
+
+/*
+ * Opens the outbox in opts->dir (its journal), recovering what was pending
+ * and dead.  Returns 0 and an owned outbox, or a bm_journal_open error
+ * (BM_ECORRUPT: see bm_journal_salvage).
+ */
+BM_EXPORT int bm_outbox_open(const bm_outbox_opts_t *opts, bm_outbox_t **ret_outbox);
+/* Writes the lazy records, closes the journal, frees; NULL-safe. */
+BM_EXPORT void bm_outbox_destroy(bm_outbox_t **self_p);
+/* The client to send through (NULL = none: store only). */
+BM_EXPORT void bm_outbox_set_client(bm_outbox_t *ob, bm_client_t *c);
+
+/*
+ * Frames one message into the journal with a fresh id (written to ret_id).
+ * Not stored until bm_outbox_commit(); not sent before that.  Returns 0,
+ * BM_EFULL (pending count or bytes at their limit: back off), BM_ETOOBIG,
+ * BM_EBADNAME, BM_EREADONLY (the journal met an I/O error), -EEXIST (the
+ * caller's id is already held), -ENOMEM.
+ */
+BM_EXPORT int bm_outbox_put(bm_outbox_t *ob, const bm_outbox_send_opts_t *o, const void *body,
+                            size_t len, bm_id_t *ret_id);
+
+/* One message of an atomic batch. */
+typedef struct bm_outbox_item {
+	bm_outbox_send_opts_t opts;  /* as for bm_outbox_put */
+	const void *body;            /* body bytes */
+	size_t len;                  /* their count */
+} bm_outbox_item_t;
+/* Frames n messages as one journal record: after any crash all n are
+ * pending or none.  ret_ids (n entries) may be NULL.  Errors as put. */
+BM_EXPORT int bm_outbox_put_batch(bm_outbox_t *ob, const bm_outbox_item_t *items, size_t n,
+                                  bm_id_t *ret_ids);
+/*
+ * Stores everything put since the last commit (one write, one fdatasync
+ * under ALWAYS).  On 0 those messages are durable and will be sent.  On an
+ * error (-ENOSPC, -EIO, ...; BM_EREADONLY after) none of them was stored
+ * and they are forgotten; messages stored before stay stored.
+ */
+BM_EXPORT int bm_outbox_commit(bm_outbox_t *ob);
+/* put + commit + pump. */
+BM_EXPORT int bm_outbox_send(bm_outbox_t *ob, const bm_outbox_send_opts_t *o, const void *body,
+                             size_t len, bm_id_t *ret_id);
+/*
+ * Commits, handles due retries and ACK deadlines, and sends what is ready
+ * (highest priority first, at most `window` in flight).  Returns how many
+ * it sent, or a journal error.  Call it from the loop whenever
+ * bm_outbox_timeout() says so and after handling events.
+ */
+BM_EXPORT int bm_outbox_pump(bm_outbox_t *ob);
+/*
+ * Feeds a client event to the outbox: ACK retires, NACK retries or kills,
+ * NOTICE "online" makes messages waiting for that agent ready, REGISTERED
+ * resends what was in flight.  Returns 1 when the event was about one of
+ * its messages (ACK/NACK), else 0 (the caller handles it as usual).
+ */
+BM_EXPORT int bm_outbox_handle(bm_outbox_t *ob, const bm_event_t *ev);
+/* Milliseconds until bm_outbox_pump() has work (0 = now, -1 = none). */
+BM_EXPORT int bm_outbox_timeout(const bm_outbox_t *ob);
+/* Runs the retry loop on the client until nothing is pending (0) or
+ * timeout_ms passes (-ETIMEDOUT).  Events other than its own are dropped:
+ * use it in a sender that only sends (beast outbox flush). */
+BM_EXPORT int bm_outbox_run(bm_outbox_t *ob, int timeout_ms);
+
+/* DEAD -> pending with fresh attempts and TTL: 0, -ENOENT, -EALREADY (not
+ * dead), BM_EFULL.  _all returns how many. */
+BM_EXPORT int bm_outbox_requeue(bm_outbox_t *ob, const bm_id_t *id);
+BM_EXPORT int bm_outbox_requeue_all(bm_outbox_t *ob);
+/* Removes a message (pending or dead) for good: 0, -ENOENT.  _dead purges
+ * every dead letter and returns how many. */
+BM_EXPORT int bm_outbox_purge(bm_outbox_t *ob, const bm_id_t *id);
+BM_EXPORT int bm_outbox_purge_dead(bm_outbox_t *ob);
+
+/* One message as bm_outbox_list shows it. */
+typedef struct bm_outbox_entry {
+	bm_id_t id;                   /* kept across retries and requeue */
+	char to[BM_ADDR_MAX + 1];     /* destination */
+	char type[BM_TYPE_MAX + 1];   /* message type */
+	uint8_t priority;             /* 0..255 */
+	bool inflight;                /* sent, ACK awaited */
+	uint32_t attempts;            /* sends made */
+	uint32_t max_attempts;        /* allowed */
+	uint32_t ttl_ms;              /* 0 = none */
+	int64_t created_ms;           /* wall ms (reset by requeue) */
+	int64_t next_ms;              /* wall ms of the next attempt or deadline */
+	size_t size;                  /* body bytes */
+	int dead_code;                /* 0, or why it is dead (bm_outbox_reason) */
+} bm_outbox_entry_t;
+/* Pending (dead = false) or dead messages, highest priority first.
+ * *ret_entries is malloc'd (free()). */
+BM_EXPORT int bm_outbox_list(bm_outbox_t *ob, bool dead, bm_outbox_entry_t **ret_entries,
+                             size_t *ret_count);
+/* Text for a dead_code. */
+BM_EXPORT const char *bm_outbox_reason(int code);
+
+typedef struct bm_outbox_stats {
+	uint64_t pending;        /* live, not in flight */
+	uint64_t inflight;       /* sent, ACK awaited */
+	uint64_t dead;           /* dead letters held */
+	uint64_t bytes;          /* live body bytes */
+	uint64_t stored;         /* since open: messages stored */
+	uint64_t sent;           /* sends, retries included */
+	uint64_t retries;        /* sends after the first */
+	uint64_t acked;          /* ACKs received */
+	uint64_t nacked;         /* NACKs received */
+	uint64_t timeouts;       /* attempts without ACK in time */
+	uint64_t dead_total;     /* messages that died since open */
+	uint64_t segments;       /* journal segments */
+	uint64_t journal_bytes;  /* journal bytes on disk */
+} bm_outbox_stats_t;
+BM_EXPORT void bm_outbox_stats(const bm_outbox_t *ob, bm_outbox_stats_t *ret);
+/* Live (pending + in flight) messages. */
+BM_EXPORT size_t bm_outbox_count(const bm_outbox_t *ob);
+BM_EXPORT bm_journal_t *bm_outbox_journal(bm_outbox_t *ob);
+
+/* ---- receiver de-duplication ---- */
+
+typedef struct bm_dedup bm_dedup_t;
+
+/* Replay of a stored mark: its sender, id and note. */
+typedef int (*bm_dedup_note_fn)(void *arg, const char *from, const bm_id_t *id,
+                                const void *note, size_t len);
+
+typedef struct bm_dedup_opts {
+	size_t window;                /* ids remembered per sender; 0 = 65536 */
+	int sync;                     /* enum bm_journal_sync; 0 = ALWAYS */
+	int interval_ms;              /* for INTERVAL */
+	size_t segment_size;          /* 0 = 64 MiB */
+	bm_dedup_note_fn replay_note; /* called on open for each mark; may be NULL */
+	void *arg;                    /* its argument */
+	const bm_journal_ops_t *ops;  /* journal hooks for tests */
+	bm_journal_report_t *report;  /* recovery report, when not NULL */
+} bm_dedup_opts_t;
+
+/* Opens the window persisted in dir ($BEAST_STATE/<agent>/dedup). */
+BM_EXPORT int bm_dedup_open(const char *dir, const bm_dedup_opts_t *opts,
+                            bm_dedup_t **ret_dedup);
+BM_EXPORT void bm_dedup_destroy(bm_dedup_t **self_p);
+/* 1 when from's message id was handled already, 0 when new. */
+BM_EXPORT int bm_dedup_seen(bm_dedup_t *d, const char *from, const bm_id_t *id);
+/*
+ * Remembers a handled message, with an optional note (the handler's result,
+ * stored atomically with the mark).  Stored at the next bm_dedup_commit();
+ * ACK the message (new or duplicate) only after that commit.
+ */
+BM_EXPORT int bm_dedup_mark(bm_dedup_t *d, const char *from, const bm_id_t *id,
+                            const void *note, size_t len);
+BM_EXPORT int bm_dedup_commit(bm_dedup_t *d);
+BM_EXPORT bm_journal_t *bm_dedup_journal(bm_dedup_t *d);
+
 #ifdef __cplusplus
 }
 #endif

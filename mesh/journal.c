@@ -1069,6 +1069,16 @@ bm_journal_bytes(const bm_journal_t *j)
 	return n;
 }
 
+int
+bm__journal_segment_base(const bm_journal_t *j, size_t i, uint64_t *ret_seq)
+{
+	if (j == NULL || i >= j->nsegs) {
+		return -ENOENT;
+	}
+	*ret_seq = j->segs[i].base_seq;
+	return 0;
+}
+
 const char *
 bm_journal_dir(const bm_journal_t *j)
 {

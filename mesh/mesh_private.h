@@ -89,4 +89,9 @@ void bm__map_del(bm_map_t *m, const void *key, size_t klen);
 /* Iteration: size_t cur = 0; while ((v = bm__map_next(m, &cur))) ... */
 void *bm__map_next(const bm_map_t *m, size_t *cursor);
 
+/* ---- journal internals (journal.c), for the outbox's compaction ---- */
+/* Base sequence number of the i-th segment, oldest = 0; -ENOENT past the
+ * last. */
+int bm__journal_segment_base(const bm_journal_t *j, size_t i, uint64_t *ret_seq);
+
 #endif
