@@ -39,6 +39,17 @@ void bm_cli_json_body(FILE *out, const void *p, size_t len);
 /* Parses a positive int option or returns -1. */
 long bm_cli_num(const char *s, long min, long max);
 
+/* Outbox and de-dup state (cli_outbox.c).  Path of STATE/NAME[/what]
+ * (created 0700 with create); -ENOENT when there is no HOME to default to. */
+int bm_cli_state_path(const char *name, const char *what, bool create, char *out, size_t cap);
+/* Prints why a journal did not open; returns the exit code. */
+int bm_cli_journal_fail(const char *cmd, const char *name, const char *path, int err,
+                        const bm_journal_report_t *rep);
+/* Opens NAME's outbox (sending through c, which may be NULL); on failure
+ * prints why and returns -exitcode. */
+int bm_cli_outbox_open(const char *cmd, const char *name, bm_client_t *c,
+                       const bm_outbox_opts_t *tmpl, bm_outbox_t **ret);
+
 int bm_cli_ls(int argc, char **argv, const char *dir);
 int bm_cli_send(int argc, char **argv, const char *dir);
 int bm_cli_listen(int argc, char **argv, const char *dir);
@@ -49,5 +60,6 @@ int bm_cli_ping(int argc, char **argv, const char *dir);
 int bm_cli_pub(int argc, char **argv, const char *dir);
 int bm_cli_sub(int argc, char **argv, const char *dir);
 int bm_cli_tap(int argc, char **argv, const char *dir);
+int bm_cli_outbox(int argc, char **argv, const char *dir);
 
 #endif

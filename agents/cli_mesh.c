@@ -221,40 +221,44 @@ s_body(const char *cmd, const char *arg, size_t max, char **ret_buf, size_t *ret
 }
 
 static const char s_send_help[] =
-	"usage: beast send [--as NAME] [--type TYPE] [--timeout MS] TO [BODY]\n"
+	"usage: beast send [--as NAME] [--type TYPE] [--timeout MS] [--no-wait]\n"
+	"                  [--ttl MS] [--priority N] [--attempts N] TO [BODY]\n"
 	"\n"
 	"Sends one message to the agent TO (or to any agent with a capability: @CAP)\n"
-	"and waits for the receiver's ACK.  BODY comes from stdin when omitted or '-'.\n"
+	"reliably: it is first stored in NAME's outbox journal, then sent, retried\n"
+	"with backoff (at once when TO comes online) and kept until TO's ACK.\n"
+	"BODY comes from stdin when omitted or '-'.\n"
 	"\n"
-	"  --as NAME      register as NAME (default send-PID)\n"
+	"  --as NAME      register as NAME (default send-PID); the outbox is NAME's\n"
 	"  --type TYPE    message type (default msg)\n"
 	"  --timeout MS   how long to wait for the ACK (default 5000)\n"
+	"  --no-wait      exit 0 once the message is durably stored, even when TO\n"
+	"                 is offline (`beast outbox --as NAME flush` delivers it)\n"
+	"  --ttl MS       dead-letter it if not ACKed within MS (default: never)\n"
+	"  --priority N   0..255, higher goes first among NAME's pending messages\n"
+	"  --attempts N   dead-letter it after N unacknowledged attempts (default 20)\n"
 	"\n"
-	"Exit status: 0 acknowledged, 1 refused (NACK: reason on stderr), 2 usage,\n"
-	"3 no ACK in time, 4 beastd not running.\n";
+	"Exit status: 0 acknowledged (or stored, with --no-wait), 1 dead-lettered or\n"
+	"an error (reason on stderr), 2 usage, 3 no ACK in time (still stored),\n"
+	"4 beastd not running (still stored).\n";
 
-/* Waits for the ACK/NACK of id. */
-static int
-s_wait_ack(bm_client_t *c, const bm_id_t *id, int timeout_ms, bm_event_t *ret_ev)
+/* Removes an outbox left empty by a send under a throw-away name. */
+static void
+s_forget_state(const char *name)
 {
-	int64_t deadline = bm_mono_ms() + timeout_ms;
+	char path[BM_PATH_MAX], seg[BM_PATH_MAX + 32];
+	char *slash;
 
-	for (;;) {
-		int64_t left = deadline - bm_mono_ms();
-		int rc;
-
-		if (left <= 0) {
-			return -ETIMEDOUT;
-		}
-		rc = bm_client_recv(c, (int)left, ret_ev);
-		if (rc < 0) {
-			return rc;
-		}
-		if ((ret_ev->kind == BM_EV_ACK || ret_ev->kind == BM_EV_NACK) &&
-		    bm_id_equal(&ret_ev->id, id)) {
-			return 0;
-		}
-		bm_event_clear(ret_ev);
+	if (bm_cli_state_path(name, "outbox", false, path, sizeof path) < 0) {
+		return;
+	}
+	for (unsigned long long n = 1; n < 4096; n++) {
+		snprintf(seg, sizeof seg, "%s/%016llx.log", path, n);
+		(void)unlink(seg);
+	}
+	if (rmdir(path) == 0 && (slash = strrchr(path, '/')) != NULL) {
+		*slash = '\0';
+		(void)rmdir(path);
 	}
 }
 
@@ -262,18 +266,24 @@ int
 bm_cli_send(int argc, char **argv, const char *dir)
 {
 	static const struct option lo[] = {
-		{"as", required_argument, NULL, 'a'},   {"type", required_argument, NULL, 't'},
-		{"timeout", required_argument, NULL, 'T'}, {"help", no_argument, NULL, 'h'}, {0}};
+		{"as", required_argument, NULL, 'a'},       {"type", required_argument, NULL, 't'},
+		{"timeout", required_argument, NULL, 'T'},  {"no-wait", no_argument, NULL, 'W'},
+		{"ttl", required_argument, NULL, 'L'},      {"priority", required_argument, NULL, 'P'},
+		{"attempts", required_argument, NULL, 'N'}, {"help", no_argument, NULL, 'h'},
+		{0}};
 	char defname[BM_NAME_MAX + 1], *body = NULL;
 	const char *name = NULL, *type = "msg", *to;
+	bm_outbox_send_opts_t so = {0};
+	bm_outbox_entry_t ent;
+	bm_outbox_t *ob = NULL;
 	bm_client_t *c = NULL;
-	bm_send_opts_t o = {0};
-	bm_event_t ev = {0};
 	bm_id_t id;
-	char hex[BM_ID_HEX_LEN + 1];
+	char hex[BM_ID_HEX_LEN + 1], peer[BM_ADDR_MAX + 1] = "";
 	size_t len = 0;
-	long timeout = S_DEFAULT_TIMEOUT;
-	int ch, rc;
+	long timeout = S_DEFAULT_TIMEOUT, v;
+	bool no_wait = false, throwaway = false, told_offline = false;
+	int ch, rc, status;
+	int64_t deadline;
 
 	optind = 0;
 	while ((ch = S_GETOPT(argc, argv, lo)) != -1) {
@@ -284,22 +294,44 @@ bm_cli_send(int argc, char **argv, const char *dir)
 		case 't':
 			type = optarg;
 			break;
+		case 'W':
+			no_wait = true;
+			break;
 		case 'T':
 			if ((timeout = bm_cli_num(optarg, 1, 86400000)) > 0) {
 				break;
 			}
-			/* fallthrough */
-		default:
-			s_help(stderr, s_send_help);
-			return BM_EXIT_USAGE;
+			goto usage;
+		case 'L':
+			if ((v = bm_cli_num(optarg, 1, 0x7fffffff)) > 0) {
+				so.ttl_ms = (uint32_t)v;
+				break;
+			}
+			goto usage;
+		case 'P':
+			if (strcmp(optarg, "0") == 0) {
+				break;
+			}
+			if ((v = bm_cli_num(optarg, 1, 255)) > 0) {
+				so.priority = (uint8_t)v;
+				break;
+			}
+			goto usage;
+		case 'N':
+			if ((v = bm_cli_num(optarg, 1, 1000000)) > 0) {
+				so.max_attempts = (uint32_t)v;
+				break;
+			}
+			goto usage;
 		case 'h':
 			s_help(stdout, s_send_help);
 			return BM_EXIT_OK;
+		default:
+			goto usage;
 		}
 	}
 	if (argc - optind < 1 || argc - optind > 2) {
-		s_help(stderr, s_send_help);
-		return BM_EXIT_USAGE;
+		goto usage;
 	}
 	to = argv[optind];
 	if (bm_address_check(to) < 0) {
@@ -313,34 +345,124 @@ bm_cli_send(int argc, char **argv, const char *dir)
 	if (name == NULL) {
 		snprintf(defname, sizeof defname, "send-%ld", (long)getpid());
 		name = defname;
+		throwaway = true;
+	} else if (bm_name_check(name) < 0) {
+		return bm_cli_fail("send", BM_EBADNAME, dir, name);
 	}
 	if ((rc = s_body("send", argc - optind == 2 ? argv[optind + 1] : NULL, BM_BODY_MAX_DEFAULT,
 	                 &body, &len)) < 0) {
 		return -rc;
 	}
-	if ((rc = bm_cli_open("send", dir, name, NULL, &c)) < 0) {
+	/* Journal first: stored (synced) before anything leaves. */
+	if ((rc = bm_cli_outbox_open("send", name, NULL, NULL, &ob)) < 0) {
 		free(body);
 		return -rc;
 	}
-	o.to = to;
-	o.type = type;
-	rc = bm_client_send(c, &o, body, len, &id);
+	so.to = to;
+	so.type = type;
+	rc = bm_outbox_put(ob, &so, body, len, &id);
 	free(body);
 	if (rc == 0) {
-		rc = s_wait_ack(c, &id, (int)timeout, &ev);
+		rc = bm_outbox_commit(ob);
 	}
-	bm_client_destroy(&c);
 	if (rc < 0) {
-		return bm_cli_fail("send", rc, dir, rc == -ETIMEDOUT ? "the ACK" : to);
-	}
-	bm_id_hex(&id, hex);
-	if (ev.kind == BM_EV_NACK) {
-		fprintf(stderr, "beast send: %s refused message %s: %s\n", to, hex,
-		        ev.text[0] ? ev.text : bm_strerror(ev.code));
+		bm_outbox_destroy(&ob);
+		fprintf(stderr, "beast send: the message was not stored in %s's outbox: %s\n", name,
+		        bm_strerror(rc));
 		return BM_EXIT_FAIL;
 	}
-	fprintf(stderr, "acked by %s: %s\n", ev.peer, hex);
-	return BM_EXIT_OK;
+	bm_id_hex(&id, hex);
+	if (no_wait) {
+		bm_client_opts_t co = {.dir = dir, .name = name, .connect_timeout_ms = 1000};
+
+		/* Stored: that is the promise.  Hand it to beastd if one is there
+		 * (the client lingers to flush the frame); the ACK, if it comes
+		 * after we left, is made up for by a resend the receiver drops. */
+		if (bm_client_open(&co, &c) == 0) {
+			bm_outbox_set_client(ob, c);
+			(void)bm_outbox_pump(ob);
+		}
+		printf("%s\n", hex);
+		fprintf(stderr, "stored in %s's outbox: %s\n", name, hex);
+		bm_outbox_destroy(&ob);
+		bm_client_destroy(&c);
+		return BM_EXIT_OK;
+	}
+	if ((rc = bm_cli_open("send", dir, name, NULL, &c)) < 0) {
+		bm_outbox_destroy(&ob);
+		fprintf(stderr, "beast send: message %s stays in %s's outbox (beast outbox --as %s "
+		                "flush sends it)\n",
+		        hex, name, name);
+		return -rc;
+	}
+	bm_outbox_set_client(ob, c);
+	bm_cli_signals();
+	status = BM_EXIT_TIMEOUT;
+	deadline = bm_mono_ms() + timeout;
+	while (!bm_cli_stop) {
+		bm_event_t ev;
+		int wait;
+
+		if ((rc = bm_outbox_pump(ob)) < 0) {
+			status = bm_cli_fail("send", rc, dir, "the outbox journal");
+			break;
+		}
+		if (bm_outbox_get(ob, &id, &ent) < 0) {
+			status = BM_EXIT_OK;
+			break;
+		}
+		if (ent.dead_code != 0) {
+			fprintf(stderr, "beast send: message %s to %s is dead: %s (beast outbox --as %s "
+			                "requeue %s retries it)\n",
+			        hex, to, bm_outbox_reason(ent.dead_code), name, hex);
+			status = BM_EXIT_FAIL;
+			break;
+		}
+		if (bm_mono_ms() >= deadline) {
+			break;
+		}
+		wait = bm_outbox_timeout(ob);
+		if (wait < 0 || wait > deadline - bm_mono_ms()) {
+			wait = (int)(deadline - bm_mono_ms());
+		}
+		rc = bm_client_recv(c, wait, &ev);
+		while (rc == 0) {
+			if (ev.kind == BM_EV_ACK && bm_id_equal(&ev.id, &id)) {
+				snprintf(peer, sizeof peer, "%s", ev.peer);
+			}
+			if (ev.kind == BM_EV_NACK && bm_id_equal(&ev.id, &id) && ev.code == BM_ENOAGENT &&
+			    !told_offline) {
+				fprintf(stderr, "beast send: %s; the message is stored and retried until "
+				                "--timeout\n",
+				        ev.text[0] ? ev.text : bm_strerror(ev.code));
+				told_offline = true;
+			}
+			(void)bm_outbox_handle(ob, &ev);
+			bm_event_clear(&ev);
+			rc = bm_client_recv(c, 0, &ev);
+		}
+	}
+	if (status == BM_EXIT_OK) {
+		fprintf(stderr, "acked by %s: %s\n", peer[0] ? peer : to, hex);
+	} else if (status == BM_EXIT_TIMEOUT) {
+		fprintf(stderr, "beast send: no ACK for %s within %ld ms; it stays in %s's outbox "
+		                "(beast outbox --as %s flush)\n",
+		        hex, timeout, name, name);
+	}
+	{
+		bm_outbox_stats_t st;
+
+		bm_outbox_stats(ob, &st);
+		bm_outbox_destroy(&ob);
+		bm_client_destroy(&c);
+		if (throwaway && st.pending + st.inflight + st.dead == 0) {
+			s_forget_state(name);
+		}
+	}
+	return status;
+usage:
+	s_help(stderr, s_send_help);
+	return BM_EXIT_USAGE;
 }
 
 static const char s_listen_help[] =
@@ -351,7 +473,11 @@ static const char s_listen_help[] =
 	"object per line: id, from, type, corr, attempt, ts_ms, body (or body_b64).\n"
 	"\n"
 	"  --caps A,B   capabilities to advertise (for anycast to @A)\n"
-	"  --count N    exit after N messages\n";
+	"  --count N    exit after N messages\n"
+	"\n"
+	"A message delivered again (its sender retried after a lost ACK) is ACKed\n"
+	"but not printed twice: NAME's de-dup window is kept in STATE/NAME/dedup\n"
+	"(STATE: $BEAST_STATE, else $XDG_STATE_HOME/beast, else ~/.local/state/beast).\n";
 
 static void
 s_print_msg(bm_msg_t *m, bool json)
@@ -386,13 +512,31 @@ s_serve(const char *cmd, const char *dir, const char *name, const char *caps, lo
         bool json, bool echo)
 {
 	bm_client_t *c = NULL;
+	bm_dedup_t *d = NULL;
 	long seen = 0;
 	int rc;
 
 	if (bm_name_check(name) < 0) {
 		return bm_cli_fail(cmd, BM_EBADNAME, dir, name);
 	}
+	if (!echo) {
+		bm_journal_report_t rep;
+		bm_dedup_opts_t dopt = {.report = &rep};
+		char path[BM_PATH_MAX];
+
+		/* The de-dup window: a resend after a lost ACK is ACKed again
+		 * but not printed twice, also after a restart of listen. */
+		if ((rc = bm_cli_state_path(name, "dedup", true, path, sizeof path)) < 0) {
+			fprintf(stderr, "beast %s: no state directory for '%s': %s (set BEAST_STATE)\n", cmd,
+			        name, bm_strerror(rc));
+			return BM_EXIT_FAIL;
+		}
+		if ((rc = bm_dedup_open(path, &dopt, &d)) < 0) {
+			return bm_cli_journal_fail(cmd, name, path, rc, &rep);
+		}
+	}
 	if ((rc = bm_cli_open(cmd, dir, name, caps, &c)) < 0) {
+		bm_dedup_destroy(&d);
 		return -rc;
 	}
 	bm_cli_signals();
@@ -405,6 +549,7 @@ s_serve(const char *cmd, const char *dir, const char *name, const char *caps, lo
 		}
 		if (rc < 0) {
 			bm_client_destroy(&c);
+			bm_dedup_destroy(&d);
 			return bm_cli_fail(cmd, rc, dir, "messages");
 		}
 		if (ev.kind == BM_EV_MESSAGE) {
@@ -416,8 +561,26 @@ s_serve(const char *cmd, const char *dir, const char *name, const char *caps, lo
 					fprintf(stderr, "beast %s: cannot reply to %s: %s\n", cmd, ev.msg->from,
 					        bm_strerror(rc));
 				}
+			} else if (bm_dedup_seen(d, ev.msg->from, &ev.msg->id) == 1) {
+				(void)bm_client_ack(c, ev.msg);
+				bm_event_clear(&ev);
+				continue;
 			} else {
 				s_print_msg(ev.msg, json);
+				/* Remembered (stored) before the ACK lets the sender
+				 * forget it. */
+				rc = bm_dedup_mark(d, ev.msg->from, &ev.msg->id, NULL, 0);
+				if (rc == 0) {
+					rc = bm_dedup_commit(d);
+				}
+				if (rc < 0) {
+					fprintf(stderr, "beast %s: cannot store the de-dup window: %s\n", cmd,
+					        bm_strerror(rc));
+					bm_event_clear(&ev);
+					bm_client_destroy(&c);
+					bm_dedup_destroy(&d);
+					return BM_EXIT_FAIL;
+				}
 				(void)bm_client_ack(c, ev.msg);
 			}
 			seen++;
@@ -426,11 +589,13 @@ s_serve(const char *cmd, const char *dir, const char *name, const char *caps, lo
 			        cmd, name);
 			bm_event_clear(&ev);
 			bm_client_destroy(&c);
+			bm_dedup_destroy(&d);
 			return BM_EXIT_FAIL;
 		}
 		bm_event_clear(&ev);
 	}
 	bm_client_destroy(&c);
+	bm_dedup_destroy(&d);
 	return BM_EXIT_OK;
 }
 

@@ -532,6 +532,10 @@ typedef struct bm_outbox_entry {
  * *ret_entries is malloc'd (free()). */
 BM_EXPORT int bm_outbox_list(bm_outbox_t *ob, bool dead, bm_outbox_entry_t **ret_entries,
                              size_t *ret_count);
+/* One message by id (pending or dead): 0, or -ENOENT once it is retired
+ * (ACKed or purged). */
+BM_EXPORT int bm_outbox_get(const bm_outbox_t *ob, const bm_id_t *id,
+                            bm_outbox_entry_t *ret_entry);
 /* Text for a dead_code. */
 BM_EXPORT const char *bm_outbox_reason(int code);
 

@@ -43,7 +43,7 @@
  *   ACK (3): 16 id — retired.
  *   ATTEMPT (4): 16 id | 4 attempts made — lazily written (not synced on
  *     its own; losing one costs a resend).
- *   DEAD (5): 16 id | 4 reason code.
+ *   DEAD (5): 16 id | 4 reason code | 4 attempts made.
  *   REQUEUE (6): 16 id | 8 new created wall ms — attempts back to 0.
  *   PURGE (7): 16 id — a dead letter removed.
  *
@@ -368,7 +368,7 @@ s_record_id(bm_outbox_t *ob, int type, const bm_id_t *id, const void *extra, siz
 static void
 s_kill(bm_outbox_t *ob, s_msg_t *m, int code)
 {
-	uint8_t c[4];
+	uint8_t c[8];
 
 	s_unlink(ob, m);
 	m->state = S_DEAD;
@@ -378,7 +378,8 @@ s_kill(bm_outbox_t *ob, s_msg_t *m, int code)
 	ob->dead++;
 	ob->st.dead_total++;
 	s_put32(c, (uint32_t)code);
-	(void)s_record_id(ob, S_REC_DEAD, &m->id, c, 4);
+	s_put32(c + 4, m->attempts);
+	(void)s_record_id(ob, S_REC_DEAD, &m->id, c, 8);
 	bm_debug("outbox: message to %s dead: %s", m->to, bm_outbox_reason(code));
 }
 
@@ -565,7 +566,10 @@ s_replay(void *arg, const bm_journal_rec_t *r)
 		}
 		break;
 	case S_REC_DEAD:
-		if (m->state != S_DEAD && r->len >= 20) {
+		if (m->state != S_DEAD && r->len >= 24) {
+			if (s_get32(p + 20) > m->attempts) {
+				m->attempts = s_get32(p + 20);
+			}
 			s_kill(ob, m, (int32_t)s_get32(p + 16));
 			ob->st.dead_total--;
 		}
@@ -1341,6 +1345,41 @@ s_cmp_entry(const void *a, const void *b)
 	return memcmp(x->id.b, y->id.b, 16);
 }
 
+static void
+s_entry(const s_msg_t *m, bm_outbox_entry_t *e, int64_t now, int64_t wall)
+{
+	memset(e, 0, sizeof *e);
+	e->id = m->id;
+	memcpy(e->to, m->to, sizeof e->to);
+	memcpy(e->type, m->type, sizeof e->type);
+	e->priority = m->priority;
+	e->attempts = m->attempts;
+	e->max_attempts = m->max_attempts;
+	e->ttl_ms = m->ttl_ms;
+	e->created_ms = m->created_ms;
+	e->size = m->len;
+	e->dead_code = m->dead_code;
+	e->inflight = m->state == S_INFLIGHT;
+	e->next_ms = (m->state == S_WAITING || m->state == S_INFLIGHT)
+	                     ? wall + (m->due_ms > now ? m->due_ms - now : 0)
+	                     : wall;
+}
+
+int
+bm_outbox_get(const bm_outbox_t *ob, const bm_id_t *id, bm_outbox_entry_t *ret_entry)
+{
+	s_msg_t *m;
+
+	if (ob == NULL || id == NULL || ret_entry == NULL) {
+		return -EINVAL;
+	}
+	if ((m = bm__map_get(ob->by_id, id->b, 16)) == NULL) {
+		return -ENOENT;
+	}
+	s_entry(m, ret_entry, bm_mono_ms(), bm_wall_ms());
+	return 0;
+}
+
 int
 bm_outbox_list(bm_outbox_t *ob, bool dead, bm_outbox_entry_t **ret_entries, size_t *ret_count)
 {
@@ -1357,26 +1396,10 @@ bm_outbox_list(bm_outbox_t *ob, bool dead, bm_outbox_entry_t **ret_entries, size
 		return -ENOMEM;
 	}
 	while ((m = bm__map_next(ob->by_id, &cur)) != NULL) {
-		bm_outbox_entry_t *e;
-
 		if ((m->state == S_DEAD) != dead) {
 			continue;
 		}
-		e = &v[n++];
-		e->id = m->id;
-		memcpy(e->to, m->to, sizeof e->to);
-		memcpy(e->type, m->type, sizeof e->type);
-		e->priority = m->priority;
-		e->attempts = m->attempts;
-		e->max_attempts = m->max_attempts;
-		e->ttl_ms = m->ttl_ms;
-		e->created_ms = m->created_ms;
-		e->size = m->len;
-		e->dead_code = m->dead_code;
-		e->inflight = m->state == S_INFLIGHT;
-		e->next_ms = (m->state == S_WAITING || m->state == S_INFLIGHT)
-		                     ? wall + (m->due_ms > now ? m->due_ms - now : 0)
-		                     : wall;
+		s_entry(m, &v[n++], now, wall);
 	}
 	qsort(v, n, sizeof *v, s_cmp_entry);
 	*ret_entries = v;

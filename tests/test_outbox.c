@@ -760,6 +760,97 @@ START_TEST(messages_streamed_through_kill_9_of_sender_receiver_and_beastd_arrive
 }
 END_TEST
 
+
+/* ---- the beast CLI ---- */
+
+#ifdef BM_BEAST_PATH
+/* Runs beast with args (NULL-terminated), BEAST_STATE set, stdout to out
+ * (or /dev/null); returns the pid, or the exit status when wait. */
+static int
+s_beast(const char *out, bool wait, const char *const *args)
+{
+	const char *argv[24];
+	int n = 0;
+	pid_t pid;
+
+	argv[n++] = "beast";
+	argv[n++] = "--dir";
+	argv[n++] = s_dir;
+	for (int i = 0; args[i] != NULL && n < 23; i++) {
+		argv[n++] = args[i];
+	}
+	argv[n] = NULL;
+	pid = fork();
+	if (pid == 0) {
+		int fd = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+		setenv("BEAST_STATE", s_state, 1);
+		dup2(fd, 1);
+		execv(BM_BEAST_PATH, (char *const *)argv);
+		_exit(127);
+	}
+	return wait ? tu_wait(pid, 20000) : pid;
+}
+
+static size_t
+s_count_lines(const char *path, const char *needle)
+{
+	char line[4096];
+	size_t n = 0;
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL) {
+		return 0;
+	}
+	while (fgets(line, sizeof line, f) != NULL) {
+		n += strstr(line, needle) != NULL;
+	}
+	fclose(f);
+	return n;
+}
+
+START_TEST(beast_send_no_wait_stores_for_an_offline_agent_and_outbox_flush_delivers_once)
+{
+	char out[600], ls[600];
+	pid_t listen;
+
+	snprintf(out, sizeof out, "%s/listen.out", s_state);
+	snprintf(ls, sizeof ls, "%s/ls.out", s_state);
+	ck_assert_int_eq(s_beast(NULL, true, (const char *[]){"send", "--as", "alice", "--no-wait",
+	                                                        "--priority", "3", "bob", "first",
+	                                                        NULL}),
+	                 0);
+	ck_assert_int_eq(s_beast(NULL, true, (const char *[]){"send", "--as", "alice", "--attempts",
+	                                                        "1", "bob", "doomed", NULL}),
+	                 1);
+	ck_assert_int_eq(s_beast(ls, true, (const char *[]){"outbox", "--as", "alice", "ls", "--json",
+	                                                      NULL}),
+	                 0);
+	ck_assert_uint_eq(s_count_lines(ls, "\"to\":\"bob\""), 1);
+	ck_assert_int_eq(s_beast(ls, true, (const char *[]){"outbox", "--as", "alice", "dead",
+	                                                      "--json", NULL}),
+	                 0);
+	ck_assert_uint_eq(s_count_lines(ls, "attempts: "), 1);
+	listen = s_beast(out, false, (const char *[]){"listen", "--count", "2", "bob", NULL});
+	ck_assert_int_ge(tu_wait_agent(s_dir, "bob", true, 5000), 0);
+	ck_assert_int_eq(s_beast(NULL, true, (const char *[]){"outbox", "--as", "alice", "requeue",
+	                                                        "--all", NULL}),
+	                 0);
+	ck_assert_int_eq(s_beast(NULL, true, (const char *[]){"outbox", "--as", "alice", "flush",
+	                                                        "--timeout", "5000", NULL}),
+	                 0);
+	ck_assert_int_eq(tu_wait(listen, 5000), 0);
+	ck_assert_uint_eq(s_count_lines(out, "alice msg first"), 1);
+	ck_assert_uint_eq(s_count_lines(out, "alice msg doomed"), 1);
+	ck_assert_int_eq(s_beast(ls, true, (const char *[]){"outbox", "--as", "alice", "stats",
+	                                                      "--json", NULL}),
+	                 0);
+	ck_assert_uint_eq(s_count_lines(ls, "\"pending\":0,"), 1);
+	ck_assert_uint_eq(s_count_lines(ls, "\"dead\":0,"), 1);
+}
+END_TEST
+#endif
+
 static Suite *
 s_suite(void)
 {
@@ -781,6 +872,14 @@ s_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, a_retry_after_a_lost_ack_reaches_the_handler_once_also_across_a_receiver_restart);
 	suite_add_tcase(s, tc);
+
+#ifdef BM_BEAST_PATH
+	tc = tcase_create("cli");
+	tcase_add_checked_fixture(tc, s_start, s_stop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, beast_send_no_wait_stores_for_an_offline_agent_and_outbox_flush_delivers_once);
+	suite_add_tcase(s, tc);
+#endif
 
 	tc = tcase_create("soak");
 	tcase_add_checked_fixture(tc, s_start, s_stop);
