@@ -286,7 +286,7 @@ s_run_mesh(s_row_t *row, int policy, long n, size_t size, const char *jdir)
 	deadline = bm_mono_ms() + 120000;
 	while (atomic_load(&s_acked) < n && bm_mono_ms() < deadline) {
 		bm_event_t ev;
-		int rc;
+		int rc, wait;
 
 		while (put < n && put - atomic_load(&s_acked) < s_window) {
 			bm_id_t id;
@@ -308,11 +308,8 @@ s_run_mesh(s_row_t *row, int policy, long n, size_t size, const char *jdir)
 		if (ob != NULL && bm_outbox_pump(ob) < 0) {
 			break;
 		}
-		rc = bm_client_recv(c, ob ? (bm_outbox_timeout(ob) >= 0 && bm_outbox_timeout(ob) < 10
-		                                 ? bm_outbox_timeout(ob)
-		                                 : 10)
-		                          : 10,
-		                    &ev);
+		wait = ob != NULL ? bm_outbox_timeout(ob) : -1;
+		rc = bm_client_recv(c, wait >= 0 && wait < 10 ? wait : 10, &ev);
 		while (rc == 0) {
 			if (ev.kind == BM_EV_ACK) {
 				s_on_ack(&ev.id);

@@ -105,11 +105,11 @@ typedef struct s_msg {
 	int state;                    /* S_* */
 	uint64_t seq;                 /* its PUT record, or 0 when in a batch */
 	s_batch_t *batch;             /* its BATCH, or NULL */
-	int64_t due_ms;               /* timer: mono ms */
-	size_t heap_idx;              /* in the timer heap, or SIZE_MAX */
-	struct s_msg *prev, *next;    /* ready list or unstored list */
+	int64_t due_ms;               /* INFLIGHT: ACK deadline; WAITING: retry; mono ms */
+	size_t heap_idx;              /* WAITING: in the timer heap, else SIZE_MAX */
+	struct s_msg *prev, *next;    /* ready, unstored or sent list */
 	size_t len;                   /* body bytes */
-	uint8_t *body;                /* body */
+	uint8_t *body;                /* body: the bytes right after this struct */
 } s_msg_t;
 
 typedef struct {
@@ -124,7 +124,8 @@ struct bm_outbox {
 	s_list_t ready[256];          /* by priority */
 	uint64_t ready_bits[4];       /* non-empty ready lists */
 	s_list_t unstored;            /* put since the last commit */
-	s_msg_t **heap;               /* timers: INFLIGHT and WAITING */
+	s_list_t sent;                /* INFLIGHT, oldest first = earliest ACK deadline */
+	s_msg_t **heap;               /* timers of WAITING messages */
 	size_t nheap, capheap;        /* used, allocated */
 	size_t live, bytes, dead, inflight; /* counts: live = not dead */
 	int64_t blocked_ms;           /* sending refused (no broker): retry at */
@@ -291,7 +292,7 @@ s_unlink(bm_outbox_t *ob, s_msg_t *m)
 		break;
 	case S_INFLIGHT:
 		ob->inflight--;
-		s_heap_del(ob, m);
+		s_list_del(&ob->sent, m);
 		break;
 	case S_WAITING:
 		s_heap_del(ob, m);
@@ -317,7 +318,11 @@ s_make_timer(bm_outbox_t *ob, s_msg_t *m, int state, int64_t due)
 	m->state = state;
 	m->due_ms = due;
 	if (state == S_INFLIGHT) {
+		/* Every ACK deadline is send time + the same timeout: a FIFO
+		 * keeps them in order at O(1). */
 		ob->inflight++;
+		s_list_push(&ob->sent, m, false);
+		return 0;
 	}
 	return s_heap_add(ob, m);
 }
@@ -350,7 +355,6 @@ s_free(bm_outbox_t *ob, s_msg_t *m)
 		ob->bytes -= m->len;
 	}
 	s_release(ob, m);
-	free(m->body);
 	free(m);
 }
 
@@ -391,28 +395,49 @@ s_put_size(const s_msg_t *m)
 	return S_PUT_FIXED + strlen(m->to) + strlen(m->type) + m->len;
 }
 
+/* The fixed 64 bytes of a PUT payload. */
 static void
-s_put_encode(const s_msg_t *m, uint8_t *p)
+s_put_fixed(const s_msg_t *m, uint8_t *p)
 {
-	size_t tl = strlen(m->to), yl = strlen(m->type);
-
 	memset(p, 0, S_PUT_FIXED);
 	memcpy(p, m->id.b, 16);
 	memcpy(p + 16, m->corr.b, 16);
 	p[32] = m->priority;
-	p[33] = (uint8_t)tl;
-	p[34] = (uint8_t)yl;
+	p[33] = (uint8_t)strlen(m->to);
+	p[34] = (uint8_t)strlen(m->type);
 	s_put32(p + 36, m->ttl_ms);
 	s_put32(p + 40, m->max_attempts);
 	s_put32(p + 44, m->attempts);
 	s_put64(p + 48, (uint64_t)m->created_ms);
 	s_put32(p + 56, (uint32_t)m->dead_code);
 	s_put32(p + 60, (uint32_t)m->len);
+}
+
+static void
+s_put_encode(const s_msg_t *m, uint8_t *p)
+{
+	size_t tl = strlen(m->to), yl = strlen(m->type);
+
+	s_put_fixed(m, p);
 	memcpy(p + S_PUT_FIXED, m->to, tl);
 	memcpy(p + S_PUT_FIXED + tl, m->type, yl);
 	if (m->len > 0) {
 		memcpy(p + S_PUT_FIXED + tl + yl, m->body, m->len);
 	}
+}
+
+/* Appends m as one PUT record, without an intermediate copy. */
+static int
+s_put_append(bm_outbox_t *ob, const s_msg_t *m, uint64_t *ret_seq)
+{
+	uint8_t fixed[S_PUT_FIXED];
+	bm_journal_iov_t v[4] = {{fixed, S_PUT_FIXED},
+	                         {m->to, strlen(m->to)},
+	                         {m->type, strlen(m->type)},
+	                         {m->body, m->len}};
+
+	s_put_fixed(m, fixed);
+	return bm_journal_appendv(ob->j, S_REC_PUT, BM_JOURNAL_LIVE, v, 4, ret_seq);
 }
 
 /* Decodes a PUT payload into a new message. */
@@ -432,11 +457,12 @@ s_put_decode(const uint8_t *p, size_t len, s_msg_t **ret)
 	    len != S_PUT_FIXED + tl + yl + bl) {
 		return BM_ECORRUPT;
 	}
-	m = calloc(1, sizeof *m);
-	if (m == NULL || (bl > 0 && (m->body = malloc(bl)) == NULL)) {
-		free(m);
+	m = malloc(sizeof *m + bl);
+	if (m == NULL) {
 		return -ENOMEM;
 	}
+	memset(m, 0, sizeof *m);
+	m->body = (uint8_t *)(m + 1);
 	memcpy(m->id.b, p, 16);
 	memcpy(m->corr.b, p + 16, 16);
 	m->priority = p[32];
@@ -667,7 +693,6 @@ bm_outbox_destroy(bm_outbox_t **self_p)
 		if (m->batch != NULL && --m->batch->live == 0) {
 			free(m->batch);
 		}
-		free(m->body);
 		free(m);
 	}
 	bm__map_destroy(&ob->by_id);
@@ -707,11 +732,12 @@ s_new_msg(bm_outbox_t *ob, const bm_outbox_send_opts_t *o, const void *body, siz
 	    (ob->client != NULL && len > bm_client_max_body(ob->client))) {
 		return BM_ETOOBIG;
 	}
-	m = calloc(1, sizeof *m);
-	if (m == NULL || (len > 0 && (m->body = malloc(len)) == NULL)) {
-		free(m);
+	m = malloc(sizeof *m + len);
+	if (m == NULL) {
 		return -ENOMEM;
 	}
+	memset(m, 0, sizeof *m);
+	m->body = (uint8_t *)(m + 1);
 	if (len > 0) {
 		memcpy(m->body, body, len);
 	}
@@ -724,8 +750,9 @@ s_new_msg(bm_outbox_t *ob, const bm_outbox_send_opts_t *o, const void *body, siz
 	if (o->corr != NULL) {
 		m->corr = *o->corr;
 	}
-	snprintf(m->to, sizeof m->to, "%s", o->to);
-	snprintf(m->type, sizeof m->type, "%s", o->type ? o->type : "msg");
+	/* Both checked above: they fit. */
+	memcpy(m->to, o->to, strlen(o->to) + 1);
+	memcpy(m->type, o->type ? o->type : "msg", strlen(o->type ? o->type : "msg") + 1);
 	m->priority = o->priority;
 	m->ttl_ms = o->ttl_ms ? o->ttl_ms : ob->o.ttl_ms;
 	m->max_attempts = o->max_attempts ? o->max_attempts : ob->o.max_attempts;
@@ -749,7 +776,6 @@ bm_outbox_put(bm_outbox_t *ob, const bm_outbox_send_opts_t *o, const void *body,
               bm_id_t *ret_id)
 {
 	s_msg_t *m = NULL;
-	uint8_t *buf;
 	int rc;
 
 	if (ob == NULL) {
@@ -761,17 +787,8 @@ bm_outbox_put(bm_outbox_t *ob, const bm_outbox_send_opts_t *o, const void *body,
 	if ((rc = s_room(ob, 1, len)) < 0 || (rc = s_new_msg(ob, o, body, len, &m)) < 0) {
 		return rc;
 	}
-	buf = malloc(s_put_size(m));
-	if (buf == NULL) {
-		free(m->body);
-		free(m);
-		return -ENOMEM;
-	}
-	s_put_encode(m, buf);
-	rc = bm_journal_append(ob->j, S_REC_PUT, BM_JOURNAL_LIVE, buf, s_put_size(m), &m->seq);
-	free(buf);
+	rc = s_put_append(ob, m, &m->seq);
 	if (rc < 0 || (rc = s_adopt(ob, m, S_UNSTORED)) < 0) {
-		free(m->body);
 		free(m);
 		return rc;
 	}
@@ -835,7 +852,6 @@ bm_outbox_put_batch(bm_outbox_t *ob, const bm_outbox_item_t *items, size_t n, bm
 	if (rc < 0) {
 		for (size_t i = 0; i < n; i++) {
 			if (v[i] != NULL) {
-				free(v[i]->body);
 				free(v[i]);
 			}
 		}
@@ -874,8 +890,6 @@ s_compact(bm_outbox_t *ob)
 	}
 	while ((m = bm__map_next(ob->by_id, &cur)) != NULL) {
 		uint64_t seq = m->batch ? m->batch->seq : m->seq;
-		size_t sz = s_put_size(m);
-		uint8_t *buf;
 		uint64_t nseq;
 
 		if (seq == 0 || seq >= bound || m->state == S_UNSTORED) {
@@ -895,15 +909,9 @@ s_compact(bm_outbox_t *ob)
 			seqs = ns;
 			cap = nc;
 		}
-		if ((buf = malloc(sz)) == NULL) {
+		if (s_put_append(ob, m, &nseq) < 0) {
 			break;
 		}
-		s_put_encode(m, buf);
-		if (bm_journal_append(ob->j, S_REC_PUT, BM_JOURNAL_LIVE, buf, sz, &nseq) < 0) {
-			free(buf);
-			break;
-		}
-		free(buf);
 		moved[n] = m;
 		seqs[n++] = nseq;
 	}
@@ -1072,14 +1080,12 @@ bm_outbox_pump(bm_outbox_t *ob)
 		return rc;
 	}
 	/* Timers first: ACK deadlines passed, backoffs over. */
+	while ((m = ob->sent.head) != NULL && m->due_ms <= now) {
+		ob->st.timeouts++;
+		s_failed(ob, m);
+	}
 	while (ob->nheap > 0 && ob->heap[0]->due_ms <= now) {
-		m = ob->heap[0];
-		if (m->state == S_INFLIGHT) {
-			ob->st.timeouts++;
-			s_failed(ob, m);
-		} else {
-			s_make_ready(ob, m, false);
-		}
+		s_make_ready(ob, ob->heap[0], false);
 	}
 	if (ob->client == NULL || now < ob->blocked_ms) {
 		return 0;
@@ -1175,6 +1181,9 @@ bm_outbox_timeout(const bm_outbox_t *ob)
 	}
 	if (ob->nheap > 0 && (due < 0 || ob->heap[0]->due_ms < due)) {
 		due = ob->heap[0]->due_ms;
+	}
+	if (ob->sent.head != NULL && (due < 0 || ob->sent.head->due_ms < due)) {
+		due = ob->sent.head->due_ms;
 	}
 	jt = bm_journal_timeout(ob->j);
 	if (jt >= 0 && (due < 0 || now + jt < due)) {
