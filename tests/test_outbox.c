@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -552,6 +553,157 @@ START_TEST(an_atomic_batch_killed_mid_append_is_all_or_nothing)
 }
 END_TEST
 
+/* Tears the unsynced tail of every file it wrote at the Nth sync, then
+ * dies: a power cut in the middle of a batch's write. */
+static int s_tear_at, s_syncs;
+static int s_tear_fd = -1;
+static off_t s_tear_synced;
+
+static ssize_t
+s_tear_write(void *arg, int fd, const void *buf, size_t len)
+{
+	ssize_t n;
+
+	(void)arg;
+	if (fd != s_tear_fd) {
+		struct stat st;
+
+		s_tear_fd = fd;
+		s_tear_synced = fstat(fd, &st) == 0 ? st.st_size : 0;
+	}
+	n = write(fd, buf, len);
+	return n < 0 ? -errno : n;
+}
+
+static int
+s_tear_sync(void *arg, int fd, bool is_dir)
+{
+	struct stat st;
+
+	(void)arg;
+	if (++s_syncs == s_tear_at) {
+		if (s_tear_fd >= 0 && fstat(s_tear_fd, &st) == 0 && st.st_size > s_tear_synced) {
+			/* Keep about half of what was not yet synced. */
+			(void)!ftruncate(s_tear_fd, s_tear_synced + (st.st_size - s_tear_synced) / 2);
+		}
+		_exit(42);
+	}
+	if (is_dir) {
+		return fsync(fd) < 0 ? -errno : 0;
+	}
+	if (fdatasync(fd) < 0) {
+		return -errno;
+	}
+	if (fd == s_tear_fd && fstat(fd, &st) == 0) {
+		s_tear_synced = st.st_size;
+	}
+	return 0;
+}
+
+START_TEST(an_atomic_batch_torn_at_a_sync_is_all_or_nothing_and_stored_batches_stay)
+{
+	for (int round = 0; round < 8; round++) {
+		int p[2];
+		pid_t pid;
+		uint64_t reported = 0, v;
+		bm_outbox_t *ob = NULL;
+		char path[512];
+
+		ck_assert_int_eq(pipe(p), 0);
+		pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			bm_journal_ops_t ops = {s_tear_write, s_tear_sync, NULL};
+			bm_outbox_opts_t o = {.ops = &ops, .segment_size = 64 << 10};
+			bm_outbox_send_opts_t so = {.to = "rcv"};
+			bm_outbox_item_t items[50];
+			static char body[300];
+
+			close(p[0]);
+			s_tear_at = 4 + round * 3;
+			s_syncs = 0;
+			o.dir = s_path(path, sizeof path, "snd", "outbox");
+			for (int i = 0; i < 50; i++) {
+				items[i] = (bm_outbox_item_t){so, body, sizeof body};
+			}
+			if (bm_outbox_open(&o, &ob) < 0) {
+				_exit(2);
+			}
+			for (int b = 0; b < 1000; b++) {
+				if (bm_outbox_put_batch(ob, items, 50, NULL) < 0 || bm_outbox_commit(ob) < 0) {
+					_exit(3);
+				}
+				v = bm_outbox_count(ob);
+				(void)!write(p[1], &v, sizeof v);
+			}
+			_exit(0);
+		}
+		close(p[1]);
+		while (read(p[0], &v, sizeof v) == sizeof v) {
+			reported = v;
+		}
+		close(p[0]);
+		ck_assert_int_eq(tu_wait(pid, 20000), 42);
+		ob = s_outbox("snd", NULL, NULL);
+		ck_assert_uint_eq(bm_outbox_count(ob) % 50, 0);
+		ck_assert_uint_ge(bm_outbox_count(ob), reported);
+		bm_outbox_destroy(&ob);
+	}
+}
+END_TEST
+
+START_TEST(a_full_disk_refuses_with_a_clear_error_and_loses_no_stored_message)
+{
+	int p[2];
+	pid_t pid;
+	uint64_t reported = 0, v;
+	bm_outbox_t *ob = NULL;
+
+	ck_assert_int_eq(pipe(p), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		/* The file-size limit stands in for a full disk. */
+		struct rlimit rl = {.rlim_cur = 200000, .rlim_max = 200000};
+		bm_outbox_send_opts_t so = {.to = "rcv"};
+		char body[500] = {0};
+		int rc = 0;
+
+		close(p[0]);
+		signal(SIGXFSZ, SIG_IGN);
+		ob = s_outbox("snd", NULL, NULL);
+		if (setrlimit(RLIMIT_FSIZE, &rl) < 0) {
+			_exit(2);
+		}
+		for (int i = 0; i < 100000 && rc == 0; i++) {
+			rc = bm_outbox_put(ob, &so, body, sizeof body, NULL);
+			if (rc == 0 && i % 10 == 9 && (rc = bm_outbox_commit(ob)) == 0) {
+				v = bm_outbox_count(ob);
+				(void)!write(p[1], &v, sizeof v);
+			}
+		}
+		if (rc != -EFBIG || bm_outbox_put(ob, &so, "x", 1, NULL) != BM_EREADONLY) {
+			_exit(3);
+		}
+		/* What was not stored is forgotten; what was stays. */
+		v = bm_outbox_count(ob);
+		(void)!write(p[1], &v, sizeof v);
+		bm_outbox_destroy(&ob);
+		_exit(0);
+	}
+	close(p[1]);
+	while (read(p[0], &v, sizeof v) == sizeof v) {
+		reported = v;
+	}
+	close(p[0]);
+	ck_assert_int_eq(tu_wait(pid, 20000), 0);
+	ck_assert_uint_gt(reported, 100);
+	ob = s_outbox("snd", NULL, NULL);
+	ck_assert_uint_eq(bm_outbox_count(ob), reported);
+	bm_outbox_destroy(&ob);
+}
+END_TEST
+
 /* ---- the kill -9 soak ---- */
 
 #define S_SOAK_ID_TAG 0xB5
@@ -865,6 +1017,8 @@ s_suite(void)
 	tcase_add_test(tc, the_pending_count_and_byte_limits_refuse_with_efull);
 	tcase_add_test(tc, a_notice_that_the_destination_came_online_retries_at_once);
 	tcase_add_test(tc, an_atomic_batch_killed_mid_append_is_all_or_nothing);
+	tcase_add_test(tc, an_atomic_batch_torn_at_a_sync_is_all_or_nothing_and_stored_batches_stay);
+	tcase_add_test(tc, a_full_disk_refuses_with_a_clear_error_and_loses_no_stored_message);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("dedup");
