@@ -20,7 +20,8 @@
  * Group commit: mark a batch of deliveries, commit once, ACK them all.
  *
  * Persistence: every mark is a LIVE journal record; a mark pushed out of
- * its sender's window is released, so old segments drain and are deleted.
+ * its sender's window is released, so old segments drain and are deleted;
+ * marks of senders gone quiet are rewritten forward (s_compact).
  * On open the journal replays the marks into the windows (and the notes to
  * the caller).
  *
@@ -41,6 +42,7 @@
 
 #define S_REC_MARK 1
 #define S_WINDOW_DEFAULT 65536
+#define S_COMPACT_SEGMENTS 4
 
 typedef struct {
 	bm_id_t id;     /* a handled message (the map's key points here) */
@@ -97,7 +99,8 @@ s_sender(bm_dedup_t *d, const char *name, bool create)
 }
 
 /* Adds id to the sender's window, pushing out (and releasing) the oldest
- * when full.  A second mark of an id already there is ignored. */
+ * when full.  A second mark of an id already there (a compaction copy met
+ * on replay) is released and ignored: returns 1 then, else 0. */
 static int
 s_remember(bm_dedup_t *d, s_sender_t *s, const bm_id_t *id, uint64_t seq)
 {
@@ -105,7 +108,7 @@ s_remember(bm_dedup_t *d, s_sender_t *s, const bm_id_t *id, uint64_t seq)
 
 	if (bm__map_get(s->ids, id->b, sizeof id->b) != NULL) {
 		bm_journal_release(d->j, seq);
-		return 0;
+		return 1;
 	}
 	if (s->n == d->window) {
 		slot = &s->ring[s->head];
@@ -178,7 +181,7 @@ s_replay(void *arg, const bm_journal_rec_t *r)
 	if ((rc = s_remember(d, s, &id, r->seq)) < 0) {
 		return rc;
 	}
-	if (d->note != NULL) {
+	if (rc == 0 && d->note != NULL) {
 		return d->note(d->arg, name, &id, p + 17 + nl, r->len - 17 - nl);
 	}
 	return 0;
@@ -285,10 +288,84 @@ bm_dedup_mark(bm_dedup_t *d, const char *from, const bm_id_t *id, const void *no
 	return 0;
 }
 
+/*
+ * A sender that stopped sending keeps its marks live for ever, and the log
+ * is only cut at its front: so when the journal holds more than
+ * S_COMPACT_SEGMENTS segments, the marks still in the oldest one are
+ * written again at the head (without their notes: a note serves the
+ * recovery right after its handling), committed, and only then released.
+ */
+static int
+s_compact(bm_dedup_t *d)
+{
+	uint64_t bound, *seqs = NULL;
+	s_slot_t **moved = NULL;
+	size_t cur = 0, n = 0, cap = 0;
+	s_sender_t *s;
+	int rc = 0;
+
+	if (bm_journal_segments(d->j) <= S_COMPACT_SEGMENTS ||
+	    bm__journal_segment_base(d->j, 1, &bound) < 0) {
+		return 0;
+	}
+	while (rc == 0 && (s = bm__map_next(d->senders, &cur)) != NULL) {
+		size_t nl = strlen(s->name);
+
+		for (size_t i = 0; rc == 0 && i < s->n; i++) {
+			s_slot_t *slot = &s->ring[(s->head + i) % s->cap];
+			uint8_t hdr[17];
+			bm_journal_iov_t v[2] = {{hdr, 17}, {s->name, nl}};
+
+			if (slot->seq >= bound) {
+				continue;
+			}
+			if (n == cap) {
+				size_t nc = cap ? cap * 2 : 64;
+				s_slot_t **nm = realloc(moved, nc * sizeof *nm);
+				uint64_t *ns = nm ? realloc(seqs, nc * sizeof *ns) : NULL;
+
+				if (nm != NULL) {
+					moved = nm;
+				}
+				if (ns == NULL) {
+					rc = -ENOMEM;
+					break;
+				}
+				seqs = ns;
+				cap = nc;
+			}
+			memcpy(hdr, slot->id.b, 16);
+			hdr[16] = (uint8_t)nl;
+			rc = bm_journal_appendv(d->j, S_REC_MARK, BM_JOURNAL_LIVE, v, 2, &seqs[n]);
+			if (rc == 0) {
+				moved[n++] = slot;
+			}
+		}
+	}
+	if (rc == 0 && n > 0) {
+		rc = bm_journal_commit(d->j);
+	}
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		bm_journal_release(d->j, moved[i]->seq);
+		moved[i]->seq = seqs[i];
+	}
+	free(moved);
+	free(seqs);
+	return rc;
+}
+
 int
 bm_dedup_commit(bm_dedup_t *d)
 {
-	return d == NULL ? -EINVAL : bm_journal_commit(d->j);
+	int rc;
+
+	if (d == NULL) {
+		return -EINVAL;
+	}
+	if ((rc = bm_journal_commit(d->j)) < 0) {
+		return rc;
+	}
+	return s_compact(d);
 }
 
 bm_journal_t *

@@ -502,6 +502,42 @@ START_TEST(a_retry_after_a_lost_ack_reaches_the_handler_once_also_across_a_recei
 }
 END_TEST
 
+START_TEST(a_quiet_senders_marks_do_not_pin_the_dedup_journal)
+{
+	bm_dedup_opts_t o = {.window = 100, .segment_size = 4096};
+	bm_dedup_t *d = NULL;
+	bm_id_t quiet, first, last;
+	char p[512];
+
+	s_path(p, sizeof p, "rcv", "dedup");
+	ck_assert_int_eq(bm_dedup_open(p, &o, &d), 0);
+	bm_id_new(&quiet);
+	ck_assert_int_eq(bm_dedup_mark(d, "quiet", &quiet, "q", 1), 0);
+	for (int i = 0; i < 5000; i++) {
+		bm_id_t id;
+
+		bm_id_new(&id);
+		if (i == 0) {
+			first = id;
+		}
+		last = id;
+		ck_assert_int_eq(bm_dedup_mark(d, "busy", &id, NULL, 0), 0);
+		if (i % 10 == 9) {
+			ck_assert_int_eq(bm_dedup_commit(d), 0);
+		}
+	}
+	ck_assert_int_eq(bm_dedup_commit(d), 0);
+	/* ~60-byte marks in 4 KiB segments: 5000 of them would fill ~75. */
+	ck_assert_uint_le(bm_journal_segments(bm_dedup_journal(d)), 6);
+	bm_dedup_destroy(&d);
+	ck_assert_int_eq(bm_dedup_open(p, &o, &d), 0);
+	ck_assert_int_eq(bm_dedup_seen(d, "quiet", &quiet), 1);
+	ck_assert_int_eq(bm_dedup_seen(d, "busy", &last), 1);
+	ck_assert_int_eq(bm_dedup_seen(d, "busy", &first), 0);
+	bm_dedup_destroy(&d);
+}
+END_TEST
+
 /* ---- atomic batches ---- */
 
 #define S_BATCH 200
@@ -1025,6 +1061,7 @@ s_suite(void)
 	tcase_add_checked_fixture(tc, s_start, s_stop);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, a_retry_after_a_lost_ack_reaches_the_handler_once_also_across_a_receiver_restart);
+	tcase_add_test(tc, a_quiet_senders_marks_do_not_pin_the_dedup_journal);
 	suite_add_tcase(s, tc);
 
 #ifdef BM_BEAST_PATH
