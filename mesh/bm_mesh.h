@@ -499,8 +499,8 @@ BM_EXPORT int bm_outbox_pump(bm_outbox_t *ob);
 BM_EXPORT int bm_outbox_handle(bm_outbox_t *ob, const bm_event_t *ev);
 /* Milliseconds until bm_outbox_pump() has work (0 = now, -1 = none). */
 BM_EXPORT int bm_outbox_timeout(const bm_outbox_t *ob);
-/* Runs the retry loop on the client until nothing is pending (0) or
- * timeout_ms passes (-ETIMEDOUT).  Events other than its own are dropped:
+/* Runs the retry loop on the client until nothing is pending (0),
+ * timeout_ms passes (-ETIMEDOUT) or a signal interrupts it (-EINTR).  Events other than its own are dropped:
  * use it in a sender that only sends (beast outbox flush). */
 BM_EXPORT int bm_outbox_run(bm_outbox_t *ob, int timeout_ms);
 

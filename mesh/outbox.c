@@ -1230,7 +1230,8 @@ bm_outbox_run(bm_outbox_t *ob, int timeout_ms)
 				(void)bm_outbox_handle(ob, &ev);
 				bm_event_clear(&ev);
 			}
-		} else if (rc != -ETIMEDOUT && rc != -EINTR) {
+		} else if (rc != -ETIMEDOUT) {
+			/* -EINTR included: a signal is the caller's to handle. */
 			return rc;
 		}
 	}

@@ -442,6 +442,38 @@ START_TEST(a_notice_that_the_destination_came_online_retries_at_once)
 }
 END_TEST
 
+START_TEST(an_old_pending_message_does_not_pin_the_outbox_journal)
+{
+	bm_outbox_opts_t oo = {.segment_size = 4096};
+	bm_outbox_t *ob = s_outbox("snd", NULL, &oo);
+	bm_outbox_send_opts_t so = {.to = "rcv", .priority = 7, .max_attempts = 9};
+	bm_outbox_entry_t e;
+	bm_id_t old;
+
+	ck_assert_int_eq(bm_outbox_put(ob, &so, "old", 3, &old), 0);
+	ck_assert_int_eq(bm_outbox_commit(ob), 0);
+	/* 3000 messages stored and ACKed (the ACKs made up here) behind it:
+	 * ~150-byte records in 4 KiB segments, ~110 segments' worth. */
+	for (int i = 0; i < 3000; i++) {
+		bm_event_t ev = {.kind = BM_EV_ACK};
+
+		ck_assert_int_eq(bm_outbox_put(ob, &so, "new", 3, &ev.id), 0);
+		ck_assert_int_ge(bm_outbox_pump(ob), 0);
+		ck_assert_int_eq(bm_outbox_handle(ob, &ev), 1);
+	}
+	ck_assert_int_ge(bm_outbox_pump(ob), 0);
+	ck_assert_uint_le(bm_journal_segments(bm_outbox_journal(ob)), 10);
+	bm_outbox_destroy(&ob);
+	ob = s_outbox("snd", NULL, &oo);
+	ck_assert_uint_eq(bm_outbox_count(ob), 1);
+	ck_assert_int_eq(bm_outbox_get(ob, &old, &e), 0);
+	ck_assert_uint_eq(e.priority, 7);
+	ck_assert_uint_eq(e.max_attempts, 9);
+	ck_assert_str_eq(e.to, "rcv");
+	bm_outbox_destroy(&ob);
+}
+END_TEST
+
 /* ---- de-duplication ---- */
 
 START_TEST(a_retry_after_a_lost_ack_reaches_the_handler_once_also_across_a_receiver_restart)
@@ -1051,6 +1083,7 @@ s_suite(void)
 	tcase_add_test(tc, a_message_for_an_absent_agent_dies_after_its_attempts_and_can_be_purged);
 	tcase_add_test(tc, stored_messages_go_out_after_a_restart_highest_priority_first);
 	tcase_add_test(tc, the_pending_count_and_byte_limits_refuse_with_efull);
+	tcase_add_test(tc, an_old_pending_message_does_not_pin_the_outbox_journal);
 	tcase_add_test(tc, a_notice_that_the_destination_came_online_retries_at_once);
 	tcase_add_test(tc, an_atomic_batch_killed_mid_append_is_all_or_nothing);
 	tcase_add_test(tc, an_atomic_batch_torn_at_a_sync_is_all_or_nothing_and_stored_batches_stay);
