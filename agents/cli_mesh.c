@@ -432,8 +432,7 @@ bm_cli_send(int argc, char **argv, const char *dir)
 			}
 			if (ev.kind == BM_EV_NACK && bm_id_equal(&ev.id, &id) && ev.code == BM_ENOAGENT &&
 			    !told_offline) {
-				fprintf(stderr, "beast send: %s; the message is stored and retried until "
-				                "--timeout\n",
+				fprintf(stderr, "beast send: %s; the message stays stored and is retried\n",
 				        ev.text[0] ? ev.text : bm_strerror(ev.code));
 				told_offline = true;
 			}

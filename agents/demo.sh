@@ -11,6 +11,8 @@ BIN=build/agents
 export BEAST_DIR
 BEAST_DIR=$(mktemp -d /tmp/beast-demo.XXXXXX)
 chmod 700 "$BEAST_DIR"
+# Outbox and de-dup journals of the demo's agents: gone with the demo.
+export BEAST_STATE="$BEAST_DIR/state"
 pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -58,7 +60,9 @@ for i in 1 2 3 4; do
 done
 
 step "refusals come back with a reason, never silently"
-"$BIN/beast" send --as scout ghost "anyone there?" || echo "(exit $? as documented)"
+# Stored first, then refused by the broker: with one attempt allowed it is
+# dead-lettered at once, with the reason (beast outbox --as scout dead).
+"$BIN/beast" send --as scout --attempts 1 ghost "anyone there?" || echo "(exit $? as documented)"
 "$BIN/beast" listen planner-a || echo "(exit $? as documented)"
 
 step "broker counters"
