@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 PKGS=(gcc libc6-dev pkg-config meson ninja-build libzmq3-dev libczmq-dev libsodium-dev
       libmsgpack-dev check python3-zmq python3-msgpack)
 [ "${BM_WITH_CLANG:-0}" = 1 ] && PKGS+=(clang libclang-rt-dev)
+# Benchmark peers (optional; each bench says when one is missing).
+[ "${BM_WITH_PEERS:-0}" = 1 ] && PKGS+=(nats-server libnats-dev redis-server libhiredis-dev
+	iceoryx libiceoryx-binding-c-dev libnng-dev)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -39,6 +42,8 @@ fi
 if [ ! -f build/build.ninja ]; then
 	echo "==> configuring build/"
 	meson setup build >/dev/null
+elif [ ${#missing[@]} -gt 0 ]; then
+	meson setup --reconfigure build >/dev/null # optional peers appear
 fi
 echo "==> building"
 ninja -C build >/dev/null
