@@ -712,6 +712,7 @@ s_suite(void)
 	Suite *s = suite_create("mesh");
 	TCase *tc = tcase_create("routing");
 
+	tcase_add_unchecked_fixture(tc, tu_root_setup, tu_root_teardown);
 	tcase_add_checked_fixture(tc, s_start, s_stop);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, two_agents_exchange_100000_messages_none_lost_duplicated_or_reordered);
@@ -725,6 +726,7 @@ s_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("liveness");
+	tcase_add_unchecked_fixture(tc, tu_root_setup, tu_root_teardown);
 	tcase_add_checked_fixture(tc, s_start, s_stop);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, a_killed_agent_is_noticed_within_three_heartbeats);
@@ -733,6 +735,7 @@ s_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("beastd");
+	tcase_add_unchecked_fixture(tc, tu_root_setup, tu_root_teardown);
 	tcase_add_checked_fixture(tc, s_start, s_stop);
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, a_second_beastd_on_a_live_dir_refuses_to_start);

@@ -1077,6 +1077,7 @@ s_suite(void)
 	Suite *s = suite_create("outbox");
 	TCase *tc = tcase_create("outbox");
 
+	tcase_add_unchecked_fixture(tc, tu_root_setup, tu_root_teardown);
 	tcase_add_checked_fixture(tc, s_start, s_stop);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, a_message_for_an_absent_agent_dies_of_its_ttl_and_requeue_then_delivers_it);
@@ -1091,6 +1092,7 @@ s_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("dedup");
+	tcase_add_unchecked_fixture(tc, tu_root_setup, tu_root_teardown);
 	tcase_add_checked_fixture(tc, s_start, s_stop);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, a_retry_after_a_lost_ack_reaches_the_handler_once_also_across_a_receiver_restart);
@@ -1099,6 +1101,7 @@ s_suite(void)
 
 #ifdef BM_BEAST_PATH
 	tc = tcase_create("cli");
+	tcase_add_unchecked_fixture(tc, tu_root_setup, tu_root_teardown);
 	tcase_add_checked_fixture(tc, s_start, s_stop);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, beast_send_no_wait_stores_for_an_offline_agent_and_outbox_flush_delivers_once);
@@ -1106,6 +1109,7 @@ s_suite(void)
 #endif
 
 	tc = tcase_create("soak");
+	tcase_add_unchecked_fixture(tc, tu_root_setup, tu_root_teardown);
 	tcase_add_checked_fixture(tc, s_start, s_stop);
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, messages_streamed_through_kill_9_of_sender_receiver_and_beastd_arrive_exactly_once);

@@ -750,6 +750,7 @@ s_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("proxy");
+	tcase_add_unchecked_fixture(tc, tu_root_setup, tu_root_teardown);
 	tcase_add_checked_fixture(tc, s_start, s_stop);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, a_subtree_subscription_never_receives_a_sibling_sharing_its_bytes);

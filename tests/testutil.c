@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -21,13 +22,47 @@
 char *
 tu_scratch_dir(void)
 {
-	char tmpl[] = "/tmp/bmtest.XXXXXX";
-	char *p = mkdtemp(tmpl);
+	const char *root = getenv("BM_TEST_ROOT");
+	char tmpl[BM_PATH_MAX];
+	char *p;
 
+	/* Keep it short: socket paths inside must fit in 107 bytes. */
+	snprintf(tmpl, sizeof tmpl, "%s/bmtest.XXXXXX", root && *root ? root : "/tmp");
+	p = mkdtemp(tmpl);
 	if (p == NULL || chmod(p, 0700) < 0) {
 		return NULL;
 	}
 	return strdup(p);
+}
+
+static char *s_root;
+
+void
+tu_root_setup(void)
+{
+	char tmpl[] = "/tmp/bmroot.XXXXXX";
+
+	s_root = mkdtemp(tmpl) ? strdup(tmpl) : NULL;
+	if (s_root != NULL) {
+		setenv("BM_TEST_ROOT", s_root, 1);
+	}
+}
+
+void
+tu_root_teardown(void)
+{
+	unsetenv("BM_TEST_ROOT");
+	tu_rmrf(&s_root);
+}
+
+/* In a child: die with the test process that made us, even by SIGKILL. */
+static void
+s_die_with_parent(pid_t parent)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent) {
+		_exit(126); /* it died before prctl took effect */
+	}
 }
 
 static int
@@ -73,8 +108,8 @@ tu_broker_answers(const char *dir, int timeout_ms)
 pid_t
 tu_beastd_start(const char *dir, int heartbeat_ms)
 {
+	pid_t parent = getpid(), pid;
 	char hb[32];
-	pid_t pid;
 
 	snprintf(hb, sizeof hb, "%d", heartbeat_ms);
 	pid = fork();
@@ -82,6 +117,7 @@ tu_beastd_start(const char *dir, int heartbeat_ms)
 		return -1;
 	}
 	if (pid == 0) {
+		s_die_with_parent(parent);
 		execl(BM_BEASTD_PATH, "beastd", "--dir", dir, "--heartbeat", hb, (char *)NULL);
 		_exit(127);
 	}
@@ -95,9 +131,11 @@ tu_beastd_start(const char *dir, int heartbeat_ms)
 pid_t
 tu_fork(int (*fn)(void *arg), void *arg)
 {
+	pid_t parent = getpid();
 	pid_t pid = fork();
 
 	if (pid == 0) {
+		s_die_with_parent(parent);
 		_exit(fn(arg));
 	}
 	return pid;

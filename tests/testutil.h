@@ -11,8 +11,19 @@
 
 #include "bm_mesh.h"
 
-/* Makes a fresh 0700 directory under /tmp; returns a malloc'd path. */
+/* Makes a fresh 0700 directory (under $BM_TEST_ROOT when set, else /tmp);
+ * returns a malloc'd path. */
 char *tu_scratch_dir(void);
+
+/*
+ * Unchecked fixture (tcase_add_unchecked_fixture): runs in the runner
+ * process around each TCase.  Check skips a forked test's own teardown when
+ * an assertion fails, so the root it creates (and every scratch dir under
+ * it) is removed here whatever the tests did.  Children that tu_fork and
+ * tu_beastd_start make die with their parent test process.
+ */
+void tu_root_setup(void);
+void tu_root_teardown(void);
 /* Removes a directory tree (best effort) and frees the path. */
 void tu_rmrf(char **path_p);
 
