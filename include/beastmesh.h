@@ -8,5 +8,6 @@
 #include "bm_shm.h"
 #include "bm_mesh.h"
 #include "bm_proxy.h"
+#include "bm_agent.h"
 
 #endif

@@ -1,0 +1,1263 @@
+/*
+ * agent.c - the agent runtime (bm_agent.h): one object that owns an
+ * agent's mesh client, outbox, de-dup window, publisher, subscriber, blob
+ * listener and bulk channels, and one loop over all of them.
+ *
+ * The loop.  bm_agent_step() is one turn:
+ *   1. store and send: commit the outbox (everything sent since the last
+ *      turn: one journal write, one sync) and pump it;
+ *   2. one zmq_poll over the mesh socket, the subscriber socket, the blob
+ *      listener and every incoming channel's doorbell, for no longer than
+ *      the earliest timer (client heartbeat, outbox retry, request
+ *      deadline, the caller's timeout);
+ *   3. handle what is ready: mesh events (ACK/NACK go to the outbox first;
+ *      messages are de-duplicated, matched to requests or dispatched to a
+ *      handler), broadcasts, new channels, blobs, expired requests;
+ *   4. store again (replies, the de-dup marks) and only then ACK the
+ *      messages handled in step 3: a sender forgets a message only once
+ *      its effects are stored here.
+ * Everything a turn handles shares the two commits: group commit is where
+ * the speed comes from.
+ *
+ * Requests are reliable sends whose reply (a message with corr = the
+ * request id) is matched here; a request waits in a small array with its
+ * deadline (the swarms this serves keep tens in flight, not millions).
+ * Latencies are kept as histograms of 4 buckets per octave so that
+ * several agents' histograms can be merged.
+ *
+ * Threading: one thread.  bm_agent_stop() only sets a flag.
+ * Invariants: a handler never re-enters the loop (bm_agent_step refuses
+ * with -EDEADLK); a message is ACKed only after the commit that follows
+ * its handler.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <czmq.h>
+
+#include "bm_agent.h"
+
+#define S_FOLLOW_MAX 64        /* subscriptions (the subscriber's own bound) */
+#define S_IN_MAX 32            /* incoming bulk channels */
+#define S_OUT_MAX 16           /* outgoing bulk channels, one per peer */
+#define S_EVENTS_PER_TURN 4096 /* bound on mesh events handled per turn */
+#define S_BCASTS_PER_TURN 4096 /* bound on broadcasts handled per turn */
+#define S_BLOBS_PER_TURN 4     /* per channel per turn */
+#define S_BLOB_WAIT_MS 30000   /* a blob that started arriving finishes within */
+#define S_SENT_AT_MAX 1000000  /* ids whose send time we keep for latency */
+
+typedef struct {
+	char type[BM_TYPE_MAX + 1]; /* exact type, or "" = any */
+	bm_agent_msg_fn fn;         /* handler */
+	void *arg;                  /* its argument */
+} s_handler_t;
+
+typedef struct {
+	bm_id_t id;              /* the request's message id (replies carry it as corr) */
+	int64_t deadline_ms;     /* monotonic */
+	int64_t t0_ns;           /* when it was made, for the latency */
+	bm_agent_reply_fn fn;    /* callback */
+	void *arg;               /* its argument */
+} s_request_t;
+
+typedef struct {
+	char prefix[BM_TOPIC_MAX + 1]; /* normalized prefix */
+	bm_agent_bcast_fn fn;          /* handler */
+	void *arg;                     /* its argument */
+} s_follow_t;
+
+typedef struct {
+	char to[BM_NAME_MAX + 1]; /* consumer's name */
+	bm_channel_t *ch;         /* producer end */
+} s_out_t;
+
+struct bm_agent {
+	char name[BM_NAME_MAX + 1];      /* registered name */
+	char dir[BM_PATH_MAX];           /* resolved runtime dir */
+	char state[BM_PATH_MAX];         /* state dir: outbox/, dedup/ */
+	void *zctx;                      /* one zmq context for every socket */
+	bm_client_t *client;             /* mesh session */
+	bm_outbox_t *outbox;             /* reliable sends */
+	bm_dedup_t *dedup;               /* received ids */
+	bm_pub_t *pub;                   /* opened on first publish */
+	bm_sub_t *sub;                   /* opened on first subscribe */
+	s_follow_t follow[S_FOLLOW_MAX]; /* subscriptions */
+	int nfollow;                     /* how many */
+	int nsynced;                     /* SYNCs seen */
+	bm_listener_t *listener;         /* blob listener, with on_blob */
+	bm_agent_blob_fn blob_fn;        /* blob handler */
+	void *blob_arg;                  /* its argument */
+	bm_channel_t *in[S_IN_MAX];      /* incoming channels */
+	int nin;                         /* how many */
+	s_out_t out[S_OUT_MAX];          /* outgoing channels */
+	int nout;                        /* how many */
+	size_t chan_cap;                 /* ring capacity of channels we create */
+	s_handler_t *handlers;           /* message and request handlers */
+	int nhandlers;                   /* how many */
+	s_request_t *reqs;               /* requests awaiting a reply */
+	size_t nreqs, reqcap;            /* count, capacity */
+	bm_msg_t **toack;                /* handled this turn, ACK after the commit */
+	size_t ntoack, toackcap;         /* count, capacity */
+	zhashx_t *sent_at;               /* id hex -> mono ns of the send */
+	bool dirty;                      /* sends put since the last commit */
+	bool in_handler;                 /* a handler is running */
+	volatile sig_atomic_t stopped;   /* bm_agent_stop */
+	volatile sig_atomic_t *ext_stop; /* opts.stop */
+	void *user;                      /* opts.user */
+	bm_agent_stats_t st;             /* counters (outbox ones filled on read) */
+};
+
+/* ---- histograms ---- */
+
+int
+bm_agent_hist_bucket(uint64_t us)
+{
+	int b;
+
+	if (us < 1) {
+		return 0;
+	}
+	/* 4 buckets per octave: log2(us) * 4, rounded up. */
+	b = (int)ceil(log2((double)us) * 4.0);
+	if (b < 0) {
+		b = 0;
+	}
+	return b >= BM_AGENT_HIST ? BM_AGENT_HIST - 1 : b;
+}
+
+uint64_t
+bm_agent_hist_us(int bucket)
+{
+	return (uint64_t)llround(exp2((double)bucket / 4.0));
+}
+
+uint64_t
+bm_agent_hist_quantile(const uint64_t *hist, double p)
+{
+	uint64_t total = 0, seen = 0, want;
+
+	for (int i = 0; i < BM_AGENT_HIST; i++) {
+		total += hist[i];
+	}
+	if (total == 0) {
+		return 0;
+	}
+	want = (uint64_t)ceil(p * (double)total);
+	if (want < 1) {
+		want = 1;
+	}
+	for (int i = 0; i < BM_AGENT_HIST; i++) {
+		seen += hist[i];
+		if (seen >= want) {
+			return bm_agent_hist_us(i);
+		}
+	}
+	return bm_agent_hist_us(BM_AGENT_HIST - 1);
+}
+
+static void
+s_hist_add(uint64_t *hist, int64_t ns)
+{
+	hist[bm_agent_hist_bucket(ns > 0 ? (uint64_t)ns / 1000 : 0)]++;
+}
+
+/* ---- state directory ---- */
+
+static int
+s_mkdirs(char *path)
+{
+	for (char *p = path + 1; *p; p++) {
+		if (*p == '/') {
+			*p = '\0';
+			if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+				int e = -errno;
+
+				*p = '/';
+				return e;
+			}
+			*p = '/';
+		}
+	}
+	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		return -errno;
+	}
+	return 0;
+}
+
+static int
+s_state_dir(const char *given, const char *name, char *out, size_t cap)
+{
+	const char *st = getenv("BEAST_STATE"), *xdg = getenv("XDG_STATE_HOME"),
+	           *home = getenv("HOME");
+	int n;
+
+	if (given != NULL) {
+		n = snprintf(out, cap, "%s", given);
+	} else if (st != NULL && st[0] != '\0') {
+		n = snprintf(out, cap, "%s/%s", st, name);
+	} else if (xdg != NULL && xdg[0] == '/') {
+		n = snprintf(out, cap, "%s/beast/%s", xdg, name);
+	} else if (home != NULL && home[0] == '/') {
+		n = snprintf(out, cap, "%s/.local/state/beast/%s", home, name);
+	} else {
+		return -ENOENT;
+	}
+	if (n < 0 || (size_t)n >= cap - 16) {
+		return -ENAMETOOLONG;
+	}
+	return s_mkdirs(out);
+}
+
+/* ---- open / destroy ---- */
+
+int
+bm_agent_open(const bm_agent_opts_t *opts, bm_agent_t **ret_agent)
+{
+	bm_agent_t *a;
+	char path[BM_PATH_MAX + 16];
+	int rc;
+
+	if (opts == NULL || ret_agent == NULL || opts->name == NULL) {
+		return -EINVAL;
+	}
+	if (bm_name_check(opts->name) < 0) {
+		return BM_EBADNAME;
+	}
+	a = calloc(1, sizeof *a);
+	if (a == NULL) {
+		return -ENOMEM;
+	}
+	snprintf(a->name, sizeof a->name, "%s", opts->name);
+	a->ext_stop = opts->stop;
+	a->user = opts->user;
+	a->chan_cap = opts->channel_capacity ? opts->channel_capacity : ((size_t)64 << 20);
+	if ((rc = bm_rundir_resolve(opts->dir, false, a->dir)) < 0) {
+		goto fail;
+	}
+	if ((rc = s_state_dir(opts->state_dir, a->name, a->state, sizeof a->state)) < 0) {
+		goto fail;
+	}
+	a->sent_at = zhashx_new();
+	a->zctx = zmq_ctx_new();
+	if (a->sent_at == NULL || a->zctx == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	/* Journals first: a name whose journals another process holds is
+	 * that process's (-EBUSY), whatever the broker says. */
+	{
+		bm_outbox_opts_t oo = {.sync = opts->sync, .ack_timeout_ms = opts->ack_timeout_ms};
+		bm_dedup_opts_t dopt = {.sync = opts->sync};
+
+		snprintf(path, sizeof path, "%s/outbox", a->state);
+		oo.dir = path;
+		if ((rc = bm_outbox_open(&oo, &a->outbox)) < 0) {
+			goto fail;
+		}
+		snprintf(path, sizeof path, "%s/dedup", a->state);
+		if ((rc = bm_dedup_open(path, &dopt, &a->dedup)) < 0) {
+			goto fail;
+		}
+	}
+	{
+		bm_client_opts_t co = {.dir = a->dir,
+		                       .name = a->name,
+		                       .caps = opts->caps,
+		                       .heartbeat_ms = opts->heartbeat_ms,
+		                       .connect_timeout_ms = opts->connect_timeout_ms,
+		                       .zmq_ctx = a->zctx};
+
+		if ((rc = bm_client_open(&co, &a->client)) < 0) {
+			goto fail;
+		}
+	}
+	bm_outbox_set_client(a->outbox, a->client);
+	*ret_agent = a;
+	return 0;
+fail:
+	bm_agent_destroy(&a);
+	return rc;
+}
+
+static void
+s_drop_in(bm_agent_t *a, int i)
+{
+	bm_channel_destroy(&a->in[i]);
+	a->in[i] = a->in[--a->nin];
+	a->in[a->nin] = NULL;
+}
+
+static void
+s_drop_out(bm_agent_t *a, int i)
+{
+	bm_channel_destroy(&a->out[i].ch);
+	a->out[i] = a->out[--a->nout];
+	memset(&a->out[a->nout], 0, sizeof a->out[0]);
+}
+
+void
+bm_agent_destroy(bm_agent_t **self_p)
+{
+	bm_agent_t *a;
+
+	if (self_p == NULL || *self_p == NULL) {
+		return;
+	}
+	a = *self_p;
+	if (a->outbox != NULL) {
+		(void)bm_outbox_commit(a->outbox);
+		(void)bm_outbox_pump(a->outbox);
+	}
+	/* Handled messages whose ACK the last turn did not send: their marks
+	 * are stored first, or the sender resends and we handle them again. */
+	if (a->dedup != NULL && bm_dedup_commit(a->dedup) == 0) {
+		for (size_t i = 0; i < a->ntoack; i++) {
+			(void)bm_client_ack(a->client, a->toack[i]);
+		}
+	}
+	for (size_t i = 0; i < a->ntoack; i++) {
+		bm_msg_destroy(&a->toack[i]);
+	}
+	free(a->toack);
+	while (a->nin > 0) {
+		s_drop_in(a, a->nin - 1);
+	}
+	while (a->nout > 0) {
+		s_drop_out(a, a->nout - 1);
+	}
+	bm_listener_destroy(&a->listener);
+	bm_sub_destroy(&a->sub);
+	bm_pub_destroy(&a->pub);
+	bm_outbox_destroy(&a->outbox);
+	bm_dedup_destroy(&a->dedup);
+	bm_client_destroy(&a->client);
+	if (a->zctx != NULL) {
+		zmq_ctx_term(a->zctx);
+	}
+	zhashx_destroy(&a->sent_at);
+	free(a->handlers);
+	free(a->reqs);
+	free(a);
+	*self_p = NULL;
+}
+
+const char *
+bm_agent_name(const bm_agent_t *a)
+{
+	return a ? a->name : NULL;
+}
+
+void *
+bm_agent_user(const bm_agent_t *a)
+{
+	return a ? a->user : NULL;
+}
+
+bm_client_t *
+bm_agent_client(bm_agent_t *a)
+{
+	return a ? a->client : NULL;
+}
+
+/* ---- handlers ---- */
+
+static int
+s_add_handler(bm_agent_t *a, const char *type, bm_agent_msg_fn fn, void *arg)
+{
+	s_handler_t *h;
+
+	if (a == NULL || fn == NULL) {
+		return -EINVAL;
+	}
+	if (type != NULL && bm_type_check(type) < 0) {
+		return BM_EBADNAME;
+	}
+	h = realloc(a->handlers, (size_t)(a->nhandlers + 1) * sizeof *h);
+	if (h == NULL) {
+		return -ENOMEM;
+	}
+	a->handlers = h;
+	h = &a->handlers[a->nhandlers++];
+	snprintf(h->type, sizeof h->type, "%s", type ? type : "");
+	h->fn = fn;
+	h->arg = arg;
+	return 0;
+}
+
+int
+bm_agent_on_message(bm_agent_t *a, const char *type, bm_agent_msg_fn fn, void *arg)
+{
+	return s_add_handler(a, type, fn, arg);
+}
+
+int
+bm_agent_on_request(bm_agent_t *a, const char *type, bm_agent_msg_fn fn, void *arg)
+{
+	return s_add_handler(a, type, fn, arg);
+}
+
+int
+bm_agent_subscribe(bm_agent_t *a, const char *prefix, bm_agent_bcast_fn fn, void *arg)
+{
+	s_follow_t *f;
+	int rc;
+
+	if (a == NULL || prefix == NULL || fn == NULL) {
+		return -EINVAL;
+	}
+	if (a->nfollow >= S_FOLLOW_MAX) {
+		return -ENOSPC;
+	}
+	f = &a->follow[a->nfollow];
+	if ((rc = bm_topic_normalize(prefix, true, f->prefix, sizeof f->prefix)) < 0) {
+		return rc;
+	}
+	if (a->sub == NULL) {
+		bm_sub_opts_t so = {.dir = a->dir, .name = a->name, .zmq_ctx = a->zctx};
+
+		if ((rc = bm_sub_open(&so, &a->sub)) < 0) {
+			return rc;
+		}
+	}
+	if ((rc = bm_sub_subscribe(a->sub, f->prefix)) < 0) {
+		return rc;
+	}
+	f->fn = fn;
+	f->arg = arg;
+	a->nfollow++;
+	return 0;
+}
+
+int
+bm_agent_wait_subscribed(bm_agent_t *a, int timeout_ms)
+{
+	int64_t deadline = bm_mono_ms() + timeout_ms;
+
+	if (a == NULL) {
+		return -EINVAL;
+	}
+	while (a->nsynced < a->nfollow) {
+		int64_t left = deadline - bm_mono_ms();
+		int rc;
+
+		if (left <= 0) {
+			return -ETIMEDOUT;
+		}
+		rc = bm_agent_step(a, (int)(left < 100 ? left : 100));
+		if (rc < 0 && rc != -EINTR) {
+			return rc;
+		}
+	}
+	return 0;
+}
+
+int
+bm_agent_on_blob(bm_agent_t *a, bm_agent_blob_fn fn, void *arg)
+{
+	int rc;
+
+	if (a == NULL || fn == NULL) {
+		return -EINVAL;
+	}
+	if (a->listener == NULL && (rc = bm_listener_open(a->dir, a->name, &a->listener)) < 0) {
+		return rc;
+	}
+	a->blob_fn = fn;
+	a->blob_arg = arg;
+	return 0;
+}
+
+/* ---- sending ---- */
+
+static void
+s_note_sent(bm_agent_t *a, const bm_id_t *id)
+{
+	char hex[BM_ID_HEX_LEN + 1];
+
+	if (zhashx_size(a->sent_at) >= S_SENT_AT_MAX) {
+		return;
+	}
+	bm_id_hex(id, hex);
+	/* The value is the send time itself, not a pointer. */
+	(void)zhashx_insert(a->sent_at, hex, (void *)(intptr_t)bm_mono_ns());
+}
+
+static int64_t
+s_take_sent(bm_agent_t *a, const bm_id_t *id)
+{
+	char hex[BM_ID_HEX_LEN + 1];
+	void *v;
+
+	bm_id_hex(id, hex);
+	v = zhashx_lookup(a->sent_at, hex);
+	if (v == NULL) {
+		return -1;
+	}
+	zhashx_delete(a->sent_at, hex);
+	return (int64_t)(intptr_t)v;
+}
+
+int
+bm_agent_send(bm_agent_t *a, const char *to, const bm_agent_send_opts_t *o, const void *body,
+              size_t len, bm_id_t *ret_id)
+{
+	bm_outbox_send_opts_t so = {.to = to};
+	bm_id_t id;
+	int rc;
+
+	if (a == NULL || to == NULL || (body == NULL && len > 0)) {
+		return -EINVAL;
+	}
+	if (o != NULL) {
+		so.type = o->type;
+		so.priority = o->priority;
+		so.ttl_ms = o->ttl_ms;
+		so.max_attempts = o->max_attempts;
+	}
+	if ((rc = bm_outbox_put(a->outbox, &so, body, len, &id)) < 0) {
+		return rc;
+	}
+	a->dirty = true;
+	s_note_sent(a, &id);
+	if (ret_id != NULL) {
+		*ret_id = id;
+	}
+	return 0;
+}
+
+int
+bm_agent_send_batch(bm_agent_t *a, const bm_agent_item_t *items, size_t n, bm_id_t *ret_ids)
+{
+	bm_outbox_item_t *v;
+	bm_id_t *ids;
+	int rc;
+
+	if (a == NULL || items == NULL || n == 0) {
+		return -EINVAL;
+	}
+	v = calloc(n, sizeof *v);
+	ids = calloc(n, sizeof *ids);
+	if (v == NULL || ids == NULL) {
+		free(v);
+		free(ids);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		v[i].opts.to = items[i].to;
+		v[i].opts.type = items[i].type;
+		v[i].body = items[i].body;
+		v[i].len = items[i].len;
+	}
+	rc = bm_outbox_put_batch(a->outbox, v, n, ids);
+	if (rc == 0) {
+		a->dirty = true;
+		for (size_t i = 0; i < n; i++) {
+			s_note_sent(a, &ids[i]);
+		}
+		if (ret_ids != NULL) {
+			memcpy(ret_ids, ids, n * sizeof *ids);
+		}
+	}
+	free(v);
+	free(ids);
+	return rc;
+}
+
+int
+bm_agent_request(bm_agent_t *a, const char *to, const char *type, const void *body, size_t len,
+                 int timeout_ms, bm_agent_reply_fn fn, void *arg)
+{
+	bm_agent_send_opts_t so = {.type = type};
+	s_request_t *r;
+	bm_id_t id;
+	int rc;
+
+	if (a == NULL || fn == NULL || timeout_ms <= 0) {
+		return -EINVAL;
+	}
+	if (a->nreqs == a->reqcap) {
+		size_t cap = a->reqcap ? a->reqcap * 2 : 16;
+
+		r = realloc(a->reqs, cap * sizeof *r);
+		if (r == NULL) {
+			return -ENOMEM;
+		}
+		a->reqs = r;
+		a->reqcap = cap;
+	}
+	if ((rc = bm_agent_send(a, to, &so, body, len, &id)) < 0) {
+		return rc;
+	}
+	r = &a->reqs[a->nreqs++];
+	r->id = id;
+	r->deadline_ms = bm_mono_ms() + timeout_ms;
+	r->t0_ns = bm_mono_ns();
+	r->fn = fn;
+	r->arg = arg;
+	a->st.requests++;
+	return 0;
+}
+
+int
+bm_agent_reply(bm_agent_t *a, const bm_msg_t *req, const char *type, const void *body, size_t len)
+{
+	bm_outbox_send_opts_t so;
+	bm_id_t id;
+	int rc;
+
+	if (a == NULL || req == NULL) {
+		return -EINVAL;
+	}
+	so = (bm_outbox_send_opts_t){.to = req->from, .type = type, .corr = &req->id};
+	if ((rc = bm_outbox_put(a->outbox, &so, body, len, &id)) < 0) {
+		return rc;
+	}
+	a->dirty = true;
+	s_note_sent(a, &id);
+	return 0;
+}
+
+size_t
+bm_agent_requests_pending(const bm_agent_t *a)
+{
+	return a ? a->nreqs : 0;
+}
+
+int
+bm_agent_publish(bm_agent_t *a, const char *topic, const void *body, size_t len)
+{
+	int rc;
+
+	if (a == NULL || topic == NULL) {
+		return -EINVAL;
+	}
+	if (a->pub == NULL) {
+		bm_pub_opts_t po = {.dir = a->dir, .name = a->name, .zmq_ctx = a->zctx};
+
+		if ((rc = bm_pub_open(&po, &a->pub)) < 0) {
+			return rc;
+		}
+	}
+	if ((rc = bm_pub_send(a->pub, topic, body, len)) == 0) {
+		a->st.published++;
+	}
+	return rc;
+}
+
+static int
+s_channel_to(bm_agent_t *a, const char *to, int timeout_ms, bm_channel_t **ret_ch)
+{
+	bm_channel_opts_t co = {.capacity = a->chan_cap, .spin_us = -1};
+	bm_channel_t *ch = NULL;
+	int rc;
+
+	for (int i = 0; i < a->nout; i++) {
+		if (strcmp(a->out[i].to, to) == 0) {
+			*ret_ch = a->out[i].ch;
+			return i;
+		}
+	}
+	if (a->nout == S_OUT_MAX) {
+		s_drop_out(a, 0);
+	}
+	if ((rc = bm_channel_connect(a->dir, to, a->name, &co, timeout_ms, &ch)) < 0) {
+		return rc;
+	}
+	snprintf(a->out[a->nout].to, sizeof a->out[0].to, "%s", to);
+	a->out[a->nout].ch = ch;
+	*ret_ch = ch;
+	return a->nout++;
+}
+
+static const char *
+s_content_name(uint32_t content)
+{
+	switch (content) {
+	case BM_BLOB_PLY:
+		return "ply";
+	case BM_BLOB_PCD:
+		return "pcd";
+	default:
+		return "raw";
+	}
+}
+
+int
+bm_agent_send_blob(bm_agent_t *a, const char *to, const char *name, const void *data, size_t len,
+                   uint32_t content, int timeout_ms)
+{
+	bm_blob_opts_t bo = {.name = name, .content = content, .flags = BM_BLOB_CHECKSUM};
+	bm_agent_send_opts_t so = {.type = "blob.announce"};
+	bm_channel_t *ch = NULL;
+	char body[BM_BLOB_NAME_MAX + 256];
+	int64_t t0, id;
+	int slot, rc;
+
+	if (a == NULL || to == NULL || name == NULL || (data == NULL && len > 0) ||
+	    strlen(name) > BM_BLOB_NAME_MAX || strchr(name, '"') != NULL ||
+	    strchr(name, '\\') != NULL) {
+		return -EINVAL;
+	}
+	if ((slot = s_channel_to(a, to, timeout_ms, &ch)) < 0) {
+		return slot;
+	}
+	/* The announcement is stored and on its way before the first byte of
+	 * the blob: the receiver learns what comes even if we die mid-blob. */
+	snprintf(body, sizeof body,
+	         "{\"name\":\"%s\",\"size\":%zu,\"content\":\"%s\",\"crc\":\"%08x\","
+	         "\"channel\":\"shm/%s.sock\"}",
+	         name, len, s_content_name(content), bm_crc32c(0, data, len), to);
+	if ((rc = bm_agent_send(a, to, &so, body, strlen(body), NULL)) < 0 ||
+	    (rc = bm_agent_flush(a)) < 0) {
+		return rc;
+	}
+	t0 = bm_mono_ns();
+	id = bm_blob_send(ch, data, len, &bo, timeout_ms);
+	rc = id < 0 ? (int)id : bm_blob_wait(ch, (uint64_t)id, timeout_ms);
+	if (rc == BM_EPEER || rc == -ETIMEDOUT) {
+		s_drop_out(a, slot);
+	}
+	if (rc < 0) {
+		a->st.blob_errors++;
+		return rc;
+	}
+	(void)t0;
+	a->st.blobs_sent++;
+	a->st.blob_bytes_sent += len;
+	return 0;
+}
+
+int
+bm_agent_send_cloud(bm_agent_t *a, const char *to, const char *name, const bm_cloud_t *cloud,
+                    int timeout_ms)
+{
+	void *p = MAP_FAILED;
+	off_t size;
+	int fd, rc;
+
+	if (a == NULL || cloud == NULL) {
+		return -EINVAL;
+	}
+	fd = memfd_create("bm-cloud", MFD_CLOEXEC);
+	if (fd < 0) {
+		return -errno;
+	}
+	if ((rc = bm_cloud_write_ply(cloud, fd)) < 0) {
+		goto out;
+	}
+	size = lseek(fd, 0, SEEK_CUR);
+	if (size <= 0) {
+		rc = size < 0 ? -errno : -EINVAL;
+		goto out;
+	}
+	p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+	if (p == MAP_FAILED) {
+		rc = -errno;
+		goto out;
+	}
+	rc = bm_agent_send_blob(a, to, name, p, (size_t)size, BM_BLOB_PLY, timeout_ms);
+	munmap(p, (size_t)size);
+out:
+	close(fd);
+	return rc;
+}
+
+/* ---- the loop ---- */
+
+void
+bm_agent_stop(bm_agent_t *a)
+{
+	if (a != NULL) {
+		a->stopped = 1;
+	}
+}
+
+bool
+bm_agent_stopped(const bm_agent_t *a)
+{
+	return a == NULL || a->stopped || (a->ext_stop != NULL && *a->ext_stop);
+}
+
+int
+bm_agent_flush(bm_agent_t *a)
+{
+	int rc;
+
+	if (a == NULL) {
+		return -EINVAL;
+	}
+	a->dirty = false;
+	/* pump commits first, then sends what is ready. */
+	rc = bm_outbox_pump(a->outbox);
+	return rc < 0 ? rc : 0;
+}
+
+int
+bm_agent_pollitems(bm_agent_t *a, zmq_pollitem_t *items, int max)
+{
+	int n = 0;
+
+	if (a == NULL || items == NULL || max < 1) {
+		return -EINVAL;
+	}
+	items[n++] = (zmq_pollitem_t){.socket = bm_client_socket(a->client), .events = ZMQ_POLLIN};
+	if (a->sub != NULL && n < max) {
+		items[n++] = (zmq_pollitem_t){.socket = bm_sub_socket(a->sub), .events = ZMQ_POLLIN};
+	}
+	if (a->listener != NULL && n < max) {
+		items[n++] = (zmq_pollitem_t){.fd = bm_listener_fd(a->listener), .events = ZMQ_POLLIN};
+	}
+	for (int i = 0; i < a->nin && n < max; i++) {
+		items[n++] = (zmq_pollitem_t){.fd = bm_channel_fd(a->in[i]), .events = ZMQ_POLLIN};
+	}
+	return n;
+}
+
+static int
+s_min_timeout(int a, int b)
+{
+	if (a < 0) {
+		return b;
+	}
+	if (b < 0) {
+		return a;
+	}
+	return a < b ? a : b;
+}
+
+int
+bm_agent_timeout(bm_agent_t *a)
+{
+	int t;
+	int64_t now = bm_mono_ms();
+
+	if (a == NULL) {
+		return -1;
+	}
+	if (a->dirty || a->ntoack > 0) {
+		return 0;
+	}
+	t = s_min_timeout(bm_client_timeout(a->client), bm_outbox_timeout(a->outbox));
+	for (size_t i = 0; i < a->nreqs; i++) {
+		int64_t left = a->reqs[i].deadline_ms - now;
+
+		t = s_min_timeout(t, left < 0 ? 0 : (int)left);
+	}
+	/* Arm the doorbells: a channel with a record already waiting must not
+	 * be slept on. */
+	for (int i = 0; i < a->nin; i++) {
+		if (bm_channel_arm(a->in[i]) != 0) {
+			t = 0;
+		}
+	}
+	return t;
+}
+
+static s_request_t *
+s_find_request(bm_agent_t *a, const bm_id_t *id, size_t *ret_i)
+{
+	for (size_t i = 0; i < a->nreqs; i++) {
+		if (bm_id_equal(&a->reqs[i].id, id)) {
+			*ret_i = i;
+			return &a->reqs[i];
+		}
+	}
+	return NULL;
+}
+
+static void
+s_remove_request(bm_agent_t *a, size_t i)
+{
+	a->reqs[i] = a->reqs[--a->nreqs];
+}
+
+/* Calls a request's callback once; the entry is gone before the call, so
+ * the callback may make new requests. */
+static void
+s_finish_request(bm_agent_t *a, size_t i, int err, bm_msg_t *reply)
+{
+	s_request_t r = a->reqs[i];
+
+	s_remove_request(a, i);
+	if (err == 0) {
+		a->st.replies++;
+		s_hist_add(a->st.req_hist, bm_mono_ns() - r.t0_ns);
+	} else if (err == -ETIMEDOUT) {
+		a->st.timeouts++;
+		/* Withdrawn: a request nobody answers in time is not left to be
+		 * retried for ever, nor counted as a dead letter. */
+		(void)bm_outbox_purge(a->outbox, &r.id);
+		(void)s_take_sent(a, &r.id);
+	}
+	a->in_handler = true;
+	r.fn(a, err, reply, r.arg);
+	a->in_handler = false;
+}
+
+static int
+s_defer_ack(bm_agent_t *a, bm_event_t *ev)
+{
+	if (a->ntoack == a->toackcap) {
+		size_t cap = a->toackcap ? a->toackcap * 2 : 64;
+		bm_msg_t **v = realloc(a->toack, cap * sizeof *v);
+
+		if (v == NULL) {
+			return -ENOMEM;
+		}
+		a->toack = v;
+		a->toackcap = cap;
+	}
+	a->toack[a->ntoack++] = ev->msg;
+	ev->msg = NULL;
+	return 0;
+}
+
+static const s_handler_t *
+s_handler_for(const bm_agent_t *a, const char *type)
+{
+	const s_handler_t *any = NULL;
+
+	for (int i = 0; i < a->nhandlers; i++) {
+		if (strcmp(a->handlers[i].type, type) == 0) {
+			return &a->handlers[i];
+		}
+		if (a->handlers[i].type[0] == '\0' && any == NULL) {
+			any = &a->handlers[i];
+		}
+	}
+	return any;
+}
+
+/* One delivered message: de-dup, reply matching or a handler; then it
+ * waits for the commit to be ACKed. */
+static int
+s_on_message(bm_agent_t *a, bm_event_t *ev)
+{
+	bm_msg_t *m = ev->msg;
+	s_request_t *r;
+	size_t ri;
+	int rc = 0;
+
+	if (bm_dedup_seen(a->dedup, m->from, &m->id) == 1) {
+		a->st.duplicates++;
+		return s_defer_ack(a, ev);
+	}
+	if (!bm_id_is_zero(&m->corr)) {
+		if ((r = s_find_request(a, &m->corr, &ri)) != NULL) {
+			s_finish_request(a, ri, 0, m);
+		} else {
+			a->st.unhandled++; /* a late reply: its request timed out */
+		}
+	} else {
+		const s_handler_t *h = s_handler_for(a, m->type);
+
+		if (h == NULL) {
+			a->st.unhandled++;
+		} else {
+			a->in_handler = true;
+			rc = h->fn(a, m, h->arg);
+			a->in_handler = false;
+		}
+	}
+	if (rc < 0) {
+		/* Refused: not remembered, so a resend is handled afresh. */
+		(void)bm_client_nack(a->client, m, rc, bm_strerror(rc));
+		return 0;
+	}
+	a->st.received++;
+	if ((rc = bm_dedup_mark(a->dedup, m->from, &m->id, NULL, 0)) < 0) {
+		return rc;
+	}
+	return s_defer_ack(a, ev);
+}
+
+static int
+s_mesh(bm_agent_t *a)
+{
+	int handled = 0, rc;
+
+	for (int k = 0; k < S_EVENTS_PER_TURN; k++) {
+		bm_event_t ev;
+
+		rc = bm_client_recv(a->client, 0, &ev);
+		if (rc == -ETIMEDOUT) {
+			break;
+		}
+		if (rc < 0) {
+			return rc;
+		}
+		handled++;
+		if (ev.kind == BM_EV_ACK) {
+			int64_t t0 = s_take_sent(a, &ev.id);
+
+			if (t0 > 0) {
+				s_hist_add(a->st.ack_hist, bm_mono_ns() - t0);
+			}
+		}
+		if (bm_outbox_handle(a->outbox, &ev) == 1 && ev.kind == BM_EV_NACK) {
+			bm_outbox_entry_t ent;
+			size_t ri;
+
+			/* A request that died will never be answered. */
+			if (bm_outbox_get(a->outbox, &ev.id, &ent) == 0 && ent.dead_code != 0 &&
+			    s_find_request(a, &ev.id, &ri) != NULL) {
+				s_finish_request(a, ri, ent.dead_code > 0 ? BM_ETTL : ent.dead_code, NULL);
+			}
+		}
+		if (ev.kind == BM_EV_MESSAGE) {
+			rc = s_on_message(a, &ev);
+		} else if (ev.kind == BM_EV_DENIED) {
+			rc = BM_EDENIED;
+		} else {
+			rc = 0;
+		}
+		bm_event_clear(&ev);
+		if (rc < 0) {
+			return rc;
+		}
+	}
+	return handled;
+}
+
+static int
+s_bcasts(bm_agent_t *a)
+{
+	int handled = 0;
+
+	for (int k = 0; a->sub != NULL && k < S_BCASTS_PER_TURN; k++) {
+		bm_bcast_t b;
+		int rc = bm_sub_recv(a->sub, 0, &b);
+
+		if (rc == -ETIMEDOUT) {
+			break;
+		}
+		if (rc < 0) {
+			return rc;
+		}
+		handled++;
+		if (b.kind == BM_BCAST_SYNC) {
+			a->nsynced++;
+		} else {
+			a->st.bcasts++;
+			a->st.gaps += b.gap;
+			for (int i = 0; i < a->nfollow; i++) {
+				if (bm_topic_matches(a->follow[i].prefix, b.topic)) {
+					a->in_handler = true;
+					a->follow[i].fn(a, &b, a->follow[i].arg);
+					a->in_handler = false;
+					break;
+				}
+			}
+		}
+		bm_bcast_clear(&b);
+	}
+	return handled;
+}
+
+static int
+s_blobs(bm_agent_t *a, bool accept)
+{
+	int handled = 0;
+
+	if (accept && a->listener != NULL) {
+		bm_channel_t *ch = NULL;
+
+		if (bm_listener_accept(a->listener, 0, NULL, &ch) == 0) {
+			if (a->nin < S_IN_MAX) {
+				a->in[a->nin++] = ch;
+			} else {
+				bm_channel_destroy(&ch); /* the producer sees EOF */
+			}
+			handled++;
+		}
+	}
+	for (int i = a->nin - 1; i >= 0; i--) {
+		bm_channel_t *ch = a->in[i];
+
+		for (int k = 0; k < S_BLOBS_PER_TURN; k++) {
+			bm_ring_rec_t rec;
+			bm_blob_t *blob = NULL;
+			int rc = bm_channel_peek(ch, 0, &rec);
+
+			if (rc == -EAGAIN) {
+				break;
+			}
+			if (rc == 0) {
+				rc = bm_blob_recv(ch, S_BLOB_WAIT_MS, &blob);
+			}
+			if (rc == BM_ECORRUPT) {
+				a->st.blob_errors++; /* the sender is told */
+				continue;
+			}
+			if (rc < 0) {
+				/* Gone (or broke the protocol) mid-blob: what it sent
+				 * of that blob is dropped; it resends. */
+				if (rc != BM_EPEER) {
+					a->st.blob_errors++;
+				}
+				s_drop_in(a, i);
+				break;
+			}
+			handled++;
+			a->st.blobs_received++;
+			a->st.blob_bytes_received += bm_blob_size(blob);
+			a->in_handler = true;
+			(void)a->blob_fn(a, bm_channel_peer_name(ch), blob, a->blob_arg);
+			a->in_handler = false;
+			bm_blob_destroy(&blob);
+		}
+	}
+	return handled;
+}
+
+/* Stores the replies and marks of this turn, then ACKs what it handled. */
+static int
+s_settle(bm_agent_t *a)
+{
+	int rc = 0;
+
+	if (a->dirty) {
+		rc = bm_agent_flush(a);
+	}
+	if (a->ntoack > 0) {
+		int drc = bm_dedup_commit(a->dedup);
+
+		for (size_t i = 0; i < a->ntoack; i++) {
+			if (drc == 0) {
+				(void)bm_client_ack(a->client, a->toack[i]);
+			}
+			bm_msg_destroy(&a->toack[i]);
+		}
+		a->ntoack = 0;
+		if (drc < 0) {
+			return drc;
+		}
+	}
+	return rc;
+}
+
+int
+bm_agent_step(bm_agent_t *a, int timeout_ms)
+{
+	zmq_pollitem_t items[BM_AGENT_POLLITEMS_MAX];
+	int n, t, rc, handled = 0;
+	int64_t now;
+
+	if (a == NULL) {
+		return -EINVAL;
+	}
+	if (a->in_handler) {
+		return -EDEADLK;
+	}
+	if ((rc = bm_outbox_pump(a->outbox)) < 0) {
+		return rc;
+	}
+	a->dirty = false;
+	n = bm_agent_pollitems(a, items, BM_AGENT_POLLITEMS_MAX);
+	t = s_min_timeout(bm_agent_timeout(a), timeout_ms);
+	if (bm_agent_stopped(a)) {
+		t = 0;
+	}
+	if (zmq_poll(items, n, t) < 0) {
+		if (errno == EINTR) {
+			return -EINTR;
+		}
+		return errno == ETERM ? -ESHUTDOWN : -errno;
+	}
+	if ((rc = s_mesh(a)) < 0) {
+		(void)s_settle(a);
+		return rc;
+	}
+	handled += rc;
+	if ((rc = s_bcasts(a)) < 0) {
+		(void)s_settle(a);
+		return rc;
+	}
+	handled += rc;
+	handled += s_blobs(a, a->listener != NULL && (items[a->sub ? 2 : 1].revents & ZMQ_POLLIN));
+	now = bm_mono_ms();
+	for (size_t i = 0; i < a->nreqs;) {
+		if (a->reqs[i].deadline_ms <= now) {
+			s_finish_request(a, i, -ETIMEDOUT, NULL);
+			handled++;
+			i = 0; /* the callback may have changed the array */
+		} else {
+			i++;
+		}
+	}
+	if ((rc = s_settle(a)) < 0) {
+		return rc;
+	}
+	return handled;
+}
+
+int
+bm_agent_run(bm_agent_t *a)
+{
+	if (a == NULL) {
+		return -EINVAL;
+	}
+	while (!bm_agent_stopped(a)) {
+		int rc = bm_agent_step(a, -1);
+
+		if (rc < 0 && rc != -EINTR) {
+			return rc;
+		}
+	}
+	return 0;
+}
+
+int
+bm_agent_drain(bm_agent_t *a, int timeout_ms)
+{
+	int64_t deadline = bm_mono_ms() + timeout_ms;
+
+	if (a == NULL) {
+		return -EINVAL;
+	}
+	for (;;) {
+		bm_outbox_stats_t os;
+		int64_t left;
+		int rc;
+
+		if ((rc = bm_agent_flush(a)) < 0) {
+			return rc;
+		}
+		bm_outbox_stats(a->outbox, &os);
+		if (os.pending + os.inflight == 0 && a->ntoack == 0) {
+			return 0;
+		}
+		left = deadline - bm_mono_ms();
+		if (left <= 0) {
+			return -ETIMEDOUT;
+		}
+		rc = bm_agent_step(a, (int)(left < 50 ? left : 50));
+		if (rc < 0 && rc != -EINTR) {
+			return rc;
+		}
+	}
+}
+
+void
+bm_agent_stats(const bm_agent_t *a, bm_agent_stats_t *ret)
+{
+	bm_outbox_stats_t os;
+
+	if (a == NULL || ret == NULL) {
+		return;
+	}
+	*ret = a->st;
+	bm_outbox_stats(a->outbox, &os);
+	ret->sent = os.stored;
+	ret->acked = os.acked;
+	ret->retried = os.retries;
+	ret->dead = os.dead;
+	ret->pending = os.pending + os.inflight;
+}

@@ -1,0 +1,267 @@
+/*
+ * bm_agent.h - the agent runtime: the one facade an agent author codes
+ * against.
+ *
+ * An agent has a name (and optionally capabilities), registers with
+ * beastd, and then lives in one loop that waits on everything at once:
+ * the mesh (directed messages, requests, replies, ACKs), broadcasts it
+ * follows, blobs arriving over shared memory, and the timers of its
+ * outbox and of its requests.  The author registers handlers and calls
+ * bm_agent_run(); or, inside a foreign event loop, polls the items
+ * bm_agent_pollitems() gives for at most bm_agent_timeout() ms and calls
+ * bm_agent_step(a, 0).
+ *
+ *   bm_agent_t *a = NULL;
+ *   bm_agent_opts_t o = {.name = "echo"};
+ *   bm_agent_open(&o, &a);
+ *   bm_agent_on_request(a, NULL, my_echo, NULL);
+ *   bm_agent_run(a);
+ *   bm_agent_destroy(&a);
+ *
+ * Reliability: every send, request and reply goes through the agent's
+ * outbox (a journal in its state directory) and is retried until the
+ * receiver ACKs it; every message received is de-duplicated by id (the
+ * window is persisted too), handled, and only then ACKed.  Sends made in
+ * one turn of the loop are stored with one journal commit (group commit).
+ *
+ * Threading: an agent belongs to one thread.  bm_agent_stop() alone may be
+ * called from a signal handler.
+ */
+#ifndef BM_AGENT_H
+#define BM_AGENT_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <zmq.h>
+
+#include "bm_common.h"
+#include "bm_mesh.h"
+#include "bm_proxy.h"
+#include "bm_shm.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct bm_agent bm_agent_t;
+
+typedef struct bm_agent_opts {
+	const char *name;            /* required: [A-Za-z0-9._-]{1,64} */
+	const char *const *caps;     /* NULL-terminated capabilities, or NULL */
+	const char *dir;             /* runtime dir; NULL = $BEAST_DIR or default */
+	const char *state_dir;       /* journals; NULL = $BEAST_STATE/<name>, else
+	                              * $XDG_STATE_HOME/beast/<name>, else
+	                              * ~/.local/state/beast/<name> */
+	int sync;                    /* enum bm_journal_sync for outbox and de-dup;
+	                              * 0 = ALWAYS (group commit) */
+	int heartbeat_ms;            /* 0 = BM_HEARTBEAT_DEFAULT */
+	int connect_timeout_ms;      /* wait for beastd in open; 0 = 3000 */
+	uint32_t ack_timeout_ms;     /* outbox: an attempt without ACK fails
+	                              * after; 0 = 5000 */
+	size_t channel_capacity;     /* rings of the bulk channels; 0 = 64 MiB */
+	volatile sig_atomic_t *stop; /* also stop bm_agent_run when *stop != 0 */
+	void *user;                  /* the author's pointer (bm_agent_user) */
+} bm_agent_opts_t;
+
+/*
+ * Opens the agent's journals, connects to beastd and registers.  Returns 0
+ * and an owned agent, or BM_ENOBROKER, BM_ENAMETAKEN, BM_EBADNAME,
+ * BM_EUNSAFEDIR, BM_ECORRUPT (a journal needs salvage: `beast outbox --as
+ * NAME salvage`), -EBUSY (the journals are open in another process),
+ * -ENOENT (no state directory to default to), -ENOMEM.
+ */
+BM_EXPORT int bm_agent_open(const bm_agent_opts_t *opts, bm_agent_t **ret_agent);
+/* Stores what is buffered, closes every socket, channel and journal
+ * (messages not yet ACKed stay in the outbox for the next run), frees.
+ * NULL-safe. */
+BM_EXPORT void bm_agent_destroy(bm_agent_t **self_p);
+
+BM_EXPORT const char *bm_agent_name(const bm_agent_t *a);
+BM_EXPORT void *bm_agent_user(const bm_agent_t *a);
+BM_EXPORT bm_client_t *bm_agent_client(bm_agent_t *a);
+
+/* ---- handlers ----
+ * A handler returns 0 (the message is ACKed once what the handler sent
+ * is stored) or a negative BM_E* code (the message is NACKed with it; the
+ * sender's outbox decides whether to retry).  Messages and blobs are
+ * valid during the call only. */
+
+typedef int (*bm_agent_msg_fn)(bm_agent_t *a, bm_msg_t *m, void *arg);
+typedef void (*bm_agent_bcast_fn)(bm_agent_t *a, bm_bcast_t *b, void *arg);
+typedef int (*bm_agent_blob_fn)(bm_agent_t *a, const char *from, bm_blob_t *blob, void *arg);
+/* A request's outcome: err 0 and the reply, or err -ETIMEDOUT, or the
+ * dead letter's reason (reply NULL). */
+typedef void (*bm_agent_reply_fn)(bm_agent_t *a, int err, bm_msg_t *reply, void *arg);
+
+/*
+ * Handlers for delivered messages of `type` (NULL = any type without a
+ * handler of its own).  A request handler answers with bm_agent_reply();
+ * a message handler may too.  Messages nobody handles are ACKed and
+ * counted.  Replies to this agent's own requests go to their callbacks,
+ * never to these handlers.  Returns 0, -ENOMEM, BM_EBADNAME.
+ */
+BM_EXPORT int bm_agent_on_message(bm_agent_t *a, const char *type, bm_agent_msg_fn fn, void *arg);
+BM_EXPORT int bm_agent_on_request(bm_agent_t *a, const char *type, bm_agent_msg_fn fn, void *arg);
+
+/*
+ * Follows every broadcast topic under prefix (a thought path such as
+ * "tot/7"; "" = everything) and calls fn for each (the first handler whose
+ * prefix matches).  The latest message of each existing topic comes first
+ * (from beastd's cache, b->replay).  Returns 0, BM_EBADNAME, -ENOSPC, or
+ * the error opening the subscriber.
+ */
+BM_EXPORT int bm_agent_subscribe(bm_agent_t *a, const char *prefix, bm_agent_bcast_fn fn,
+                                 void *arg);
+/* Steps the loop until every subscription is in force at the proxy (0) or
+ * timeout_ms passes (-ETIMEDOUT). */
+BM_EXPORT int bm_agent_wait_subscribed(bm_agent_t *a, int timeout_ms);
+
+/*
+ * Accepts blobs: listens on the bulk channel $DIR/shm/<name>.sock; each
+ * blob received whole (and its checksum verified) goes to fn with the
+ * sender's name.  Returns 0, BM_ENAMETAKEN, or the listener's error.
+ */
+BM_EXPORT int bm_agent_on_blob(bm_agent_t *a, bm_agent_blob_fn fn, void *arg);
+
+/* ---- sending ---- */
+
+/* Options for one send; zero = defaults. */
+typedef struct bm_agent_send_opts {
+	const char *type;       /* NULL = "msg" */
+	uint8_t priority;       /* higher goes first */
+	uint32_t ttl_ms;        /* 0 = none */
+	uint32_t max_attempts;  /* 0 = 20 */
+} bm_agent_send_opts_t;
+
+/*
+ * Reliable send to an agent name or "@capability": stored in the outbox
+ * at the next turn of the loop (or bm_agent_flush), sent, retried until
+ * ACKed.  ret_id may be NULL.  Returns 0, BM_EFULL (back-pressure),
+ * BM_ETOOBIG, BM_EBADNAME, BM_EREADONLY, -ENOMEM.
+ */
+BM_EXPORT int bm_agent_send(bm_agent_t *a, const char *to, const bm_agent_send_opts_t *o,
+                            const void *body, size_t len, bm_id_t *ret_id);
+
+/* One message of an atomic batch. */
+typedef struct bm_agent_item {
+	const char *to;      /* agent name or "@capability" */
+	const char *type;    /* NULL = "msg" */
+	const void *body;    /* body bytes */
+	size_t len;          /* their count */
+} bm_agent_item_t;
+/* n messages stored as one journal record: after any crash all are sent
+ * or none.  ret_ids (n entries) may be NULL.  Errors as bm_agent_send. */
+BM_EXPORT int bm_agent_send_batch(bm_agent_t *a, const bm_agent_item_t *items, size_t n,
+                                  bm_id_t *ret_ids);
+
+/*
+ * Reliable request: sent like bm_agent_send; fn is called once with the
+ * reply, or with -ETIMEDOUT after timeout_ms (the request is then
+ * withdrawn from the outbox), or with the reason it died.  Returns 0 or a
+ * send error (fn is then never called).
+ */
+BM_EXPORT int bm_agent_request(bm_agent_t *a, const char *to, const char *type, const void *body,
+                               size_t len, int timeout_ms, bm_agent_reply_fn fn, void *arg);
+/* Answers a delivered request (to its sender, correlated), reliably. */
+BM_EXPORT int bm_agent_reply(bm_agent_t *a, const bm_msg_t *req, const char *type,
+                             const void *body, size_t len);
+/* Requests waiting for their reply. */
+BM_EXPORT size_t bm_agent_requests_pending(const bm_agent_t *a);
+
+/* Broadcast on a topic (thought path "tot/<tree>/<branch>/…").  Returns 0,
+ * BM_EBADNAME, BM_EFULL (the proxy is not keeping up), or the error
+ * opening the publisher (BM_ENOBROKER). */
+BM_EXPORT int bm_agent_publish(bm_agent_t *a, const char *topic, const void *body, size_t len);
+
+/*
+ * Sends a blob to agent `to` over the bulk channel (connected on first
+ * use, kept open), checksummed, and waits up to timeout_ms until `to`
+ * confirms it arrived intact.  Before it, a reliable "blob.announce"
+ * message tells `to` over the mesh what comes: JSON {"name", "size",
+ * "content", "crc", "channel"}.  Returns 0, BM_ECORRUPT (the receiver
+ * found a mismatch), BM_EPEER (the receiver went away: the channel is
+ * dropped, call again to reconnect), -ETIMEDOUT, -ECONNREFUSED/-ENOENT
+ * (nobody listens as `to`).
+ */
+BM_EXPORT int bm_agent_send_blob(bm_agent_t *a, const char *to, const char *name,
+                                 const void *data, size_t len, uint32_t content, int timeout_ms);
+/* The same for a point cloud, sent as a binary PLY. */
+BM_EXPORT int bm_agent_send_cloud(bm_agent_t *a, const char *to, const char *name,
+                                  const bm_cloud_t *cloud, int timeout_ms);
+
+/* ---- the loop ---- */
+
+/*
+ * One turn: stores and sends what is ready, waits up to timeout_ms (0 =
+ * poll, -1 = until something happens) for the mesh, broadcasts, blobs and
+ * timers, handles everything that is ready, then stores and ACKs.  Returns
+ * how many things it handled (>= 0), -EINTR (a signal), BM_EDENIED (beastd
+ * restarted and the name is held by another agent), -ESHUTDOWN, or a
+ * journal error.
+ */
+BM_EXPORT int bm_agent_step(bm_agent_t *a, int timeout_ms);
+/* Steps until bm_agent_stop() or *opts.stop.  Returns 0 when stopped, or
+ * the error that ended it. */
+BM_EXPORT int bm_agent_run(bm_agent_t *a);
+/* Makes bm_agent_run return after the current turn.  Async-signal-safe. */
+BM_EXPORT void bm_agent_stop(bm_agent_t *a);
+BM_EXPORT bool bm_agent_stopped(const bm_agent_t *a);
+/* Steps until nothing is pending in the outbox (0) or timeout_ms passes
+ * (-ETIMEDOUT). */
+BM_EXPORT int bm_agent_drain(bm_agent_t *a, int timeout_ms);
+/* Stores what was sent since the last turn now (one journal commit) and
+ * sends it. */
+BM_EXPORT int bm_agent_flush(bm_agent_t *a);
+
+/*
+ * Embedding: fills up to max poll items (the mesh socket, the subscriber
+ * socket, the blob listener and channels), returns how many.  Poll them
+ * (ZMQ_POLLIN) for at most bm_agent_timeout() ms (-1 = no timer), then
+ * call bm_agent_step(a, 0).  Call both again before every poll: the set
+ * changes as channels come and go.
+ */
+BM_EXPORT int bm_agent_pollitems(bm_agent_t *a, zmq_pollitem_t *items, int max);
+BM_EXPORT int bm_agent_timeout(bm_agent_t *a);
+#define BM_AGENT_POLLITEMS_MAX 36
+
+/* ---- statistics ---- */
+#define BM_AGENT_HIST 128 /* latency buckets: 4 per octave of microseconds */
+
+typedef struct bm_agent_stats {
+	uint64_t sent;            /* messages stored by this agent (requests and replies too) */
+	uint64_t acked;           /* ACKs received for them */
+	uint64_t retried;         /* resends */
+	uint64_t dead;            /* dead letters held */
+	uint64_t pending;         /* stored, not yet ACKed */
+	uint64_t received;        /* messages handled */
+	uint64_t duplicates;      /* redeliveries ACKed again, not handled again */
+	uint64_t unhandled;       /* messages no handler took (ACKed) */
+	uint64_t requests;        /* requests made */
+	uint64_t replies;         /* replies matched to a request */
+	uint64_t timeouts;        /* requests that timed out */
+	uint64_t published;       /* broadcasts sent */
+	uint64_t bcasts;          /* broadcasts received */
+	uint64_t gaps;            /* broadcasts known lost on the way */
+	uint64_t blobs_sent;      /* blobs confirmed by their receiver */
+	uint64_t blob_bytes_sent; /* their bytes */
+	uint64_t blobs_received;  /* blobs received whole and verified */
+	uint64_t blob_bytes_received; /* their bytes */
+	uint64_t blob_errors;     /* blobs refused (checksum, size, peer died) */
+	uint64_t ack_hist[BM_AGENT_HIST];  /* send -> ACK latency histogram */
+	uint64_t req_hist[BM_AGENT_HIST];  /* request -> reply latency histogram */
+} bm_agent_stats_t;
+BM_EXPORT void bm_agent_stats(const bm_agent_t *a, bm_agent_stats_t *ret);
+/* Bucket of a latency in microseconds, and the microseconds a bucket
+ * stands for (its upper bound). */
+BM_EXPORT int bm_agent_hist_bucket(uint64_t us);
+BM_EXPORT uint64_t bm_agent_hist_us(int bucket);
+/* The p-quantile (0..1) of a histogram in microseconds; 0 when empty. */
+BM_EXPORT uint64_t bm_agent_hist_quantile(const uint64_t *hist, double p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,496 @@
+/*
+ * test_agent.c - the agent runtime on its own: handlers, requests and
+ * their timeouts, reliable sends across a receiver's kill -9, broadcasts,
+ * blobs, stop, and a step with a timeout driven from a foreign poll loop.
+ * beastd runs as a child; agents run in the test process or forked.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bm_agent.h"
+#include "testutil.h"
+
+#define HB 200 /* heartbeat, ms */
+
+static char *s_dir;   /* beastd's runtime dir */
+static char *s_state; /* journals (BEAST_STATE) */
+static pid_t s_beastd;
+
+static void
+s_start(void)
+{
+	s_dir = tu_scratch_dir();
+	s_state = tu_scratch_dir();
+	ck_assert_ptr_nonnull(s_dir);
+	ck_assert_ptr_nonnull(s_state);
+	setenv("BEAST_STATE", s_state, 1);
+	s_beastd = tu_beastd_start(s_dir, HB);
+	ck_assert_int_gt(s_beastd, 0);
+}
+
+static void
+s_stop(void)
+{
+	if (s_beastd > 0) {
+		tu_kill9(s_beastd);
+		s_beastd = 0;
+	}
+	tu_rmrf(&s_dir);
+	tu_rmrf(&s_state);
+}
+
+static bm_agent_t *
+s_agent(const char *name, const char *const *caps)
+{
+	bm_agent_opts_t o = {.name = name, .caps = caps, .dir = s_dir, .heartbeat_ms = HB,
+	                     .ack_timeout_ms = 1000};
+	bm_agent_t *a = NULL;
+
+	ck_assert_int_eq(bm_agent_open(&o, &a), 0);
+	return a;
+}
+
+/* Steps until *flag is set or timeout_ms passes. */
+static bool
+s_step_until(bm_agent_t *a, volatile int *flag, int timeout_ms)
+{
+	int64_t deadline = bm_mono_ms() + timeout_ms;
+
+	while (!*flag && bm_mono_ms() < deadline) {
+		int rc = bm_agent_step(a, 50);
+
+		ck_assert(rc >= 0 || rc == -EINTR);
+	}
+	return *flag != 0;
+}
+
+/* ---- a child agent: echo (requests) and an appending receiver ---- */
+
+static volatile sig_atomic_t s_child_stop;
+
+static void
+s_on_term(int sig)
+{
+	(void)sig;
+	s_child_stop = 1;
+}
+
+static int
+s_echo(bm_agent_t *a, bm_msg_t *m, void *arg)
+{
+	(void)arg;
+	return bm_agent_reply(a, m, "echo.reply", bm_msg_data(m), bm_msg_size(m));
+}
+
+/* Appends each body, one per line, to the file named by arg. */
+static int
+s_append(bm_agent_t *a, bm_msg_t *m, void *arg)
+{
+	int fd = open(arg, O_WRONLY | O_APPEND | O_CREAT, 0600);
+
+	(void)a;
+	if (fd < 0) {
+		return -errno;
+	}
+	(void)!write(fd, bm_msg_data(m), bm_msg_size(m));
+	(void)!write(fd, "\n", 1);
+	close(fd);
+	return 0;
+}
+
+typedef struct {
+	const char *name;   /* agent name */
+	const char *file;   /* NULL = echo; else append bodies there */
+	const char *ready;  /* created once the agent is up, or NULL */
+} s_child_t;
+
+/* Waits until path exists (bounded). */
+static bool
+s_wait_file(const char *path, off_t min_size, int timeout_ms)
+{
+	int64_t deadline = bm_mono_ms() + timeout_ms;
+	struct stat st;
+
+	while (bm_mono_ms() < deadline) {
+		if (stat(path, &st) == 0 && st.st_size >= min_size) {
+			return true;
+		}
+		usleep(2000);
+	}
+	return false;
+}
+
+static int
+s_child(void *arg)
+{
+	const s_child_t *c = arg;
+	const char *caps[] = {"test", NULL};
+	bm_agent_opts_t o = {.name = c->name, .caps = caps, .dir = s_dir, .heartbeat_ms = HB,
+	                     .stop = &s_child_stop};
+	bm_agent_t *a = NULL;
+	int rc;
+
+	signal(SIGTERM, s_on_term);
+	if (bm_agent_open(&o, &a) < 0) {
+		return 10;
+	}
+	if (c->ready != NULL) {
+		close(open(c->ready, O_WRONLY | O_CREAT, 0600));
+	}
+	if (c->file == NULL) {
+		bm_agent_on_request(a, NULL, s_echo, NULL);
+	} else {
+		bm_agent_on_message(a, NULL, s_append, (void *)c->file);
+	}
+	rc = bm_agent_run(a);
+	bm_agent_destroy(&a);
+	return rc == 0 ? 0 : 11;
+}
+
+/* ---- tests ---- */
+
+static volatile int s_got;
+static int s_err;
+static char s_body[256];
+
+static void
+s_on_reply(bm_agent_t *a, int err, bm_msg_t *reply, void *arg)
+{
+	(void)a;
+	(void)arg;
+	s_err = err;
+	if (reply != NULL) {
+		snprintf(s_body, sizeof s_body, "%.*s", (int)bm_msg_size(reply),
+		         (const char *)bm_msg_data(reply));
+	}
+	s_got = 1;
+}
+
+START_TEST(an_agent_with_a_name_alone_registers_runs_and_stops_cleanly_on_sigterm)
+{
+	char ready[512];
+	s_child_t c = {.name = "solo", .ready = ready};
+	pid_t pid;
+
+	snprintf(ready, sizeof ready, "%s/solo.ready", s_state);
+	pid = tu_fork(s_child, &c);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "solo", true, 5000), 0);
+	ck_assert(s_wait_file(ready, 0, 5000));
+	ck_assert_int_eq(tu_term(pid, 5000), 0);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "solo", false, 5000), 0);
+}
+END_TEST
+
+START_TEST(a_request_handlers_reply_reaches_the_requesters_callback)
+{
+	char ready[512];
+	s_child_t c = {.name = "echo1", .ready = ready};
+	bm_agent_t *a;
+	bm_agent_stats_t st;
+	pid_t pid;
+
+	snprintf(ready, sizeof ready, "%s/echo1.ready", s_state);
+	pid = tu_fork(s_child, &c);
+	ck_assert(s_wait_file(ready, 0, 5000));
+	a = s_agent("asker", NULL);
+	ck_assert_int_eq(bm_agent_request(a, "@test", "q", "hello", 5, 5000, s_on_reply, NULL), 0);
+	ck_assert_uint_eq(bm_agent_requests_pending(a), 1);
+	ck_assert(s_step_until(a, &s_got, 5000));
+	ck_assert_int_eq(s_err, 0);
+	ck_assert_str_eq(s_body, "hello");
+	ck_assert_uint_eq(bm_agent_requests_pending(a), 0);
+	ck_assert_int_eq(bm_agent_drain(a, 5000), 0);
+	bm_agent_stats(a, &st);
+	ck_assert_uint_eq(st.replies, 1);
+	ck_assert_uint_eq(st.pending, 0);
+	ck_assert_uint_eq(st.dead, 0);
+	ck_assert_uint_gt(bm_agent_hist_quantile(st.req_hist, 0.5), 0);
+	bm_agent_destroy(&a);
+	ck_assert_int_eq(tu_term(pid, 5000), 0);
+}
+END_TEST
+
+START_TEST(a_request_nobody_answers_times_out_and_is_withdrawn_from_the_outbox)
+{
+	bm_agent_t *a = s_agent("asker", NULL);
+	bm_agent_stats_t st;
+	int64_t t0 = bm_mono_ms();
+
+	ck_assert_int_eq(bm_agent_request(a, "nobody", "q", "x", 1, 300, s_on_reply, NULL), 0);
+	ck_assert(s_step_until(a, &s_got, 3000));
+	ck_assert_int_eq(s_err, -ETIMEDOUT);
+	ck_assert_int_ge(bm_mono_ms() - t0, 290);
+	bm_agent_stats(a, &st);
+	ck_assert_uint_eq(st.timeouts, 1);
+	ck_assert_uint_eq(st.pending, 0);
+	ck_assert_uint_eq(st.dead, 0);
+	bm_agent_destroy(&a);
+}
+END_TEST
+
+START_TEST(reliable_sends_and_a_batch_reach_a_receiver_that_starts_late_and_is_killed_9)
+{
+	char file[512], ready[512], line[64];
+	s_child_t c = {.name = "rx", .file = file, .ready = ready};
+	bm_agent_item_t items[3];
+	char bodies[3][16];
+	bm_agent_t *a;
+	bool seen[1003] = {false};
+	int nseen = 0;
+	FILE *f;
+	pid_t pid;
+
+	snprintf(file, sizeof file, "%s/rx.out", s_state);
+	snprintf(ready, sizeof ready, "%s/rx.ready", s_state);
+	a = s_agent("tx", NULL);
+	/* rx is offline: stored and retried. */
+	for (int i = 0; i < 1000; i++) {
+		char b[16];
+
+		snprintf(b, sizeof b, "%d", i);
+		ck_assert_int_eq(bm_agent_send(a, "rx", NULL, b, strlen(b), NULL), 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		snprintf(bodies[i], sizeof bodies[i], "%d", 1000 + i);
+		items[i] = (bm_agent_item_t){.to = "rx", .type = "batch", .body = bodies[i],
+		                             .len = strlen(bodies[i])};
+	}
+	ck_assert_int_eq(bm_agent_send_batch(a, items, 3, NULL), 0);
+	ck_assert_int_eq(bm_agent_flush(a), 0);
+	pid = tu_fork(s_child, &c);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "rx", true, 5000), 0);
+	/* Kill rx as soon as the first messages arrived, start it again. */
+	for (int k = 0; k < 1000; k++) {
+		struct stat st;
+
+		(void)bm_agent_step(a, 5);
+		if (stat(file, &st) == 0 && st.st_size > 0) {
+			break;
+		}
+	}
+	tu_kill9(pid);
+	unlink(ready);
+	pid = tu_fork(s_child, &c);
+	ck_assert(s_wait_file(ready, 0, 5000));
+	ck_assert_int_eq(bm_agent_drain(a, 20000), 0);
+	ck_assert_int_eq(tu_term(pid, 5000), 0);
+	f = fopen(file, "r");
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof line, f) != NULL) {
+		int v = atoi(line);
+
+		ck_assert(v >= 0 && v < 1003);
+		if (!seen[v]) {
+			seen[v] = true;
+			nseen++;
+		}
+	}
+	fclose(f);
+	ck_assert_int_eq(nseen, 1003);
+	bm_agent_destroy(&a);
+}
+END_TEST
+
+static volatile int s_bcast_n;
+static char s_topic[BM_TOPIC_MAX + 1];
+
+static void
+s_on_bcast(bm_agent_t *a, bm_bcast_t *b, void *arg)
+{
+	(void)a;
+	(void)arg;
+	snprintf(s_topic, sizeof s_topic, "%s", b->topic);
+	s_bcast_n++;
+}
+
+START_TEST(a_broadcast_handler_gets_its_subtree_and_nothing_else)
+{
+	bm_agent_t *a = s_agent("follower", NULL);
+	bm_agent_stats_t st;
+	volatile int never = 0;
+
+	ck_assert_int_eq(bm_agent_subscribe(a, "tot/7", s_on_bcast, NULL), 0);
+	ck_assert_int_eq(bm_agent_wait_subscribed(a, 5000), 0);
+	ck_assert_int_eq(bm_agent_publish(a, "tot/70/1", "no", 2), 0);
+	ck_assert_int_eq(bm_agent_publish(a, "tot/7/2/5", "yes", 3), 0);
+	ck_assert(s_step_until(a, &s_bcast_n, 5000));
+	(void)s_step_until(a, &never, 200);
+	ck_assert_int_eq(s_bcast_n, 1);
+	ck_assert_str_eq(s_topic, "tot/7/2/5/");
+	bm_agent_stats(a, &st);
+	ck_assert_uint_eq(st.published, 2);
+	ck_assert_uint_eq(st.bcasts, 1);
+	ck_assert_uint_eq(st.gaps, 0);
+	bm_agent_destroy(&a);
+}
+END_TEST
+
+/* The blob receiver: exits 0 once it has a cloud and its announcement and
+ * the checksums agree. */
+static uint32_t s_ann_crc, s_blob_crc;
+static volatile int s_have;
+
+static int
+s_on_announce(bm_agent_t *a, bm_msg_t *m, void *arg)
+{
+	char buf[512];
+	const char *p;
+
+	(void)a;
+	(void)arg;
+	snprintf(buf, sizeof buf, "%.*s", (int)bm_msg_size(m), (const char *)bm_msg_data(m));
+	p = strstr(buf, "\"crc\":\"");
+	if (p != NULL) {
+		s_ann_crc = (uint32_t)strtoul(p + 7, NULL, 16);
+		s_have |= 1;
+	}
+	return 0;
+}
+
+static int
+s_on_blob(bm_agent_t *a, const char *from, bm_blob_t *blob, void *arg)
+{
+	bm_cloud_t *cloud = NULL;
+
+	(void)a;
+	(void)arg;
+	if (strcmp(from, "scan") == 0 &&
+	    bm_cloud_parse(bm_blob_data(blob), bm_blob_size(blob), &cloud) == 0 &&
+	    bm_cloud_count(cloud) == 5000) {
+		s_blob_crc = bm_crc32c(0, bm_blob_data(blob), bm_blob_size(blob));
+		s_have |= 2;
+	}
+	bm_cloud_destroy(&cloud);
+	return 0;
+}
+
+static int
+s_blob_child(void *arg)
+{
+	bm_agent_opts_t o = {.name = "map", .dir = s_dir, .heartbeat_ms = HB};
+	bm_agent_t *a = NULL;
+	int64_t deadline = bm_mono_ms() + 10000;
+
+	(void)arg;
+	if (bm_agent_open(&o, &a) < 0 || bm_agent_on_blob(a, s_on_blob, NULL) < 0 ||
+	    bm_agent_on_message(a, "blob.announce", s_on_announce, NULL) < 0) {
+		return 10;
+	}
+	while (s_have != 3 && bm_mono_ms() < deadline) {
+		(void)bm_agent_step(a, 50);
+	}
+	(void)bm_agent_step(a, 0); /* ACK what the last turn handled */
+	bm_agent_destroy(&a);
+	return s_have == 3 && s_ann_crc == s_blob_crc ? 0 : 12;
+}
+
+START_TEST(a_point_cloud_reaches_the_blob_handler_intact_with_its_mesh_announcement)
+{
+	pid_t pid = tu_fork(s_blob_child, NULL);
+	bm_cloud_t *cloud = NULL;
+	bm_agent_t *a;
+	bm_agent_stats_t st;
+
+	ck_assert_int_ge(tu_wait_agent(s_dir, "map", true, 5000), 0);
+	a = s_agent("scan", NULL);
+	ck_assert_int_eq(bm_cloud_generate(5000, BM_CLOUD_XYZ_RGB, 7, &cloud), 0);
+	ck_assert_int_eq(bm_agent_send_cloud(a, "map", "c0.ply", cloud, 5000), 0);
+	ck_assert_int_eq(bm_agent_drain(a, 5000), 0);
+	ck_assert_int_eq(tu_wait(pid, 10000), 0);
+	bm_agent_stats(a, &st);
+	ck_assert_uint_eq(st.blobs_sent, 1);
+	ck_assert_uint_gt(st.blob_bytes_sent, 5000 * 15);
+	bm_cloud_destroy(&cloud);
+	bm_agent_destroy(&a);
+}
+END_TEST
+
+static volatile int s_handled;
+
+static int
+s_count_and_stop(bm_agent_t *a, bm_msg_t *m, void *arg)
+{
+	(void)m;
+	(void)arg;
+	s_handled++;
+	/* Re-entering the loop from a handler is refused. */
+	ck_assert_int_eq(bm_agent_step(a, 0), -EDEADLK);
+	bm_agent_stop(a);
+	return 0;
+}
+
+START_TEST(a_foreign_poll_loop_wakes_on_the_agents_items_and_a_handler_can_stop_the_run)
+{
+	bm_agent_t *a = s_agent("embedded", NULL);
+	zmq_pollitem_t items[BM_AGENT_POLLITEMS_MAX];
+	bm_client_t *c;
+	bm_send_opts_t so = {.to = "embedded", .type = "poke"};
+	int64_t t0;
+	int n, t;
+
+	ck_assert_int_eq(bm_agent_on_message(a, "poke", s_count_and_stop, NULL), 0);
+	/* A step with nothing to do returns after its timeout. */
+	t0 = bm_mono_ms();
+	ck_assert_int_ge(bm_agent_step(a, 150), 0);
+	ck_assert_int_ge(bm_mono_ms() - t0, 140);
+	ck_assert_int_lt(bm_mono_ms() - t0, 1000);
+	/* Another agent pokes us; the foreign loop wakes on our items. */
+	c = tu_client(s_dir, "poker", NULL, HB);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(bm_client_send(c, &so, "x", 1, NULL), 0);
+	t0 = bm_mono_ms();
+	while (s_handled == 0 && bm_mono_ms() - t0 < 5000) {
+		n = bm_agent_pollitems(a, items, BM_AGENT_POLLITEMS_MAX);
+		t = bm_agent_timeout(a);
+		ck_assert_int_ge(n, 1);
+		ck_assert(t >= -1);
+		ck_assert_int_ge(zmq_poll(items, n, t < 0 || t > 100 ? 100 : t), 0);
+		ck_assert_int_ge(bm_agent_step(a, 0), 0);
+	}
+	ck_assert_int_eq(s_handled, 1);
+	ck_assert(bm_agent_stopped(a));
+	ck_assert_int_eq(bm_agent_run(a), 0); /* already stopped: returns at once */
+	bm_client_destroy(&c);
+	bm_agent_destroy(&a);
+}
+END_TEST
+
+static Suite *
+s_suite(void)
+{
+	Suite *s = suite_create("agent");
+	TCase *tc = tcase_create("runtime");
+
+	tcase_add_unchecked_fixture(tc, tu_root_setup, tu_root_teardown);
+	tcase_add_checked_fixture(tc, s_start, s_stop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, an_agent_with_a_name_alone_registers_runs_and_stops_cleanly_on_sigterm);
+	tcase_add_test(tc, a_request_handlers_reply_reaches_the_requesters_callback);
+	tcase_add_test(tc, a_request_nobody_answers_times_out_and_is_withdrawn_from_the_outbox);
+	tcase_add_test(tc, reliable_sends_and_a_batch_reach_a_receiver_that_starts_late_and_is_killed_9);
+	tcase_add_test(tc, a_broadcast_handler_gets_its_subtree_and_nothing_else);
+	tcase_add_test(tc, a_point_cloud_reaches_the_blob_handler_intact_with_its_mesh_announcement);
+	tcase_add_test(tc, a_foreign_poll_loop_wakes_on_the_agents_items_and_a_handler_can_stop_the_run);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	SRunner *sr = srunner_create(s_suite());
+	int failed;
+
+	srunner_set_fork_status(sr, CK_FORK);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}
