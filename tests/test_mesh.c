@@ -22,20 +22,13 @@ static pid_t s_beastd;
 static void
 s_start(void)
 {
-	s_dir = tu_scratch_dir();
-	ck_assert_ptr_nonnull(s_dir);
-	s_beastd = tu_beastd_start(s_dir, HB);
-	ck_assert_int_gt(s_beastd, 0);
+	ck_assert(tu_broker_up(&s_dir, &s_beastd, HB));
 }
 
 static void
 s_stop(void)
 {
-	if (s_beastd > 0) {
-		tu_kill9(s_beastd);
-		s_beastd = 0;
-	}
-	tu_rmrf(&s_dir);
+	tu_broker_down(&s_dir, &s_beastd);
 }
 
 /* ---- agents run in child processes ---- */
@@ -748,11 +741,5 @@ s_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(s_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return tu_run_suite(s_suite());
 }

@@ -30,22 +30,15 @@ static pid_t s_beastd;
 static void
 s_start(void)
 {
-	s_dir = tu_scratch_dir();
 	s_state = tu_scratch_dir();
-	ck_assert_ptr_nonnull(s_dir);
 	ck_assert_ptr_nonnull(s_state);
-	s_beastd = tu_beastd_start(s_dir, HB);
-	ck_assert_int_gt(s_beastd, 0);
+	ck_assert(tu_broker_up(&s_dir, &s_beastd, HB));
 }
 
 static void
 s_stop(void)
 {
-	if (s_beastd > 0) {
-		tu_kill9(s_beastd);
-		s_beastd = 0;
-	}
-	tu_rmrf(&s_dir);
+	tu_broker_down(&s_dir, &s_beastd);
 	tu_rmrf(&s_state);
 }
 
@@ -1120,12 +1113,5 @@ s_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(s_suite());
-	int failed;
-
-	srunner_set_fork_status(sr, CK_FORK);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return tu_run_suite(s_suite());
 }

@@ -248,3 +248,34 @@ tu_stat(const char *dir, const char *key)
 	bm_client_destroy(&c);
 	return value;
 }
+
+int
+tu_run_suite(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	srunner_set_fork_status(sr, CK_FORK);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+bool
+tu_broker_up(char **ret_dir, pid_t *ret_pid, int hb_ms)
+{
+	*ret_dir = tu_scratch_dir();
+	*ret_pid = *ret_dir ? tu_beastd_start(*ret_dir, hb_ms) : -1;
+	return *ret_pid > 0;
+}
+
+void
+tu_broker_down(char **dir_p, pid_t *pid_p)
+{
+	if (*pid_p > 0) {
+		tu_kill9(*pid_p);
+		*pid_p = 0;
+	}
+	tu_rmrf(dir_p);
+}

@@ -6,6 +6,7 @@
 #ifndef BM_TESTUTIL_H
 #define BM_TESTUTIL_H
 
+#include <check.h>
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -26,6 +27,14 @@ void tu_root_setup(void);
 void tu_root_teardown(void);
 /* Removes a directory tree (best effort) and frees the path. */
 void tu_rmrf(char **path_p);
+
+/* Runs a suite in fork mode; returns the exit status for main(). */
+int tu_run_suite(Suite *s);
+
+/* Checked-fixture helpers: a fresh scratch dir with a beastd on it
+ * (heartbeat hb_ms), and their removal.  up returns false on failure. */
+bool tu_broker_up(char **ret_dir, pid_t *ret_pid, int hb_ms);
+void tu_broker_down(char **dir_p, pid_t *pid_p);
 
 /* Starts the built beastd on dir with a heartbeat, waits until it answers
  * a PING (up to 5 s).  Returns its pid, or -1. */
