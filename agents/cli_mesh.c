@@ -24,6 +24,36 @@ s_help(FILE *out, const char *text)
 /* Common option parsing: returns the option char, or -1 at the end. */
 #define S_GETOPT(argc, argv, longopts) getopt_long(argc, argv, "h", longopts, NULL)
 
+/*
+ * Options of a command that takes only --json and --help and no operands.
+ * Returns -1 to go on (with *json set), or the exit code to return.
+ */
+static int
+s_json_only(int argc, char **argv, const char *help, bool *json)
+{
+	static const struct option lo[] = {{"json", no_argument, NULL, 'j'},
+	                                   {"help", no_argument, NULL, 'h'}, {0}};
+	int ch;
+
+	optind = 0;
+	while ((ch = S_GETOPT(argc, argv, lo)) != -1) {
+		if (ch == 'j') {
+			*json = true;
+		} else if (ch == 'h') {
+			s_help(stdout, help);
+			return BM_EXIT_OK;
+		} else {
+			s_help(stderr, help);
+			return BM_EXIT_USAGE;
+		}
+	}
+	if (optind != argc) {
+		s_help(stderr, help);
+		return BM_EXIT_USAGE;
+	}
+	return -1;
+}
+
 static const char s_ls_help[] =
 	"usage: beast ls [--json]\n"
 	"\n"
@@ -33,29 +63,14 @@ static const char s_ls_help[] =
 int
 bm_cli_ls(int argc, char **argv, const char *dir)
 {
-	static const struct option lo[] = {{"json", no_argument, NULL, 'j'},
-	                                   {"help", no_argument, NULL, 'h'}, {0}};
 	bm_agent_info_t *v = NULL;
 	bm_client_t *c = NULL;
 	size_t n = 0;
 	bool json = false;
-	int ch, rc;
+	int rc;
 
-	optind = 0;
-	while ((ch = S_GETOPT(argc, argv, lo)) != -1) {
-		if (ch == 'j') {
-			json = true;
-		} else if (ch == 'h') {
-			s_help(stdout, s_ls_help);
-			return BM_EXIT_OK;
-		} else {
-			s_help(stderr, s_ls_help);
-			return BM_EXIT_USAGE;
-		}
-	}
-	if (optind != argc) {
-		s_help(stderr, s_ls_help);
-		return BM_EXIT_USAGE;
+	if ((rc = s_json_only(argc, argv, s_ls_help, &json)) >= 0) {
+		return rc;
 	}
 	if ((rc = bm_cli_open("ls", dir, NULL, NULL, &c)) < 0) {
 		return -rc;
@@ -109,29 +124,14 @@ static const char s_stats_help[] =
 int
 bm_cli_stats(int argc, char **argv, const char *dir)
 {
-	static const struct option lo[] = {{"json", no_argument, NULL, 'j'},
-	                                   {"help", no_argument, NULL, 'h'}, {0}};
 	bm_client_t *c = NULL;
 	bm_stat_t *v = NULL;
 	size_t n = 0;
 	bool json = false;
-	int ch, rc;
+	int rc;
 
-	optind = 0;
-	while ((ch = S_GETOPT(argc, argv, lo)) != -1) {
-		if (ch == 'j') {
-			json = true;
-		} else if (ch == 'h') {
-			s_help(stdout, s_stats_help);
-			return BM_EXIT_OK;
-		} else {
-			s_help(stderr, s_stats_help);
-			return BM_EXIT_USAGE;
-		}
-	}
-	if (optind != argc) {
-		s_help(stderr, s_stats_help);
-		return BM_EXIT_USAGE;
+	if ((rc = s_json_only(argc, argv, s_stats_help, &json)) >= 0) {
+		return rc;
 	}
 	if ((rc = bm_cli_open("stats", dir, NULL, NULL, &c)) < 0) {
 		return -rc;
