@@ -61,5 +61,6 @@ int bm_cli_pub(int argc, char **argv, const char *dir);
 int bm_cli_sub(int argc, char **argv, const char *dir);
 int bm_cli_tap(int argc, char **argv, const char *dir);
 int bm_cli_outbox(int argc, char **argv, const char *dir);
+int bm_cli_demo(int argc, char **argv, const char *dir);
 
 #endif
