@@ -123,7 +123,8 @@ s_stop_child(pid_t pid)
 	(void)waitpid(pid, NULL, 0);
 }
 
-static int
+/* Helpers of the optional peers: unused when none was found at build time. */
+static int __attribute__((unused))
 s_free_port(void)
 {
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -446,7 +447,7 @@ s_run_redis(s_row_t *row, int port, long n, size_t size)
 #endif
 
 /* Waits until connecting to 127.0.0.1:port works. */
-static bool
+static bool __attribute__((unused))
 s_wait_port(int port, pid_t pid)
 {
 	int64_t deadline = bm_mono_ms() + 10000;
@@ -494,6 +495,12 @@ main(int argc, char **argv)
 	bool have_js = false, have_redis = false;
 	int ch, status = 0, nats_port = -1, redis_port = -1;
 	char nats_url[64] = "", jdir[256], path[256];
+
+	/* Used only when the optional peers were found at build time. */
+	(void)have_js;
+	(void)have_redis;
+	(void)nats_url;
+	(void)redis_port;
 
 	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (ch) {

@@ -63,7 +63,7 @@
 
 static char s_dir[128];
 static char s_bare_pub[256], s_bare_sub[256];
-static char s_nats_url[64];
+static char s_nats_url[64] __attribute__((unused)); /* only with libnats */
 static volatile sig_atomic_t s_interrupted;
 
 typedef struct s_run s_run_t;
