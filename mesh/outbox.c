@@ -1273,8 +1273,9 @@ bm_outbox_requeue(bm_outbox_t *ob, const bm_id_t *id)
 	return 0;
 }
 
-int
-bm_outbox_requeue_all(bm_outbox_t *ob)
+/* Applies fn (requeue or purge) to every dead letter; returns the count. */
+static int
+s_each_dead(bm_outbox_t *ob, int (*fn)(bm_outbox_t *, const bm_id_t *))
 {
 	size_t cur = 0, n = 0;
 	bm_id_t *ids;
@@ -1284,6 +1285,7 @@ bm_outbox_requeue_all(bm_outbox_t *ob)
 	if (ob == NULL) {
 		return -EINVAL;
 	}
+	/* Collect first: fn changes the map being walked. */
 	if ((ids = malloc((ob->dead + 1) * sizeof *ids)) == NULL) {
 		return -ENOMEM;
 	}
@@ -1293,10 +1295,16 @@ bm_outbox_requeue_all(bm_outbox_t *ob)
 		}
 	}
 	for (size_t i = 0; i < n && rc == 0; i++) {
-		rc = bm_outbox_requeue(ob, &ids[i]);
+		rc = fn(ob, &ids[i]);
 	}
 	free(ids);
 	return rc < 0 ? rc : (int)n;
+}
+
+int
+bm_outbox_requeue_all(bm_outbox_t *ob)
+{
+	return s_each_dead(ob, bm_outbox_requeue);
 }
 
 int
@@ -1321,27 +1329,7 @@ bm_outbox_purge(bm_outbox_t *ob, const bm_id_t *id)
 int
 bm_outbox_purge_dead(bm_outbox_t *ob)
 {
-	size_t cur = 0, n = 0;
-	bm_id_t *ids;
-	s_msg_t *m;
-	int rc = 0;
-
-	if (ob == NULL) {
-		return -EINVAL;
-	}
-	if ((ids = malloc((ob->dead + 1) * sizeof *ids)) == NULL) {
-		return -ENOMEM;
-	}
-	while ((m = bm__map_next(ob->by_id, &cur)) != NULL) {
-		if (m->state == S_DEAD) {
-			ids[n++] = m->id;
-		}
-	}
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		rc = bm_outbox_purge(ob, &ids[i]);
-	}
-	free(ids);
-	return rc < 0 ? rc : (int)n;
+	return s_each_dead(ob, bm_outbox_purge);
 }
 
 static int
