@@ -874,3 +874,19 @@ bm_proxy_destroy(bm_proxy_t **self_p)
 	free(p);
 	*self_p = NULL;
 }
+
+int
+bm__proxy_endpoint(const char *dir, const char *endpoint, const char *sock, char *ret,
+                   size_t size)
+{
+	char path[BM_PATH_MAX];
+	int rc;
+
+	if (endpoint != NULL) {
+		return snprintf(ret, size, "%s", endpoint) < (int)size ? 0 : -ENAMETOOLONG;
+	}
+	if ((rc = bm_rundir_resolve(dir, false, path)) < 0) {
+		return rc == -ENOENT ? BM_ENOBROKER : rc;
+	}
+	return bm_rundir_path(path, sock, true, ret, size);
+}

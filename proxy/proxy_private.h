@@ -87,6 +87,12 @@ bm__pzerr(void)
  * dropped.  Returns the part count (> max when parts were dropped), or a
  * negative errno (-EAGAIN when nothing is waiting with ZMQ_DONTWAIT). */
 int bm__recv_parts(void *sock, zmq_msg_t *f, int max, int flags);
+
+/* The endpoint a publisher or subscriber connects to: `endpoint` when
+ * given, else ipc://DIR/sock with DIR resolved from `dir` (BM_ENOBROKER
+ * when it does not exist).  Returns 0 or a negative code. */
+int bm__proxy_endpoint(const char *dir, const char *endpoint, const char *sock, char *ret,
+                       size_t size);
 void bm__close_parts(zmq_msg_t *f, int n);
 
 #endif

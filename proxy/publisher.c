@@ -71,7 +71,7 @@ int
 bm_pub_open(const bm_pub_opts_t *opts, bm_pub_t **ret_pub)
 {
 	bm_pub_opts_t o = opts ? *opts : (bm_pub_opts_t){0};
-	char dir[BM_PATH_MAX], ep[BM_PATH_MAX + 8];
+	char ep[BM_PATH_MAX + 8];
 	int rc, one = 1, hwm = o.hwm > 0 ? o.hwm : 100000;
 	bm_pub_t *p;
 
@@ -81,15 +81,8 @@ bm_pub_open(const bm_pub_opts_t *opts, bm_pub_t **ret_pub)
 	if (o.name != NULL && bm_name_check(o.name) < 0) {
 		return BM_EBADNAME;
 	}
-	if (o.endpoint == NULL) {
-		if ((rc = bm_rundir_resolve(o.dir, false, dir)) < 0) {
-			return rc == -ENOENT ? BM_ENOBROKER : rc;
-		}
-		if ((rc = bm_rundir_path(dir, "pub.sock", true, ep, sizeof ep)) < 0) {
-			return rc;
-		}
-	} else {
-		snprintf(ep, sizeof ep, "%s", o.endpoint);
+	if ((rc = bm__proxy_endpoint(o.dir, o.endpoint, "pub.sock", ep, sizeof ep)) < 0) {
+		return rc;
 	}
 	p = calloc(1, sizeof *p);
 	if (p == NULL) {

@@ -63,7 +63,7 @@ int
 bm_sub_open(const bm_sub_opts_t *opts, bm_sub_t **ret_sub)
 {
 	bm_sub_opts_t o = opts ? *opts : (bm_sub_opts_t){0};
-	char dir[BM_PATH_MAX], ep[BM_PATH_MAX + 8];
+	char ep[BM_PATH_MAX + 8];
 	int rc, hwm = o.hwm > 0 ? o.hwm : 100000;
 	uint8_t rnd[BM__SYNC_TOKEN_LEN / 2];
 	bm_sub_t *s;
@@ -74,16 +74,8 @@ bm_sub_open(const bm_sub_opts_t *opts, bm_sub_t **ret_sub)
 	if (o.name != NULL && bm_name_check(o.name) < 0) {
 		return BM_EBADNAME;
 	}
-	if (o.endpoint == NULL) {
-		if ((rc = bm_rundir_resolve(o.dir, false, dir)) < 0) {
-			return rc == -ENOENT ? BM_ENOBROKER : rc;
-		}
-		if ((rc = bm_rundir_path(dir, o.tap ? "tap.sock" : "sub.sock", true, ep, sizeof ep)) <
-		    0) {
-			return rc;
-		}
-	} else {
-		snprintf(ep, sizeof ep, "%s", o.endpoint);
+	if ((rc = bm__proxy_endpoint(o.dir, o.endpoint, o.tap ? "tap.sock" : "sub.sock", ep, sizeof ep)) < 0) {
+		return rc;
 	}
 	s = calloc(1, sizeof *s);
 	if (s == NULL) {
