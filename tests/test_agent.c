@@ -132,13 +132,15 @@ s_child(void *arg)
 {
 	const s_child_t *c = arg;
 	const char *caps[] = {"test", NULL};
+	/* A generous connect timeout: sanitizer builds on a busy machine are slow. */
 	bm_agent_opts_t o = {.name = c->name, .caps = caps, .dir = s_dir, .heartbeat_ms = HB,
-	                     .stop = &s_child_stop};
+	                     .stop = &s_child_stop, .connect_timeout_ms = 10000};
 	bm_agent_t *a = NULL;
 	int rc;
 
 	signal(SIGTERM, s_on_term);
-	if (bm_agent_open(&o, &a) < 0) {
+	if ((rc = bm_agent_open(&o, &a)) < 0) {
+		fprintf(stderr, "child %s: bm_agent_open: %s\n", c->name, bm_strerror(rc));
 		return 10;
 	}
 	if (c->ready != NULL) {
@@ -181,8 +183,8 @@ START_TEST(an_agent_with_a_name_alone_registers_runs_and_stops_cleanly_on_sigter
 
 	snprintf(ready, sizeof ready, "%s/solo.ready", s_state);
 	pid = tu_fork(s_child, &c);
-	ck_assert_int_ge(tu_wait_agent(s_dir, "solo", true, 5000), 0);
-	ck_assert(s_wait_file(ready, 0, 5000));
+	ck_assert_int_ge(tu_wait_agent(s_dir, "solo", true, 15000), 0);
+	ck_assert(s_wait_file(ready, 0, 15000));
 	ck_assert_int_eq(tu_term(pid, 5000), 0);
 	ck_assert_int_ge(tu_wait_agent(s_dir, "solo", false, 5000), 0);
 }
@@ -198,7 +200,7 @@ START_TEST(a_request_handlers_reply_reaches_the_requesters_callback)
 
 	snprintf(ready, sizeof ready, "%s/echo1.ready", s_state);
 	pid = tu_fork(s_child, &c);
-	ck_assert(s_wait_file(ready, 0, 5000));
+	ck_assert(s_wait_file(ready, 0, 15000));
 	a = s_agent("asker", NULL);
 	ck_assert_int_eq(bm_agent_request(a, "@test", "q", "hello", 5, 5000, s_on_reply, NULL), 0);
 	ck_assert_uint_eq(bm_agent_requests_pending(a), 1);
@@ -265,7 +267,7 @@ START_TEST(reliable_sends_and_a_batch_reach_a_receiver_that_starts_late_and_is_k
 	ck_assert_int_eq(bm_agent_send_batch(a, items, 3, NULL), 0);
 	ck_assert_int_eq(bm_agent_flush(a), 0);
 	pid = tu_fork(s_child, &c);
-	ck_assert_int_ge(tu_wait_agent(s_dir, "rx", true, 5000), 0);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "rx", true, 15000), 0);
 	/* Kill rx as soon as the first messages arrived, start it again. */
 	for (int k = 0; k < 1000; k++) {
 		struct stat st;
@@ -278,7 +280,7 @@ START_TEST(reliable_sends_and_a_batch_reach_a_receiver_that_starts_late_and_is_k
 	tu_kill9(pid);
 	unlink(ready);
 	pid = tu_fork(s_child, &c);
-	ck_assert(s_wait_file(ready, 0, 5000));
+	ck_assert(s_wait_file(ready, 0, 15000));
 	ck_assert_int_eq(bm_agent_drain(a, 20000), 0);
 	ck_assert_int_eq(tu_term(pid, 5000), 0);
 	f = fopen(file, "r");
