@@ -25,6 +25,7 @@ static const s_cmd_t s_cmds[] = {
 	{"pub", bm_cli_pub, "broadcast a message on a topic (thought path)"},
 	{"sub", bm_cli_sub, "follow topics by prefix and print each broadcast"},
 	{"tap", bm_cli_tap, "print the live broadcast traffic through beastd"},
+	{"proxy", bm_cli_proxy, "pause, resume or show beastd's broadcast proxy"},
 	{"blob", bm_cli_blob, "move files through shared memory (blob send / blob recv)"},
 	{"demo", bm_cli_demo, "run the example swarm with live progress and a checked summary"},
 	{"outbox", bm_cli_outbox, "an agent's pending and dead messages (ls, dead, requeue, flush ...)"},

@@ -6,7 +6,11 @@
  * This file only parses arguments, sets up logging and signals, and runs
  * the library's broker and proxy; the proxy's counters join the broker's
  * STATS reply through the broker's stats hook.  SIGINT/SIGTERM stop both
- * cleanly (sockets removed).
+ * cleanly (sockets removed).  SIGUSR1 pauses the broadcast proxy (it stops
+ * reading publishers, whose messages wait at their high-water marks) and
+ * SIGUSR2 resumes it; `beast proxy pause|resume` sends them.  The steering
+ * runs on the broker's thread, the proxy's owner, between two runs of the
+ * broker loop: a signal ends the run, beastd acts on it and runs again.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -19,13 +23,48 @@
 #include "bm_mesh.h"
 #include "bm_proxy.h"
 
-static volatile sig_atomic_t s_stop;
+static volatile sig_atomic_t s_wake;  /* ends a run of the broker loop */
+static volatile sig_atomic_t s_term;  /* SIGINT/SIGTERM seen */
+static volatile sig_atomic_t s_steer; /* 0, or the last SIGUSR1/SIGUSR2 */
 
 static void
 s_on_signal(int sig)
 {
-	(void)sig;
-	s_stop = 1;
+	if (sig == SIGUSR1 || sig == SIGUSR2) {
+		s_steer = sig;
+	} else {
+		s_term = 1;
+	}
+	s_wake = 1;
+}
+
+/* Runs the broker until SIGINT/SIGTERM, pausing and resuming the proxy
+ * on SIGUSR1/SIGUSR2 in between. */
+static int
+s_run(bm_broker_t *b, bm_proxy_t *p)
+{
+	for (;;) {
+		int rc = bm_broker_run(b, &s_wake), sig;
+
+		if (rc < 0 || s_term) {
+			return rc;
+		}
+		/* Clear the wake-up before reading the request: a signal in
+		 * between leaves s_wake set and is read on the next turn. */
+		s_wake = 0;
+		sig = s_steer;
+		s_steer = 0;
+		if (sig == SIGUSR1 || sig == SIGUSR2) {
+			rc = sig == SIGUSR1 ? bm_proxy_pause(p) : bm_proxy_resume(p);
+			if (rc < 0) {
+				bm_log(BM_LOG_ERROR, "broadcast proxy: cannot %s: %s",
+				       sig == SIGUSR1 ? "pause" : "resume", bm_strerror(rc));
+			} else {
+				bm_log(BM_LOG_INFO, "broadcast proxy %s",
+				       sig == SIGUSR1 ? "paused" : "resumed");
+			}
+		}
+	}
 }
 
 /* Broker STATS hook: the proxy's counters, on the broker's thread (the
@@ -56,6 +95,9 @@ s_usage(FILE *out)
 	        "  --lvc-max BYTES   broadcast: last-value cache memory bound (67108864)\n"
 	        "  -v, --verbose     log agents coming and going (-vv: debug)\n"
 	        "  -h, --help        this text\n"
+	        "\n"
+	        "Signals: SIGINT/SIGTERM stop cleanly; SIGUSR1 pauses the broadcast proxy and\n"
+	        "SIGUSR2 resumes it (what `beast proxy pause|resume` sends).\n"
 	        "\n"
 	        "Exit status: 0 after a clean stop (SIGINT/SIGTERM), 1 on error, 2 on bad usage.\n");
 }
@@ -145,6 +187,8 @@ main(int argc, char **argv)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
 	rc = bm_broker_open(&o, &b);
@@ -192,7 +236,7 @@ main(int argc, char **argv)
 	bm_log(BM_LOG_INFO, "listening on %s%s%s; broadcast on %s/pub.sock -> %s/sub.sock%s",
 	       bm_broker_endpoint(b), o.tcp ? " and " : "", o.tcp ? o.tcp : "", bm_broker_dir(b),
 	       bm_broker_dir(b), po.no_lvc ? " (no LVC)" : "");
-	rc = bm_broker_run(b, &s_stop);
+	rc = s_run(b, p);
 	bm_broker_set_stats_hook(b, NULL, NULL);
 	bm_proxy_destroy(&p);
 	bm_broker_destroy(&b);

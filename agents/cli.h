@@ -60,6 +60,7 @@ int bm_cli_ping(int argc, char **argv, const char *dir);
 int bm_cli_pub(int argc, char **argv, const char *dir);
 int bm_cli_sub(int argc, char **argv, const char *dir);
 int bm_cli_tap(int argc, char **argv, const char *dir);
+int bm_cli_proxy(int argc, char **argv, const char *dir);
 int bm_cli_outbox(int argc, char **argv, const char *dir);
 int bm_cli_demo(int argc, char **argv, const char *dir);
 

@@ -1,5 +1,6 @@
 /*
- * cli_bcast.c - the beast subcommands for broadcasts: pub, sub, tap.
+ * cli_bcast.c - the beast subcommands for broadcasts: pub, sub, tap, and
+ * proxy (pause/resume/status of beastd's broadcast proxy).
  *
  * pub opens a bm_pub_t (which waits until the proxy has attached it),
  * sends one message, retrying while the proxy pushes back, and lingers
@@ -8,10 +9,14 @@
  * line.  Losses the subscriber can see (sequence gaps) are printed per
  * message in JSON ("gap") and summed on stderr at the end.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "bm_proxy.h"
@@ -277,4 +282,149 @@ int
 bm_cli_tap(int argc, char **argv, const char *dir)
 {
 	return s_sub_or_tap(argc, argv, dir, true);
+}
+
+/* ---- proxy: pause, resume, status ---- */
+
+static const char s_proxy_help[] =
+	"usage: beast proxy pause|resume|status [--timeout MS]\n"
+	"\n"
+	"Steers beastd's broadcast proxy.  pause: it stops reading publishers\n"
+	"(their messages wait at the publishers' high-water marks, then\n"
+	"bm_pub_send says the proxy is busy; nothing is dropped silently); resume:\n"
+	"it reads them again.  status prints paused (0/1) and the message counts.\n"
+	"pause and resume signal the beastd that holds DIR/beastd.lock (SIGUSR1,\n"
+	"SIGUSR2) and wait up to MS (5000) until its counters show the change.\n";
+
+/* The pid of the beastd that holds DIR/beastd.lock; BM_ENOBROKER if none. */
+static int
+s_beastd_pid(const char *rundir, pid_t *ret_pid)
+{
+	char path[BM_PATH_MAX + 16], buf[32];
+	ssize_t n;
+	long pid;
+	int fd, rc = 0;
+
+	snprintf(path, sizeof path, "%s/beastd.lock", rundir);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		return errno == ENOENT ? BM_ENOBROKER : -errno;
+	}
+	/* A live beastd holds the lock exclusively: if we can share it, the
+	 * file is a dead one's and its pid may belong to anybody now. */
+	if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+		rc = BM_ENOBROKER;
+	} else if (errno != EWOULDBLOCK) {
+		rc = -errno;
+	} else if ((n = pread(fd, buf, sizeof buf - 1, 0)) <= 0) {
+		rc = BM_ENOBROKER;
+	} else {
+		buf[n] = '\0';
+		pid = strtol(buf, NULL, 10);
+		if (pid <= 1) {
+			rc = BM_ENOBROKER;
+		} else {
+			*ret_pid = (pid_t)pid;
+		}
+	}
+	close(fd);
+	return rc;
+}
+
+/* bcast_paused and the message counts from beastd's STATS. */
+static int
+s_proxy_state(bm_client_t *c, int64_t *paused, int64_t *in, int64_t *out)
+{
+	bm_stat_t *v = NULL;
+	size_t n = 0;
+	int rc = bm_client_stats(c, 2000, &v, &n);
+
+	if (rc < 0) {
+		return rc;
+	}
+	*paused = *in = *out = -1;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(v[i].key, "bcast_paused") == 0) {
+			*paused = v[i].value;
+		} else if (strcmp(v[i].key, "bcast_in") == 0) {
+			*in = v[i].value;
+		} else if (strcmp(v[i].key, "bcast_out") == 0) {
+			*out = v[i].value;
+		}
+	}
+	free(v);
+	return *paused < 0 ? -ENOTSUP : 0;
+}
+
+int
+bm_cli_proxy(int argc, char **argv, const char *dir)
+{
+	static const struct option lo[] = {{"timeout", required_argument, NULL, 't'},
+	                                   {"help", no_argument, NULL, 'h'}, {0}};
+	char rundir[BM_PATH_MAX];
+	const char *what;
+	bm_client_t *c = NULL;
+	long timeout = S_DEFAULT_TIMEOUT;
+	int64_t paused, in, out, deadline;
+	int ch, rc, want = -1;
+	pid_t pid = 0;
+
+	optind = 0;
+	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		if (ch == 't' && (timeout = bm_cli_num(optarg, 1, 3600000)) > 0) {
+			continue;
+		}
+		fputs(s_proxy_help, ch == 'h' ? stdout : stderr);
+		return ch == 'h' ? BM_EXIT_OK : BM_EXIT_USAGE;
+	}
+	if (argc - optind != 1) {
+		fputs(s_proxy_help, stderr);
+		return BM_EXIT_USAGE;
+	}
+	what = argv[optind];
+	if (strcmp(what, "pause") == 0) {
+		want = 1;
+	} else if (strcmp(what, "resume") == 0) {
+		want = 0;
+	} else if (strcmp(what, "status") != 0) {
+		fprintf(stderr, "beast proxy: unknown action '%s' (pause, resume or status)\n", what);
+		return BM_EXIT_USAGE;
+	}
+	if ((rc = bm_rundir_resolve(dir, false, rundir)) < 0) {
+		return bm_cli_fail("proxy", rc == -ENOENT ? BM_ENOBROKER : rc, dir, "beastd");
+	}
+	if ((rc = bm_cli_open("proxy", dir, NULL, NULL, &c)) < 0) {
+		return -rc;
+	}
+	if (want >= 0) {
+		if ((rc = s_beastd_pid(rundir, &pid)) < 0) {
+			bm_client_destroy(&c);
+			return bm_cli_fail("proxy", rc, dir, "beastd's pid");
+		}
+		if (kill(pid, want ? SIGUSR1 : SIGUSR2) < 0) {
+			rc = -errno;
+			bm_client_destroy(&c);
+			return bm_cli_fail("proxy", rc, dir, "beastd (signal)");
+		}
+	}
+	deadline = bm_mono_ms() + timeout;
+	for (;;) {
+		if ((rc = s_proxy_state(c, &paused, &in, &out)) < 0) {
+			bm_client_destroy(&c);
+			return bm_cli_fail("proxy", rc, dir, "the proxy's counters");
+		}
+		if (want < 0 || paused == want || bm_mono_ms() >= deadline) {
+			break;
+		}
+		usleep(10000);
+	}
+	bm_client_destroy(&c);
+	if (want >= 0 && paused != want) {
+		fprintf(stderr, "beast proxy: beastd (pid %ld) did not %s in %ld ms\n", (long)pid,
+		        what, timeout);
+		return BM_EXIT_TIMEOUT;
+	}
+	printf("broadcast proxy %s (in %" PRId64 ", out %" PRId64 ")\n",
+	       paused ? "paused" : "running", in, out);
+	return BM_EXIT_OK;
 }

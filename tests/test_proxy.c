@@ -686,6 +686,47 @@ START_TEST(beast_pub_and_sub_json_carry_topic_from_seq_and_body)
 }
 END_TEST
 
+START_TEST(beast_proxy_pause_and_resume_steer_the_proxy_inside_beastd)
+{
+	char cmd[BM_PATH_MAX * 2 + 256], line[256] = "";
+	const char *const pre[] = {"tot/s"};
+	bm_bcast_t m = {0};
+	bm_sub_t *s = s_sub(pre, 1, true, 0, NULL);
+	bm_pub_t *p = s_pub("steered");
+	char *empty = tu_scratch_dir();
+	FILE *f;
+
+	ck_assert_ptr_nonnull(s);
+	ck_assert_ptr_nonnull(p);
+	ck_assert_ptr_nonnull(empty);
+	snprintf(cmd, sizeof cmd, "%s --dir %s proxy pause >/dev/null", BM_BEAST_PATH, s_dir);
+	ck_assert_int_eq(system(cmd), 0);
+	ck_assert_int_eq(tu_stat(s_dir, "bcast_paused"), 1);
+	snprintf(cmd, sizeof cmd, "%s --dir %s proxy status", BM_BEAST_PATH, s_dir);
+	f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+	ck_assert_int_eq(pclose(f), 0);
+	ck_assert_ptr_nonnull(strstr(line, "paused"));
+	ck_assert_int_eq(s_send(p, "tot/s/x", "held", 4), 0);
+	/* Proving an absence needs a wait: nothing in 300 ms. */
+	ck_assert_int_eq(bm_sub_recv(s, 300, &m), -ETIMEDOUT);
+	snprintf(cmd, sizeof cmd, "%s --dir %s proxy resume >/dev/null", BM_BEAST_PATH, s_dir);
+	ck_assert_int_eq(system(cmd), 0);
+	ck_assert_int_eq(bm_sub_recv(s, 5000, &m), 0);
+	ck_assert_str_eq(m.topic, "tot/s/x/");
+	bm_bcast_clear(&m);
+	ck_assert_int_eq(tu_stat(s_dir, "bcast_paused"), 0);
+	/* beastd went on serving the mesh meanwhile, and no beastd: exit 4. */
+	ck_assert(tu_broker_answers(s_dir, 2000));
+	snprintf(cmd, sizeof cmd, "%s --dir %s proxy pause 2>/dev/null", BM_BEAST_PATH, empty);
+	ck_assert_int_eq(WEXITSTATUS(system(cmd)), 4);
+	bm_pub_destroy(&p);
+	bm_sub_destroy(&s);
+	tu_rmrf(&empty);
+}
+END_TEST
+
 /* ---- the proxy object, in process ---- */
 
 START_TEST(a_paused_proxy_holds_messages_until_resumed)
@@ -753,6 +794,7 @@ s_suite(void)
 	tcase_add_test(tc, a_publisher_killed_with_kill_9_does_not_disturb_the_others);
 	tcase_add_test(tc, malformed_frames_from_either_side_do_not_stop_the_proxy);
 	tcase_add_test(tc, beast_pub_and_sub_json_carry_topic_from_seq_and_body);
+	tcase_add_test(tc, beast_proxy_pause_and_resume_steer_the_proxy_inside_beastd);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("steering");
