@@ -37,6 +37,8 @@ extern "C" {
 #define BM_BODY_MAX_DEFAULT (16u << 20)
 #define BM_HEARTBEAT_DEFAULT 1000 /* ms */
 #define BM_ADDR_MAX (BM_NAME_MAX + 1) /* "@" + capability, or a name */
+#define BM_ACKS_MAX 256         /* message ids in one ACKS frame */
+#define BM_FEAT_ACKS 1u         /* HELLO/WELCOME features bit: takes ACKS */
 
 /* Wire commands (frame 0, element 1). */
 enum bm_cmd {
@@ -55,7 +57,8 @@ enum bm_cmd {
 	BM_CMD_BYE = 13,
 	BM_CMD_ERROR = 14,
 	BM_CMD_NOTICE = 15,
-	BM_CMD__MAX = 15,
+	BM_CMD_ACKS = 16,
+	BM_CMD__MAX = 16,
 };
 BM_EXPORT const char *bm_cmd_name(int cmd);
 
@@ -188,8 +191,15 @@ BM_EXPORT void bm_event_clear(bm_event_t *ev);
  */
 BM_EXPORT int bm_client_recv(bm_client_t *c, int timeout_ms, bm_event_t *ret_ev);
 
-/* Acknowledge / refuse a delivered message (relayed to its sender). */
+/*
+ * Acknowledge / refuse a delivered message (relayed to its sender).  While
+ * more deliveries are waiting, ACKs are held and leave together as one
+ * ACKS frame (protocol.md §4) with the last of the burst; anything held
+ * leaves before the client waits (recv, timeout) or sends, on
+ * bm_client_flush() and on destroy.
+ */
 BM_EXPORT int bm_client_ack(bm_client_t *c, const bm_msg_t *m);
+BM_EXPORT int bm_client_flush(bm_client_t *c);
 BM_EXPORT int bm_client_nack(bm_client_t *c, const bm_msg_t *m, int code, const char *text);
 
 /* Sends a reply to a delivered request: to = m->from, corr = m->id. */

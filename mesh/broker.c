@@ -54,6 +54,7 @@ typedef struct s_agent {
 	uint64_t sent;                         /* SENDs it made */
 	uint64_t delivered;                    /* DELIVERs it got */
 	uint64_t acked;                        /* ACKs it gave */
+	bool acks;                             /* takes ACKS (BM_FEAT_ACKS) */
 } s_agent_t;
 
 /* X(field): broker counters, reported by STATS in this order. */
@@ -61,7 +62,8 @@ typedef struct s_agent {
 	X(frames)        /* messages received */                              \
 	X(sends)         /* SENDs received */                                 \
 	X(delivers)      /* DELIVERs forwarded */                             \
-	X(acks)          /* ACKs relayed */                                   \
+	X(acks)          /* ACKs relayed (one per message id) */              \
+	X(ack_frames)    /* ACK and ACKS frames received */                   \
 	X(nacks)         /* NACKs sent or relayed */                          \
 	X(nack_noagent)  /* no such agent / capability */                     \
 	X(nack_toobig)   /* body over the cap */                              \
@@ -315,11 +317,13 @@ s_on_hello(bm_broker_t *b, const uint8_t *rid, size_t rid_len, s_agent_t *self,
 	self->ncaps = in->ncaps;
 	memcpy(self->caps, in->caps, (size_t)in->ncaps * sizeof self->caps[0]);
 	self->heartbeat_ms = in->heartbeat_ms ? in->heartbeat_ms : b->heartbeat_ms;
+	self->acks = (in->features & BM_FEAT_ACKS) != 0;
 	self->last_seen_ms = bm_mono_ms();
 	b->st.hellos++;
 	memcpy(out.name, self->name, sizeof self->name);
 	out.heartbeat_ms = self->heartbeat_ms;
 	out.max_body = b->max_body;
+	out.features = BM_FEAT_ACKS;
 	(void)s_send(b, rid, rid_len, &out, NULL);
 }
 
@@ -392,6 +396,7 @@ s_on_ack(bm_broker_t *b, s_agent_t *self, bm_env_t *in, zmq_msg_t *hdr)
 	if (in->cmd == BM_CMD_ACK) {
 		self->acked++;
 		b->st.acks++;
+		b->st.ack_frames++;
 	} else {
 		b->st.nacks++;
 	}
@@ -404,6 +409,43 @@ s_on_ack(bm_broker_t *b, s_agent_t *self, bm_env_t *in, zmq_msg_t *hdr)
 	                     b->relay, sizeof b->relay);
 	if (n < 0 || s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n, NULL) < 0) {
 		b->st.unroutable++;
+	}
+}
+
+/*
+ * ACKS: many ACKs from one receiver to one sender in a frame.  Relayed
+ * like an ACK to a sender that takes them; for one that does not (it said
+ * no BM_FEAT_ACKS in its HELLO) split into one ACK per id.
+ */
+static void
+s_on_acks(bm_broker_t *b, s_agent_t *self, bm_env_t *in, zmq_msg_t *hdr)
+{
+	s_agent_t *to = bm__map_get(b->by_name, in->name, strlen(in->name));
+	bm_env_t one = {.cmd = BM_CMD_ACK};
+	int n;
+
+	self->inflight = self->inflight > in->nids ? self->inflight - in->nids : 0;
+	self->acked += in->nids;
+	b->st.acks += in->nids;
+	b->st.ack_frames++;
+	if (to == NULL) {
+		b->st.unroutable += in->nids;
+		return;
+	}
+	if (to->acks) {
+		n = bm__env_retarget(zmq_msg_data(hdr), zmq_msg_size(hdr), in, in->cmd, self->name,
+		                     b->relay, sizeof b->relay);
+		if (n < 0 || s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n, NULL) < 0) {
+			b->st.unroutable += in->nids;
+		}
+		return;
+	}
+	memcpy(one.name, self->name, sizeof self->name);
+	for (size_t i = 0; i < in->nids; i++) {
+		memcpy(one.id.b, in->ids + i * sizeof one.id.b, sizeof one.id.b);
+		if (s_send(b, to->rid, to->rid_len, &one, NULL) < 0) {
+			b->st.unroutable++;
+		}
 	}
 }
 
@@ -565,6 +607,7 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 		return;
 	case BM_CMD_SEND:
 	case BM_CMD_ACK:
+	case BM_CMD_ACKS:
 	case BM_CMD_NACK:
 	case BM_CMD_BYE:
 		break;
@@ -607,6 +650,9 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 	case BM_CMD_ACK:
 	case BM_CMD_NACK:
 		s_on_ack(b, self, &in, &f[1]);
+		return;
+	case BM_CMD_ACKS:
+		s_on_acks(b, self, &in, &f[1]);
 		return;
 	case BM_CMD_BYE:
 		b->st.byes++;

@@ -32,7 +32,7 @@
 
 #include "mesh_private.h"
 
-#define S_HDR_BUF 2048
+#define S_HDR_BUF (BM_ACKS_MAX * 16 + 1024) /* the largest header a client sends: ACKS */
 
 typedef struct s_node {
 	struct s_node *next; /* FIFO link */
@@ -64,6 +64,10 @@ struct bm_client {
 	int nspare;                              /* how many */
 	uint8_t rnd[160];                        /* random bits for 16 ids */
 	size_t rnd_left;                         /* unused bytes at its end */
+	bool broker_acks;                        /* broker takes ACKS */
+	uint16_t nacks;                          /* ACKs held for one ACKS */
+	char ack_peer[BM_ADDR_MAX + 1];          /* whom they go to */
+	uint8_t ack_ids[BM_ACKS_MAX * sizeof(bm_id_t)]; /* their ids */
 };
 
 void
@@ -172,12 +176,19 @@ s_id_new(bm_client_t *c, bm_id_t *ret_id)
 	c->rnd_left -= 10;
 }
 
+static int s_flush_acks(bm_client_t *c);
+
 static int
 s_send_env(bm_client_t *c, const bm_env_t *e, zmq_msg_t *body)
 {
 	uint8_t hdr[S_HDR_BUF];
-	int n = bm__env_encode(e, hdr, sizeof hdr);
+	int n;
 
+	/* Held ACKs leave first, so nothing overtakes them. */
+	if (c->nacks > 0 && e->cmd != BM_CMD_ACKS && e->cmd != BM_CMD_ACK) {
+		(void)s_flush_acks(c);
+	}
+	n = bm__env_encode(e, hdr, sizeof hdr);
 	if (n < 0) {
 		return n;
 	}
@@ -201,10 +212,38 @@ s_send_cmd(bm_client_t *c, int cmd)
 	return s_send_env(c, &e, NULL);
 }
 
+/*
+ * Sends the ACKs held by bm_client_ack(): one plain ACK, or one ACKS frame
+ * for several.  When the queue toward the broker is full they stay held
+ * for the next try; on another error they are dropped (the sender retries,
+ * the receiver's de-dup answers the resend).
+ */
+static int
+s_flush_acks(bm_client_t *c)
+{
+	bm_env_t e = {.cmd = BM_CMD_ACKS, .ids = c->ack_ids, .nids = c->nacks};
+	int rc;
+
+	if (c->nacks == 0) {
+		return 0;
+	}
+	if (c->nacks == 1) {
+		e.cmd = BM_CMD_ACK;
+		memcpy(e.id.b, c->ack_ids, sizeof e.id.b);
+	}
+	memcpy(e.name, c->ack_peer, sizeof e.name);
+	rc = s_send_env(c, &e, NULL);
+	if (rc != BM_EFULL) {
+		c->nacks = 0;
+	}
+	return rc;
+}
+
 static int
 s_hello(bm_client_t *c)
 {
-	bm_env_t e = {.cmd = BM_CMD_HELLO, .heartbeat_ms = c->heartbeat_ms, .ncaps = c->ncaps};
+	bm_env_t e = {.cmd = BM_CMD_HELLO, .heartbeat_ms = c->heartbeat_ms, .ncaps = c->ncaps,
+	              .features = BM_FEAT_ACKS};
 
 	memcpy(e.name, c->name, sizeof c->name);
 	memcpy(e.caps, c->caps, sizeof c->caps);
@@ -238,6 +277,7 @@ s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body)
 			(void)s_push(c, &ev);
 		}
 		c->registered = c->ever_registered = true;
+		c->broker_acks = (e->features & BM_FEAT_ACKS) != 0;
 		c->denied = 0;
 		if (e->max_body > 0 && e->max_body < c->max_body) {
 			c->max_body = (size_t)e->max_body;
@@ -291,6 +331,18 @@ s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body)
 	case BM_CMD_ACK:
 		s_event_from(&ev, BM_EV_ACK, e);
 		return s_push(c, &ev);
+	case BM_CMD_ACKS:
+		/* One event per id, as if they had come one by one. */
+		s_event_from(&ev, BM_EV_ACK, e);
+		for (size_t i = 0; i < e->nids; i++) {
+			int rc;
+
+			memcpy(ev.id.b, e->ids + i * sizeof ev.id.b, sizeof ev.id.b);
+			if ((rc = s_push(c, &ev)) < 0) {
+				return rc;
+			}
+		}
+		return 0;
 	case BM_CMD_NACK:
 		if (e->code == BM_ENOTREG) {
 			c->registered = false;
@@ -400,6 +452,8 @@ bm_client_timeout(bm_client_t *c)
 	if (c->head != NULL) {
 		return 0;
 	}
+	/* The caller is about to wait: held ACKs leave now. */
+	(void)s_flush_acks(c);
 	now = bm_mono_ms();
 	next = c->last_tx_ms + c->heartbeat_ms;
 	if (c->last_rx_ms + c->heartbeat_ms < next) {
@@ -438,6 +492,8 @@ s_pump_until(bm_client_t *c, int64_t deadline, bool (*done)(bm_client_t *, void 
 		if (done(c, arg)) {
 			return 0;
 		}
+		/* About to wait or give up: nothing may stay held. */
+		(void)s_flush_acks(c);
 		now = bm_mono_ms();
 		if (deadline >= 0 && now >= deadline) {
 			return -ETIMEDOUT;
@@ -642,6 +698,7 @@ bm_client_destroy(bm_client_t **self_p)
 	}
 	c = *self_p;
 	if (c->sock != NULL) {
+		(void)s_flush_acks(c);
 		if (c->registered) {
 			(void)s_send_cmd(c, BM_CMD_BYE);
 		}
@@ -754,10 +811,50 @@ s_ack(bm_client_t *c, const bm_msg_t *m, int cmd, int code, const char *text)
 	return s_send_env(c, &e, NULL);
 }
 
+/*
+ * ACKs of a burst travel together: while more deliveries wait (queued in
+ * the client or readable on the socket) an ACK is held, up to BM_ACKS_MAX
+ * of them to one sender, and the last of the burst sends them all as one
+ * ACKS frame.  A lone message is ACKed at once, so latency is unchanged;
+ * whatever is held leaves before the client waits or sends anything else.
+ */
 int
 bm_client_ack(bm_client_t *c, const bm_msg_t *m)
 {
-	return s_ack(c, m, BM_CMD_ACK, 0, NULL);
+	int events = 0;
+	size_t sz = sizeof events;
+	int rc;
+
+	if (c == NULL || m == NULL) {
+		return -EINVAL;
+	}
+	if (!c->broker_acks) {
+		return s_ack(c, m, BM_CMD_ACK, 0, NULL);
+	}
+	if (c->nacks > 0 && strcmp(c->ack_peer, m->from) != 0 && (rc = s_flush_acks(c)) < 0) {
+		return rc;
+	}
+	if (c->nacks == 0) {
+		memcpy(c->ack_peer, m->from, sizeof c->ack_peer);
+	}
+	memcpy(c->ack_ids + (size_t)c->nacks * sizeof m->id.b, m->id.b, sizeof m->id.b);
+	c->nacks++;
+	if (c->nacks < BM_ACKS_MAX && c->head != NULL) {
+		return 0;
+	}
+	if (c->nacks < BM_ACKS_MAX && zmq_getsockopt(c->sock, ZMQ_EVENTS, &events, &sz) == 0 &&
+	    (events & ZMQ_POLLIN)) {
+		return 0;
+	}
+	rc = s_flush_acks(c);
+	/* Still held when the queue is full: not an error for this ACK. */
+	return rc == BM_EFULL ? 0 : rc;
+}
+
+int
+bm_client_flush(bm_client_t *c)
+{
+	return c == NULL ? -EINVAL : s_flush_acks(c);
 }
 
 int

@@ -40,7 +40,7 @@
 
 static const char *const s_cmd_names[] = {
 	"?", "HELLO", "WELCOME", "DENIED", "SEND", "DELIVER", "ACK", "NACK", "PING",
-	"PONG", "LIST", "DIRECTORY", "STATS", "BYE", "ERROR", "NOTICE",
+	"PONG", "LIST", "DIRECTORY", "STATS", "BYE", "ERROR", "NOTICE", "ACKS",
 };
 
 const char *
@@ -176,6 +176,7 @@ s_field_count(int cmd)
 	case BM_CMD_ACK:
 	case BM_CMD_ERROR:
 	case BM_CMD_NOTICE:
+	case BM_CMD_ACKS:
 		return 2;
 	case BM_CMD_SEND:
 	case BM_CMD_DELIVER:
@@ -195,7 +196,9 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 	if (e->cmd < 1 || e->cmd > BM_CMD__MAX) {
 		return -EINVAL;
 	}
-	s_w_array(&w, 2 + (size_t)s_field_count(e->cmd) + (e->cmd == BM_CMD_PONG));
+	/* PONG's optional name and HELLO/WELCOME's features are always sent. */
+	s_w_array(&w, 2 + (size_t)s_field_count(e->cmd) +
+	                  (e->cmd == BM_CMD_PONG || e->cmd == BM_CMD_HELLO || e->cmd == BM_CMD_WELCOME));
 	s_w_uint(&w, BM_PROTO_VERSION);
 	s_w_uint(&w, e->cmd);
 	switch (e->cmd) {
@@ -206,11 +209,13 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 			s_w_str(&w, e->caps[i]);
 		}
 		s_w_uint(&w, e->heartbeat_ms);
+		s_w_uint(&w, e->features);
 		break;
 	case BM_CMD_WELCOME:
 		s_w_str(&w, e->name);
 		s_w_uint(&w, e->heartbeat_ms);
 		s_w_uint(&w, e->max_body);
+		s_w_uint(&w, e->features);
 		break;
 	case BM_CMD_DENIED:
 	case BM_CMD_ERROR:
@@ -240,6 +245,14 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 		break;
 	case BM_CMD_NOTICE:
 		s_w_str(&w, e->type);
+		s_w_str(&w, e->name);
+		break;
+	case BM_CMD_ACKS:
+		if (e->nids < 1 || e->nids > BM_ACKS_MAX || e->ids == NULL) {
+			return -EINVAL;
+		}
+		s_w_tag(&w, 0xc5, (uint64_t)e->nids * sizeof(bm_id_t), 2);
+		s_w_bytes(&w, e->ids, (size_t)e->nids * sizeof(bm_id_t));
 		s_w_str(&w, e->name);
 		break;
 	case BM_CMD_PONG:
@@ -494,6 +507,38 @@ s_id(s_cur_t *c, bm_id_t *out, bool nil_ok, const char *why)
 	return true;
 }
 
+/* ACKS ids: a bin8/bin16 of 1..BM_ACKS_MAX ids of 16 bytes, none zero;
+ * e->ids points into the frame. */
+static bool
+s_ids(s_cur_t *c, bm_env_t *e)
+{
+	static const char why[] = "bad ACKS ids (1..256 ids of 16 bytes, none zero)";
+	size_t len, hdr;
+
+	if (c->end - c->p >= 2 && c->p[0] == 0xc4) {
+		len = c->p[1];
+		hdr = 2;
+	} else if (c->end - c->p >= 3 && c->p[0] == 0xc5) {
+		len = (size_t)c->p[1] << 8 | c->p[2];
+		hdr = 3;
+	} else {
+		return s_fail(c, why);
+	}
+	if (len == 0 || len % sizeof(bm_id_t) != 0 || len / sizeof(bm_id_t) > BM_ACKS_MAX ||
+	    (size_t)(c->end - c->p) - hdr < len) {
+		return s_fail(c, why);
+	}
+	e->ids = c->p + hdr;
+	e->nids = (uint16_t)(len / sizeof(bm_id_t));
+	for (size_t i = 0; i < e->nids; i++) {
+		if (bm_id_is_zero((const bm_id_t *)(const void *)(e->ids + i * sizeof(bm_id_t)))) {
+			return s_fail(c, why);
+		}
+	}
+	c->p += hdr + len;
+	return true;
+}
+
 static bool
 s_code(s_cur_t *c, int32_t *out)
 {
@@ -674,6 +719,24 @@ bm__msgpack_check(const void *buf, size_t len)
 	return pos == len;
 }
 
+/* HELLO/WELCOME's optional features (absent = 0): a uint after the
+ * fields, if the array has room for it; *fields counts it then. */
+static bool
+s_features(s_cur_t *c, bm_env_t *e, uint64_t n, int *fields)
+{
+	uint64_t v;
+
+	if (n <= 2 + (uint64_t)*fields) {
+		return true;
+	}
+	if (!s_rd_uint(c, UINT32_MAX, &v, "bad features")) {
+		return false;
+	}
+	e->features = (uint32_t)v;
+	(*fields)++;
+	return true;
+}
+
 int
 bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 {
@@ -728,12 +791,14 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 		ok = s_name(&c, e->name, false, "bad agent name") && s_caps(&c, e) &&
 		     s_rd_uint(&c, 3600000, &v, "bad heartbeat");
 		e->heartbeat_ms = (uint32_t)v;
+		ok = ok && s_features(&c, e, n, &fields);
 		break;
 	case BM_CMD_WELCOME:
 		ok = s_name(&c, e->name, false, "bad agent name") &&
 		     s_rd_uint(&c, 3600000, &v, "bad heartbeat");
 		e->heartbeat_ms = (uint32_t)v;
-		ok = ok && s_rd_uint(&c, UINT64_MAX, &e->max_body, "bad max_body");
+		ok = ok && s_rd_uint(&c, UINT64_MAX, &e->max_body, "bad max_body") &&
+		     s_features(&c, e, n, &fields);
 		break;
 	case BM_CMD_DENIED:
 	case BM_CMD_ERROR:
@@ -755,6 +820,9 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 	case BM_CMD_NOTICE:
 		ok = s_text(&c, e->type, BM_TYPE_MAX, false, "bad notice event") &&
 		     s_name(&c, e->name, false, "bad agent name");
+		break;
+	case BM_CMD_ACKS:
+		ok = s_ids(&c, e) && s_name_at(&c, e, true, "bad peer name");
 		break;
 	case BM_CMD_PONG:
 		/* Optional: absent or nil means "not registered". */

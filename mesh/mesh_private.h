@@ -30,7 +30,10 @@ typedef struct bm_env {
 	int32_t code;                   /* NACK/DENIED/ERROR: BM_E* */
 	uint16_t cmd_at;                /* decode: offset of the command's value byte */
 	uint16_t name_at;               /* decode: offset of the name field (SEND, */
-	uint16_t name_end;              /*   DELIVER, ACK, NACK) and one past its end */
+	uint16_t name_end;              /*   DELIVER, ACK, NACK, ACKS) and one past its end */
+	uint32_t features;              /* HELLO/WELCOME: BM_FEAT_* bits */
+	const uint8_t *ids;             /* ACKS: nids ids of 16 bytes (decode: into */
+	uint16_t nids;                  /*   the frame; encode: the caller's) */
 	char text[BM_TEXT_MAX + 1];     /* NACK/DENIED/ERROR */
 	int ncaps;                      /* HELLO */
 	char caps[BM_CAPS_MAX][BM_CAP_MAX + 1]; /* HELLO */

@@ -3,6 +3,7 @@
  * every malformed case is refused with BM_EPROTO (or BM_EVERSION).
  */
 #include <check.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,6 +318,69 @@ s_long_name(msgpack_packer *pk)
 	msgpack_pack_uint32(pk, 1000);
 }
 
+START_TEST(acks_carry_many_ids_and_features_ride_hello_and_welcome)
+{
+	static const uint8_t old_hello[] = {0x95, 0x01, 0x01, 0xa1, 'a', 0x90, 0x00};
+	uint8_t ids[BM_ACKS_MAX * 16], buf[BM_ACKS_MAX * 16 + 128], re[BM_ACKS_MAX * 16 + 128];
+	bm_env_t in = {.cmd = BM_CMD_HELLO, .features = BM_FEAT_ACKS}, out, again;
+	const char *why;
+	int n, m;
+
+	/* HELLO and WELCOME carry features; a HELLO without them reads as 0. */
+	strcpy(in.name, "agent");
+	s_roundtrip(&in, &out);
+	ck_assert_uint_eq(out.features, BM_FEAT_ACKS);
+	in = (bm_env_t){.cmd = BM_CMD_WELCOME, .features = BM_FEAT_ACKS, .max_body = 7};
+	strcpy(in.name, "agent");
+	s_roundtrip(&in, &out);
+	ck_assert_uint_eq(out.features, BM_FEAT_ACKS);
+	ck_assert_uint_eq(out.max_body, 7);
+	ck_assert_int_eq(bm__env_decode(old_hello, sizeof old_hello, &out, &why), 0);
+	ck_assert_str_eq(out.name, "a");
+	ck_assert_uint_eq(out.features, 0);
+
+	/* ACKS: 1..256 ids, each back in order, peer swapped by retarget. */
+	for (size_t i = 0; i < BM_ACKS_MAX; i++) {
+		bm_id_new((bm_id_t *)(void *)(ids + 16 * i));
+	}
+	in = (bm_env_t){.cmd = BM_CMD_ACKS, .ids = ids, .nids = BM_ACKS_MAX};
+	strcpy(in.name, "sender");
+	n = bm__env_encode(&in, buf, sizeof buf);
+	ck_assert_int_gt(n, BM_ACKS_MAX * 16);
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &out, &why), 0);
+	ck_assert_uint_eq(out.nids, BM_ACKS_MAX);
+	ck_assert_int_eq(memcmp(out.ids, ids, sizeof ids), 0);
+	ck_assert_str_eq(out.name, "sender");
+	m = bm__env_retarget(buf, (size_t)n, &out, BM_CMD_ACKS, "receiver_9", re, sizeof re);
+	ck_assert_int_gt(m, 0);
+	ck_assert_int_eq(bm__env_decode(re, (size_t)m, &again, &why), 0);
+	ck_assert_str_eq(again.name, "receiver_9");
+	ck_assert_uint_eq(again.nids, BM_ACKS_MAX);
+	ck_assert_int_eq(memcmp(again.ids, ids, sizeof ids), 0);
+
+	/* Encode refuses 0 or too many ids; decode refuses what is not 1..256
+	 * whole non-zero ids. */
+	in.nids = 0;
+	ck_assert_int_eq(bm__env_encode(&in, buf, sizeof buf), -EINVAL);
+	in.nids = BM_ACKS_MAX + 1;
+	ck_assert_int_eq(bm__env_encode(&in, buf, sizeof buf), -EINVAL);
+	in.nids = 2;
+	n = bm__env_encode(&in, buf, sizeof buf);
+	ck_assert_int_gt(n, 0);
+	/* [1, 16, bin16(32 bytes), "sender"]: ids start at offset 6. */
+	ck_assert_int_eq(buf[3], 0xc5);
+	memset(buf + 6 + 16, 0, 16);
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &out, &why), BM_EPROTO);
+	ck_assert_str_eq(why, "bad ACKS ids (1..256 ids of 16 bytes, none zero)");
+	bm_id_new((bm_id_t *)(void *)(buf + 6 + 16));
+	buf[5] = 31; /* 31 bytes: not whole ids */
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &out, &why), BM_EPROTO);
+	buf[5] = 0;
+	buf[4] = 0x20; /* 8,192 bytes: past the frame and past 256 ids */
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &out, &why), BM_EPROTO);
+}
+END_TEST
+
 START_TEST(structural_garbage_is_refused)
 {
 	bm_env_t out;
@@ -452,6 +516,7 @@ s_suite(void)
 	tcase_add_test(tc, encode_refuses_a_buffer_too_small);
 	tcase_add_test(tc, a_send_is_retargeted_into_a_deliver_byte_for_byte);
 	tcase_add_loop_test(tc, each_bad_send_field_is_refused, 0, 9);
+	tcase_add_test(tc, acks_carry_many_ids_and_features_ride_hello_and_welcome);
 	tcase_add_test(tc, structural_garbage_is_refused);
 	tcase_add_test(tc, raw_bytes_that_are_not_one_msgpack_object_are_refused);
 	tcase_add_test(tc, extra_trailing_fields_are_ignored_for_forward_compatibility);

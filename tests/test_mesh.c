@@ -494,6 +494,134 @@ START_TEST(an_oversized_body_from_a_raw_peer_gets_a_toobig_nack)
 }
 END_TEST
 
+/* ACKs every message it gets until count; a long heartbeat, so being
+ * stopped for a while does not unregister it. */
+static int
+s_acker(void *arg)
+{
+	s_agent_arg_t *a = arg;
+	bm_client_t *c = tu_client(s_dir, a->name, NULL, 5000);
+	int64_t deadline = bm_mono_ms() + a->timeout_ms;
+	long got = 0;
+
+	if (c == NULL) {
+		return 10;
+	}
+	while (got < a->count && bm_mono_ms() < deadline) {
+		bm_event_t ev;
+
+		if (bm_client_recv(c, 100, &ev) < 0) {
+			continue;
+		}
+		if (ev.kind == BM_EV_MESSAGE) {
+			got++;
+			if (bm_client_ack(c, ev.msg) < 0) {
+				return 13;
+			}
+		}
+		bm_event_clear(&ev);
+	}
+	bm_client_destroy(&c);
+	return got == a->count ? 0 : 14;
+}
+
+START_TEST(acks_of_a_burst_travel_together_and_an_old_sender_gets_them_one_by_one)
+{
+	enum { N = 300 };
+	/* HELLO without the features field, as a client of the first revision. */
+	static const uint8_t hello[] = {0x95, 0x01, 0x01, 0xa3, 'o', 'l', 'd', 0x90, 0xcd, 0x13, 0x88};
+	s_agent_arg_t ra = {.name = "rx", .count = 2 * N, .timeout_ms = 30000};
+	char ep[BM_PATH_MAX + 16];
+	void *ctx = zmq_ctx_new(), *raw = zmq_socket(ctx, ZMQ_DEALER);
+	bool raw_acked[N] = {false};
+	bm_send_opts_t o = {.to = "rx", .type = "t"};
+	bm_client_t *c;
+	int linger = 0, raw_acks = 0, new_acks = 0, other = 0;
+	int64_t deadline;
+	pid_t rx = tu_fork(s_acker, &ra);
+
+	ck_assert_int_ge(tu_wait_agent(s_dir, "rx", true, 5000), 0);
+	c = tu_client(s_dir, "new", NULL, HB);
+	ck_assert_ptr_nonnull(c);
+	snprintf(ep, sizeof ep, "ipc://%s/mesh.sock", s_dir);
+	zmq_setsockopt(raw, ZMQ_LINGER, &linger, sizeof linger);
+	ck_assert_int_eq(zmq_connect(raw, ep), 0);
+	ck_assert_int_eq(zmq_send(raw, hello, sizeof hello, 0), (int)sizeof hello);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "old", true, 5000), 0);
+	/* rx is stopped: both senders' messages pile up for it, so it finds
+	 * a burst waiting when it runs again. */
+	ck_assert_int_eq(kill(rx, SIGSTOP), 0);
+	for (int k = 0; k < N; k++) {
+		/* [1, SEND, id, nil, "rx", "t", 0, 0, 0, 0]; id = 0x42.. then k */
+		uint8_t send[64];
+		size_t n = 0;
+
+		send[n++] = 0x9a;
+		send[n++] = 0x01;
+		send[n++] = 0x04;
+		send[n++] = 0xc4;
+		send[n++] = 16;
+		memset(send + n, 0x42, 14);
+		send[n + 14] = (uint8_t)(k >> 8);
+		send[n + 15] = (uint8_t)k;
+		n += 16;
+		send[n++] = 0xc0;
+		send[n++] = 0xa2;
+		send[n++] = 'r';
+		send[n++] = 'x';
+		send[n++] = 0xa1;
+		send[n++] = 't';
+		for (int i = 0; i < 4; i++) {
+			send[n++] = 0x00;
+		}
+		ck_assert_int_eq(zmq_send(raw, send, n, ZMQ_SNDMORE), (int)n);
+		ck_assert_int_eq(zmq_send(raw, "b", 1, 0), 1);
+		ck_assert_int_eq(bm_client_send(c, &o, "b", 1, NULL), 0);
+	}
+	deadline = bm_mono_ms() + 5000;
+	while (tu_stat(s_dir, "delivers") < 2 * N && bm_mono_ms() < deadline) {
+		usleep(5000);
+	}
+	ck_assert_int_eq(kill(rx, SIGCONT), 0);
+	deadline = bm_mono_ms() + 20000;
+	while ((raw_acks < N || new_acks < N) && bm_mono_ms() < deadline) {
+		zmq_pollitem_t it = {.socket = raw, .events = ZMQ_POLLIN};
+		bm_event_t ev;
+
+		while (bm_client_recv(c, 0, &ev) == 0) {
+			new_acks += ev.kind == BM_EV_ACK && strcmp(ev.peer, "rx") == 0;
+			bm_event_clear(&ev);
+		}
+		if (zmq_poll(&it, 1, 10) > 0) {
+			uint8_t h[64];
+			int n = zmq_recv(raw, h, sizeof h, 0);
+
+			/* [1, ACK, bin16 id, "rx"]: 0x94 0x01 0x06 0xc4 0x10 id... */
+			if (n == 24 && h[2] == BM_CMD_ACK && h[3] == 0xc4 && h[5] == 0x42) {
+				int k = h[19] << 8 | h[20];
+
+				ck_assert(k < N && !raw_acked[k]);
+				raw_acked[k] = true;
+				raw_acks++;
+			} else if (n >= 3 && h[2] != BM_CMD_PING && h[2] != BM_CMD_WELCOME) {
+				other++;
+			}
+		}
+	}
+	/* The old sender got N plain ACKs (never an ACKS it cannot read), the
+	 * new one N ACK events; rx sent them in far fewer frames. */
+	ck_assert_int_eq(raw_acks, N);
+	ck_assert_int_eq(new_acks, N);
+	ck_assert_int_eq(other, 0);
+	ck_assert_int_eq(tu_wait(rx, 10000), 0);
+	ck_assert_int_eq(tu_stat(s_dir, "acks"), 2 * N);
+	ck_assert_int_lt(tu_stat(s_dir, "ack_frames"), N / 2);
+	bm_client_destroy(&c);
+	zmq_close(raw);
+	zmq_ctx_term(ctx);
+}
+END_TEST
+
 static int
 s_send_one(void *arg)
 {
@@ -713,6 +841,7 @@ s_suite(void)
 	tcase_add_test(tc, anycast_spreads_requests_over_three_agents);
 	tcase_add_test(tc, sends_that_cannot_be_delivered_are_refused_with_a_reason);
 	tcase_add_test(tc, an_oversized_body_from_a_raw_peer_gets_a_toobig_nack);
+	tcase_add_test(tc, acks_of_a_burst_travel_together_and_an_old_sender_gets_them_one_by_one);
 	tcase_add_test(tc, garbage_from_a_raw_dealer_does_not_stop_routing);
 	tcase_add_test(tc, one_zmq_poll_loop_waits_on_the_client_and_a_plain_fd);
 	tcase_add_test(tc, blob_send_announces_each_blob_to_the_mesh_agent_of_that_name);
