@@ -32,6 +32,7 @@
 
 #include "mesh_private.h"
 
+#define S_DRAIN 256 /* events read ahead into the FIFO */
 #define S_HDR_BUF (BM_ACKS_MAX * 16 + 1024) /* the largest header a client sends: ACKS */
 
 typedef struct s_node {
@@ -60,6 +61,7 @@ struct bm_client {
 	zmq_msg_t reply;                         /* its body */
 	msgpack_zone zone;                       /* DIRECTORY/STATS scratch */
 	s_node_t *head, *tail;                   /* event FIFO */
+	size_t nevents;                          /* in the FIFO */
 	s_node_t *spare;                         /* free nodes for reuse */
 	int nspare;                              /* how many */
 	uint8_t rnd[160];                        /* random bits for 16 ids */
@@ -105,6 +107,7 @@ s_push(bm_client_t *c, const bm_event_t *ev)
 	}
 	n->ev = *ev;
 	n->next = NULL;
+	c->nevents++;
 	if (c->tail != NULL) {
 		c->tail->next = n;
 	} else {
@@ -126,6 +129,7 @@ s_take(bm_client_t *c, s_node_t *prev, s_node_t *n, bm_event_t *ret_ev)
 	if (c->tail == n) {
 		c->tail = prev;
 	}
+	c->nevents--;
 	*ret_ev = n->ev;
 	/* Keep a bounded stock of nodes: one per event is the hot path. */
 	if (c->nspare < 1024) {
@@ -479,8 +483,10 @@ s_pump_until(bm_client_t *c, int64_t deadline, bool (*done)(bm_client_t *, void 
 
 		s_tick(c);
 		/* Bounded batch, so a flood cannot starve the deadline check;
-		 * none while the answer is already queued. */
-		for (int i = 0; i < 1024 && !done(c, arg); i++) {
+		 * once the answer is queued, only until S_DRAIN events wait in
+		 * the FIFO: a burst then sits there, where bm_client_ack() sees
+		 * it, and the socket's high-water mark still pushes back. */
+		for (int i = 0; i < 1024 && !(c->nevents >= S_DRAIN && done(c, arg)); i++) {
 			rc = s_read_one(c);
 			if (rc == -EAGAIN) {
 				break;

@@ -248,9 +248,13 @@ START_TEST(reliable_sends_and_a_batch_reach_a_receiver_that_starts_late_and_is_k
 	int nseen = 0;
 	FILE *f;
 	pid_t pid;
+	tu_held_t first, second;
 
 	snprintf(file, sizeof file, "%s/rx.out", s_state);
 	snprintf(ready, sizeof ready, "%s/rx.ready", s_state);
+	/* Both incarnations of rx are forked before tx has threads. */
+	first = tu_fork_held(s_child, &c);
+	second = tu_fork_held(s_child, &c);
 	a = s_agent("tx", NULL);
 	/* rx is offline: stored and retried. */
 	for (int i = 0; i < 1000; i++) {
@@ -266,7 +270,7 @@ START_TEST(reliable_sends_and_a_batch_reach_a_receiver_that_starts_late_and_is_k
 	}
 	ck_assert_int_eq(bm_agent_send_batch(a, items, 3, NULL), 0);
 	ck_assert_int_eq(bm_agent_flush(a), 0);
-	pid = tu_fork(s_child, &c);
+	pid = tu_release(&first);
 	ck_assert_int_ge(tu_wait_agent(s_dir, "rx", true, 15000), 0);
 	/* Kill rx as soon as the first messages arrived, start it again. */
 	for (int k = 0; k < 1000; k++) {
@@ -279,7 +283,7 @@ START_TEST(reliable_sends_and_a_batch_reach_a_receiver_that_starts_late_and_is_k
 	}
 	tu_kill9(pid);
 	unlink(ready);
-	pid = tu_fork(s_child, &c);
+	pid = tu_release(&second);
 	ck_assert(s_wait_file(ready, 0, 15000));
 	ck_assert_int_eq(bm_agent_drain(a, 20000), 0);
 	ck_assert_int_eq(tu_term(pid, 5000), 0);

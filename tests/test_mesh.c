@@ -494,8 +494,11 @@ START_TEST(an_oversized_body_from_a_raw_peer_gets_a_toobig_nack)
 }
 END_TEST
 
-/* ACKs every message it gets until count; a long heartbeat, so being
- * stopped for a while does not unregister it. */
+static char s_go[BM_PATH_MAX + 16]; /* s_acker starts reading once this exists */
+
+/* Registers, then waits (not reading, with a heartbeat long enough for
+ * that) until s_go exists, then ACKs every message until count: whatever
+ * was sent meanwhile is waiting for it as one burst. */
 static int
 s_acker(void *arg)
 {
@@ -506,6 +509,9 @@ s_acker(void *arg)
 
 	if (c == NULL) {
 		return 10;
+	}
+	while (access(s_go, F_OK) != 0 && bm_mono_ms() < deadline) {
+		usleep(2000);
 	}
 	while (got < a->count && bm_mono_ms() < deadline) {
 		bm_event_t ev;
@@ -532,25 +538,29 @@ START_TEST(acks_of_a_burst_travel_together_and_an_old_sender_gets_them_one_by_on
 	static const uint8_t hello[] = {0x95, 0x01, 0x01, 0xa3, 'o', 'l', 'd', 0x90, 0xcd, 0x13, 0x88};
 	s_agent_arg_t ra = {.name = "rx", .count = 2 * N, .timeout_ms = 30000};
 	char ep[BM_PATH_MAX + 16];
-	void *ctx = zmq_ctx_new(), *raw = zmq_socket(ctx, ZMQ_DEALER);
+	void *ctx, *raw;
 	bool raw_acked[N] = {false};
 	bm_send_opts_t o = {.to = "rx", .type = "t"};
 	bm_client_t *c;
 	int linger = 0, raw_acks = 0, new_acks = 0, other = 0;
 	int64_t deadline;
-	pid_t rx = tu_fork(s_acker, &ra);
+	pid_t rx;
 
-	ck_assert_int_ge(tu_wait_agent(s_dir, "rx", true, 5000), 0);
+	snprintf(s_go, sizeof s_go, "%s/go", s_dir);
+	unlink(s_go);
+	rx = tu_fork(s_acker, &ra); /* before this process has threads */
+	ctx = zmq_ctx_new();
+	raw = zmq_socket(ctx, ZMQ_DEALER);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "rx", true, 15000), 0);
 	c = tu_client(s_dir, "new", NULL, HB);
 	ck_assert_ptr_nonnull(c);
 	snprintf(ep, sizeof ep, "ipc://%s/mesh.sock", s_dir);
 	zmq_setsockopt(raw, ZMQ_LINGER, &linger, sizeof linger);
 	ck_assert_int_eq(zmq_connect(raw, ep), 0);
 	ck_assert_int_eq(zmq_send(raw, hello, sizeof hello, 0), (int)sizeof hello);
-	ck_assert_int_ge(tu_wait_agent(s_dir, "old", true, 5000), 0);
-	/* rx is stopped: both senders' messages pile up for it, so it finds
-	 * a burst waiting when it runs again. */
-	ck_assert_int_eq(kill(rx, SIGSTOP), 0);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "old", true, 15000), 0);
+	/* rx does not read yet: both senders' messages pile up in its socket,
+	 * so it finds a burst waiting when it starts. */
 	for (int k = 0; k < N; k++) {
 		/* [1, SEND, id, nil, "rx", "t", 0, 0, 0, 0]; id = 0x42.. then k */
 		uint8_t send[64];
@@ -576,13 +586,21 @@ START_TEST(acks_of_a_burst_travel_together_and_an_old_sender_gets_them_one_by_on
 		}
 		ck_assert_int_eq(zmq_send(raw, send, n, ZMQ_SNDMORE), (int)n);
 		ck_assert_int_eq(zmq_send(raw, "b", 1, 0), 1);
+	}
+	/* The new sender's after the old one's: ACKs batch per sender. */
+	deadline = bm_mono_ms() + 5000;
+	while (tu_stat(s_dir, "delivers") < N && bm_mono_ms() < deadline) {
+		usleep(5000);
+	}
+	for (int k = 0; k < N; k++) {
 		ck_assert_int_eq(bm_client_send(c, &o, "b", 1, NULL), 0);
 	}
 	deadline = bm_mono_ms() + 5000;
 	while (tu_stat(s_dir, "delivers") < 2 * N && bm_mono_ms() < deadline) {
 		usleep(5000);
 	}
-	ck_assert_int_eq(kill(rx, SIGCONT), 0);
+	usleep(100000); /* for rx's I/O thread to take them all in */
+	close(open(s_go, O_WRONLY | O_CREAT, 0600));
 	deadline = bm_mono_ms() + 20000;
 	while ((raw_acks < N || new_acks < N) && bm_mono_ms() < deadline) {
 		zmq_pollitem_t it = {.socket = raw, .events = ZMQ_POLLIN};
@@ -603,7 +621,8 @@ START_TEST(acks_of_a_burst_travel_together_and_an_old_sender_gets_them_one_by_on
 				ck_assert(k < N && !raw_acked[k]);
 				raw_acked[k] = true;
 				raw_acks++;
-			} else if (n >= 3 && h[2] != BM_CMD_PING && h[2] != BM_CMD_WELCOME) {
+			} else if (n >= 3 && h[2] != BM_CMD_PING && h[2] != BM_CMD_WELCOME &&
+			           h[2] != BM_CMD_NOTICE) {
 				other++;
 			}
 		}
@@ -615,7 +634,9 @@ START_TEST(acks_of_a_burst_travel_together_and_an_old_sender_gets_them_one_by_on
 	ck_assert_int_eq(other, 0);
 	ck_assert_int_eq(tu_wait(rx, 10000), 0);
 	ck_assert_int_eq(tu_stat(s_dir, "acks"), 2 * N);
-	ck_assert_int_lt(tu_stat(s_dir, "ack_frames"), N / 2);
+	/* 2N ACKs in a handful of frames (256 ids each at most); a margin
+	 * for bursts that arrive split. */
+	ck_assert_int_lt(tu_stat(s_dir, "ack_frames"), N / 4);
 	bm_client_destroy(&c);
 	zmq_close(raw);
 	zmq_ctx_term(ctx);
@@ -646,6 +667,7 @@ s_send_one(void *arg)
 
 START_TEST(one_zmq_poll_loop_waits_on_the_client_and_a_plain_fd)
 {
+	tu_held_t held = tu_fork_held(s_send_one, "poller");
 	bm_client_t *c = tu_client(s_dir, "poller", NULL, HB);
 	int fds[2];
 	bool got_msg = false, got_fd = false;
@@ -654,7 +676,7 @@ START_TEST(one_zmq_poll_loop_waits_on_the_client_and_a_plain_fd)
 
 	ck_assert_ptr_nonnull(c);
 	ck_assert_int_eq(pipe(fds), 0);
-	poker = tu_fork(s_send_one, "poller");
+	poker = tu_release(&held);
 	ck_assert_int_eq(write(fds[1], "x", 1), 1);
 	while ((!got_msg || !got_fd) && bm_mono_ms() < deadline) {
 		zmq_pollitem_t items[2] = {

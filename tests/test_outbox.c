@@ -237,11 +237,12 @@ s_read_notes(const char *agent, s_notes_t *n, size_t window)
 START_TEST(a_message_for_an_absent_agent_dies_of_its_ttl_and_requeue_then_delivers_it)
 {
 	bm_outbox_opts_t oo = {.base_ms = 20, .cap_ms = 80, .ttl_ms = 400, .ack_timeout_ms = 500};
+	s_rcv_arg_t ra = {.name = "rcv", .timeout_ms = 20000};
+	tu_held_t held = tu_fork_held(s_receiver, &ra); /* before we have threads */
 	bm_client_t *c = tu_client(s_dir, "snd", NULL, HB);
 	bm_outbox_t *ob;
 	bm_outbox_entry_t *v = NULL;
 	bm_outbox_send_opts_t so = {.to = "rcv", .type = "t"};
-	s_rcv_arg_t ra = {.name = "rcv", .timeout_ms = 20000};
 	uint64_t k = 7;
 	size_t n = 0;
 	bm_id_t id;
@@ -266,7 +267,7 @@ START_TEST(a_message_for_an_absent_agent_dies_of_its_ttl_and_requeue_then_delive
 	free(v);
 	ck_assert_uint_eq(bm_outbox_count(ob), 0);
 
-	rcv = tu_fork(s_receiver, &ra);
+	rcv = tu_release(&held);
 	ck_assert_int_ge(tu_wait_agent(s_dir, "rcv", true, 5000), 0);
 	ck_assert_int_eq(bm_outbox_requeue(ob, &id), 0);
 	ck_assert(s_drive(ob, c, s_empty, NULL, 5000));
@@ -394,9 +395,10 @@ START_TEST(a_notice_that_the_destination_came_online_retries_at_once)
 {
 	/* A long backoff: only the notice can bring the retry in time. */
 	bm_outbox_opts_t oo = {.base_ms = 60000, .cap_ms = 60000};
+	s_rcv_arg_t ra = {.name = "rcv", .timeout_ms = 20000};
+	tu_held_t held = tu_fork_held(s_receiver, &ra); /* before we have threads */
 	bm_client_t *c = tu_client(s_dir, "snd", NULL, HB);
 	bm_outbox_send_opts_t so = {.to = "rcv"};
-	s_rcv_arg_t ra = {.name = "rcv", .timeout_ms = 20000};
 	bm_outbox_entry_t *v = NULL;
 	bm_outbox_t *ob;
 	size_t n = 0;
@@ -425,7 +427,7 @@ START_TEST(a_notice_that_the_destination_came_online_retries_at_once)
 	ck_assert_uint_eq(n, 1);
 	ck_assert(!v[0].inflight);
 	free(v);
-	rcv = tu_fork(s_receiver, &ra);
+	rcv = tu_release(&held);
 	t0 = bm_mono_ms();
 	ck_assert(s_drive(ob, c, s_empty, NULL, 5000));
 	ck_assert_int_lt(bm_mono_ms() - t0, 5000);

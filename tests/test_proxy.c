@@ -545,16 +545,18 @@ s_flooder(void *arg)
 START_TEST(a_publisher_killed_with_kill_9_does_not_disturb_the_others)
 {
 	const char *const pre[] = {"tot/k"};
+	int fds[2] = {-1, -1};
+	int piped = pipe(fds);
+	tu_held_t held = tu_fork_held(s_flooder, &fds[1]); /* before we have threads */
 	bm_sub_t *s = s_sub(pre, 1, true, 0, NULL);
-	int fds[2];
 	pid_t doomed;
 	bm_pub_t *p;
 	uint64_t expect = 0;
 	int64_t deadline = bm_mono_ms() + 20000;
 
 	ck_assert_ptr_nonnull(s);
-	ck_assert_int_eq(pipe(fds), 0);
-	doomed = tu_fork(s_flooder, &fds[1]);
+	ck_assert_int_eq(piped, 0);
+	doomed = tu_release(&held);
 	ck_assert(s_await(fds[0], 5000));
 	p = s_pub("survivor");
 	ck_assert_ptr_nonnull(p);

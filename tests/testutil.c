@@ -3,6 +3,7 @@
  * See testutil.h.  Every wait here is bounded in time.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
@@ -139,6 +140,52 @@ tu_fork(int (*fn)(void *arg), void *arg)
 		_exit(fn(arg));
 	}
 	return pid;
+}
+
+tu_held_t
+tu_fork_held(int (*fn)(void *arg), void *arg)
+{
+	tu_held_t h = {.pid = -1, .go = -1};
+	pid_t parent = getpid();
+	int p[2];
+	char b = 0;
+	ssize_t n;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		return h;
+	}
+	h.pid = fork();
+	if (h.pid == 0) {
+		s_die_with_parent(parent);
+		close(p[1]);
+		do {
+			n = read(p[0], &b, 1);
+		} while (n < 0 && errno == EINTR);
+		/* EOF: the test ended without releasing us; exit quietly. */
+		if (n != 1 || b != 'g') {
+			_exit(0);
+		}
+		close(p[0]);
+		_exit(fn(arg));
+	}
+	close(p[0]);
+	if (h.pid < 0) {
+		close(p[1]);
+		return h;
+	}
+	h.go = p[1];
+	return h;
+}
+
+pid_t
+tu_release(tu_held_t *h)
+{
+	if (h->go >= 0) {
+		(void)!write(h->go, "g", 1);
+		close(h->go);
+		h->go = -1;
+	}
+	return h->pid;
 }
 
 int

@@ -42,8 +42,27 @@ pid_t tu_beastd_start(const char *dir, int heartbeat_ms);
 /* Waits until an anonymous client on dir gets a PONG; false on timeout. */
 bool tu_broker_answers(const char *dir, int timeout_ms);
 
-/* Forks a child that runs fn(arg) and exits with its return value. */
+/*
+ * Forks a child that runs fn(arg) and exits with its return value.
+ * Fork only while this process has no threads, that is before the test
+ * opens any client, agent, publisher or subscriber (tu_stat and the other
+ * helpers close theirs): a child forked beside a running thread can
+ * inherit a lock that thread held — the sanitizers' allocator has one —
+ * and hang in its first malloc.  To start a child later, tu_fork_held()
+ * it early and tu_release() it when it is wanted.
+ */
 pid_t tu_fork(int (*fn)(void *arg), void *arg);
+
+typedef struct {
+	pid_t pid; /* the child, or -1 */
+	int go;    /* write end of its start pipe, or -1 */
+} tu_held_t;
+
+/* Forks now a child that runs fn(arg) only once tu_release() is called
+ * (it exits quietly if the test ends first). */
+tu_held_t tu_fork_held(int (*fn)(void *arg), void *arg);
+/* Lets a held child run; returns its pid (-1 if it was never forked). */
+pid_t tu_release(tu_held_t *h);
 /* Waits for pid up to timeout_ms; returns its exit status, 128+signal, or
  * -1 on timeout (it is then killed with -9 and reaped). */
 int tu_wait(pid_t pid, int timeout_ms);

@@ -46,18 +46,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    strcmp(a.name, b.name) != 0 || strcmp(a.type, b.type) != 0 ||
 	    a.priority != b.priority || a.ttl_ms != b.ttl_ms || a.attempt != b.attempt ||
 	    a.ts_ms != b.ts_ms || a.heartbeat_ms != b.heartbeat_ms || a.max_body != b.max_body ||
-	    a.code != b.code || strcmp(a.text, b.text) != 0 || a.ncaps != b.ncaps) {
+	    a.code != b.code || strcmp(a.text, b.text) != 0 || a.ncaps != b.ncaps ||
+	    a.features != b.features || a.nids != b.nids ||
+	    (a.nids > 0 && memcmp(a.ids, b.ids, (size_t)a.nids * sizeof(bm_id_t)) != 0)) {
 		abort();
 	}
 	/* What the broker relays (SEND -> DELIVER, ACK/NACK with another
 	 * peer) must decode again with everything but command and name kept. */
-	if (a.cmd == BM_CMD_SEND || a.cmd == BM_CMD_ACK || a.cmd == BM_CMD_NACK) {
+	if (a.cmd == BM_CMD_SEND || a.cmd == BM_CMD_ACK || a.cmd == BM_CMD_NACK ||
+	    a.cmd == BM_CMD_ACKS) {
 		uint8_t cmd = a.cmd == BM_CMD_SEND ? BM_CMD_DELIVER : a.cmd;
 
 		n = bm__env_retarget(data, size, &a, cmd, "relay-name", buf, sizeof buf);
 		if (n <= 0 || bm__env_decode(buf, (size_t)n, &b, &why) != 0 || b.cmd != cmd ||
 		    strcmp(b.name, "relay-name") != 0 || !bm_id_equal(&a.id, &b.id) ||
-		    strcmp(a.type, b.type) != 0 || a.ts_ms != b.ts_ms || a.code != b.code) {
+		    strcmp(a.type, b.type) != 0 || a.ts_ms != b.ts_ms || a.code != b.code ||
+		    a.nids != b.nids ||
+		    (a.nids > 0 && memcmp(a.ids, b.ids, (size_t)a.nids * sizeof(bm_id_t)) != 0)) {
 			abort();
 		}
 	}
