@@ -49,7 +49,8 @@
 #define S_OUT_MAX 16           /* outgoing bulk channels, one per peer */
 #define S_EVENTS_PER_TURN 4096 /* bound on mesh events handled per turn */
 #define S_BCASTS_PER_TURN 4096 /* bound on broadcasts handled per turn */
-#define S_BLOBS_PER_TURN 4     /* per channel per turn */
+#define S_BLOBS_PER_TURN 4     /* per channel per turn, and at most: */
+#define S_BLOB_BYTES_PER_TURN (4u << 20) /* past this, the mesh's turn (ACKs wait) */
 #define S_BLOB_WAIT_MS 30000   /* a blob that started arriving finishes within */
 #define S_SENT_AT_MAX 1000000  /* ids whose send time we keep for latency */
 
@@ -1065,6 +1066,7 @@ static int
 s_blobs(bm_agent_t *a, bool accept)
 {
 	int handled = 0;
+	size_t bytes = 0;
 
 	if (accept && a->listener != NULL) {
 		bm_channel_t *ch = NULL;
@@ -1078,10 +1080,10 @@ s_blobs(bm_agent_t *a, bool accept)
 			handled++;
 		}
 	}
-	for (int i = a->nin - 1; i >= 0; i--) {
+	for (int i = a->nin - 1; i >= 0 && bytes < S_BLOB_BYTES_PER_TURN; i--) {
 		bm_channel_t *ch = a->in[i];
 
-		for (int k = 0; k < S_BLOBS_PER_TURN; k++) {
+		for (int k = 0; k < S_BLOBS_PER_TURN && bytes < S_BLOB_BYTES_PER_TURN; k++) {
 			bm_ring_rec_t rec;
 			bm_blob_t *blob = NULL;
 			int rc = bm_channel_peek(ch, 0, &rec);
@@ -1108,6 +1110,7 @@ s_blobs(bm_agent_t *a, bool accept)
 			handled++;
 			a->st.blobs_received++;
 			a->st.blob_bytes_received += bm_blob_size(blob);
+			bytes += bm_blob_size(blob);
 			a->in_handler = true;
 			(void)a->blob_fn(a, bm_channel_peer_name(ch), blob, a->blob_arg);
 			a->in_handler = false;
@@ -1155,6 +1158,16 @@ bm_agent_step(bm_agent_t *a, int timeout_ms)
 	}
 	if (a->in_handler) {
 		return -EDEADLK;
+	}
+	/* What arrived while the caller was busy first: an ACK waiting in the
+	 * socket must retire its message before the retry timers look at it. */
+	if ((rc = s_mesh(a)) < 0) {
+		(void)s_settle(a);
+		return rc;
+	}
+	handled += rc;
+	if (rc > 0 && (rc = s_settle(a)) < 0) {
+		return rc;
 	}
 	if ((rc = bm_outbox_pump(a->outbox)) < 0) {
 		return rc;

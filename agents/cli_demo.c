@@ -436,7 +436,7 @@ s_totals(const s_demo_t *d, s_total_t *t)
 
 static void
 s_progress(const s_demo_t *d, int64_t t0, bool tty, uint64_t *last_msgs, uint64_t *last_bc,
-           int64_t *last_ms)
+           int64_t *last_ms, bool final)
 {
 	s_total_t t;
 	int up = 0, all = 0;
@@ -446,11 +446,12 @@ s_progress(const s_demo_t *d, int64_t t0, bool tty, uint64_t *last_msgs, uint64_
 	s_totals(d, &t);
 	for (int i = 1; i < d->nkids; i++) {
 		all++;
-		up += d->kids[i].pid > 0;
+		/* Running, or (at the end) stopped with exit status 0. */
+		up += final ? d->kids[i].pid == 0 && d->kids[i].status == 0 : d->kids[i].pid > 0;
 	}
-	printf("%s[%5.1fs] agents %d/%d | msgs %llu (%.0f/s) | bcasts %llu (%.0f/s) | %.3f GB "
+	printf("%s[%5.1fs] agents %d/%d%s | msgs %llu (%.0f/s) | bcasts %llu (%.0f/s) | %.3f GB "
 	       "moved | pending %llu dead %llu%s",
-	       tty ? "\r\033[K" : "", (double)(now - t0) / 1000.0, up, all,
+	       tty ? "\r\033[K" : "", (double)(now - t0) / 1000.0, up, all, final ? " exited 0" : "",
 	       (unsigned long long)t.v[K_SENT], dt > 0 ? (double)(t.v[K_SENT] - *last_msgs) / dt : 0,
 	       (unsigned long long)t.v[K_PUBLISHED],
 	       dt > 0 ? (double)(t.v[K_PUBLISHED] - *last_bc) / dt : 0,
@@ -481,7 +482,8 @@ static const char s_help[] =
 	"Starts beastd and a swarm on a private scratch directory: planners solve\n"
 	"8-puzzles as trees of thoughts (scrambled D moves, default 40) with thinkers\n"
 	"scoring branches; scanners stream N point clouds of P points (default 8 of\n"
-	"200000; --clouds 0 streams until the end) over shared memory to mappers.\n"
+	"1000000, ~15 MB each; --clouds 0 streams until the end) over shared\n"
+	"memory to mappers.\n"
 	"Shows progress, then a summary it checks.  Defaults: 1 planner, 4 thinkers,\n"
 	"1 scanner, 1 mapper; at most S seconds (default 120).  --chaos kills a thinker\n"
 	"and a scanner with -9 mid-run and restarts them.  --keep keeps the scratch\n"
@@ -506,7 +508,7 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 		{"keep", no_argument, NULL, 'k'},           {"help", no_argument, NULL, 'h'},
 		{0}};
 	long planners = 1, thinkers = 4, scanners = 1, mappers = 1, depth = 40, clouds = 8,
-	     points = 200000, duration = 120;
+	     points = 1000000, duration = 120;
 	const char *sync = "interval";
 	bool chaos = false, keep = false, tty = isatty(1);
 	s_demo_t *d = calloc(1, sizeof *d);
@@ -699,7 +701,7 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 			chaos_stage = 2;
 		}
 		if (bm_mono_ms() >= next_print) {
-			s_progress(d, t0, tty, &last_msgs, &last_bc, &last_ms);
+			s_progress(d, t0, tty, &last_msgs, &last_bc, &last_ms, false);
 			next_print = bm_mono_ms() + (tty ? 250 : 1000);
 		}
 		if (!busy && chaos_stage != 1) {
@@ -738,7 +740,7 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 		}
 		(void)bm_agent_step(a, 0);
 	}
-	s_progress(d, t0, tty, &last_msgs, &last_bc, &last_ms);
+	s_progress(d, t0, tty, &last_msgs, &last_bc, &last_ms, true);
 	if (tty) {
 		printf("\n");
 	}
@@ -748,7 +750,8 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 		s_total_t t;
 		bm_agent_stats_t me;
 		double secs = (double)(bm_mono_ms() - t0) / 1000.0;
-		int ok_answers = 0;
+		int ok_answers = 0, clean = 0;
+		char failed[256] = "";
 		bool lost;
 
 		s_totals(d, &t);
@@ -796,9 +799,23 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 		if (d->nanswers == 0) {
 			s_usage_row("thought-tree answer", "none");
 		}
+		for (int i = 1; i < d->nkids; i++) {
+			if (d->kids[i].pid == 0 && d->kids[i].status == 0) {
+				clean++;
+			} else if (failed[0] == '\0' || strlen(failed) < sizeof failed - 80) {
+				size_t o = strlen(failed);
+
+				snprintf(failed + o, sizeof failed - o, "%s%s (%s %d)", o ? ", " : "",
+				         d->kids[i].name, d->kids[i].pid > 0 ? "still running" : "exit",
+				         d->kids[i].pid > 0 ? 0 : d->kids[i].status);
+			}
+		}
+		snprintf(buf, sizeof buf, "%d of %d exited 0%s%s", clean, d->nkids - 1,
+		         failed[0] ? "; not: " : "", failed);
+		s_usage_row("agents stopped cleanly", buf);
 		lost = t.pending_now + t.dead_now > 0 || t.v[K_GAPS] > 0 || d->bad_clouds > 0 ||
 		       (uint64_t)d->nclouds < t.clouds || (clouds > 0 && t.clouds < (uint64_t)(clouds * scanners));
-		if (ok_answers < planners || lost) {
+		if (ok_answers < planners || lost || clean < d->nkids - 1) {
 			status = BM_EXIT_FAIL;
 		}
 		printf("\nbeast demo: %s\n",
