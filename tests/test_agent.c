@@ -89,18 +89,24 @@ s_echo(bm_agent_t *a, bm_msg_t *m, void *arg)
 	return bm_agent_reply(a, m, "echo.reply", bm_msg_data(m), bm_msg_size(m));
 }
 
-/* Appends each body, one per line, to the file named by arg. */
+/* Appends each body, one per line, to the file named by arg: one write,
+ * so a kill -9 cannot leave half a line for the next run to extend. */
 static int
 s_append(bm_agent_t *a, bm_msg_t *m, void *arg)
 {
-	int fd = open(arg, O_WRONLY | O_APPEND | O_CREAT, 0600);
+	char line[64];
+	int fd, n = snprintf(line, sizeof line, "%.*s\n", (int)bm_msg_size(m),
+	                     (const char *)bm_msg_data(m));
 
 	(void)a;
+	if (n < 0 || n >= (int)sizeof line) {
+		return -EMSGSIZE;
+	}
+	fd = open(arg, O_WRONLY | O_APPEND | O_CREAT, 0600);
 	if (fd < 0) {
 		return -errno;
 	}
-	(void)!write(fd, bm_msg_data(m), bm_msg_size(m));
-	(void)!write(fd, "\n", 1);
+	(void)!write(fd, line, (size_t)n);
 	close(fd);
 	return 0;
 }
