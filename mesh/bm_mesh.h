@@ -38,7 +38,9 @@ extern "C" {
 #define BM_HEARTBEAT_DEFAULT 1000 /* ms */
 #define BM_ADDR_MAX (BM_NAME_MAX + 1) /* "@" + capability, or a name */
 #define BM_ACKS_MAX 256         /* message ids in one ACKS frame */
+#define BM_INLINE_MAX 4096      /* largest body carried inside frame 0 */
 #define BM_FEAT_ACKS 1u         /* HELLO/WELCOME features bit: takes ACKS */
+#define BM_FEAT_INLINE 2u       /* ... takes SEND/DELIVER with an inline body */
 
 /* Wire commands (frame 0, element 1). */
 enum bm_cmd {
@@ -98,18 +100,19 @@ typedef struct bm_msg {
 	uint32_t ttl_ms;                /* 0 = no expiry */
 	uint32_t attempt;               /* 0 on first send, +1 per retry */
 	int64_t ts_ms;                  /* wall ms when first sent */
-	zmq_msg_t body;                 /* opaque body frame (zero copy) */
+	zmq_msg_t body;                 /* the frame holding the body (zero copy) */
+	size_t body_at;                 /* where the body starts in it (inline: past the header) */
 } bm_msg_t;
 
 static inline const void *
 bm_msg_data(bm_msg_t *m)
 {
-	return zmq_msg_data(&m->body);
+	return (const char *)zmq_msg_data(&m->body) + m->body_at;
 }
 static inline size_t
 bm_msg_size(bm_msg_t *m)
 {
-	return zmq_msg_size(&m->body);
+	return zmq_msg_size(&m->body) - m->body_at;
 }
 /* Frees a message from bm_client_request() or an event.  NULL-safe. */
 BM_EXPORT void bm_msg_destroy(bm_msg_t **self_p);

@@ -55,6 +55,7 @@ typedef struct s_agent {
 	uint64_t delivered;                    /* DELIVERs it got */
 	uint64_t acked;                        /* ACKs it gave */
 	bool acks;                             /* takes ACKS (BM_FEAT_ACKS) */
+	bool inl;                              /* takes inline bodies (BM_FEAT_INLINE) */
 } s_agent_t;
 
 /* X(field): broker counters, reported by STATS in this order. */
@@ -98,7 +99,7 @@ struct bm_broker {
 	int64_t started_ms;                /* monotonic start time */
 	int64_t next_sweep_ms;             /* next liveness sweep */
 	s_stats_t st;                      /* counters */
-	uint8_t relay[BM_HEADER_MAX + 128]; /* rewritten headers (one thread) */
+	uint8_t relay[BM_HEADER_MAX + BM_INLINE_MAX + 128]; /* rewritten headers (one thread) */
 	bm_broker_stats_fn stats_fn;       /* extra STATS counters, or NULL */
 	void *stats_arg;                   /* its argument */
 };
@@ -318,12 +319,13 @@ s_on_hello(bm_broker_t *b, const uint8_t *rid, size_t rid_len, s_agent_t *self,
 	memcpy(self->caps, in->caps, (size_t)in->ncaps * sizeof self->caps[0]);
 	self->heartbeat_ms = in->heartbeat_ms ? in->heartbeat_ms : b->heartbeat_ms;
 	self->acks = (in->features & BM_FEAT_ACKS) != 0;
+	self->inl = (in->features & BM_FEAT_INLINE) != 0;
 	self->last_seen_ms = bm_mono_ms();
 	b->st.hellos++;
 	memcpy(out.name, self->name, sizeof self->name);
 	out.heartbeat_ms = self->heartbeat_ms;
 	out.max_body = b->max_body;
-	out.features = BM_FEAT_ACKS;
+	out.features = BM_FEAT_ACKS | BM_FEAT_INLINE;
 	(void)s_send(b, rid, rid_len, &out, NULL);
 }
 
@@ -333,31 +335,49 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 	char addr[BM_ADDR_MAX + 1];
 	int n;
 	bool any = in->name[0] == '@';
+	size_t flen = zmq_msg_size(hdr), ilen = flen - in->hdr_len; /* inline body */
+	size_t blen = ilen > 0 ? ilen : zmq_msg_size(body);
 	s_agent_t *to;
+	zmq_msg_t split;
 	int rc;
 
 	b->st.sends++;
 	from->sent++;
-	if (zmq_msg_size(body) > b->max_body) {
+	if (blen > b->max_body) {
 		b->st.nack_toobig++;
 		s_nack(b, from, &in->id, in->name, BM_ETOOBIG,
 		       "body of %zu bytes is over the %zu-byte cap; send bulk data through shm",
-		       zmq_msg_size(body), b->max_body);
+		       blen, b->max_body);
 		return;
 	}
 	memcpy(addr, in->name, sizeof addr);
 	to = any ? s_anycast(b, addr + 1) : bm__map_get(b->by_name, addr, strlen(addr));
-	/* The DELIVER header is the SEND header, byte for byte, with the
-	 * command and the name field swapped: no re-encoding. */
-	n = bm__env_retarget(zmq_msg_data(hdr), zmq_msg_size(hdr), in, BM_CMD_DELIVER, from->name,
-	                     b->relay, sizeof b->relay);
-	if (n < 0) {
-		s_nack(b, from, &in->id, addr, BM_EPROTO, "header cannot be relayed: %s",
-		       bm_strerror(n));
-		return;
-	}
 	while (to != NULL) {
-		rc = s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n, body);
+		/* The DELIVER header is the SEND header, byte for byte, with the
+		 * command and the name field swapped: no re-encoding.  An inline
+		 * body stays inline for a receiver that takes it; for one that
+		 * does not it goes in a body frame of its own. */
+		bool keep_inline = ilen > 0 && to->inl;
+
+		n = bm__env_retarget(zmq_msg_data(hdr), keep_inline ? flen : in->hdr_len, in,
+		                     BM_CMD_DELIVER, from->name, b->relay, sizeof b->relay);
+		if (n < 0) {
+			s_nack(b, from, &in->id, addr, BM_EPROTO, "header cannot be relayed: %s",
+			       bm_strerror(n));
+			return;
+		}
+		if (ilen > 0 && !keep_inline) {
+			if (zmq_msg_init_size(&split, ilen) < 0) {
+				s_nack(b, from, &in->id, addr, BM_EBUSY, "broker is out of memory");
+				return;
+			}
+			memcpy(zmq_msg_data(&split), (const uint8_t *)zmq_msg_data(hdr) + in->hdr_len, ilen);
+			rc = s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n, &split);
+			zmq_msg_close(&split);
+		} else {
+			rc = s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n,
+			                keep_inline ? NULL : body);
+		}
 		if (rc == 0) {
 			b->st.delivers++;
 			to->inflight++;
@@ -571,6 +591,9 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 	if (rc == 0 && (extra > 0 || (nf == 3 && in.cmd != BM_CMD_SEND))) {
 		rc = BM_EPROTO;
 		why = "unexpected extra frames";
+	} else if (rc == 0 && nf == 3 && in.hdr_len < zmq_msg_size(&f[1])) {
+		rc = BM_EPROTO;
+		why = "an inline body and a body frame";
 	}
 	if (rc < 0) {
 		b->st.malformed++;

@@ -67,6 +67,7 @@ struct bm_client {
 	uint8_t rnd[160];                        /* random bits for 16 ids */
 	size_t rnd_left;                         /* unused bytes at its end */
 	bool broker_acks;                        /* broker takes ACKS */
+	bool broker_inline;                      /* ... and inline bodies */
 	uint16_t nacks;                          /* ACKs held for one ACKS */
 	char ack_peer[BM_ADDR_MAX + 1];          /* whom they go to */
 	uint8_t ack_ids[BM_ACKS_MAX * sizeof(bm_id_t)]; /* their ids */
@@ -208,6 +209,30 @@ s_send_env(bm_client_t *c, const bm_env_t *e, zmq_msg_t *body)
 	return 0;
 }
 
+/* A SEND with its body inline: one frame, header then body. */
+static int
+s_send_inline(bm_client_t *c, const bm_env_t *e, const void *body, size_t len)
+{
+	uint8_t buf[S_HDR_BUF + BM_INLINE_MAX];
+	int n;
+
+	if (c->nacks > 0) {
+		(void)s_flush_acks(c);
+	}
+	if (len > BM_INLINE_MAX || (n = bm__env_encode(e, buf, S_HDR_BUF)) < 0) {
+		return len > BM_INLINE_MAX ? -EINVAL : n;
+	}
+	if (len > 0) {
+		memcpy(buf + n, body, len);
+	}
+	if (zmq_send(c->sock, buf, (size_t)n + len, ZMQ_DONTWAIT) < 0) {
+		n = bm__zmq_err();
+		return n == -EAGAIN ? BM_EFULL : n;
+	}
+	c->last_tx_ms = bm_mono_ms();
+	return 0;
+}
+
 static int
 s_send_cmd(bm_client_t *c, int cmd)
 {
@@ -247,7 +272,7 @@ static int
 s_hello(bm_client_t *c)
 {
 	bm_env_t e = {.cmd = BM_CMD_HELLO, .heartbeat_ms = c->heartbeat_ms, .ncaps = c->ncaps,
-	              .features = BM_FEAT_ACKS};
+	              .features = BM_FEAT_ACKS | BM_FEAT_INLINE};
 
 	memcpy(e.name, c->name, sizeof c->name);
 	memcpy(e.caps, c->caps, sizeof c->caps);
@@ -269,7 +294,7 @@ s_event_from(bm_event_t *ev, int kind, const bm_env_t *e)
 }
 
 static int
-s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body)
+s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body, size_t body_at)
 {
 	bm_event_t ev;
 	bm_msg_t *m;
@@ -282,6 +307,7 @@ s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body)
 		}
 		c->registered = c->ever_registered = true;
 		c->broker_acks = (e->features & BM_FEAT_ACKS) != 0;
+		c->broker_inline = (e->features & BM_FEAT_INLINE) != 0;
 		c->denied = 0;
 		if (e->max_body > 0 && e->max_body < c->max_body) {
 			c->max_body = (size_t)e->max_body;
@@ -319,6 +345,7 @@ s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body)
 		m->attempt = e->attempt;
 		m->ts_ms = e->ts_ms;
 		zmq_msg_init(&m->body);
+		m->body_at = body != NULL ? body_at : 0;
 		if (body != NULL) {
 			zmq_msg_move(&m->body, body);
 		}
@@ -409,8 +436,15 @@ s_read_one(bm_client_t *c)
 	if (nf > 0) {
 		c->last_rx_ms = bm_mono_ms();
 		rc = bm__env_decode(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &e, &why);
-		if (rc == 0) {
-			rc = s_on_frame(c, &e, nf > 1 ? &f[1] : NULL);
+		if (rc == 0 && e.hdr_len < zmq_msg_size(&f[0]) && nf > 1) {
+			rc = BM_EPROTO;
+			why = "an inline body and a body frame";
+		}
+		if (rc == 0 && e.hdr_len < zmq_msg_size(&f[0])) {
+			/* Inline: the body is frame 0 past the header. */
+			rc = s_on_frame(c, &e, &f[0], e.hdr_len);
+		} else if (rc == 0) {
+			rc = s_on_frame(c, &e, nf > 1 ? &f[1] : NULL, 0);
 		} else {
 			bm_debug("dropped a malformed frame from the broker: %s", why);
 			rc = 0;
@@ -731,14 +765,20 @@ bm_client_destroy(bm_client_t **self_p)
 
 /* ---- messaging ---- */
 
-int
-bm_client_send_frame(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, bm_id_t *ret_id)
+/*
+ * A SEND of body (a frame, zero copy) or of data/len (copied: inline in
+ * frame 0 when small and the broker takes that, else into a frame).
+ */
+static int
+s_send_msg(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, const void *data,
+           size_t len, bm_id_t *ret_id)
 {
 	bm_env_t e = {.cmd = BM_CMD_SEND};
+	zmq_msg_t m;
 	int rc;
 
-	if (c == NULL || o == NULL || body == NULL) {
-		return -EINVAL;
+	if (body != NULL) {
+		len = zmq_msg_size(body);
 	}
 	if (c->name[0] == '\0') {
 		return BM_ENOTREG;
@@ -747,7 +787,7 @@ bm_client_send_frame(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, b
 	    (o->type != NULL && (rc = bm_type_check(o->type)) < 0)) {
 		return rc;
 	}
-	if (zmq_msg_size(body) > c->max_body) {
+	if (len > c->max_body) {
 		return BM_ETOOBIG;
 	}
 	if (!c->registered) {
@@ -773,7 +813,20 @@ bm_client_send_frame(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, b
 	e.ttl_ms = o->ttl_ms;
 	e.attempt = o->attempt;
 	e.ts_ms = o->ts_ms ? o->ts_ms : bm_wall_ms();
-	rc = s_send_env(c, &e, body);
+	if (body != NULL) {
+		rc = s_send_env(c, &e, body);
+	} else if (c->broker_inline && len <= BM_INLINE_MAX) {
+		rc = s_send_inline(c, &e, data, len);
+	} else {
+		if (zmq_msg_init_size(&m, len) < 0) {
+			return -ENOMEM;
+		}
+		if (len > 0) {
+			memcpy(zmq_msg_data(&m), data, len);
+		}
+		rc = s_send_env(c, &e, &m);
+		zmq_msg_close(&m);
+	}
 	if (rc == 0 && ret_id != NULL) {
 		*ret_id = e.id;
 	}
@@ -781,27 +834,22 @@ bm_client_send_frame(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, b
 }
 
 int
+bm_client_send_frame(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, bm_id_t *ret_id)
+{
+	if (c == NULL || o == NULL || body == NULL) {
+		return -EINVAL;
+	}
+	return s_send_msg(c, o, body, NULL, 0, ret_id);
+}
+
+int
 bm_client_send(bm_client_t *c, const bm_send_opts_t *o, const void *body, size_t len,
                bm_id_t *ret_id)
 {
-	zmq_msg_t m;
-	int rc;
-
 	if (c == NULL || o == NULL || (body == NULL && len > 0)) {
 		return -EINVAL;
 	}
-	if (len > c->max_body) {
-		return BM_ETOOBIG;
-	}
-	if (zmq_msg_init_size(&m, len) < 0) {
-		return -ENOMEM;
-	}
-	if (len > 0) {
-		memcpy(zmq_msg_data(&m), body, len);
-	}
-	rc = bm_client_send_frame(c, o, &m, ret_id);
-	zmq_msg_close(&m);
-	return rc;
+	return s_send_msg(c, o, NULL, body, len, ret_id);
 }
 
 static int

@@ -755,7 +755,7 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 		*ret_why = "empty header";
 		return BM_EPROTO;
 	}
-	if (len > BM_HEADER_MAX) {
+	if (len > BM_HEADER_MAX + BM_INLINE_MAX) {
 		*ret_why = "header larger than 64 KiB";
 		return BM_EPROTO;
 	}
@@ -846,8 +846,17 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 			return BM_EPROTO;
 		}
 	}
-	if (c.p != c.end) {
-		*ret_why = "bytes after the header";
+	e->hdr_len = (uint32_t)(c.p - c.base);
+	if (e->hdr_len > BM_HEADER_MAX) {
+		*ret_why = "header larger than 64 KiB";
+		return BM_EPROTO;
+	}
+	/* SEND and DELIVER may carry their body inline, after the header. */
+	if (c.p != c.end && ((e->cmd != BM_CMD_SEND && e->cmd != BM_CMD_DELIVER) ||
+	                     c.end - c.p > BM_INLINE_MAX)) {
+		*ret_why = e->cmd == BM_CMD_SEND || e->cmd == BM_CMD_DELIVER
+		               ? "inline body larger than 4 KiB"
+		               : "bytes after the header";
 		return BM_EPROTO;
 	}
 	return 0;

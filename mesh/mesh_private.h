@@ -32,6 +32,8 @@ typedef struct bm_env {
 	uint16_t name_at;               /* decode: offset of the name field (SEND, */
 	uint16_t name_end;              /*   DELIVER, ACK, NACK, ACKS) and one past its end */
 	uint32_t features;              /* HELLO/WELCOME: BM_FEAT_* bits */
+	uint32_t hdr_len;               /* decode: bytes of the header object; an */
+	                                /*   inline body (SEND/DELIVER) follows it */
 	const uint8_t *ids;             /* ACKS: nids ids of 16 bytes (decode: into */
 	uint16_t nids;                  /*   the frame; encode: the caller's) */
 	char text[BM_TEXT_MAX + 1];     /* NACK/DENIED/ERROR */

@@ -381,6 +381,50 @@ START_TEST(acks_carry_many_ids_and_features_ride_hello_and_welcome)
 }
 END_TEST
 
+START_TEST(a_send_may_carry_a_small_body_inline_after_its_header)
+{
+	uint8_t buf[BM_HEADER_MAX + BM_INLINE_MAX + 64], re[BM_HEADER_MAX + BM_INLINE_MAX + 64];
+	bm_env_t in = {.cmd = BM_CMD_SEND}, out, again;
+	const char *why;
+	int n, m;
+
+	bm_id_new(&in.id);
+	strcpy(in.name, "mapper");
+	strcpy(in.type, "cloud.meta");
+	n = bm__env_encode(&in, buf, sizeof buf);
+	ck_assert_int_gt(n, 0);
+	/* No inline body: hdr_len is the whole frame. */
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &out, &why), 0);
+	ck_assert_uint_eq(out.hdr_len, (unsigned)n);
+	/* 4 KiB after the header: the body, inline. */
+	memset(buf + n, 'b', BM_INLINE_MAX);
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n + BM_INLINE_MAX, &out, &why), 0);
+	ck_assert_uint_eq(out.hdr_len, (unsigned)n);
+	ck_assert_str_eq(out.name, "mapper");
+	/* Retargeted into a DELIVER, the inline body comes along unchanged. */
+	m = bm__env_retarget(buf, (size_t)n + BM_INLINE_MAX, &out, BM_CMD_DELIVER, "scanner-0", re,
+	                     sizeof re);
+	ck_assert_int_gt(m, BM_INLINE_MAX);
+	ck_assert_int_eq(bm__env_decode(re, (size_t)m, &again, &why), 0);
+	ck_assert_int_eq(again.cmd, BM_CMD_DELIVER);
+	ck_assert_str_eq(again.name, "scanner-0");
+	ck_assert_uint_eq((unsigned)m - again.hdr_len, BM_INLINE_MAX);
+	ck_assert_int_eq(re[m - 1], 'b');
+	/* One byte more than 4 KiB: malformed (it belongs in a body frame). */
+	buf[n + BM_INLINE_MAX] = 'b';
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n + BM_INLINE_MAX + 1, &out, &why), BM_EPROTO);
+	ck_assert_str_eq(why, "inline body larger than 4 KiB");
+	/* Other commands take no trailing bytes at all. */
+	in = (bm_env_t){.cmd = BM_CMD_ACK};
+	bm_id_new(&in.id);
+	strcpy(in.name, "x");
+	n = bm__env_encode(&in, buf, sizeof buf);
+	buf[n] = 'b';
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n + 1, &out, &why), BM_EPROTO);
+	ck_assert_str_eq(why, "bytes after the header");
+}
+END_TEST
+
 START_TEST(structural_garbage_is_refused)
 {
 	bm_env_t out;
@@ -404,7 +448,7 @@ START_TEST(raw_bytes_that_are_not_one_msgpack_object_are_refused)
 	                               0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91,
 	                               0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91,
 	                               0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x91, 0x01};
-	uint8_t *big = calloc(1, BM_HEADER_MAX + 1);
+	uint8_t *big = calloc(1, BM_HEADER_MAX + BM_INLINE_MAX + 1);
 	const char *why;
 	bm_env_t out;
 
@@ -413,7 +457,8 @@ START_TEST(raw_bytes_that_are_not_one_msgpack_object_are_refused)
 	ck_assert_int_eq(bm__env_decode(deep, sizeof deep, &out, &why), BM_EPROTO);
 	ck_assert_int_eq(bm__env_decode(NULL, 0, &out, &why), BM_EPROTO);
 	ck_assert_ptr_nonnull(big);
-	ck_assert_int_eq(bm__env_decode(big, BM_HEADER_MAX + 1, &out, &why), BM_EPROTO);
+	ck_assert_int_eq(bm__env_decode(big, BM_HEADER_MAX + BM_INLINE_MAX + 1, &out, &why),
+	                 BM_EPROTO);
 	ck_assert_str_eq(why, "header larger than 64 KiB");
 	free(big);
 }
@@ -517,6 +562,7 @@ s_suite(void)
 	tcase_add_test(tc, a_send_is_retargeted_into_a_deliver_byte_for_byte);
 	tcase_add_loop_test(tc, each_bad_send_field_is_refused, 0, 9);
 	tcase_add_test(tc, acks_carry_many_ids_and_features_ride_hello_and_welcome);
+	tcase_add_test(tc, a_send_may_carry_a_small_body_inline_after_its_header);
 	tcase_add_test(tc, structural_garbage_is_refused);
 	tcase_add_test(tc, raw_bytes_that_are_not_one_msgpack_object_are_refused);
 	tcase_add_test(tc, extra_trailing_fields_are_ignored_for_forward_compatibility);

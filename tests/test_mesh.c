@@ -643,6 +643,115 @@ START_TEST(acks_of_a_burst_travel_together_and_an_old_sender_gets_them_one_by_on
 }
 END_TEST
 
+/* [1, SEND, id, nil, to, "t", 0, 0, 0, 0] by hand into buf; returns its size. */
+static size_t
+s_raw_send(uint8_t *buf, const char *to, uint8_t idbyte)
+{
+	size_t n = 0, tl = strlen(to);
+
+	buf[n++] = 0x9a;
+	buf[n++] = 0x01;
+	buf[n++] = 0x04;
+	buf[n++] = 0xc4;
+	buf[n++] = 16;
+	memset(buf + n, idbyte, 16);
+	n += 16;
+	buf[n++] = 0xc0;
+	buf[n++] = (uint8_t)(0xa0 | tl);
+	memcpy(buf + n, to, tl);
+	n += tl;
+	buf[n++] = 0xa1;
+	buf[n++] = 't';
+	for (int i = 0; i < 4; i++) {
+		buf[n++] = 0x00;
+	}
+	return n;
+}
+
+START_TEST(inline_bodies_go_in_one_frame_and_to_an_old_receiver_in_two)
+{
+	static const uint8_t hello[] = {0x95, 0x01, 0x01, 0xa3, 'o', 'l', 'd', 0x90, 0xcd, 0x13, 0x88};
+	char ep[BM_PATH_MAX + 16];
+	void *ctx = zmq_ctx_new(), *raw = zmq_socket(ctx, ZMQ_DEALER);
+	bm_client_t *c = tu_client(s_dir, "new", NULL, HB);
+	uint8_t buf[256], got[256];
+	bool old_got = false, new_got = false, nacked = false;
+	int linger = 0, frames = 0;
+	int64_t deadline, malformed = tu_stat(s_dir, "malformed");
+	size_t n;
+
+	ck_assert_ptr_nonnull(c);
+	snprintf(ep, sizeof ep, "ipc://%s/mesh.sock", s_dir);
+	zmq_setsockopt(raw, ZMQ_LINGER, &linger, sizeof linger);
+	ck_assert_int_eq(zmq_connect(raw, ep), 0);
+	ck_assert_int_eq(zmq_send(raw, hello, sizeof hello, 0), (int)sizeof hello);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "old", true, 5000), 0);
+	/* new -> old: small enough to go inline, but old never said it takes
+	 * that: a header frame, then the body frame. */
+	ck_assert_int_eq(bm_client_send(c, &(bm_send_opts_t){.to = "old"}, "hello-old", 9, NULL), 0);
+	/* old -> new inline: header and body in one frame. */
+	n = s_raw_send(buf, "new", 0x51);
+	memcpy(buf + n, "inline!", 7);
+	ck_assert_int_eq(zmq_send(raw, buf, n + 7, 0), (int)n + 7);
+	/* Inline and a body frame as well: malformed, NACKed, not delivered. */
+	n = s_raw_send(buf, "new", 0x52);
+	memcpy(buf + n, "twice", 5);
+	ck_assert_int_eq(zmq_send(raw, buf, n + 5, ZMQ_SNDMORE), (int)n + 5);
+	ck_assert_int_eq(zmq_send(raw, "body", 4, 0), 4);
+	deadline = bm_mono_ms() + 10000;
+	while ((!old_got || !new_got || !nacked) && bm_mono_ms() < deadline) {
+		zmq_pollitem_t it = {.socket = raw, .events = ZMQ_POLLIN};
+		bm_event_t ev;
+
+		while (bm_client_recv(c, 0, &ev) == 0) {
+			if (ev.kind == BM_EV_MESSAGE) {
+				ck_assert_str_eq(ev.msg->from, "old");
+				ck_assert_uint_eq(bm_msg_size(ev.msg), 7);
+				ck_assert_int_eq(memcmp(bm_msg_data(ev.msg), "inline!", 7), 0);
+				ck_assert(!new_got);
+				new_got = true;
+				(void)bm_client_ack(c, ev.msg);
+			}
+			bm_event_clear(&ev);
+		}
+		if (zmq_poll(&it, 1, 10) > 0) {
+			int more = 0, k;
+			size_t sz = sizeof more;
+
+			k = zmq_recv(raw, got, sizeof got, 0);
+			ck_assert_int_ge(k, 3);
+			zmq_getsockopt(raw, ZMQ_RCVMORE, &more, &sz);
+			if (got[2] == BM_CMD_DELIVER) {
+				/* The header frame ends with ts_ms, not the body. */
+				ck_assert(more);
+				ck_assert(memcmp(got + k - 9, "hello-old", 9) != 0);
+				k = zmq_recv(raw, got, sizeof got, 0);
+				ck_assert_int_eq(k, 9);
+				ck_assert_int_eq(memcmp(got, "hello-old", 9), 0);
+				zmq_getsockopt(raw, ZMQ_RCVMORE, &more, &sz);
+				ck_assert(!more);
+				frames = 2;
+				old_got = true;
+			} else if (got[2] == BM_CMD_NACK && got[5] == 0x52) {
+				nacked = true;
+			}
+			while (more) {
+				zmq_recv(raw, got, sizeof got, 0);
+				zmq_getsockopt(raw, ZMQ_RCVMORE, &more, &sz);
+			}
+		}
+	}
+	ck_assert(old_got);
+	ck_assert_int_eq(frames, 2);
+	ck_assert(new_got);
+	ck_assert(nacked);
+	ck_assert_int_eq(tu_stat(s_dir, "malformed"), malformed + 1);
+	bm_client_destroy(&c);
+	zmq_close(raw);
+	zmq_ctx_term(ctx);
+}
+END_TEST
+
 static int
 s_send_one(void *arg)
 {
@@ -864,6 +973,7 @@ s_suite(void)
 	tcase_add_test(tc, sends_that_cannot_be_delivered_are_refused_with_a_reason);
 	tcase_add_test(tc, an_oversized_body_from_a_raw_peer_gets_a_toobig_nack);
 	tcase_add_test(tc, acks_of_a_burst_travel_together_and_an_old_sender_gets_them_one_by_one);
+	tcase_add_test(tc, inline_bodies_go_in_one_frame_and_to_an_old_receiver_in_two);
 	tcase_add_test(tc, garbage_from_a_raw_dealer_does_not_stop_routing);
 	tcase_add_test(tc, one_zmq_poll_loop_waits_on_the_client_and_a_plain_fd);
 	tcase_add_test(tc, blob_send_announces_each_blob_to_the_mesh_agent_of_that_name);
