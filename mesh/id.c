@@ -2,31 +2,70 @@
  * id.c - 128-bit message ids and name validation.
  *
  * An id is 16 bytes: a 48-bit big-endian count of wall-clock milliseconds
- * followed by 80 random bits from libsodium.  Sorting ids bytewise sorts
+ * followed by 80 random bits from libsodium (drawn 64 ids at a time).  Sorting ids bytewise sorts
  * them by creation time; the random tail makes collisions between agents
  * negligible without coordination.  An all-zero id means "none".
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include <sodium.h>
 
 #include "bm_mesh.h"
 
-void
-bm_id_new(bm_id_t *ret_id)
-{
-	uint64_t ms = (uint64_t)bm_wall_ms();
+/*
+ * The random tails come from a per-thread pool refilled 64 ids at a time
+ * (one getrandom() per 64 ids instead of one each).  A forked child must
+ * not reuse its parent's pool — both would hand out the same ids — so a
+ * fork bumps a generation that every pool checks.
+ */
+#define S_POOL_IDS 64
 
+static atomic_uint s_fork_gen = 1;
+static pthread_once_t s_once = PTHREAD_ONCE_INIT;
+
+static void
+s_after_fork(void)
+{
+	atomic_fetch_add(&s_fork_gen, 1);
+}
+
+static void
+s_init(void)
+{
 	/* sodium_init() is idempotent and thread safe; it cannot fail on
 	 * Linux with getrandom(), and randombytes_buf() works regardless. */
 	if (sodium_init() < 0) {
-		/* unreachable on Linux; randombytes_buf() still works */
+		/* unreachable on Linux */
+	}
+	(void)pthread_atfork(NULL, NULL, s_after_fork);
+}
+
+void
+bm_id_new(bm_id_t *ret_id)
+{
+	static __thread uint8_t pool[S_POOL_IDS * 10];
+	static __thread size_t left;
+	static __thread unsigned gen;
+	uint64_t ms = (uint64_t)bm_wall_ms();
+	unsigned now_gen;
+
+	(void)pthread_once(&s_once, s_init);
+	now_gen = atomic_load(&s_fork_gen);
+	if (left < 10 || gen != now_gen) {
+		randombytes_buf(pool, sizeof pool);
+		left = sizeof pool;
+		gen = now_gen;
 	}
 	for (int i = 0; i < 6; i++) {
 		ret_id->b[i] = (uint8_t)(ms >> (40 - 8 * i));
 	}
-	randombytes_buf(ret_id->b + 6, 10);
+	memcpy(ret_id->b + 6, pool + sizeof pool - left, 10);
+	/* Used bits are not kept around. */
+	sodium_memzero(pool + sizeof pool - left, 10);
+	left -= 10;
 }
 
 bool

@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "mesh_private.h"
 
@@ -495,6 +497,45 @@ START_TEST(ids_are_time_ordered_and_parse_back)
 }
 END_TEST
 
+START_TEST(a_forked_child_never_repeats_its_parents_ids)
+{
+	enum { N = 200 };
+	bm_id_t mine[N], theirs[N];
+	int p[2];
+	pid_t pid;
+	ssize_t got = 0;
+
+	bm_id_new(&mine[0]); /* the pool is now filled in this process */
+	ck_assert_int_eq(pipe(p), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		for (int i = 0; i < N; i++) {
+			bm_id_new(&theirs[i]);
+		}
+		_exit(write(p[1], theirs, sizeof theirs) == (ssize_t)sizeof theirs ? 0 : 1);
+	}
+	close(p[1]);
+	for (int i = 1; i < N; i++) {
+		bm_id_new(&mine[i]);
+	}
+	while (got < (ssize_t)sizeof theirs) {
+		ssize_t n = read(p[0], (char *)theirs + got, sizeof theirs - (size_t)got);
+
+		ck_assert_int_gt(n, 0);
+		got += n;
+	}
+	close(p[0]);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	/* Same milliseconds, so the random tails must differ. */
+	for (int i = 0; i < N; i++) {
+		for (int k = 0; k < N; k++) {
+			ck_assert(memcmp(mine[i].b + 6, theirs[k].b + 6, 10) != 0);
+		}
+	}
+}
+END_TEST
+
 START_TEST(names_capabilities_and_types_are_checked)
 {
 	ck_assert_int_eq(bm_name_check("mapper-2.b_c"), 0);
@@ -569,6 +610,7 @@ s_suite(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("ids");
 	tcase_add_test(tc, ids_are_time_ordered_and_parse_back);
+	tcase_add_test(tc, a_forked_child_never_repeats_its_parents_ids);
 	tcase_add_test(tc, names_capabilities_and_types_are_checked);
 	tcase_add_test(tc, the_directory_map_survives_churn);
 	suite_add_tcase(s, tc);
