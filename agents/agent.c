@@ -690,9 +690,11 @@ s_content_name(uint32_t content)
 	}
 }
 
-int
-bm_agent_send_blob(bm_agent_t *a, const char *to, const char *name, const void *data, size_t len,
-                   uint32_t content, int timeout_ms)
+/* Announces, then sends data/len: copied, or, with *blob (whose bytes
+ * data/len are), handed over as it is — zero copy. */
+static int
+s_send_blob(bm_agent_t *a, const char *to, const char *name, const void *data, size_t len,
+            bm_blob_t **blob, uint32_t content, int timeout_ms)
 {
 	bm_blob_opts_t bo = {.name = name, .content = content, .flags = BM_BLOB_CHECKSUM};
 	bm_agent_send_opts_t so = {.type = "blob.announce"};
@@ -720,7 +722,8 @@ bm_agent_send_blob(bm_agent_t *a, const char *to, const char *name, const void *
 		return rc;
 	}
 	t0 = bm_mono_ns();
-	id = bm_blob_send(ch, data, len, &bo, timeout_ms);
+	id = blob != NULL ? bm_blob_send_blob(ch, blob, &bo, timeout_ms)
+	                  : bm_blob_send(ch, data, len, &bo, timeout_ms);
 	rc = id < 0 ? (int)id : bm_blob_wait(ch, (uint64_t)id, timeout_ms);
 	if (rc == BM_EPEER || rc == -ETIMEDOUT) {
 		s_drop_out(a, slot);
@@ -736,37 +739,35 @@ bm_agent_send_blob(bm_agent_t *a, const char *to, const char *name, const void *
 }
 
 int
+bm_agent_send_blob(bm_agent_t *a, const char *to, const char *name, const void *data, size_t len,
+                   uint32_t content, int timeout_ms)
+{
+	return s_send_blob(a, to, name, data, len, NULL, content, timeout_ms);
+}
+
+int
 bm_agent_send_cloud(bm_agent_t *a, const char *to, const char *name, const bm_cloud_t *cloud,
                     int timeout_ms)
 {
-	void *p = MAP_FAILED;
-	off_t size;
+	bm_blob_t *blob = NULL;
 	int fd, rc;
 
 	if (a == NULL || cloud == NULL) {
 		return -EINVAL;
 	}
-	fd = memfd_create("bm-cloud", MFD_CLOEXEC);
+	/* The PLY is written once, into a memfd that then goes over as it is:
+	 * the receiver maps the very pages written here. */
+	fd = memfd_create("bm-cloud", MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (fd < 0) {
 		return -errno;
 	}
-	if ((rc = bm_cloud_write_ply(cloud, fd)) < 0) {
-		goto out;
+	if ((rc = bm_cloud_write_ply(cloud, fd)) < 0 || (rc = bm_blob_adopt_fd(fd, &blob)) < 0) {
+		close(fd);
+		return rc;
 	}
-	size = lseek(fd, 0, SEEK_CUR);
-	if (size <= 0) {
-		rc = size < 0 ? -errno : -EINVAL;
-		goto out;
-	}
-	p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
-	if (p == MAP_FAILED) {
-		rc = -errno;
-		goto out;
-	}
-	rc = bm_agent_send_blob(a, to, name, p, (size_t)size, BM_BLOB_PLY, timeout_ms);
-	munmap(p, (size_t)size);
-out:
-	close(fd);
+	rc = s_send_blob(a, to, name, bm_blob_wdata(blob), bm_blob_size(blob), &blob, BM_BLOB_PLY,
+	                 timeout_ms);
+	bm_blob_destroy(&blob); /* sent: already NULL; else its fd is closed here */
 	return rc;
 }
 

@@ -513,6 +513,47 @@ bm_blob_new(size_t size, bm_blob_t **ret_blob)
 	return 0;
 }
 
+int
+bm_blob_adopt_fd(int fd, bm_blob_t **ret_blob)
+{
+	bm_blob_t *self;
+	struct stat st;
+	void *map = NULL;
+	int seals;
+
+	if (fd < 0 || ret_blob == NULL) {
+		return -EINVAL;
+	}
+	/* A memfd that can still be sealed against writes; nothing else. */
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0 || (seals & (F_SEAL_SEAL | F_SEAL_WRITE)) != 0) {
+		return -EINVAL;
+	}
+	if (fstat(fd, &st) < 0) {
+		return -errno;
+	}
+	if (st.st_size > 0) {
+		map = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (map == MAP_FAILED) {
+			return -errno;
+		}
+	}
+	self = calloc(1, sizeof *self);
+	if (self == NULL) {
+		if (map != NULL) {
+			munmap(map, (size_t)st.st_size);
+		}
+		return -ENOMEM;
+	}
+	self->map = map;
+	self->map_len = (size_t)st.st_size;
+	self->fd = fd;
+	self->writable = true;
+	self->info.size = (uint64_t)st.st_size;
+	*ret_blob = self;
+	return 0;
+}
+
 void *
 bm_blob_wdata(bm_blob_t *self)
 {

@@ -241,6 +241,11 @@ BM_EXPORT int64_t bm_blob_send(bm_channel_t *ch, const void *data, size_t len,
  * *blob_p on success and NULLs it.  Returns the blob id.
  */
 BM_EXPORT int bm_blob_new(size_t size, bm_blob_t **ret_blob);
+/* Zero copy from a memfd you filled yourself (created with
+ * MFD_ALLOW_SEALING; its whole size is the blob): the blob takes the fd
+ * (closed by bm_blob_destroy or sent by bm_blob_send_blob).  -EINVAL when
+ * fd is not a sealable memfd, or already sealed against writes. */
+BM_EXPORT int bm_blob_adopt_fd(int fd, bm_blob_t **ret_blob);
 BM_EXPORT void *bm_blob_wdata(bm_blob_t *self);
 BM_EXPORT int64_t bm_blob_send_blob(bm_channel_t *ch, bm_blob_t **blob_p,
                                     const bm_blob_opts_t *opts, int timeout_ms);

@@ -939,6 +939,71 @@ START_TEST(blob_of_one_gib_arrives_whole_with_its_checksum)
 }
 END_TEST
 
+START_TEST(blob_adopted_from_a_memfd_we_wrote_arrives_without_a_copy)
+{
+	enum { SIZE = 3000000 };
+	bm_listener_t *l = NULL;
+	bm_channel_t *ch;
+	bm_blob_t *b = NULL;
+	const uint8_t *d;
+	char path[BM_PATH_MAX + 16];
+	pid_t pid;
+	int fd;
+
+	/* Only a memfd that can still be sealed against writes is adopted. */
+	snprintf(path, sizeof path, "%s/plain", s_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bm_blob_adopt_fd(fd, &b), -EINVAL);
+	close(fd);
+	fd = memfd_create("no-seals", MFD_CLOEXEC);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bm_blob_adopt_fd(fd, &b), -EINVAL);
+	close(fd);
+	ck_assert_ptr_null(b);
+
+	ck_assert_int_eq(bm_listener_open(s_dir, "c", &l), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		bm_channel_t *pc = s_connect(BM_RING_MIN_CAPACITY, 0, -1);
+		bm_blob_opts_t o = {.name = "adopted", .flags = BM_BLOB_CHECKSUM};
+		bm_blob_t *nb = NULL;
+		uint8_t *buf = malloc(SIZE);
+		int mfd = memfd_create("mine", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+		for (size_t i = 0; i < SIZE; i++) {
+			buf[i] = (uint8_t)(i * 13 + i / 509);
+		}
+		if (mfd < 0 || write(mfd, buf, SIZE) != SIZE || bm_blob_adopt_fd(mfd, &nb) < 0 ||
+		    bm_blob_size(nb) != SIZE) {
+			_exit(2);
+		}
+		if (bm_blob_send_blob(pc, &nb, &o, 10000) != 1 || nb != NULL) {
+			_exit(3);
+		}
+		/* Sealed and handed over: its pages can no longer change. */
+		if (write(mfd, "x", 1) != -1) {
+			_exit(4);
+		}
+		_exit(bm_blob_wait(pc, 1, 10000) == 0 ? 0 : 5);
+	}
+	ch = s_accept(l, -1);
+	ck_assert_int_eq(bm_blob_recv(ch, 10000, &b), 0);
+	ck_assert_uint_eq(bm_blob_size(b), SIZE);
+	ck_assert(bm_blob_info(b)->via_fd);
+	ck_assert(bm_blob_info(b)->has_crc);
+	d = bm_blob_data(b);
+	for (size_t i = 0; i < SIZE; i += 101) {
+		ck_assert_uint_eq(d[i], (uint8_t)(i * 13 + i / 509));
+	}
+	ck_assert_int_eq(s_reap(pid, 10000), 0);
+	bm_blob_destroy(&b);
+	bm_channel_destroy(&ch);
+	bm_listener_destroy(&l);
+}
+END_TEST
+
 START_TEST(blob_streams_small_and_hands_over_big_and_the_receiver_sees_no_difference)
 {
 	static const size_t sizes[] = {0, 1, 100, 16383, 16384, 16385, 70000, 300000, 5000000};
@@ -1471,6 +1536,7 @@ s_suite(void)
 	tcase_add_test(tc, crc32c_matches_the_published_check_value);
 	tcase_add_test(tc, blob_of_one_gib_arrives_whole_with_its_checksum);
 	tcase_add_test(tc, blob_streams_small_and_hands_over_big_and_the_receiver_sees_no_difference);
+	tcase_add_test(tc, blob_adopted_from_a_memfd_we_wrote_arrives_without_a_copy);
 	tcase_add_test(tc, blob_with_a_bad_checksum_is_reported_to_both_sides);
 	tcase_add_test(tc, blob_in_an_unsealed_memfd_is_refused);
 	tcase_add_test(tc, blob_file_streams_from_disk_to_disk_byte_for_byte);
