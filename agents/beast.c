@@ -1,6 +1,7 @@
 /*
- * beast - the swarm's command-line tool.  Parses the global --dir, picks the
- * subcommand and hands over; the subcommands live in cli_*.c.
+ * beast - the swarm's command-line tool.  Parses the global options (--dir,
+ * and --connect/--key/--server-key for a remote beastd over CURVE), picks
+ * the subcommand and hands over; the subcommands live in cli_*.c.
  */
 #include <stdio.h>
 #include <string.h>
@@ -28,17 +29,21 @@ static const s_cmd_t s_cmds[] = {
 	{"proxy", bm_cli_proxy, "pause, resume or show beastd's broadcast proxy"},
 	{"blob", bm_cli_blob, "move files through shared memory (blob send / blob recv)"},
 	{"demo", bm_cli_demo, "run the example swarm with live progress and a checked summary"},
+	{"keygen", bm_cli_keygen, "make a CURVE key pair (NAME.key, NAME.pub) for TCP"},
 	{"outbox", bm_cli_outbox, "an agent's pending and dead messages (ls, dead, requeue, flush ...)"},
 };
 
 static void
 s_usage(FILE *out)
 {
-	fprintf(out, "usage: beast [--dir DIR] COMMAND [ARGS]   (beast COMMAND --help for more)\n\n");
+	fprintf(out, "usage: beast [--dir DIR] [--connect ENDPOINT --key FILE --server-key FILE]\n"
+	             "             COMMAND [ARGS]   (beast COMMAND --help for more)\n\n");
 	for (size_t i = 0; i < sizeof s_cmds / sizeof s_cmds[0]; i++) {
 		fprintf(out, "  %-8s %s\n", s_cmds[i].name, s_cmds[i].summary);
 	}
-	fprintf(out, "\nDIR defaults to $BEAST_DIR, else $XDG_RUNTIME_DIR/beast, else /tmp/beast-$UID.\n"
+	fprintf(out, "\n--connect tcp://HOST:PORT reaches a remote beastd (beastd --tcp EP --curve);\n"
+	             "--key is your NAME.key (beast keygen), --server-key beastd's server.pub.\n"
+	             "DIR defaults to $BEAST_DIR, else $XDG_RUNTIME_DIR/beast, else /tmp/beast-$UID.\n"
 	             "Exit status: 0 ok, 1 failure, 2 usage, 3 timeout, 4 beastd not running.\n");
 }
 
@@ -50,16 +55,33 @@ main(int argc, char **argv)
 
 	bm_log_set_ident("beast");
 	bm_cli_blob_announce = bm_cli_blob_mesh_announce;
-	if (i < argc && strcmp(argv[i], "--dir") == 0) {
-		if (i + 1 >= argc) {
+	while (i < argc && strncmp(argv[i], "--", 2) == 0 && strcmp(argv[i], "--help") != 0) {
+		static const char *const names[] = {"--dir", "--connect", "--key", "--server-key"};
+		const char **slot[] = {&dir, &bm_cli_connect, &bm_cli_key, &bm_cli_server_key};
+		size_t k, n = 0;
+
+		for (k = 0; k < 4; k++) {
+			n = strlen(names[k]);
+			if (strncmp(argv[i], names[k], n) == 0 && (argv[i][n] == '\0' || argv[i][n] == '=')) {
+				break;
+			}
+		}
+		if (k == 4 || (argv[i][n] == '\0' && i + 1 >= argc)) {
 			s_usage(stderr);
 			return BM_EXIT_USAGE;
 		}
-		dir = argv[i + 1];
-		i += 2;
-	} else if (i < argc && strncmp(argv[i], "--dir=", 6) == 0) {
-		dir = argv[i] + 6;
-		i++;
+		if (argv[i][n] == '=') {
+			*slot[k] = argv[i] + n + 1;
+			i++;
+		} else {
+			*slot[k] = argv[i + 1];
+			i += 2;
+		}
+	}
+	if ((bm_cli_key == NULL) != (bm_cli_server_key == NULL) ||
+	    (bm_cli_key != NULL && bm_cli_connect == NULL)) {
+		fprintf(stderr, "beast: --key and --server-key go together, with --connect tcp://HOST:PORT\n");
+		return BM_EXIT_USAGE;
 	}
 	if (i >= argc) {
 		s_usage(stderr);

@@ -80,13 +80,20 @@ s_usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: beastd [--dir DIR] [--tcp ENDPOINT] [--heartbeat MS] [--max-body BYTES]\n"
-	        "              [--pub-tcp ENDPOINT] [--sub-tcp ENDPOINT] [--no-lvc] [--lvc-max BYTES] [-v]\n"
+	        "              [--pub-tcp ENDPOINT] [--sub-tcp ENDPOINT] [--no-lvc] [--lvc-max BYTES]\n"
+	        "              [--curve [--server-key FILE] [--allow DIR]] [-v]\n"
 	        "\n"
 	        "Runs the beastmesh broker in the foreground, logging to stderr.\n"
 	        "\n"
 	        "  --dir DIR         runtime directory (default $BEAST_DIR, else\n"
 	        "                    $XDG_RUNTIME_DIR/beast, else /tmp/beast-$UID); created 0700\n"
 	        "  --tcp ENDPOINT    also listen on a loopback TCP endpoint, e.g. tcp://127.0.0.1:7450\n"
+	        "                    (any address with --curve)\n"
+	        "  --curve           CURVE on the --tcp endpoint: encrypted, and only keys in the\n"
+	        "                    allow-list get in; each key may register only its own name\n"
+	        "  --server-key FILE server secret key (default STATE/keys/server.key, made 0600\n"
+	        "                    on first use with its public half beside it as server.pub)\n"
+	        "  --allow DIR       allowed agents' .pub files (default STATE/keys/allowed/)\n"
 	        "  --heartbeat MS    heartbeat interval agents default to (1000)\n"
 	        "  --max-body BYTES  largest message body accepted (16777216)\n"
 	        "  --pub-tcp EP      broadcast: also take publishers on a loopback TCP endpoint\n"
@@ -114,6 +121,9 @@ main(int argc, char **argv)
 		{"sub-tcp", required_argument, NULL, 'S'},
 		{"no-lvc", no_argument, NULL, 'N'},
 		{"lvc-max", required_argument, NULL, 'L'},
+		{"curve", no_argument, NULL, 'C'},
+		{"server-key", required_argument, NULL, 'K'},
+		{"allow", required_argument, NULL, 'A'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
@@ -165,6 +175,15 @@ main(int argc, char **argv)
 				return 2;
 			}
 			break;
+		case 'C':
+			o.curve = true;
+			break;
+		case 'K':
+			o.server_key = optarg;
+			break;
+		case 'A':
+			o.allow_dir = optarg;
+			break;
 		case 'v':
 			verbose++;
 			break;
@@ -178,6 +197,14 @@ main(int argc, char **argv)
 	}
 	if (optind != argc) {
 		s_usage(stderr);
+		return 2;
+	}
+	if (o.curve && o.tcp == NULL) {
+		fprintf(stderr, "beastd: --curve secures the --tcp endpoint; give one\n");
+		return 2;
+	}
+	if (!o.curve && (o.server_key != NULL || o.allow_dir != NULL)) {
+		fprintf(stderr, "beastd: --server-key and --allow take effect with --curve only\n");
 		return 2;
 	}
 	if (verbose > 0 && getenv("BEAST_LOG") == NULL) {
@@ -206,8 +233,24 @@ main(int argc, char **argv)
 			       dir, (unsigned)getuid());
 		} else if (rc == -EADDRNOTAVAIL) {
 			bm_log(BM_LOG_ERROR, "--tcp %s: only loopback endpoints (tcp://127.0.0.1:PORT) "
-			                     "are allowed until CURVE security is configured",
+			                     "are allowed without --curve",
 			       o.tcp);
+		} else if (rc == BM_EBADKEY) {
+			char kd[BM_PATH_MAX];
+
+			if (o.server_key == NULL && bm_curve_keydir(kd) == 0) {
+				strncat(kd, "/server.key", sizeof kd - strlen(kd) - 1);
+			} else {
+				snprintf(kd, sizeof kd, "%s", o.server_key ? o.server_key : "server.key");
+			}
+			bm_log(BM_LOG_ERROR, "server key %s is not usable: it must be a key file "
+			                     "(public + secret) owned by you, not readable by group/others "
+			                     "(chmod 600 it, or remove it to have a new one made)",
+			       kd);
+		} else if (rc == -ENOTDIR && o.curve) {
+			bm_log(BM_LOG_ERROR, "--allow %s: not a directory (make it, and put the agents' "
+			                     ".pub files in it)",
+			       o.allow_dir ? o.allow_dir : "STATE/keys/allowed");
 		} else if (rc == -ENAMETOOLONG) {
 			bm_log(BM_LOG_ERROR, "runtime directory path is too long for ipc sockets "
 			                     "(max %d bytes with the socket name); pick a shorter --dir",
@@ -233,8 +276,9 @@ main(int argc, char **argv)
 		return 1;
 	}
 	bm_broker_set_stats_hook(b, s_proxy_stats, p);
-	bm_log(BM_LOG_INFO, "listening on %s%s%s; broadcast on %s/pub.sock -> %s/sub.sock%s",
-	       bm_broker_endpoint(b), o.tcp ? " and " : "", o.tcp ? o.tcp : "", bm_broker_dir(b),
+	bm_log(BM_LOG_INFO, "listening on %s%s%s%s; broadcast on %s/pub.sock -> %s/sub.sock%s",
+	       bm_broker_endpoint(b), o.tcp ? " and " : "", o.tcp ? o.tcp : "",
+	       o.curve ? " (CURVE)" : "", bm_broker_dir(b),
 	       bm_broker_dir(b), po.no_lvc ? " (no LVC)" : "");
 	rc = s_run(b, p);
 	bm_broker_set_stats_hook(b, NULL, NULL);

@@ -23,6 +23,14 @@ enum {
 
 extern volatile sig_atomic_t bm_cli_stop;
 
+/* Global --connect ENDPOINT, --key FILE, --server-key FILE (NULL = ipc in
+ * the runtime dir, as always). */
+extern const char *bm_cli_connect;
+extern const char *bm_cli_key;
+extern const char *bm_cli_server_key;
+/* Puts the global --connect/--key/--server-key into client options. */
+void bm_cli_remote(bm_client_opts_t *o);
+
 /* Installs SIGINT/SIGTERM handlers that set bm_cli_stop. */
 void bm_cli_signals(void);
 /* Prints "beast CMD: TEXT" for err to stderr and returns the exit code. */
@@ -63,5 +71,6 @@ int bm_cli_tap(int argc, char **argv, const char *dir);
 int bm_cli_proxy(int argc, char **argv, const char *dir);
 int bm_cli_outbox(int argc, char **argv, const char *dir);
 int bm_cli_demo(int argc, char **argv, const char *dir);
+int bm_cli_keygen(int argc, char **argv, const char *dir);
 
 #endif

@@ -36,6 +36,7 @@ bm_cli_blob_mesh_announce(const char *dir, const char *as, const char *to, const
 	if (as == NULL || bm_name_check(as) < 0) {
 		snprintf(me, sizeof me, "blob-send-%ld", (long)getpid());
 	}
+	bm_cli_remote(&o);
 	if (bm_name_check(to) < 0 || (rc = bm_client_open(&o, &c)) < 0) {
 		return BM_ENOBROKER;
 	}

@@ -375,6 +375,7 @@ bm_cli_send(int argc, char **argv, const char *dir)
 	if (no_wait) {
 		bm_client_opts_t co = {.dir = dir, .name = name, .connect_timeout_ms = 1000};
 
+		bm_cli_remote(&co);
 		/* Stored: that is the promise.  Hand it to beastd if one is there
 		 * (the client lingers to flush the frame); the ACK, if it comes
 		 * after we left, is made up for by a resend the receiver drops. */

@@ -68,6 +68,22 @@ bm_cli_fail(const char *cmd, int err, const char *dir, const char *what)
 			        cmd, what ? what : "?");
 		}
 		return BM_EXIT_FAIL;
+	case BM_ENOCURVE:
+		fprintf(stderr, "beast %s: no answer over CURVE from %s: wrong server key or not in "
+		                "the allow-list? (beastd --allow DIR must hold your .pub)\n",
+		        cmd, bm_cli_connect ? bm_cli_connect : "beastd");
+		return BM_EXIT_NOBROKER;
+	case BM_EBADKEY:
+		fprintf(stderr, "beast %s: key file %s or %s is missing, not a key, or readable by "
+		                "group/others (chmod 600 it; beast keygen makes a pair)\n",
+		        cmd, bm_cli_key ? bm_cli_key : "(none)",
+		        bm_cli_server_key ? bm_cli_server_key : "(none)");
+		return BM_EXIT_FAIL;
+	case BM_EDENIED:
+		fprintf(stderr, "beast %s: beastd refused the name '%s' for this key (a key may only "
+		                "register the name written in its certificate)\n",
+		        cmd, what ? what : "?");
+		return BM_EXIT_FAIL;
 	case -ETIMEDOUT:
 		fprintf(stderr, "beast %s: timed out waiting for %s\n", cmd, what ? what : "an answer");
 		return BM_EXIT_TIMEOUT;
@@ -92,6 +108,20 @@ s_split_caps(char *csv, const char **caps, int max)
 	}
 	caps[n] = NULL;
 	return n;
+}
+
+const char *bm_cli_connect;
+const char *bm_cli_key;
+const char *bm_cli_server_key;
+
+void
+bm_cli_remote(bm_client_opts_t *o)
+{
+	if (bm_cli_connect != NULL) {
+		o->endpoint = bm_cli_connect;
+	}
+	o->key_file = bm_cli_key;
+	o->server_key_file = bm_cli_server_key;
 }
 
 int
@@ -120,6 +150,7 @@ bm_cli_open(const char *cmd, const char *dir, const char *name, const char *caps
 			}
 		}
 	}
+	bm_cli_remote(&o);
 	rc = bm_client_open(&o, ret_client);
 	if (rc < 0) {
 		return -bm_cli_fail(cmd, rc, dir, name);

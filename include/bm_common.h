@@ -46,7 +46,9 @@ extern "C" {
 	X(BADNAME, "invalid name")                                             \
 	X(UNSAFEDIR, "runtime directory is not private to this user")          \
 	X(RUNNING, "another beastd is already running on this directory")      \
-	X(TTL, "message expired")
+	X(TTL, "message expired")                                             \
+	X(BADKEY, "key file is missing, not a key, or readable by group/others") \
+	X(NOCURVE, "no answer over CURVE: wrong server key or not in the allow-list?")
 
 #define BM_EBASE 30000
 
@@ -104,6 +106,14 @@ BM_EXPORT int64_t bm_wall_ms(void);
  * exist and !create; -ENAMETOOLONG when sockets inside would not fit.
  */
 BM_EXPORT int bm_rundir_resolve(const char *dir, bool create, char *ret_path);
+
+/*
+ * Resolves the state directory (journals, keys): $BEAST_STATE, else
+ * $XDG_STATE_HOME/beast, else $HOME/.local/state/beast.  Writes the path to
+ * ret_path (BM_PATH_MAX bytes); creates nothing.  -ENOENT when none of the
+ * three is set, -ENAMETOOLONG.
+ */
+BM_EXPORT int bm_statedir_resolve(char *ret_path);
 
 /*
  * Joins the runtime dir and a file name into an endpoint "ipc://DIR/NAME"

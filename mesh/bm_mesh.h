@@ -130,12 +130,15 @@ typedef struct bm_client_opts {
 	size_t max_body;          /* 0 = BM_BODY_MAX_DEFAULT */
 	int hwm;                  /* socket high-water marks; 0 = 100000 */
 	void *zmq_ctx;            /* share a zmq context; NULL = own one */
+	const char *key_file;     /* CURVE over tcp: own key pair (NAME.key) */
+	const char *server_key_file; /* CURVE: the broker's public key (.pub) */
 } bm_client_opts_t;
 
 /*
  * Connects to beastd and, with a name, registers (HELLO -> WELCOME).  Waits
  * at most connect_timeout_ms.  Returns 0 and an owned client, or:
- * BM_ENOBROKER (no beastd answered), BM_ENAMETAKEN, BM_EBADNAME,
+ * BM_ENOBROKER (no beastd answered), BM_ENOCURVE (with key_file: no answer
+ * over CURVE), BM_EBADKEY (a key file is unusable), BM_ENAMETAKEN, BM_EBADNAME,
  * BM_EUNSAFEDIR, -ENAMETOOLONG, -ENOMEM.
  */
 BM_EXPORT int bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client);
@@ -258,20 +261,41 @@ BM_EXPORT const char *bm_client_name(const bm_client_t *c);
 BM_EXPORT bool bm_client_registered(const bm_client_t *c);
 BM_EXPORT size_t bm_client_max_body(const bm_client_t *c);
 
+/* ---- CURVE keys (mesh/curve.c) ---- */
+/*
+ * Writes DIR/NAME.key (public + secret key, 0600) and DIR/NAME.pub (public
+ * key), both carrying the metadata name=NAME; DIR is made 0700 when
+ * missing.  Never overwrites: -EEXIST when NAME.key exists.  BM_EBADNAME,
+ * -ENAMETOOLONG, -errno.
+ */
+BM_EXPORT int bm_curve_keygen(const char *dir, const char *name);
+/* The default key directory, STATE/keys (bm_statedir_resolve); writes
+ * BM_PATH_MAX bytes at most. */
+BM_EXPORT int bm_curve_keydir(char *ret_path);
+
 /* ---- broker ---- */
 typedef struct bm_broker bm_broker_t;
 
 typedef struct bm_broker_opts {
 	const char *dir;          /* runtime dir; NULL = default (created 0700) */
-	const char *tcp;          /* extra endpoint, loopback only; NULL = none */
+	const char *tcp;          /* extra endpoint, loopback only unless curve */
 	int heartbeat_ms;         /* 0 = BM_HEARTBEAT_DEFAULT */
 	size_t max_body;          /* 0 = BM_BODY_MAX_DEFAULT */
 	int hwm;                  /* per-peer queue bound; 0 = 100000 */
+	bool curve;               /* tcp endpoint is CURVE-encrypted, ZAP-checked */
+	const char *server_key;   /* curve: secret key file; NULL = KEYDIR/server.key */
+	const char *allow_dir;    /* curve: allowed .pub files; NULL = KEYDIR/allowed */
 } bm_broker_opts_t;
 
 /*
  * Resolves and checks the runtime dir, takes its lock (BM_ERUNNING when a
  * live beastd holds it), removes a crashed broker's stale socket and binds.
+ * With curve, the tcp endpoint may be any address: peers must complete a
+ * CURVE handshake with a key whose .pub file is in allow_dir (checked by a
+ * ZAP handler), and a HELLO over it must use the name in that file's
+ * metadata (name=...), else DENIED.  The server key is made on first use
+ * (0600).  BM_EBADKEY when a key file is unusable; -EADDRNOTAVAIL for a
+ * non-loopback tcp endpoint without curve.
  */
 BM_EXPORT int bm_broker_open(const bm_broker_opts_t *opts, bm_broker_t **ret_broker);
 /* Runs the loop until *stop becomes non-zero (set it from a signal). */

@@ -21,6 +21,16 @@
  * deliveries, rotating among equals.  ACK and NACK from a receiver go back
  * to the sender named in them.
  *
+ * CURVE: with --curve the tcp endpoint is a ROUTER of its own, in czmq's
+ * context beside the zauth actor that answers ZAP with the allow-list.
+ * Inside the broker a routing id is prefixed with one byte naming the
+ * socket it came in on (S_SOCK_MAIN, S_SOCK_CURVE), so ids the two ROUTERs
+ * assign can never collide and every send finds its socket.  A HELLO over
+ * CURVE must carry the name written in the allowed certificate of the key
+ * that authenticated the connection (ZAP User-Id): name ownership is bound
+ * to the key.  ipc peers are not asked: the 0700 runtime dir is their
+ * boundary.
+ *
  * Input is never trusted: a frame that does not decode is answered with
  * ERROR (or NACK when it names a message) and counted; routing goes on.
  *
@@ -36,9 +46,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <czmq.h>
+
 #include "mesh_private.h"
 
-#define S_RID_MAX 255          /* ZeroMQ routing ids are at most 255 bytes */
+#define S_RID_MAX 256          /* socket byte + a ZeroMQ routing id (<= 255) */
+#define S_SOCK_MAIN 0          /* first routing-id byte: ipc (+ plain tcp) */
+#define S_SOCK_CURVE 1         /* first routing-id byte: the CURVE ROUTER */
 #define S_DRAIN_BATCH 4096     /* messages handled per poll wake-up */
 #define S_HDR_BUF 2048         /* encoded headers the broker sends */
 
@@ -74,6 +88,7 @@ typedef struct s_agent {
 	X(unroutable)    /* ACK/NACK whose sender is gone */                  \
 	X(hellos)        /* registrations */                                  \
 	X(denied)        /* refused registrations */                          \
+	X(denied_key)    /* of which: name not bound to the CURVE key */      \
 	X(gone)          /* agents dropped for silence or a dead pipe */      \
 	X(byes)          /* agents that said goodbye */                       \
 	X(pings)         /* PINGs answered */
@@ -87,6 +102,11 @@ typedef struct {
 struct bm_broker {
 	void *ctx;                         /* zmq context (owned) */
 	void *router;                      /* the ROUTER socket */
+	zsock_t *curve_sock;               /* CURVE ROUTER on tcp, or NULL */
+	void *curve_router;                /* its libzmq handle */
+	zactor_t *auth;                    /* zauth: ZAP for curve_sock */
+	zcertstore_t *allowed;             /* allowed certificates (names) */
+	char user_id[64];                  /* ZAP User-Id of the frame in hand */
 	char dir[BM_PATH_MAX];             /* runtime directory */
 	char sock_path[BM_PATH_MAX];       /* DIR/mesh.sock */
 	char endpoint[BM_PATH_MAX + 8];    /* ipc://DIR/mesh.sock */
@@ -130,13 +150,18 @@ s_send_raw(bm_broker_t *b, const uint8_t *rid, size_t rid_len, const void *hdr, 
 	/* With ROUTER_MANDATORY the identity frame is where an unroutable or
 	 * full peer is refused; once it is accepted the rest of the message
 	 * goes into the same pipe. */
-	if (zmq_send(b->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+	void *sock = rid[0] == S_SOCK_CURVE ? b->curve_router : b->router;
+
+	if (sock == NULL || rid_len < 2) {
+		return -EHOSTUNREACH;
+	}
+	if (zmq_send(sock, rid + 1, rid_len - 1, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
 		return bm__zmq_err();
 	}
-	if (zmq_send(b->router, hdr, hdr_len, ZMQ_DONTWAIT | (body ? ZMQ_SNDMORE : 0)) < 0) {
+	if (zmq_send(sock, hdr, hdr_len, ZMQ_DONTWAIT | (body ? ZMQ_SNDMORE : 0)) < 0) {
 		return bm__zmq_err();
 	}
-	if (body != NULL && zmq_msg_send(body, b->router, ZMQ_DONTWAIT) < 0) {
+	if (body != NULL && zmq_msg_send(body, sock, ZMQ_DONTWAIT) < 0) {
 		return bm__zmq_err();
 	}
 	return 0;
@@ -267,12 +292,55 @@ s_anycast(bm_broker_t *b, const char *cap)
 
 /* ---- commands ---- */
 
+/*
+ * Over CURVE a name belongs to a key: the HELLO's name must be the one in
+ * the allowed certificate of the key that authenticated this connection.
+ * Refuses (DENIED, counted) and returns true when it is not.
+ */
+static bool
+s_key_refuses(bm_broker_t *b, const uint8_t *rid, size_t rid_len, const char *name)
+{
+	zcert_t *cert = NULL;
+	const char *owner = NULL;
+	char text[BM_TEXT_MAX + 1];
+
+	if (b->allowed != NULL && b->user_id[0] != '\0') {
+		cert = zcertstore_lookup(b->allowed, b->user_id);
+	}
+	if (cert != NULL) {
+		owner = zcert_meta(cert, "name");
+	}
+	if (owner != NULL && strcmp(owner, name) == 0) {
+		return false;
+	}
+	if (owner == NULL) {
+		snprintf(text, sizeof text,
+		         "this CURVE key has no name=... in its allowed certificate; "
+		         "it cannot register '%s'",
+		         name);
+	} else {
+		snprintf(text, sizeof text,
+		         "this CURVE key belongs to '%s'; it cannot register as '%s'", owner, name);
+	}
+	bm_log(BM_LOG_WARN, "refused HELLO as '%s' over CURVE: key %.8s... %s%s", name,
+	       b->user_id[0] ? b->user_id : "(none)", owner ? "belongs to " : "has no name",
+	       owner ? owner : "");
+	b->st.denied++;
+	b->st.denied_key++;
+	s_reply_error(b, rid, rid_len, BM_CMD_DENIED, BM_EDENIED, text);
+	return true;
+}
+
 static void
 s_on_hello(bm_broker_t *b, const uint8_t *rid, size_t rid_len, s_agent_t *self,
            const bm_env_t *in)
 {
 	s_agent_t *holder = bm__map_get(b->by_name, in->name, strlen(in->name));
 	bm_env_t out = {.cmd = BM_CMD_WELCOME};
+
+	if (rid[0] == S_SOCK_CURVE && s_key_refuses(b, rid, rid_len, in->name)) {
+		return;
+	}
 
 	if (holder != NULL && holder != self) {
 		/* A live holder keeps its name.  Probe it: with ROUTER_MANDATORY
@@ -689,8 +757,9 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 /* Reads one whole message (all its frames) and handles it.  -EAGAIN when
  * nothing is waiting. */
 static int
-s_recv_one(bm_broker_t *b)
+s_recv_one(bm_broker_t *b, int which)
 {
+	void *sock = which == S_SOCK_CURVE ? b->curve_router : b->router;
 	zmq_msg_t f[3];
 	int nf = 0, extra = 0, rc = 0;
 	bool more = true;
@@ -699,7 +768,7 @@ s_recv_one(bm_broker_t *b)
 		zmq_msg_t *m = nf < 3 ? &f[nf] : &(zmq_msg_t){0};
 
 		zmq_msg_init(m);
-		if (zmq_msg_recv(m, b->router, ZMQ_DONTWAIT) < 0) {
+		if (zmq_msg_recv(m, sock, ZMQ_DONTWAIT) < 0) {
 			rc = bm__zmq_err();
 			zmq_msg_close(m);
 			break;
@@ -713,7 +782,30 @@ s_recv_one(bm_broker_t *b)
 		}
 	}
 	if (nf > 0) {
+		/* Prefix the routing id with the socket's byte (see the top). */
+		size_t n = zmq_msg_size(&f[0]);
+		zmq_msg_t tagged;
+
 		b->st.frames++;
+		if (n > 0 && n < S_RID_MAX && zmq_msg_init_size(&tagged, n + 1) == 0) {
+			uint8_t *t = zmq_msg_data(&tagged);
+
+			t[0] = (uint8_t)which;
+			memcpy(t + 1, zmq_msg_data(&f[0]), n);
+			zmq_msg_close(&f[0]);
+			f[0] = tagged;
+		} else {
+			zmq_msg_close(&f[0]);
+			zmq_msg_init(&f[0]); /* empty: counted as malformed */
+		}
+		b->user_id[0] = '\0';
+		if (which == S_SOCK_CURVE && nf > 1) {
+			const char *uid = zmq_msg_gets(&f[1], "User-Id");
+
+			if (uid != NULL) {
+				snprintf(b->user_id, sizeof b->user_id, "%s", uid);
+			}
+		}
 		s_dispatch(b, f, nf, extra);
 		rc = 0;
 	}
@@ -767,9 +859,10 @@ bm_broker_run(bm_broker_t *b, volatile sig_atomic_t *stop)
 		return -EINVAL;
 	}
 	while (!*stop) {
-		zmq_pollitem_t it = {.socket = b->router, .events = ZMQ_POLLIN};
+		zmq_pollitem_t it[2] = {{.socket = b->router, .events = ZMQ_POLLIN},
+		                        {.socket = b->curve_router, .events = ZMQ_POLLIN}};
 		int64_t now;
-		int rc = zmq_poll(&it, 1, (long)tick);
+		int rc = zmq_poll(it, b->curve_router ? 2 : 1, (long)tick);
 
 		if (rc < 0) {
 			rc = bm__zmq_err();
@@ -778,13 +871,18 @@ bm_broker_run(bm_broker_t *b, volatile sig_atomic_t *stop)
 			}
 			return rc;
 		}
-		for (int i = 0; i < S_DRAIN_BATCH; i++) {
-			rc = s_recv_one(b);
-			if (rc == -EAGAIN || rc == -EINTR) {
+		for (int which = S_SOCK_MAIN; which <= S_SOCK_CURVE; which++) {
+			if (which == S_SOCK_CURVE && b->curve_router == NULL) {
 				break;
 			}
-			if (rc < 0) {
-				return rc;
+			for (int i = 0; i < S_DRAIN_BATCH; i++) {
+				rc = s_recv_one(b, which);
+				if (rc == -EAGAIN || rc == -EINTR) {
+					break;
+				}
+				if (rc < 0) {
+					return rc;
+				}
 			}
 		}
 		now = bm_mono_ms();
@@ -809,6 +907,80 @@ s_loopback_tcp(const char *ep)
 		}
 	}
 	return false;
+}
+
+/*
+ * The CURVE endpoint: a zauth actor checking client keys against the
+ * allow-list directory, then a ROUTER in the same (czmq) context with the
+ * server key, bound to opts->tcp.
+ */
+static int
+s_curve_open(bm_broker_t *b, const bm_broker_opts_t *o, int hwm, int64_t maxmsg)
+{
+	char keydir[BM_PATH_MAX], key[BM_PATH_MAX], allow[BM_PATH_MAX];
+	zcert_t *cert = NULL;
+	int rc, one = 1, linger = 100;
+	struct stat st;
+
+	if (o->server_key == NULL || o->allow_dir == NULL) {
+		if ((rc = bm_curve_keydir(keydir)) < 0) {
+			return rc;
+		}
+	}
+	if (snprintf(key, sizeof key, "%s", o->server_key ? o->server_key : "") < 0 ||
+	    (o->server_key == NULL &&
+	     snprintf(key, sizeof key, "%s/server.key", keydir) >= (int)sizeof key)) {
+		return -ENAMETOOLONG;
+	}
+	if (o->allow_dir != NULL) {
+		snprintf(allow, sizeof allow, "%s", o->allow_dir);
+		if (stat(allow, &st) < 0 || !S_ISDIR(st.st_mode)) {
+			return -ENOTDIR;
+		}
+	} else {
+		if (snprintf(allow, sizeof allow, "%s/allowed", keydir) >= (int)sizeof allow) {
+			return -ENAMETOOLONG;
+		}
+		if ((rc = bm__mkdirs(allow)) < 0) {
+			return rc;
+		}
+	}
+	/* czmq would take SIGINT/SIGTERM for itself on first use: beastd's
+	 * own handlers must stay in charge. */
+	zsys_handler_set(NULL);
+	if ((rc = bm__curve_server_cert(key, &cert)) < 0) {
+		return rc;
+	}
+	b->allowed = zcertstore_new(allow);
+	b->auth = zactor_new(zauth, NULL);
+	if (b->allowed == NULL || b->auth == NULL) {
+		zcert_destroy(&cert);
+		return -ENOMEM;
+	}
+	if (zstr_sendx(b->auth, "CURVE", allow, NULL) < 0 || zsock_wait(b->auth) < 0) {
+		zcert_destroy(&cert);
+		return -EIO;
+	}
+	b->curve_sock = zsock_new(ZMQ_ROUTER);
+	if (b->curve_sock == NULL) {
+		zcert_destroy(&cert);
+		return -ENOMEM;
+	}
+	b->curve_router = zsock_resolve(b->curve_sock);
+	zcert_apply(cert, b->curve_sock);
+	zcert_destroy(&cert);
+	if (zmq_setsockopt(b->curve_router, ZMQ_CURVE_SERVER, &one, sizeof one) < 0 ||
+	    zmq_setsockopt(b->curve_router, ZMQ_ZAP_DOMAIN, "beast", 5) < 0 ||
+	    zmq_setsockopt(b->curve_router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) < 0 ||
+	    zmq_setsockopt(b->curve_router, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
+	    zmq_setsockopt(b->curve_router, ZMQ_RCVHWM, &hwm, sizeof hwm) < 0 ||
+	    zmq_setsockopt(b->curve_router, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
+	    zmq_setsockopt(b->curve_router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0 ||
+	    zmq_bind(b->curve_router, o->tcp) < 0) {
+		return bm__zmq_err();
+	}
+	bm_log(BM_LOG_DEBUG, "CURVE on %s: server key %s, allow-list %s", o->tcp, key, allow);
+	return 0;
 }
 
 static int
@@ -846,8 +1018,11 @@ bm_broker_open(const bm_broker_opts_t *opts, bm_broker_t **ret_broker)
 	if (ret_broker == NULL) {
 		return -EINVAL;
 	}
-	if (o.tcp != NULL && !s_loopback_tcp(o.tcp)) {
+	if (o.tcp != NULL && !o.curve && !s_loopback_tcp(o.tcp)) {
 		return -EADDRNOTAVAIL;
+	}
+	if (o.curve && o.tcp == NULL) {
+		return -EINVAL;
 	}
 	b = calloc(1, sizeof *b);
 	if (b == NULL) {
@@ -898,8 +1073,11 @@ bm_broker_open(const bm_broker_opts_t *opts, bm_broker_t **ret_broker)
 		rc = bm__zmq_err();
 		goto fail;
 	}
-	if (o.tcp != NULL && zmq_bind(b->router, o.tcp) < 0) {
+	if (o.tcp != NULL && !o.curve && zmq_bind(b->router, o.tcp) < 0) {
 		rc = bm__zmq_err();
+		goto fail;
+	}
+	if (o.curve && (rc = s_curve_open(b, &o, hwm, maxmsg)) < 0) {
 		goto fail;
 	}
 	/* The socket file gets 0777 & ~umask; the 0700 directory is what
@@ -927,6 +1105,11 @@ bm_broker_destroy(bm_broker_t **self_p)
 		zmq_close(b->router);
 		(void)unlink(b->sock_path);
 	}
+	/* The socket before its ZAP handler: no handshake may be left
+	 * waiting on a handler that is gone. */
+	zsock_destroy(&b->curve_sock);
+	zactor_destroy(&b->auth);
+	zcertstore_destroy(&b->allowed);
 	if (b->ctx != NULL) {
 		zmq_ctx_term(b->ctx);
 	}

@@ -692,8 +692,15 @@ bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client)
 	    zmq_setsockopt(c->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
 	    zmq_setsockopt(c->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) < 0 ||
 	    zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) < 0 ||
-	    zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0 ||
-	    zmq_connect(c->sock, c->endpoint) < 0) {
+	    zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0) {
+		rc = bm__zmq_err();
+		goto fail;
+	}
+	if ((o.key_file != NULL || o.server_key_file != NULL) &&
+	    (rc = bm__curve_client(c->sock, o.key_file, o.server_key_file)) < 0) {
+		goto fail;
+	}
+	if (zmq_connect(c->sock, c->endpoint) < 0) {
 		rc = bm__zmq_err();
 		goto fail;
 	}
@@ -715,7 +722,8 @@ bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client)
 		                  s_ponged, &pongs);
 	}
 	if (rc == -ETIMEDOUT) {
-		rc = BM_ENOBROKER;
+		/* A ZAP refusal is silent: the handshake just never completes. */
+		rc = o.key_file != NULL ? BM_ENOCURVE : BM_ENOBROKER;
 	}
 	if (rc < 0) {
 		goto fail;

@@ -99,4 +99,18 @@ void *bm__map_next(const bm_map_t *m, size_t *cursor);
  * last. */
 int bm__journal_segment_base(const bm_journal_t *j, size_t i, uint64_t *ret_seq);
 
+/* ---- CURVE keys (curve.c) ---- */
+/* Makes each missing component of a directory path, 0700. */
+int bm__mkdirs(const char *path);
+typedef struct _zcert_t zcert_t;
+/* Loads a key file; with secret, it must hold a secret key, be the
+ * caller's and closed to group/others.  BM_EBADKEY otherwise. */
+int bm__curve_load(const char *path, bool secret, zcert_t **ret_cert);
+/* Loads the server's secret key file, making a fresh pair there (0600,
+ * public half beside it as X.pub) when it does not exist. */
+int bm__curve_server_cert(const char *path, zcert_t **ret_cert);
+/* Makes sock a CURVE client with the key pair in key_file, trusting the
+ * server public key in server_key_file. */
+int bm__curve_client(void *sock, const char *key_file, const char *server_key_file);
+
 #endif

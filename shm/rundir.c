@@ -96,3 +96,25 @@ bm_rundir_path(const char *rundir, const char *name, bool as_endpoint, char *ret
 	}
 	return 0;
 }
+
+int
+bm_statedir_resolve(char *ret_path)
+{
+	const char *st = getenv("BEAST_STATE"), *xdg = getenv("XDG_STATE_HOME"),
+	           *home = getenv("HOME");
+	int n;
+
+	if (ret_path == NULL) {
+		return -EINVAL;
+	}
+	if (st != NULL && st[0] != '\0') {
+		n = snprintf(ret_path, BM_PATH_MAX, "%s", st);
+	} else if (xdg != NULL && xdg[0] == '/') {
+		n = snprintf(ret_path, BM_PATH_MAX, "%s/beast", xdg);
+	} else if (home != NULL && home[0] == '/') {
+		n = snprintf(ret_path, BM_PATH_MAX, "%s/.local/state/beast", home);
+	} else {
+		return -ENOENT;
+	}
+	return n < 0 || n >= BM_PATH_MAX ? -ENAMETOOLONG : 0;
+}

@@ -1,0 +1,243 @@
+/*
+ * curve.c - CURVE key files for TCP: making them, loading them safely, and
+ * putting them on a socket.
+ *
+ * A key pair is two files in czmq's certificate format (ZPL text):
+ * NAME.key holds the public and the secret key (mode 0600) and NAME.pub the
+ * public key alone; both carry the metadata name=NAME.  The .pub file is
+ * what goes into a beastd's allow-list directory (and what a client gives
+ * as --server-key); the .key file never leaves its owner.
+ *
+ * A secret key file that group or others may read is refused, never
+ * "fixed": it may already have leaked, and whoever owns it must decide.
+ *
+ * The broker's server key is made on first use: when the file is missing,
+ * a fresh pair is written (0600) with its public half beside it
+ * (server.key -> server.pub).
+ *
+ * czmq installs SIGINT/SIGTERM handlers of its own on first use; every
+ * entry here turns that off first (zsys_handler_set(NULL)) so beastd's
+ * and the agents' handlers stay in charge.
+ *
+ * Threading: no shared state; every call stands alone.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <czmq.h>
+
+#include "mesh_private.h"
+
+int
+bm__mkdirs(const char *path)
+{
+	char buf[BM_PATH_MAX];
+
+	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+		return -ENAMETOOLONG;
+	}
+	for (char *p = buf + 1; *p != '\0'; p++) {
+		if (*p == '/') {
+			*p = '\0';
+			if (mkdir(buf, 0700) < 0 && errno != EEXIST) {
+				return -errno;
+			}
+			*p = '/';
+		}
+	}
+	if (mkdir(buf, 0700) < 0 && errno != EEXIST) {
+		return -errno;
+	}
+	return 0;
+}
+
+/* The public twin of a secret key path: X.key -> X.pub, else X.pub. */
+static int
+s_pub_path(const char *secret, char *out, size_t cap)
+{
+	size_t n = strlen(secret);
+	int w;
+
+	if (n > 4 && strcmp(secret + n - 4, ".key") == 0) {
+		w = snprintf(out, cap, "%.*s.pub", (int)(n - 4), secret);
+	} else {
+		w = snprintf(out, cap, "%s.pub", secret);
+	}
+	return w < 0 || (size_t)w >= cap ? -ENAMETOOLONG : 0;
+}
+
+/* Writes cert's secret file (0600, never through a symlink, never over an
+ * existing file) and public file. */
+static int
+s_save(zcert_t *cert, const char *secret_path, const char *public_path)
+{
+	int fd = open(secret_path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+	if (fd < 0) {
+		return -errno;
+	}
+	close(fd);
+	/* The empty 0600 file keeps its mode when czmq rewrites it. */
+	if (zcert_save_secret(cert, secret_path) < 0 || chmod(secret_path, 0600) < 0) {
+		int rc = errno ? -errno : -EIO;
+
+		(void)unlink(secret_path);
+		return rc;
+	}
+	if (zcert_save_public(cert, public_path) < 0) {
+		return errno ? -errno : -EIO;
+	}
+	return 0;
+}
+
+int
+bm_curve_keygen(const char *dir, const char *name)
+{
+	char sec[BM_PATH_MAX], pub[BM_PATH_MAX];
+	zcert_t *cert;
+	int rc;
+
+	if (dir == NULL || name == NULL) {
+		return -EINVAL;
+	}
+	if ((rc = bm_name_check(name)) < 0) {
+		return rc;
+	}
+	if (snprintf(sec, sizeof sec, "%s/%s.key", dir, name) >= (int)sizeof sec ||
+	    snprintf(pub, sizeof pub, "%s/%s.pub", dir, name) >= (int)sizeof pub) {
+		return -ENAMETOOLONG;
+	}
+	if ((rc = bm__mkdirs(dir)) < 0) {
+		return rc;
+	}
+	zsys_handler_set(NULL); /* the caller's signal handlers stay in charge */
+	cert = zcert_new();
+	if (cert == NULL) {
+		return -ENOMEM;
+	}
+	zcert_set_meta(cert, "name", "%s", name);
+	rc = s_save(cert, sec, pub);
+	zcert_destroy(&cert);
+	return rc;
+}
+
+int
+bm_curve_keydir(char *ret_path)
+{
+	char st[BM_PATH_MAX];
+	int rc = bm_statedir_resolve(st);
+
+	if (rc < 0) {
+		return rc;
+	}
+	if (snprintf(ret_path, BM_PATH_MAX, "%s/keys", st) >= BM_PATH_MAX) {
+		return -ENAMETOOLONG;
+	}
+	return 0;
+}
+
+int
+bm__curve_load(const char *path, bool secret, zcert_t **ret_cert)
+{
+	struct stat st;
+	zcert_t *cert;
+	char probe[BM_PATH_MAX + 16];
+
+	if (path == NULL || ret_cert == NULL) {
+		return -EINVAL;
+	}
+	if (stat(path, &st) < 0) {
+		return errno == ENOENT ? BM_EBADKEY : -errno;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		return BM_EBADKEY;
+	}
+	if (secret && ((st.st_mode & 077) != 0 || st.st_uid != geteuid())) {
+		return BM_EBADKEY;
+	}
+	/* zcert_load prefers PATH_secret when it exists: refuse the surprise. */
+	snprintf(probe, sizeof probe, "%s_secret", path);
+	if (access(probe, F_OK) == 0) {
+		return BM_EBADKEY;
+	}
+	cert = zcert_load(path);
+	if (cert == NULL) {
+		return BM_EBADKEY;
+	}
+	if (secret) {
+		static const uint8_t zero[32];
+
+		if (memcmp(zcert_secret_key(cert), zero, sizeof zero) == 0) {
+			zcert_destroy(&cert);
+			return BM_EBADKEY;
+		}
+	}
+	*ret_cert = cert;
+	return 0;
+}
+
+int
+bm__curve_server_cert(const char *path, zcert_t **ret_cert)
+{
+	char dir[BM_PATH_MAX], pub[BM_PATH_MAX];
+	zcert_t *cert;
+	char *slash;
+	int rc;
+
+	if (access(path, F_OK) == 0 || errno != ENOENT) {
+		return bm__curve_load(path, true, ret_cert);
+	}
+	snprintf(dir, sizeof dir, "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash != NULL && slash != dir) {
+		*slash = '\0';
+		if ((rc = bm__mkdirs(dir)) < 0) {
+			return rc;
+		}
+	}
+	if ((rc = s_pub_path(path, pub, sizeof pub)) < 0) {
+		return rc;
+	}
+	zsys_handler_set(NULL);
+	cert = zcert_new();
+	if (cert == NULL) {
+		return -ENOMEM;
+	}
+	zcert_set_meta(cert, "name", "beastd");
+	rc = s_save(cert, path, pub);
+	zcert_destroy(&cert);
+	if (rc < 0) {
+		return rc;
+	}
+	bm_log(BM_LOG_DEBUG, "made a server key %s (public half %s)", path, pub);
+	return bm__curve_load(path, true, ret_cert);
+}
+
+int
+bm__curve_client(void *sock, const char *key_file, const char *server_key_file)
+{
+	zcert_t *mine = NULL, *server = NULL;
+	int rc;
+
+	if (key_file == NULL || server_key_file == NULL) {
+		return -EINVAL;
+	}
+	zsys_handler_set(NULL);
+	if ((rc = bm__curve_load(key_file, true, &mine)) < 0 ||
+	    (rc = bm__curve_load(server_key_file, false, &server)) < 0) {
+		zcert_destroy(&mine);
+		return rc;
+	}
+	if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, zcert_public_key(server), 32) < 0 ||
+	    zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, zcert_public_key(mine), 32) < 0 ||
+	    zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, zcert_secret_key(mine), 32) < 0) {
+		rc = bm__zmq_err();
+	}
+	zcert_destroy(&mine);
+	zcert_destroy(&server);
+	return rc;
+}
