@@ -1,0 +1,534 @@
+/*
+ * test_security.c - CURVE on beastd's tcp endpoint and the local trust
+ * boundary, with real processes: beastd as a child on loopback TCP (a free
+ * port), agents as forked processes, real key files, and a TCP relay child
+ * that records every byte between a client and beastd so a test can look
+ * for a plaintext body on the wire.
+ */
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define HB 200 /* heartbeat for these tests, ms */
+#define CANARY "beastmesh-plaintext-canary-7f3a9c"
+
+static char *s_dir;        /* runtime dir of the test's beastd */
+static char s_state[512];  /* BEAST_STATE */
+static char s_keys[600];   /* BEAST_STATE/keys */
+static char s_allow[700];  /* BEAST_STATE/keys/allowed */
+static char s_other[600];  /* keys beastd has never heard of */
+static pid_t s_beastd;     /* the test's beastd, or 0 */
+
+/* ---- helpers ---- */
+
+static void
+s_path(char *out, size_t cap, const char *dir, const char *file)
+{
+	ck_assert_int_lt(snprintf(out, cap, "%s/%s", dir, file), (int)cap);
+}
+
+static void
+s_copy(const char *from, const char *to)
+{
+	char buf[4096];
+	FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+	size_t n;
+
+	ck_assert_ptr_nonnull(in);
+	ck_assert_ptr_nonnull(out);
+	while ((n = fread(buf, 1, sizeof buf, in)) > 0) {
+		ck_assert_uint_eq(fwrite(buf, 1, n, out), n);
+	}
+	fclose(in);
+	ck_assert_int_eq(fclose(out), 0);
+}
+
+/* A listening loopback socket on a port the kernel picked. */
+static int
+s_listen(int *ret_port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof a;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+	ck_assert_int_eq(listen(fd, 4), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	*ret_port = ntohs(a.sin_port);
+	return fd;
+}
+
+/* A loopback port free right now (closed again; beastd binds it next). */
+static int
+s_free_port(void)
+{
+	int port, fd = s_listen(&port);
+
+	close(fd);
+	return port;
+}
+
+/* Starts beastd on s_dir with a tcp endpoint (CURVE or not) plus extra
+ * arguments; waits until it answers over ipc.  Returns its pid or -1. */
+static pid_t
+s_beastd_start(int port, bool curve, const char *a1, const char *a2)
+{
+	char ep[64], hb[16];
+	pid_t pid;
+
+	snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+	snprintf(hb, sizeof hb, "%d", HB);
+	pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execl(BM_BEASTD_PATH, "beastd", "--dir", s_dir, "--heartbeat", hb, "--tcp", ep,
+		      curve ? "--curve" : a1, curve ? a1 : a2, curve ? a2 : NULL, (char *)NULL);
+		_exit(127);
+	}
+	if (pid < 0 || !tu_broker_answers(s_dir, 5000)) {
+		if (pid > 0) {
+			tu_kill9(pid);
+		}
+		return -1;
+	}
+	return pid;
+}
+
+static int
+s_tcp_open(int port, const char *name, const char *key, bm_client_t **ret)
+{
+	char ep[64], skey[700];
+	bm_client_opts_t o = {.endpoint = ep, .name = name, .heartbeat_ms = HB,
+	                      .connect_timeout_ms = 1500};
+
+	snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+	if (key != NULL) {
+		s_path(skey, sizeof skey, s_keys, "server.pub");
+		o.key_file = key;
+		o.server_key_file = skey;
+	}
+	return bm_client_open(&o, ret);
+}
+
+/* ---- fixture: a scratch dir with keys for alice and bob allowed, and
+ * mallory's made elsewhere ---- */
+
+static void
+s_setup(void)
+{
+	char from[800], to[800];
+
+	s_dir = tu_scratch_dir();
+	ck_assert_ptr_nonnull(s_dir);
+	s_path(s_state, sizeof s_state, s_dir, "state");
+	s_path(s_keys, sizeof s_keys, s_state, "keys");
+	s_path(s_allow, sizeof s_allow, s_keys, "allowed");
+	s_path(s_other, sizeof s_other, s_dir, "other");
+	ck_assert_int_eq(setenv("BEAST_STATE", s_state, 1), 0);
+	ck_assert_int_eq(bm_curve_keygen(s_keys, "alice"), 0);
+	ck_assert_int_eq(bm_curve_keygen(s_keys, "bob"), 0);
+	ck_assert_int_eq(bm_curve_keygen(s_other, "mallory"), 0);
+	ck_assert_int_eq(mkdir(s_allow, 0700), 0);
+	s_path(from, sizeof from, s_keys, "alice.pub");
+	s_path(to, sizeof to, s_allow, "alice.pub");
+	s_copy(from, to);
+	s_path(from, sizeof from, s_keys, "bob.pub");
+	s_path(to, sizeof to, s_allow, "bob.pub");
+	s_copy(from, to);
+	s_beastd = 0;
+}
+
+static void
+s_teardown(void)
+{
+	if (s_beastd > 0) {
+		tu_kill9(s_beastd);
+		s_beastd = 0;
+	}
+	tu_rmrf(&s_dir);
+}
+
+/* ---- keys ---- */
+
+START_TEST(keygen_writes_a_private_secret_file_and_a_public_file_naming_the_key)
+{
+	char key[800], pub[800], cmd[2048], text[2048];
+	struct stat st;
+	FILE *f;
+	size_t n;
+
+	s_path(key, sizeof key, s_keys, "alice.key");
+	s_path(pub, sizeof pub, s_keys, "alice.pub");
+	ck_assert_int_eq(stat(key, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 0777, 0600);
+	f = fopen(pub, "r");
+	ck_assert_ptr_nonnull(f);
+	n = fread(text, 1, sizeof text - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	ck_assert_ptr_nonnull(strstr(text, "name = \"alice\""));
+	ck_assert_ptr_null(strstr(text, "secret-key"));
+	/* Never overwrites a key. */
+	ck_assert_int_eq(bm_curve_keygen(s_keys, "alice"), -EEXIST);
+	/* The CLI, into a directory of our choice. */
+	snprintf(cmd, sizeof cmd, "%s keygen --out %s/cli carol >/dev/null", BM_BEAST_PATH, s_dir);
+	ck_assert_int_eq(system(cmd), 0);
+	snprintf(key, sizeof key, "%s/cli/carol.key", s_dir);
+	ck_assert_int_eq(stat(key, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 0777, 0600);
+	snprintf(pub, sizeof pub, "%s/cli/carol.pub", s_dir);
+	ck_assert_int_eq(stat(pub, &st), 0);
+	snprintf(cmd, sizeof cmd, "%s keygen --out %s/cli carol 2>/dev/null", BM_BEAST_PATH, s_dir);
+	ck_assert_int_eq(WEXITSTATUS(system(cmd)), 1);
+}
+END_TEST
+
+START_TEST(beastd_makes_its_server_key_on_first_use_and_refuses_one_open_to_others)
+{
+	char key[800], pub[800];
+	struct stat st;
+	int port = s_free_port();
+	pid_t pid;
+
+	s_path(key, sizeof key, s_keys, "server.key");
+	s_path(pub, sizeof pub, s_keys, "server.pub");
+	ck_assert_int_lt(stat(key, &st), 0);
+	s_beastd = s_beastd_start(port, true, NULL, NULL);
+	ck_assert_int_gt(s_beastd, 0);
+	ck_assert_int_eq(stat(key, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 0777, 0600);
+	ck_assert_int_eq(stat(pub, &st), 0);
+	ck_assert_int_eq(tu_term(s_beastd, 5000), 0);
+	s_beastd = 0;
+
+	ck_assert_int_eq(chmod(key, 0640), 0);
+	pid = fork();
+	if (pid == 0) {
+		char ep[64];
+
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+		execl(BM_BEASTD_PATH, "beastd", "--dir", s_dir, "--tcp", ep, "--curve", (char *)NULL);
+		_exit(127);
+	}
+	ck_assert_int_eq(tu_wait(pid, 5000), 1);
+	/* Without --curve, only loopback. */
+	pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execl(BM_BEASTD_PATH, "beastd", "--dir", s_dir, "--tcp", "tcp://192.0.2.1:7450",
+		      (char *)NULL);
+		_exit(127);
+	}
+	ck_assert_int_eq(tu_wait(pid, 5000), 1);
+}
+END_TEST
+
+/* ---- who gets in ---- */
+
+START_TEST(an_unknown_key_is_refused_and_an_allowed_one_gets_in)
+{
+	char key[800];
+	bm_client_t *c = NULL;
+	int port = s_free_port();
+
+	s_beastd = s_beastd_start(port, true, "--allow", s_allow);
+	ck_assert_int_gt(s_beastd, 0);
+	s_path(key, sizeof key, s_other, "mallory.key");
+	ck_assert_int_eq(s_tcp_open(port, "mallory", key, &c), BM_ENOCURVE);
+	ck_assert_int_eq(s_tcp_open(port, NULL, key, &c), BM_ENOCURVE);
+	/* Without keys at all, a CURVE endpoint says nothing either. */
+	ck_assert_int_eq(s_tcp_open(port, NULL, NULL, &c), BM_ENOBROKER);
+	ck_assert_int_eq(tu_wait_agent(s_dir, "mallory", true, 300), -1);
+
+	s_path(key, sizeof key, s_keys, "alice.key");
+	ck_assert_int_eq(s_tcp_open(port, "alice", key, &c), 0);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "alice", true, 2000), 0);
+	bm_client_destroy(&c);
+}
+END_TEST
+
+START_TEST(a_known_key_cannot_register_another_agents_name)
+{
+	char key[800];
+	bm_client_t *c = NULL;
+	int port = s_free_port();
+
+	s_beastd = s_beastd_start(port, true, NULL, NULL);
+	ck_assert_int_gt(s_beastd, 0);
+	s_path(key, sizeof key, s_keys, "alice.key");
+	ck_assert_int_eq(s_tcp_open(port, "bob", key, &c), BM_EDENIED);
+	ck_assert_int_eq(tu_stat(s_dir, "denied_key"), 1);
+	ck_assert_int_eq(tu_wait_agent(s_dir, "bob", true, 300), -1);
+	/* Not even when bob is not online, and not a name nobody holds. */
+	ck_assert_int_eq(s_tcp_open(port, "zed", key, &c), BM_EDENIED);
+	ck_assert_int_eq(tu_stat(s_dir, "denied_key"), 2);
+	ck_assert_int_eq(s_tcp_open(port, "alice", key, &c), 0);
+	bm_client_destroy(&c);
+	/* A key taken out of the allow-list no longer gets in. */
+	{
+		char pub[800];
+
+		s_path(pub, sizeof pub, s_allow, "alice.pub");
+		ck_assert_int_eq(unlink(pub), 0);
+		ck_assert_int_eq(s_tcp_open(port, "alice", key, &c), BM_ENOCURVE);
+	}
+}
+END_TEST
+
+/* bob, over CURVE: answers each "req" with its body, ACKs everything,
+ * exits on "stop" or after 10 s. */
+static int
+s_bob(void *arg)
+{
+	int port = *(int *)arg;
+	char key[800];
+	bm_client_t *c = NULL;
+	int64_t until = bm_mono_ms() + 10000;
+	int rc = 1;
+
+	s_path(key, sizeof key, s_keys, "bob.key");
+	if (s_tcp_open(port, "bob", key, &c) < 0) {
+		return 2;
+	}
+	while (bm_mono_ms() < until) {
+		bm_event_t ev = {0};
+
+		if (bm_client_recv(c, 100, &ev) < 0) {
+			continue;
+		}
+		if (ev.kind == BM_EV_MESSAGE) {
+			bool stop = strcmp(ev.msg->type, "stop") == 0;
+
+			if (strcmp(ev.msg->type, "req") == 0) {
+				(void)bm_client_reply(c, ev.msg, "rep", bm_msg_data(ev.msg),
+				                      bm_msg_size(ev.msg));
+			}
+			(void)bm_client_ack(c, ev.msg);
+			if (stop) {
+				rc = 0;
+				bm_event_clear(&ev);
+				break;
+			}
+		}
+		bm_event_clear(&ev);
+	}
+	bm_client_destroy(&c);
+	return rc;
+}
+
+START_TEST(allowed_keys_send_and_request_end_to_end_over_curve)
+{
+	char key[800];
+	bm_client_t *c = NULL;
+	bm_msg_t *rep = NULL;
+	bm_send_opts_t so = {.to = "bob", .type = "note"};
+	bm_id_t id;
+	bool acked = false;
+	int port = s_free_port();
+	pid_t bob;
+
+	s_beastd = s_beastd_start(port, true, NULL, NULL);
+	ck_assert_int_gt(s_beastd, 0);
+	bob = tu_fork(s_bob, &port);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "bob", true, 5000), 0);
+	s_path(key, sizeof key, s_keys, "alice.key");
+	ck_assert_int_eq(s_tcp_open(port, "alice", key, &c), 0);
+
+	ck_assert_int_eq(bm_client_send(c, &so, "hello", 5, &id), 0);
+	for (int i = 0; i < 50 && !acked; i++) {
+		bm_event_t ev = {0};
+
+		if (bm_client_recv(c, 100, &ev) == 0) {
+			ck_assert_int_ne(ev.kind, BM_EV_NACK);
+			acked = ev.kind == BM_EV_ACK && bm_id_equal(&ev.id, &id);
+		}
+		bm_event_clear(&ev);
+	}
+	ck_assert(acked);
+	ck_assert_int_eq(bm_client_request(c, "bob", "req", "over curve", 10, 5000, &rep), 0);
+	ck_assert_uint_eq(bm_msg_size(rep), 10);
+	ck_assert_int_eq(memcmp(bm_msg_data(rep), "over curve", 10), 0);
+	ck_assert_str_eq(rep->from, "bob");
+	bm_msg_destroy(&rep);
+	so.type = "stop";
+	ck_assert_int_eq(bm_client_send(c, &so, "", 0, &id), 0);
+	ck_assert_int_eq(tu_wait(bob, 5000), 0);
+	bm_client_destroy(&c);
+}
+END_TEST
+
+/* ---- on the wire ---- */
+
+typedef struct {
+	int lfd;          /* listening socket the client connects to */
+	int up_port;      /* beastd's tcp port */
+	char record[800]; /* every byte, both ways, appended here */
+} s_relay_t;
+
+static bool
+s_pump(int from, int to, int rec)
+{
+	char buf[65536];
+	ssize_t n = read(from, buf, sizeof buf);
+
+	if (n <= 0) {
+		return false;
+	}
+	for (ssize_t off = 0; off < n;) {
+		ssize_t w = write(to, buf + off, (size_t)(n - off));
+
+		if (w <= 0) {
+			return false;
+		}
+		off += w;
+	}
+	return write(rec, buf, (size_t)n) == n;
+}
+
+/* The relay child: one connection, copied both ways and recorded, for at
+ * most 15 s. */
+static int
+s_relay(void *arg)
+{
+	s_relay_t *r = arg;
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)r->up_port),
+	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct pollfd p[2] = {{.fd = r->lfd, .events = POLLIN}};
+	int64_t until = bm_mono_ms() + 15000;
+	int down, up, rec;
+
+	if (poll(p, 1, 10000) != 1 || (down = accept(r->lfd, NULL, NULL)) < 0) {
+		return 2;
+	}
+	up = socket(AF_INET, SOCK_STREAM, 0);
+	rec = open(r->record, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (up < 0 || rec < 0 || connect(up, (struct sockaddr *)&a, sizeof a) < 0) {
+		return 3;
+	}
+	p[0] = (struct pollfd){.fd = down, .events = POLLIN};
+	p[1] = (struct pollfd){.fd = up, .events = POLLIN};
+	while (bm_mono_ms() < until) {
+		if (poll(p, 2, 100) < 0) {
+			return 4;
+		}
+		if ((p[0].revents & (POLLIN | POLLHUP)) && !s_pump(down, up, rec)) {
+			break;
+		}
+		if ((p[1].revents & (POLLIN | POLLHUP)) && !s_pump(up, down, rec)) {
+			break;
+		}
+	}
+	close(rec);
+	close(up);
+	close(down);
+	return 0;
+}
+
+/* Sends CANARY through a relay to beastd (CURVE or not) and returns
+ * whether the recording shows it in the clear. */
+static bool
+s_canary_visible(bool curve)
+{
+	s_relay_t r;
+	char key[800], *text;
+	bm_client_t *c = NULL;
+	bm_send_opts_t so = {.to = "nobody", .type = "secret"};
+	bm_id_t id;
+	bool answered = false;
+	int relay_port;
+	pid_t relay;
+	FILE *f;
+	long size;
+
+	r.up_port = s_free_port();
+	r.lfd = s_listen(&relay_port);
+	s_path(r.record, sizeof r.record, s_dir, "wire.bin");
+	s_beastd = s_beastd_start(r.up_port, curve, NULL, NULL);
+	ck_assert_int_gt(s_beastd, 0);
+	relay = tu_fork(s_relay, &r);
+	close(r.lfd);
+	s_path(key, sizeof key, s_keys, "alice.key");
+	ck_assert_int_eq(s_tcp_open(relay_port, "alice", curve ? key : NULL, &c), 0);
+	ck_assert_int_eq(bm_client_send(c, &so, CANARY, strlen(CANARY), &id), 0);
+	/* The NACK (nobody is online) proves the SEND crossed the relay. */
+	for (int i = 0; i < 50 && !answered; i++) {
+		bm_event_t ev = {0};
+
+		if (bm_client_recv(c, 100, &ev) == 0) {
+			answered = ev.kind == BM_EV_NACK && bm_id_equal(&ev.id, &id);
+		}
+		bm_event_clear(&ev);
+	}
+	ck_assert(answered);
+	bm_client_destroy(&c);
+	ck_assert_int_eq(tu_wait(relay, 10000), 0);
+
+	f = fopen(r.record, "rb");
+	ck_assert_ptr_nonnull(f);
+	fseek(f, 0, SEEK_END);
+	size = ftell(f);
+	rewind(f);
+	ck_assert_int_gt(size, (long)strlen(CANARY));
+	text = malloc((size_t)size);
+	ck_assert_ptr_nonnull(text);
+	ck_assert_uint_eq(fread(text, 1, (size_t)size, f), (size_t)size);
+	fclose(f);
+	answered = memmem(text, (size_t)size, CANARY, strlen(CANARY)) != NULL;
+	free(text);
+	return answered;
+}
+
+START_TEST(without_curve_the_body_is_visible_on_the_wire)
+{
+	/* The control: the relay and the search do find a plaintext body. */
+	ck_assert(s_canary_visible(false));
+}
+END_TEST
+
+START_TEST(with_curve_the_body_is_not_visible_on_the_wire)
+{
+	ck_assert(!s_canary_visible(true));
+}
+END_TEST
+
+static Suite *
+s_suite(void)
+{
+	Suite *s = suite_create("security");
+	TCase *tc = tcase_create("curve");
+
+	tcase_add_unchecked_fixture(tc, tu_root_setup, tu_root_teardown);
+	tcase_add_checked_fixture(tc, s_setup, s_teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, keygen_writes_a_private_secret_file_and_a_public_file_naming_the_key);
+	tcase_add_test(tc, beastd_makes_its_server_key_on_first_use_and_refuses_one_open_to_others);
+	tcase_add_test(tc, an_unknown_key_is_refused_and_an_allowed_one_gets_in);
+	tcase_add_test(tc, a_known_key_cannot_register_another_agents_name);
+	tcase_add_test(tc, allowed_keys_send_and_request_end_to_end_over_curve);
+	tcase_add_test(tc, without_curve_the_body_is_visible_on_the_wire);
+	tcase_add_test(tc, with_curve_the_body_is_not_visible_on_the_wire);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	return tu_run_suite(s_suite());
+}
