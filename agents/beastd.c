@@ -80,6 +80,7 @@ s_usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: beastd [--dir DIR] [--tcp ENDPOINT] [--heartbeat MS] [--max-body BYTES]\n"
+	        "              [--max-pending BYTES]\n"
 	        "              [--pub-tcp ENDPOINT] [--sub-tcp ENDPOINT] [--no-lvc] [--lvc-max BYTES]\n"
 	        "              [--curve [--server-key FILE] [--allow DIR]] [-v]\n"
 	        "\n"
@@ -96,6 +97,8 @@ s_usage(FILE *out)
 	        "  --allow DIR       allowed agents' .pub files (default STATE/keys/allowed/)\n"
 	        "  --heartbeat MS    heartbeat interval agents default to (1000)\n"
 	        "  --max-body BYTES  largest message body accepted (16777216)\n"
+	        "  --max-pending BYTES  bytes delivered to one agent and not yet acknowledged\n"
+	        "                    before senders to it get BUSY (268435456)\n"
 	        "  --pub-tcp EP      broadcast: also take publishers on a loopback TCP endpoint\n"
 	        "  --sub-tcp EP      broadcast: also serve subscribers on a loopback TCP endpoint\n"
 	        "  --no-lvc          broadcast: no last-value cache for late joiners\n"
@@ -117,6 +120,7 @@ main(int argc, char **argv)
 		{"tcp", required_argument, NULL, 't'},
 		{"heartbeat", required_argument, NULL, 'H'},
 		{"max-body", required_argument, NULL, 'm'},
+		{"max-pending", required_argument, NULL, 'p'},
 		{"pub-tcp", required_argument, NULL, 'P'},
 		{"sub-tcp", required_argument, NULL, 'S'},
 		{"no-lvc", no_argument, NULL, 'N'},
@@ -156,6 +160,13 @@ main(int argc, char **argv)
 			o.max_body = strtoull(optarg, NULL, 10);
 			if (o.max_body == 0) {
 				fprintf(stderr, "beastd: --max-body takes a positive byte count\n");
+				return 2;
+			}
+			break;
+		case 'p':
+			o.max_pending = strtoull(optarg, NULL, 10);
+			if (o.max_pending == 0) {
+				fprintf(stderr, "beastd: --max-pending takes a positive byte count\n");
 				return 2;
 			}
 			break;

@@ -35,6 +35,9 @@ extern "C" {
 #define BM_TEXT_MAX 255         /* NACK/ERROR/DENIED text */
 #define BM_HEADER_MAX 65536     /* frame 0 cap */
 #define BM_BODY_MAX_DEFAULT (16u << 20)
+/* Bytes beastd lets wait toward one agent (delivered, not yet ACKed or
+ * NACKed) before it refuses more with BUSY; --max-pending. */
+#define BM_PENDING_MAX_DEFAULT ((size_t)256 << 20)
 #define BM_HEARTBEAT_DEFAULT 1000 /* ms */
 #define BM_ADDR_MAX (BM_NAME_MAX + 1) /* "@" + capability, or a name */
 #define BM_ACKS_MAX 256         /* message ids in one ACKS frame */
@@ -282,6 +285,7 @@ typedef struct bm_broker_opts {
 	int heartbeat_ms;         /* 0 = BM_HEARTBEAT_DEFAULT */
 	size_t max_body;          /* 0 = BM_BODY_MAX_DEFAULT */
 	int hwm;                  /* per-peer queue bound; 0 = 100000 */
+	size_t max_pending;       /* per-agent unacknowledged bytes; 0 = BM_PENDING_MAX_DEFAULT */
 	bool curve;               /* tcp endpoint is CURVE-encrypted, ZAP-checked */
 	const char *server_key;   /* curve: secret key file; NULL = KEYDIR/server.key */
 	const char *allow_dir;    /* curve: allowed .pub files; NULL = KEYDIR/allowed */

@@ -65,6 +65,7 @@ typedef struct s_agent {
 	uint32_t heartbeat_ms;                 /* interval it promised */
 	int64_t last_seen_ms;                  /* monotonic ms of last frame */
 	uint64_t inflight;                     /* delivered, not yet (N)ACKed */
+	uint64_t pending_bytes;                /* their bodies' bytes (see s_settle) */
 	uint64_t sent;                         /* SENDs it made */
 	uint64_t delivered;                    /* DELIVERs it got */
 	uint64_t acked;                        /* ACKs it gave */
@@ -83,6 +84,7 @@ typedef struct s_agent {
 	X(nack_noagent)  /* no such agent / capability */                     \
 	X(nack_toobig)   /* body over the cap */                              \
 	X(nack_busy)     /* receiver at its high-water mark */                \
+	X(nack_pending)  /* receiver over its pending-bytes cap (BUSY) */     \
 	X(nack_notreg)   /* SEND from an unregistered peer */                 \
 	X(malformed)     /* frames that did not decode */                     \
 	X(unroutable)    /* ACK/NACK whose sender is gone */                  \
@@ -113,6 +115,7 @@ struct bm_broker {
 	int lock_fd;                       /* flock'ed DIR/beastd.lock */
 	uint32_t heartbeat_ms;             /* default interval */
 	size_t max_body;                   /* body cap */
+	size_t max_pending;                /* per-agent pending-bytes cap */
 	bm_map_t *by_name;                 /* name -> s_agent_t (owns them) */
 	bm_map_t *by_rid;                  /* routing id -> s_agent_t */
 	uint64_t rotor;                    /* anycast turn among equals */
@@ -427,6 +430,19 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 		 * does not it goes in a body frame of its own. */
 		bool keep_inline = ilen > 0 && to->inl;
 
+		/* Memory toward a slow or stuck receiver is bounded: past the
+		 * cap the sender hears BUSY and retries; one delivery always
+		 * fits, so a body up to max_body can always get through. */
+		if (to->inflight > 0 && to->pending_bytes + blen > b->max_pending) {
+			b->st.nack_busy++;
+			b->st.nack_pending++;
+			s_nack(b, from, &in->id, addr, BM_EBUSY,
+			       "agent '%s' has %llu bytes not yet acknowledged (cap %zu, beastd "
+			       "--max-pending); retry later",
+			       to->name, (unsigned long long)to->pending_bytes, b->max_pending);
+			return;
+		}
+
 		n = bm__env_retarget(zmq_msg_data(hdr), keep_inline ? flen : in->hdr_len, in,
 		                     BM_CMD_DELIVER, from->name, b->relay, sizeof b->relay);
 		if (n < 0) {
@@ -449,6 +465,7 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 		if (rc == 0) {
 			b->st.delivers++;
 			to->inflight++;
+			to->pending_bytes += blen;
 			to->delivered++;
 			return;
 		}
@@ -472,15 +489,32 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 	       addr + any);
 }
 
+/*
+ * n of an agent's deliveries were settled (ACKed or NACKed).  ACKs carry
+ * ids, not sizes, and a table of sizes per id would cost every delivery a
+ * map insert; so the bytes released are the mean of what is outstanding.
+ * The count is exact at zero outstanding, and always at most the bytes
+ * really delivered since then.
+ */
+static void
+s_settle(s_agent_t *a, uint64_t n)
+{
+	if (n >= a->inflight) {
+		a->inflight = 0;
+		a->pending_bytes = 0;
+		return;
+	}
+	a->pending_bytes -= a->pending_bytes / a->inflight * n;
+	a->inflight -= n;
+}
+
 static void
 s_on_ack(bm_broker_t *b, s_agent_t *self, bm_env_t *in, zmq_msg_t *hdr)
 {
 	s_agent_t *to = bm__map_get(b->by_name, in->name, strlen(in->name));
 	int n;
 
-	if (self->inflight > 0) {
-		self->inflight--;
-	}
+	s_settle(self, 1);
 	if (in->cmd == BM_CMD_ACK) {
 		self->acked++;
 		b->st.acks++;
@@ -512,7 +546,7 @@ s_on_acks(bm_broker_t *b, s_agent_t *self, bm_env_t *in, zmq_msg_t *hdr)
 	bm_env_t one = {.cmd = BM_CMD_ACK};
 	int n;
 
-	self->inflight = self->inflight > in->nids ? self->inflight - in->nids : 0;
+	s_settle(self, in->nids);
 	self->acked += in->nids;
 	b->st.acks += in->nids;
 	b->st.ack_frames++;
@@ -1031,6 +1065,7 @@ bm_broker_open(const bm_broker_opts_t *opts, bm_broker_t **ret_broker)
 	b->lock_fd = -1;
 	b->heartbeat_ms = o.heartbeat_ms > 0 ? (uint32_t)o.heartbeat_ms : BM_HEARTBEAT_DEFAULT;
 	b->max_body = o.max_body ? o.max_body : BM_BODY_MAX_DEFAULT;
+	b->max_pending = o.max_pending ? o.max_pending : BM_PENDING_MAX_DEFAULT;
 	hwm = o.hwm > 0 ? o.hwm : 100000;
 	b->by_name = bm__map_new();
 	b->by_rid = bm__map_new();

@@ -507,6 +507,84 @@ START_TEST(with_curve_the_body_is_not_visible_on_the_wire)
 }
 END_TEST
 
+/* ---- local limits ---- */
+
+START_TEST(bytes_waiting_for_a_slow_agent_are_capped_with_busy_never_dropped)
+{
+	enum { BODY = 65536, SENDS = 40, FIT = (1 << 20) / BODY };
+	char *body = calloc(1, BODY);
+	bm_client_t *slow, *fast;
+	bm_send_opts_t so = {.to = "slow", .type = "bulk"};
+	bm_id_t id;
+	int busy = 0, other = 0, got = 0;
+	bool acked = false;
+
+	ck_assert_ptr_nonnull(body);
+	s_beastd = s_beastd_start(s_free_port(), false, "--max-pending", "1048576");
+	ck_assert_int_gt(s_beastd, 0);
+	/* slow promises a long heartbeat: it is not read for a while but
+	 * must not be dropped as gone meanwhile. */
+	slow = tu_client(s_dir, "slow", NULL, 10000);
+	fast = tu_client(s_dir, "fast", NULL, HB);
+	ck_assert_ptr_nonnull(slow);
+	ck_assert_ptr_nonnull(fast);
+	for (int i = 0; i < SENDS; i++) {
+		ck_assert_int_eq(bm_client_send(fast, &so, body, BODY, &id), 0);
+	}
+	/* Every send gets an answer: FIT are delivered (no ACK yet), the
+	 * rest BUSY. */
+	for (int i = 0; i < 100 && busy + other < SENDS - FIT; i++) {
+		bm_event_t ev = {0};
+
+		if (bm_client_recv(fast, 50, &ev) == 0) {
+			if (ev.kind == BM_EV_NACK && ev.code == BM_EBUSY) {
+				busy++;
+				ck_assert_ptr_nonnull(strstr(ev.text, "--max-pending"));
+			} else if (ev.kind == BM_EV_NACK || ev.kind == BM_EV_ACK) {
+				other++;
+			}
+		}
+		bm_event_clear(&ev);
+	}
+	ck_assert_int_eq(busy, SENDS - FIT);
+	ck_assert_int_eq(other, 0);
+	ck_assert_int_eq(tu_stat(s_dir, "nack_pending"), SENDS - FIT);
+	/* slow catches up: everything it was given is there, whole. */
+	for (int i = 0; i < 100 && got < FIT; i++) {
+		bm_event_t ev = {0};
+
+		if (bm_client_recv(slow, 50, &ev) == 0 && ev.kind == BM_EV_MESSAGE) {
+			ck_assert_uint_eq(bm_msg_size(ev.msg), BODY);
+			ck_assert_int_eq(bm_client_ack(slow, ev.msg), 0);
+			got++;
+		}
+		bm_event_clear(&ev);
+	}
+	ck_assert_int_eq(got, FIT);
+	ck_assert_int_eq(bm_client_flush(slow), 0);
+	/* ...and the cap has room again. */
+	ck_assert_int_eq(bm_client_send(fast, &so, body, BODY, &id), 0);
+	for (int i = 0; i < 100 && !acked; i++) {
+		bm_event_t ev = {0}, in = {0};
+
+		if (bm_client_recv(slow, 20, &in) == 0 && in.kind == BM_EV_MESSAGE) {
+			ck_assert_int_eq(bm_client_ack(slow, in.msg), 0);
+			ck_assert_int_eq(bm_client_flush(slow), 0);
+		}
+		bm_event_clear(&in);
+		if (bm_client_recv(fast, 20, &ev) == 0) {
+			ck_assert_int_ne(ev.kind, BM_EV_NACK);
+			acked = ev.kind == BM_EV_ACK && bm_id_equal(&ev.id, &id);
+		}
+		bm_event_clear(&ev);
+	}
+	ck_assert(acked);
+	bm_client_destroy(&fast);
+	bm_client_destroy(&slow);
+	free(body);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -523,6 +601,13 @@ s_suite(void)
 	tcase_add_test(tc, allowed_keys_send_and_request_end_to_end_over_curve);
 	tcase_add_test(tc, without_curve_the_body_is_visible_on_the_wire);
 	tcase_add_test(tc, with_curve_the_body_is_not_visible_on_the_wire);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("limits");
+	tcase_add_unchecked_fixture(tc, tu_root_setup, tu_root_teardown);
+	tcase_add_checked_fixture(tc, s_setup, s_teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, bytes_waiting_for_a_slow_agent_are_capped_with_busy_never_dropped);
 	suite_add_tcase(s, tc);
 	return s;
 }
