@@ -101,6 +101,7 @@ s_usage(FILE *out)
 	        "                    before senders to it get BUSY (268435456)\n"
 	        "  --pub-tcp EP      broadcast: also take publishers on a loopback TCP endpoint\n"
 	        "  --sub-tcp EP      broadcast: also serve subscribers on a loopback TCP endpoint\n"
+	        "                    (with --curve: any address, CURVE and the same allow-list)\n"
 	        "  --no-lvc          broadcast: no last-value cache for late joiners\n"
 	        "  --lvc-max BYTES   broadcast: last-value cache memory bound (67108864)\n"
 	        "  -v, --verbose     log agents coming and going (-vv: debug)\n"
@@ -274,12 +275,15 @@ main(int argc, char **argv)
 	/* The broker holds the directory's lock now, so the proxy may take
 	 * over stale socket files. */
 	po.dir = bm_broker_dir(b);
+	po.curve = o.curve;
+	po.server_key = o.server_key;
+	po.allow_dir = o.allow_dir;
 	po.max_body = o.max_body;
 	rc = bm_proxy_open(&po, &p);
 	if (rc < 0) {
 		if (rc == -EADDRNOTAVAIL) {
 			bm_log(BM_LOG_ERROR, "--pub-tcp/--sub-tcp: only loopback endpoints "
-			                     "(tcp://127.0.0.1:PORT) are allowed");
+			                     "(tcp://127.0.0.1:PORT) are allowed without --curve");
 		} else {
 			bm_log(BM_LOG_ERROR, "cannot start the broadcast proxy: %s", bm_strerror(rc));
 		}

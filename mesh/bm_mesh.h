@@ -275,6 +275,31 @@ BM_EXPORT int bm_curve_keygen(const char *dir, const char *name);
 /* The default key directory, STATE/keys (bm_statedir_resolve); writes
  * BM_PATH_MAX bytes at most. */
 BM_EXPORT int bm_curve_keydir(char *ret_path);
+/*
+ * Resolves a server's key file and allow-list directory: NULL server_key =
+ * KEYDIR/server.key, NULL allow_dir = KEYDIR/allowed (made 0700); a given
+ * allow_dir must exist (-ENOTDIR).  Writes BM_PATH_MAX bytes to each.
+ */
+BM_EXPORT int bm_curve_paths(const char *server_key, const char *allow_dir, char *ret_key,
+                             char *ret_allow);
+/* czmq's zmq context, where the ZAP handler lives: a CURVE server socket
+ * must be made in it. */
+BM_EXPORT void *bm_curve_context(void);
+/*
+ * Makes the next binds of sock (a socket of bm_curve_context()) CURVE
+ * servers: the server key (made 0600 on first use, as bm_curve_paths
+ * says) and the process' ZAP handler admitting the keys in allow_dir (one
+ * allow-list per process: -EBUSY for another).  Set ZMQ_CURVE_SERVER back
+ * to 0 to bind plain endpoints after.  Takes a reference on the handler:
+ * call bm_curve_server_release() once per success, after closing sock.
+ * BM_EBADKEY, -ENOTDIR, -errno.
+ */
+BM_EXPORT int bm_curve_server(void *sock, const char *server_key, const char *allow_dir);
+BM_EXPORT void bm_curve_server_release(void);
+/* Makes sock a CURVE client with the key pair in key_file (NAME.key,
+ * private to the user) trusting the server key in server_key_file (.pub).
+ * Call before connect.  BM_EBADKEY, -EINVAL. */
+BM_EXPORT int bm_curve_client(void *sock, const char *key_file, const char *server_key_file);
 
 /* ---- broker ---- */
 typedef struct bm_broker bm_broker_t;

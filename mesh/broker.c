@@ -106,7 +106,7 @@ struct bm_broker {
 	void *router;                      /* the ROUTER socket */
 	zsock_t *curve_sock;               /* CURVE ROUTER on tcp, or NULL */
 	void *curve_router;                /* its libzmq handle */
-	zactor_t *auth;                    /* zauth: ZAP for curve_sock */
+	bool curve_ref;                    /* holds a bm_curve_server reference */
 	zcertstore_t *allowed;             /* allowed certificates (names) */
 	char user_id[64];                  /* ZAP User-Id of the frame in hand */
 	char dir[BM_PATH_MAX];             /* runtime directory */
@@ -951,61 +951,24 @@ s_loopback_tcp(const char *ep)
 static int
 s_curve_open(bm_broker_t *b, const bm_broker_opts_t *o, int hwm, int64_t maxmsg)
 {
-	char keydir[BM_PATH_MAX], key[BM_PATH_MAX], allow[BM_PATH_MAX];
-	zcert_t *cert = NULL;
+	char key[BM_PATH_MAX], allow[BM_PATH_MAX];
 	int rc, one = 1, linger = 100;
-	struct stat st;
 
-	if (o->server_key == NULL || o->allow_dir == NULL) {
-		if ((rc = bm_curve_keydir(keydir)) < 0) {
-			return rc;
-		}
-	}
-	if (snprintf(key, sizeof key, "%s", o->server_key ? o->server_key : "") < 0 ||
-	    (o->server_key == NULL &&
-	     snprintf(key, sizeof key, "%s/server.key", keydir) >= (int)sizeof key)) {
-		return -ENAMETOOLONG;
-	}
-	if (o->allow_dir != NULL) {
-		snprintf(allow, sizeof allow, "%s", o->allow_dir);
-		if (stat(allow, &st) < 0 || !S_ISDIR(st.st_mode)) {
-			return -ENOTDIR;
-		}
-	} else {
-		if (snprintf(allow, sizeof allow, "%s/allowed", keydir) >= (int)sizeof allow) {
-			return -ENAMETOOLONG;
-		}
-		if ((rc = bm__mkdirs(allow)) < 0) {
-			return rc;
-		}
-	}
-	/* czmq would take SIGINT/SIGTERM for itself on first use: beastd's
-	 * own handlers must stay in charge. */
-	zsys_handler_set(NULL);
-	if ((rc = bm__curve_server_cert(key, &cert)) < 0) {
+	if ((rc = bm_curve_paths(o->server_key, o->allow_dir, key, allow)) < 0) {
 		return rc;
 	}
+	(void)bm_curve_context(); /* keeps czmq off our signals, first */
 	b->allowed = zcertstore_new(allow);
-	b->auth = zactor_new(zauth, NULL);
-	if (b->allowed == NULL || b->auth == NULL) {
-		zcert_destroy(&cert);
-		return -ENOMEM;
-	}
-	if (zstr_sendx(b->auth, "CURVE", allow, NULL) < 0 || zsock_wait(b->auth) < 0) {
-		zcert_destroy(&cert);
-		return -EIO;
-	}
-	b->curve_sock = zsock_new(ZMQ_ROUTER);
-	if (b->curve_sock == NULL) {
-		zcert_destroy(&cert);
+	b->curve_sock = zsock_new(ZMQ_ROUTER); /* in bm_curve_context() */
+	if (b->allowed == NULL || b->curve_sock == NULL) {
 		return -ENOMEM;
 	}
 	b->curve_router = zsock_resolve(b->curve_sock);
-	zcert_apply(cert, b->curve_sock);
-	zcert_destroy(&cert);
-	if (zmq_setsockopt(b->curve_router, ZMQ_CURVE_SERVER, &one, sizeof one) < 0 ||
-	    zmq_setsockopt(b->curve_router, ZMQ_ZAP_DOMAIN, "beast", 5) < 0 ||
-	    zmq_setsockopt(b->curve_router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) < 0 ||
+	if ((rc = bm_curve_server(b->curve_router, key, allow)) < 0) {
+		return rc;
+	}
+	b->curve_ref = true;
+	if (zmq_setsockopt(b->curve_router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) < 0 ||
 	    zmq_setsockopt(b->curve_router, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
 	    zmq_setsockopt(b->curve_router, ZMQ_RCVHWM, &hwm, sizeof hwm) < 0 ||
 	    zmq_setsockopt(b->curve_router, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
@@ -1143,7 +1106,9 @@ bm_broker_destroy(bm_broker_t **self_p)
 	/* The socket before its ZAP handler: no handshake may be left
 	 * waiting on a handler that is gone. */
 	zsock_destroy(&b->curve_sock);
-	zactor_destroy(&b->auth);
+	if (b->curve_ref) {
+		bm_curve_server_release();
+	}
 	zcertstore_destroy(&b->allowed);
 	if (b->ctx != NULL) {
 		zmq_ctx_term(b->ctx);

@@ -19,10 +19,19 @@
  * entry here turns that off first (zsys_handler_set(NULL)) so beastd's
  * and the agents' handlers stay in charge.
  *
- * Threading: no shared state; every call stands alone.
+ * The server side of CURVE needs a ZAP handler in the context of the
+ * sockets it guards: one czmq zauth actor per process, in czmq's context
+ * (bm_curve_context), shared by reference count between the broker's and
+ * the proxy's sockets, all checking the same allow-list directory.  A
+ * socket gets its CURVE role at bind time (libzmq copies the options into
+ * each listener), so one socket may serve plain ipc and CURVE tcp.
+ *
+ * Threading: the ZAP handler's reference count is under a mutex; every
+ * other call stands alone.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -218,7 +227,7 @@ bm__curve_server_cert(const char *path, zcert_t **ret_cert)
 }
 
 int
-bm__curve_client(void *sock, const char *key_file, const char *server_key_file)
+bm_curve_client(void *sock, const char *key_file, const char *server_key_file)
 {
 	zcert_t *mine = NULL, *server = NULL;
 	int rc;
@@ -239,5 +248,123 @@ bm__curve_client(void *sock, const char *key_file, const char *server_key_file)
 	}
 	zcert_destroy(&mine);
 	zcert_destroy(&server);
+	return rc;
+}
+
+int
+bm__curve_client(void *sock, const char *key_file, const char *server_key_file)
+{
+	return bm_curve_client(sock, key_file, server_key_file);
+}
+
+void *
+bm_curve_context(void)
+{
+	zsys_handler_set(NULL);
+	return zsys_init();
+}
+
+static pthread_mutex_t s_auth_lock = PTHREAD_MUTEX_INITIALIZER;
+static zactor_t *s_auth;               /* the process' ZAP handler */
+static int s_auth_refs;                /* servers using it */
+static char s_auth_dir[BM_PATH_MAX];   /* its allow-list directory */
+
+/* Takes a reference on the ZAP handler for allow_dir, starting it. */
+static int
+s_auth_acquire(const char *allow_dir)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&s_auth_lock);
+	if (s_auth != NULL && strcmp(s_auth_dir, allow_dir) != 0) {
+		rc = -EBUSY; /* one allow-list per process */
+	} else if (s_auth == NULL) {
+		(void)bm_curve_context();
+		s_auth = zactor_new(zauth, NULL);
+		if (s_auth == NULL) {
+			rc = -ENOMEM;
+		} else if (zstr_sendx(s_auth, "CURVE", allow_dir, NULL) < 0 || zsock_wait(s_auth) < 0) {
+			zactor_destroy(&s_auth);
+			rc = -EIO;
+		} else {
+			snprintf(s_auth_dir, sizeof s_auth_dir, "%s", allow_dir);
+		}
+	}
+	if (rc == 0) {
+		s_auth_refs++;
+	}
+	pthread_mutex_unlock(&s_auth_lock);
+	return rc;
+}
+
+void
+bm_curve_server_release(void)
+{
+	pthread_mutex_lock(&s_auth_lock);
+	if (s_auth_refs > 0 && --s_auth_refs == 0) {
+		zactor_destroy(&s_auth);
+		s_auth_dir[0] = '\0';
+	}
+	pthread_mutex_unlock(&s_auth_lock);
+}
+
+int
+bm_curve_paths(const char *server_key, const char *allow_dir, char *ret_key, char *ret_allow)
+{
+	char keydir[BM_PATH_MAX];
+	struct stat st;
+	int rc;
+
+	if (server_key == NULL || allow_dir == NULL) {
+		if ((rc = bm_curve_keydir(keydir)) < 0) {
+			return rc;
+		}
+	}
+	if ((server_key ? snprintf(ret_key, BM_PATH_MAX, "%s", server_key)
+	                : snprintf(ret_key, BM_PATH_MAX, "%s/server.key", keydir)) >= BM_PATH_MAX) {
+		return -ENAMETOOLONG;
+	}
+	if (allow_dir != NULL) {
+		if (snprintf(ret_allow, BM_PATH_MAX, "%s", allow_dir) >= BM_PATH_MAX) {
+			return -ENAMETOOLONG;
+		}
+		if (stat(ret_allow, &st) < 0 || !S_ISDIR(st.st_mode)) {
+			return -ENOTDIR;
+		}
+		return 0;
+	}
+	if (snprintf(ret_allow, BM_PATH_MAX, "%s/allowed", keydir) >= BM_PATH_MAX) {
+		return -ENAMETOOLONG;
+	}
+	return bm__mkdirs(ret_allow);
+}
+
+int
+bm_curve_server(void *sock, const char *server_key, const char *allow_dir)
+{
+	char key[BM_PATH_MAX], allow[BM_PATH_MAX];
+	zcert_t *cert = NULL;
+	int rc, one = 1;
+
+	if (sock == NULL) {
+		return -EINVAL;
+	}
+	zsys_handler_set(NULL);
+	if ((rc = bm_curve_paths(server_key, allow_dir, key, allow)) < 0 ||
+	    (rc = bm__curve_server_cert(key, &cert)) < 0) {
+		return rc;
+	}
+	if ((rc = s_auth_acquire(allow)) < 0) {
+		zcert_destroy(&cert);
+		return rc;
+	}
+	if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one) < 0 ||
+	    zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, zcert_public_key(cert), 32) < 0 ||
+	    zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, zcert_secret_key(cert), 32) < 0 ||
+	    zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, "beast", 5) < 0) {
+		rc = bm__zmq_err();
+		bm_curve_server_release();
+	}
+	zcert_destroy(&cert);
 	return rc;
 }

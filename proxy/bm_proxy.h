@@ -83,13 +83,16 @@ typedef struct bm_proxy bm_proxy_t;
 
 typedef struct bm_proxy_opts {
 	const char *dir;         /* runtime dir; NULL = default (must exist) */
-	const char *pub_tcp;     /* extra publisher endpoint (loopback); NULL = none */
-	const char *sub_tcp;     /* extra subscriber endpoint (loopback); NULL = none */
+	const char *pub_tcp;     /* extra publisher endpoint (loopback unless curve) */
+	const char *sub_tcp;     /* extra subscriber endpoint (loopback unless curve) */
 	bool no_lvc;             /* turn the last-value cache off */
 	size_t lvc_max_bytes;    /* LVC memory bound; 0 = 64 MiB */
 	size_t lvc_max_topics;   /* LVC topic bound; 0 = 100000 */
 	int hwm;                 /* per-peer queue bound (messages); 0 = 100000 */
 	size_t max_body;         /* larger bodies are dropped as malformed; 0 = 16 MiB */
+	bool curve;              /* tcp endpoints are CURVE servers (bm_curve_server) */
+	const char *server_key;  /* curve: secret key file; NULL = KEYDIR/server.key */
+	const char *allow_dir;   /* curve: allowed .pub files; NULL = KEYDIR/allowed */
 } bm_proxy_opts_t;
 
 /*
@@ -161,6 +164,8 @@ typedef struct bm_pub_opts {
 	int hwm;                  /* send queue bound; 0 = 100000 */
 	int linger_ms;            /* flush time on destroy; 0 = 2000, -1 = none */
 	void *zmq_ctx;            /* share a zmq context; NULL = own one */
+	const char *key_file;     /* CURVE over tcp: own key pair (NAME.key) */
+	const char *server_key_file; /* CURVE: beastd's public key (.pub) */
 } bm_pub_opts_t;
 
 /*
@@ -201,6 +206,8 @@ typedef struct bm_sub_opts {
 	int hwm;                  /* receive queue bound; 0 = 100000 */
 	size_t max_body;          /* larger bodies are dropped; 0 = 16 MiB */
 	void *zmq_ctx;            /* share a zmq context; NULL = own one */
+	const char *key_file;     /* CURVE over tcp: own key pair (NAME.key) */
+	const char *server_key_file; /* CURVE: beastd's public key (.pub) */
 } bm_sub_opts_t;
 
 /* Connects to the proxy (no waiting: see BM_BCAST_SYNC).  Returns 0,

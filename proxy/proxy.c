@@ -152,7 +152,9 @@ typedef struct {
 } s_report_t;
 
 struct bm_proxy {
-	void *ctx;                       /* own zmq context */
+	void *ctx;                       /* zmq context (czmq's with curve) */
+	bool own_ctx;                    /* ctx is ours to terminate */
+	int curve_refs;                  /* bm_curve_server references held */
 	void *xsub;                      /* publishers */
 	void *xpub;                      /* subscribers */
 	void *tap;                       /* capture */
@@ -745,8 +747,8 @@ bm_proxy_open(const bm_proxy_opts_t *opts, bm_proxy_t **ret_proxy)
 	if (ret_proxy == NULL) {
 		return -EINVAL;
 	}
-	if ((o.pub_tcp != NULL && !s_loopback_tcp(o.pub_tcp)) ||
-	    (o.sub_tcp != NULL && !s_loopback_tcp(o.sub_tcp))) {
+	if (!o.curve && ((o.pub_tcp != NULL && !s_loopback_tcp(o.pub_tcp)) ||
+	                 (o.sub_tcp != NULL && !s_loopback_tcp(o.sub_tcp)))) {
 		return -EADDRNOTAVAIL;
 	}
 	p = calloc(1, sizeof *p);
@@ -759,7 +761,9 @@ bm_proxy_open(const bm_proxy_opts_t *opts, bm_proxy_t **ret_proxy)
 	p->max_body = o.max_body ? o.max_body : BM_BCAST_BODY_MAX_DEFAULT;
 	p->lvc = bm__tab_new();
 	p->reports = bm__tab_new();
-	p->ctx = zmq_ctx_new();
+	/* With CURVE the sockets live where the ZAP handler does. */
+	p->own_ctx = !o.curve;
+	p->ctx = o.curve ? bm_curve_context() : zmq_ctx_new();
 	if (p->lvc == NULL || p->reports == NULL || p->ctx == NULL) {
 		rc = -ENOMEM;
 		goto fail;
@@ -789,6 +793,20 @@ bm_proxy_open(const bm_proxy_opts_t *opts, bm_proxy_t **ret_proxy)
 	    (rc = s_bind(p->xpub, p->dir, "sub.sock", p->sub_path, sizeof p->sub_path)) < 0 ||
 	    (rc = s_bind(p->tap, p->dir, "tap.sock", p->tap_path, sizeof p->tap_path)) < 0) {
 		goto fail;
+	}
+	/* CURVE options apply to the binds after them: the ipc endpoints
+	 * above stay plain, the tcp ones below are CURVE servers. */
+	if (o.curve && o.pub_tcp != NULL) {
+		if ((rc = bm_curve_server(p->xsub, o.server_key, o.allow_dir)) < 0) {
+			goto fail;
+		}
+		p->curve_refs++;
+	}
+	if (o.curve && o.sub_tcp != NULL) {
+		if ((rc = bm_curve_server(p->xpub, o.server_key, o.allow_dir)) < 0) {
+			goto fail;
+		}
+		p->curve_refs++;
 	}
 	if ((o.pub_tcp != NULL && zmq_bind(p->xsub, o.pub_tcp) < 0) ||
 	    (o.sub_tcp != NULL && zmq_bind(p->xpub, o.sub_tcp) < 0)) {
@@ -868,7 +886,10 @@ bm_proxy_destroy(bm_proxy_t **self_p)
 	}
 	bm__tab_destroy(&p->reports);
 	bm__tab_destroy(&p->lvc);
-	if (p->ctx != NULL) {
+	while (p->curve_refs-- > 0) {
+		bm_curve_server_release();
+	}
+	if (p->ctx != NULL && p->own_ctx) {
 		zmq_ctx_term(p->ctx);
 	}
 	free(p);

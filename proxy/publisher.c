@@ -113,8 +113,15 @@ bm_pub_open(const bm_pub_opts_t *opts, bm_pub_t **ret_pub)
 	}
 	if (zmq_setsockopt(p->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
 	    zmq_setsockopt(p->sock, ZMQ_XPUB_NODROP, &one, sizeof one) < 0 ||
-	    zmq_setsockopt(p->sock, ZMQ_LINGER, &p->linger_ms, sizeof p->linger_ms) < 0 ||
-	    zmq_connect(p->sock, ep) < 0) {
+	    zmq_setsockopt(p->sock, ZMQ_LINGER, &p->linger_ms, sizeof p->linger_ms) < 0) {
+		rc = bm__pzerr();
+		goto fail;
+	}
+	if ((o.key_file != NULL || o.server_key_file != NULL) &&
+	    (rc = bm_curve_client(p->sock, o.key_file, o.server_key_file)) < 0) {
+		goto fail;
+	}
+	if (zmq_connect(p->sock, ep) < 0) {
 		rc = bm__pzerr();
 		goto fail;
 	}

@@ -107,8 +107,15 @@ bm_sub_open(const bm_sub_opts_t *opts, bm_sub_t **ret_sub)
 		rc = bm__pzerr();
 		goto fail;
 	}
-	if (zmq_setsockopt(s->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) < 0 ||
-	    zmq_connect(s->sock, ep) < 0) {
+	if (zmq_setsockopt(s->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) < 0) {
+		rc = bm__pzerr();
+		goto fail;
+	}
+	if ((o.key_file != NULL || o.server_key_file != NULL) &&
+	    (rc = bm_curve_client(s->sock, o.key_file, o.server_key_file)) < 0) {
+		goto fail;
+	}
+	if (zmq_connect(s->sock, ep) < 0) {
 		rc = bm__pzerr();
 		goto fail;
 	}

@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bm_proxy.h"
 #include "testutil.h"
 
 #define HB 200 /* heartbeat for these tests, ms */
@@ -373,6 +374,70 @@ START_TEST(allowed_keys_send_and_request_end_to_end_over_curve)
 }
 END_TEST
 
+/* ---- broadcast over CURVE ---- */
+
+START_TEST(the_broadcast_proxy_tcp_endpoints_take_allowed_keys_only)
+{
+	char ep[64], pep[64], sep[64], hb[16], alice[800], bob[800], mallory[800], skey[800];
+	int port = s_free_port(), pport = s_free_port(), sport = s_free_port();
+	bm_pub_t *pub = NULL, *bad = NULL;
+	bm_sub_t *sub = NULL;
+	bool got = false;
+
+	snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+	snprintf(pep, sizeof pep, "tcp://127.0.0.1:%d", pport);
+	snprintf(sep, sizeof sep, "tcp://127.0.0.1:%d", sport);
+	snprintf(hb, sizeof hb, "%d", HB);
+	s_beastd = fork();
+	if (s_beastd == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execl(BM_BEASTD_PATH, "beastd", "--dir", s_dir, "--heartbeat", hb, "--tcp", ep,
+		      "--curve", "--pub-tcp", pep, "--sub-tcp", sep, (char *)NULL);
+		_exit(127);
+	}
+	ck_assert(tu_broker_answers(s_dir, 5000));
+	s_path(alice, sizeof alice, s_keys, "alice.key");
+	s_path(bob, sizeof bob, s_keys, "bob.key");
+	s_path(mallory, sizeof mallory, s_other, "mallory.key");
+	s_path(skey, sizeof skey, s_keys, "server.pub");
+
+	ck_assert_int_eq(bm_sub_open(&(bm_sub_opts_t){.endpoint = sep, .name = "alice",
+	                                              .key_file = alice, .server_key_file = skey},
+	                             &sub),
+	                 0);
+	ck_assert_int_eq(bm_sub_subscribe(sub, "sec/"), 0);
+	ck_assert_int_eq(bm_pub_open(&(bm_pub_opts_t){.endpoint = pep, .name = "bob",
+	                                              .key_file = bob, .server_key_file = skey},
+	                             &pub),
+	                 0);
+	/* An unknown key never gets attached. */
+	ck_assert_int_ne(bm_pub_open(&(bm_pub_opts_t){.endpoint = pep, .name = "mallory",
+	                                              .key_file = mallory, .server_key_file = skey,
+	                                              .connect_timeout_ms = 1000},
+	                             &bad),
+	                 0);
+	ck_assert_ptr_null(bad);
+	for (int i = 0; i < 50 && !got; i++) {
+		bm_bcast_t m = {0};
+
+		if (i % 10 == 0) {
+			ck_assert_int_eq(bm_pub_send(pub, "sec/a", "over curve", 10), 0);
+		}
+		if (bm_sub_recv(sub, 100, &m) == 0 && m.kind == BM_BCAST_MSG) {
+			ck_assert_str_eq(m.topic, "sec/a/");
+			ck_assert_str_eq(m.from, "bob");
+			ck_assert_uint_eq(bm_bcast_size(&m), 10);
+			ck_assert_int_eq(memcmp(bm_bcast_data(&m), "over curve", 10), 0);
+			got = true;
+		}
+		bm_bcast_clear(&m);
+	}
+	ck_assert(got);
+	bm_pub_destroy(&pub);
+	bm_sub_destroy(&sub);
+}
+END_TEST
+
 /* ---- on the wire ---- */
 
 typedef struct {
@@ -599,6 +664,7 @@ s_suite(void)
 	tcase_add_test(tc, an_unknown_key_is_refused_and_an_allowed_one_gets_in);
 	tcase_add_test(tc, a_known_key_cannot_register_another_agents_name);
 	tcase_add_test(tc, allowed_keys_send_and_request_end_to_end_over_curve);
+	tcase_add_test(tc, the_broadcast_proxy_tcp_endpoints_take_allowed_keys_only);
 	tcase_add_test(tc, without_curve_the_body_is_visible_on_the_wire);
 	tcase_add_test(tc, with_curve_the_body_is_not_visible_on_the_wire);
 	suite_add_tcase(s, tc);
