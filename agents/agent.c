@@ -84,6 +84,7 @@ struct bm_agent {
 	char dir[BM_PATH_MAX];           /* resolved runtime dir */
 	char state[BM_PATH_MAX];         /* state dir: outbox/, dedup/ */
 	void *zctx;                      /* one zmq context for every socket */
+	char *remote[5];                 /* endpoint, pub, sub, key, server key (copies) */
 	bm_client_t *client;             /* mesh session */
 	bm_outbox_t *outbox;             /* reliable sends */
 	bm_dedup_t *dedup;               /* received ids */
@@ -239,7 +240,20 @@ bm_agent_open(const bm_agent_opts_t *opts, bm_agent_t **ret_agent)
 	a->ext_stop = opts->stop;
 	a->user = opts->user;
 	a->chan_cap = opts->channel_capacity ? opts->channel_capacity : ((size_t)64 << 20);
-	if ((rc = bm_rundir_resolve(opts->dir, false, a->dir)) < 0) {
+	{
+		const char *r[5] = {opts->endpoint, opts->pub_endpoint, opts->sub_endpoint,
+		                    opts->key_file, opts->server_key_file};
+
+		for (int i = 0; i < 5; i++) {
+			if (r[i] != NULL && (a->remote[i] = strdup(r[i])) == NULL) {
+				rc = -ENOMEM;
+				goto fail;
+			}
+		}
+	}
+	/* A remote agent may have no local runtime dir: only its bulk
+	 * channels need one, and they say so when used. */
+	if ((rc = bm_rundir_resolve(opts->dir, false, a->dir)) < 0 && opts->endpoint == NULL) {
 		goto fail;
 	}
 	if ((rc = s_state_dir(opts->state_dir, a->name, a->state, sizeof a->state)) < 0) {
@@ -273,7 +287,10 @@ bm_agent_open(const bm_agent_opts_t *opts, bm_agent_t **ret_agent)
 		                       .caps = opts->caps,
 		                       .heartbeat_ms = opts->heartbeat_ms,
 		                       .connect_timeout_ms = opts->connect_timeout_ms,
-		                       .zmq_ctx = a->zctx};
+		                       .zmq_ctx = a->zctx,
+		                       .endpoint = a->remote[0],
+		                       .key_file = a->remote[3],
+		                       .server_key_file = a->remote[4]};
 
 		if ((rc = bm_client_open(&co, &a->client)) < 0) {
 			goto fail;
@@ -345,6 +362,9 @@ bm_agent_destroy(bm_agent_t **self_p)
 	zhashx_destroy(&a->sent_at);
 	free(a->handlers);
 	free(a->reqs);
+	for (int i = 0; i < 5; i++) {
+		free(a->remote[i]);
+	}
 	free(a);
 	*self_p = NULL;
 }
@@ -421,7 +441,13 @@ bm_agent_subscribe(bm_agent_t *a, const char *prefix, bm_agent_bcast_fn fn, void
 		return rc;
 	}
 	if (a->sub == NULL) {
-		bm_sub_opts_t so = {.dir = a->dir, .name = a->name, .zmq_ctx = a->zctx};
+		bm_sub_opts_t so = {.dir = a->dir, .name = a->name, .zmq_ctx = a->zctx,
+		                    .endpoint = a->remote[2]};
+
+		if (a->remote[2] != NULL) {
+			so.key_file = a->remote[3];
+			so.server_key_file = a->remote[4];
+		}
 
 		if ((rc = bm_sub_open(&so, &a->sub)) < 0) {
 			return rc;
@@ -640,7 +666,13 @@ bm_agent_publish(bm_agent_t *a, const char *topic, const void *body, size_t len)
 		return -EINVAL;
 	}
 	if (a->pub == NULL) {
-		bm_pub_opts_t po = {.dir = a->dir, .name = a->name, .zmq_ctx = a->zctx};
+		bm_pub_opts_t po = {.dir = a->dir, .name = a->name, .zmq_ctx = a->zctx,
+		                    .endpoint = a->remote[1]};
+
+		if (a->remote[1] != NULL) {
+			po.key_file = a->remote[3];
+			po.server_key_file = a->remote[4];
+		}
 
 		if ((rc = bm_pub_open(&po, &a->pub)) < 0) {
 			return rc;

@@ -64,12 +64,19 @@ typedef struct bm_agent_opts {
 	size_t channel_capacity;     /* rings of the bulk channels; 0 = 64 MiB */
 	volatile sig_atomic_t *stop; /* also stop bm_agent_run when *stop != 0 */
 	void *user;                  /* the author's pointer (bm_agent_user) */
+	const char *endpoint;        /* remote beastd, "tcp://HOST:PORT"; NULL = ipc in dir */
+	const char *pub_endpoint;    /* its --pub-tcp for publishing; NULL = ipc in dir */
+	const char *sub_endpoint;    /* its --sub-tcp for following; NULL = ipc in dir */
+	const char *key_file;        /* CURVE: own key pair (NAME.key, beast keygen) */
+	const char *server_key_file; /* CURVE: beastd's public key (server.pub) */
 } bm_agent_opts_t;
 
 /*
- * Opens the agent's journals, connects to beastd and registers.  Returns 0
+ * Opens the agent's journals, connects to beastd and registers.  With
+ * endpoint (and key_file + server_key_file for a beastd --curve) it reaches
+ * a remote beastd over TCP; bulk channels stay local.  Returns 0
  * and an owned agent, or BM_ENOBROKER, BM_ENAMETAKEN, BM_EBADNAME,
- * BM_EUNSAFEDIR, BM_ECORRUPT (a journal needs salvage: `beast outbox --as
+ * BM_EUNSAFEDIR, BM_ENOCURVE, BM_EBADKEY, BM_ECORRUPT (a journal needs salvage: `beast outbox --as
  * NAME salvage`), -EBUSY (the journals are open in another process),
  * -ENOENT (no state directory to default to), -ENOMEM.
  */

@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bm_agent.h"
 #include "bm_proxy.h"
 #include "testutil.h"
 
@@ -374,6 +375,31 @@ START_TEST(allowed_keys_send_and_request_end_to_end_over_curve)
 }
 END_TEST
 
+START_TEST(an_agent_reaches_a_remote_beastd_over_curve_with_its_own_key_only)
+{
+	char ep[64], key[800], skey[800], st[800];
+	bm_agent_opts_t o = {.name = "alice", .endpoint = ep, .key_file = key,
+	                     .server_key_file = skey, .state_dir = st, .heartbeat_ms = HB,
+	                     .connect_timeout_ms = 1500};
+	bm_agent_t *a = NULL;
+	int port = s_free_port();
+
+	s_beastd = s_beastd_start(port, true, NULL, NULL);
+	ck_assert_int_gt(s_beastd, 0);
+	snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+	s_path(skey, sizeof skey, s_keys, "server.pub");
+	s_path(st, sizeof st, s_dir, "agent-state");
+	s_path(key, sizeof key, s_other, "mallory.key");
+	ck_assert_int_eq(bm_agent_open(&o, &a), BM_ENOCURVE);
+	s_path(key, sizeof key, s_keys, "bob.key");
+	ck_assert_int_eq(bm_agent_open(&o, &a), BM_EDENIED);
+	s_path(key, sizeof key, s_keys, "alice.key");
+	ck_assert_int_eq(bm_agent_open(&o, &a), 0);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "alice", true, 2000), 0);
+	bm_agent_destroy(&a);
+}
+END_TEST
+
 /* ---- broadcast over CURVE ---- */
 
 START_TEST(the_broadcast_proxy_tcp_endpoints_take_allowed_keys_only)
@@ -665,6 +691,7 @@ s_suite(void)
 	tcase_add_test(tc, a_known_key_cannot_register_another_agents_name);
 	tcase_add_test(tc, allowed_keys_send_and_request_end_to_end_over_curve);
 	tcase_add_test(tc, the_broadcast_proxy_tcp_endpoints_take_allowed_keys_only);
+	tcase_add_test(tc, an_agent_reaches_a_remote_beastd_over_curve_with_its_own_key_only);
 	tcase_add_test(tc, without_curve_the_body_is_visible_on_the_wire);
 	tcase_add_test(tc, with_curve_the_body_is_not_visible_on_the_wire);
 	suite_add_tcase(s, tc);
