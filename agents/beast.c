@@ -36,12 +36,14 @@ static const s_cmd_t s_cmds[] = {
 static void
 s_usage(FILE *out)
 {
-	fprintf(out, "usage: beast [--dir DIR] [--connect ENDPOINT --key FILE --server-key FILE]\n"
+	fprintf(out, "usage: beast [--dir DIR] [--connect EP] [--pub-connect EP] [--sub-connect EP]\n"
+	             "             [--key FILE --server-key FILE]\n"
 	             "             COMMAND [ARGS]   (beast COMMAND --help for more)\n\n");
 	for (size_t i = 0; i < sizeof s_cmds / sizeof s_cmds[0]; i++) {
 		fprintf(out, "  %-8s %s\n", s_cmds[i].name, s_cmds[i].summary);
 	}
 	fprintf(out, "\n--connect tcp://HOST:PORT reaches a remote beastd (beastd --tcp EP --curve);\n"
+	             "--pub-connect/--sub-connect reach its --pub-tcp/--sub-tcp (beast pub, beast sub);\n"
 	             "--key is your NAME.key (beast keygen), --server-key beastd's server.pub.\n"
 	             "DIR defaults to $BEAST_DIR, else $XDG_RUNTIME_DIR/beast, else /tmp/beast-$UID.\n"
 	             "Exit status: 0 ok, 1 failure, 2 usage, 3 timeout, 4 beastd not running.\n");
@@ -56,17 +58,19 @@ main(int argc, char **argv)
 	bm_log_set_ident("beast");
 	bm_cli_blob_announce = bm_cli_blob_mesh_announce;
 	while (i < argc && strncmp(argv[i], "--", 2) == 0 && strcmp(argv[i], "--help") != 0) {
-		static const char *const names[] = {"--dir", "--connect", "--key", "--server-key"};
-		const char **slot[] = {&dir, &bm_cli_connect, &bm_cli_key, &bm_cli_server_key};
+		static const char *const names[] = {"--dir", "--connect", "--key", "--server-key",
+		                                    "--pub-connect", "--sub-connect"};
+		const char **slot[] = {&dir, &bm_cli_connect, &bm_cli_key, &bm_cli_server_key,
+		                       &bm_cli_pub_connect, &bm_cli_sub_connect};
 		size_t k, n = 0;
 
-		for (k = 0; k < 4; k++) {
+		for (k = 0; k < 6; k++) {
 			n = strlen(names[k]);
 			if (strncmp(argv[i], names[k], n) == 0 && (argv[i][n] == '\0' || argv[i][n] == '=')) {
 				break;
 			}
 		}
-		if (k == 4 || (argv[i][n] == '\0' && i + 1 >= argc)) {
+		if (k == 6 || (argv[i][n] == '\0' && i + 1 >= argc)) {
 			s_usage(stderr);
 			return BM_EXIT_USAGE;
 		}
@@ -79,8 +83,10 @@ main(int argc, char **argv)
 		}
 	}
 	if ((bm_cli_key == NULL) != (bm_cli_server_key == NULL) ||
-	    (bm_cli_key != NULL && bm_cli_connect == NULL)) {
-		fprintf(stderr, "beast: --key and --server-key go together, with --connect tcp://HOST:PORT\n");
+	    (bm_cli_key != NULL && bm_cli_connect == NULL && bm_cli_pub_connect == NULL &&
+	     bm_cli_sub_connect == NULL)) {
+		fprintf(stderr, "beast: --key and --server-key go together, with --connect "
+		                "(or --pub-connect/--sub-connect) tcp://HOST:PORT\n");
 		return BM_EXIT_USAGE;
 	}
 	if (i >= argc) {

@@ -28,6 +28,10 @@ extern volatile sig_atomic_t bm_cli_stop;
 extern const char *bm_cli_connect;
 extern const char *bm_cli_key;
 extern const char *bm_cli_server_key;
+/* Global --pub-connect / --sub-connect: the broadcast proxy's tcp endpoints
+ * for beast pub and beast sub (with --key/--server-key under CURVE). */
+extern const char *bm_cli_pub_connect;
+extern const char *bm_cli_sub_connect;
 /* Puts the global --connect/--key/--server-key into client options. */
 void bm_cli_remote(bm_client_opts_t *o);
 

@@ -48,7 +48,7 @@ bm_cli_pub(int argc, char **argv, const char *dir)
 	static const struct option lo[] = {{"as", required_argument, NULL, 'a'},
 	                                   {"timeout", required_argument, NULL, 't'},
 	                                   {"help", no_argument, NULL, 'h'}, {0}};
-	bm_pub_opts_t o = {.dir = dir};
+	bm_pub_opts_t o = {.dir = dir, .endpoint = bm_cli_pub_connect};
 	char topic[BM_TOPIC_MAX + 2], *buf = NULL;
 	const char *body;
 	bm_pub_t *p = NULL;
@@ -57,6 +57,10 @@ bm_cli_pub(int argc, char **argv, const char *dir)
 	int64_t deadline;
 	int ch, rc;
 
+	if (bm_cli_pub_connect != NULL) {
+		o.key_file = bm_cli_key;
+		o.server_key_file = bm_cli_server_key;
+	}
 	optind = 0;
 	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		if (ch == 'a') {
@@ -153,12 +157,17 @@ s_follow(const char *cmd, const char *dir, bool tap, bool no_lvc, char **prefixe
 
 	/* Fail early and clearly when nobody serves this directory: a
 	 * subscriber alone would wait for ever. */
-	if ((rc = bm_rundir_resolve(dir, false, probe)) < 0) {
+	if (!tap && bm_cli_sub_connect != NULL) {
+		o.endpoint = bm_cli_sub_connect;
+		o.key_file = bm_cli_key;
+		o.server_key_file = bm_cli_server_key;
+	} else if ((rc = bm_rundir_resolve(dir, false, probe)) < 0) {
 		return bm_cli_fail(cmd, rc == -ENOENT ? BM_ENOBROKER : rc, dir, NULL);
-	}
-	strncat(probe, tap ? "/tap.sock" : "/sub.sock", sizeof probe - strlen(probe) - 1);
-	if (access(probe, F_OK) < 0) {
-		return bm_cli_fail(cmd, BM_ENOBROKER, dir, NULL);
+	} else {
+		strncat(probe, tap ? "/tap.sock" : "/sub.sock", sizeof probe - strlen(probe) - 1);
+		if (access(probe, F_OK) < 0) {
+			return bm_cli_fail(cmd, BM_ENOBROKER, dir, NULL);
+		}
 	}
 	for (int i = 0; i < nprefix; i++) {
 		char t[BM_TOPIC_MAX + 2];

@@ -113,6 +113,8 @@ s_split_caps(char *csv, const char **caps, int max)
 const char *bm_cli_connect;
 const char *bm_cli_key;
 const char *bm_cli_server_key;
+const char *bm_cli_pub_connect;
+const char *bm_cli_sub_connect;
 
 void
 bm_cli_remote(bm_client_opts_t *o)

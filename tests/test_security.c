@@ -464,6 +464,64 @@ START_TEST(the_broadcast_proxy_tcp_endpoints_take_allowed_keys_only)
 }
 END_TEST
 
+/* Runs a shell command; returns its exit status and up to cap bytes of
+ * its stdout and stderr. */
+static int
+s_sh(const char *cmd, char *out, size_t cap)
+{
+	char full[4096];
+	FILE *f;
+	size_t n;
+	int st;
+
+	snprintf(full, sizeof full, "%s 2>&1", cmd);
+	f = popen(full, "r");
+	ck_assert_ptr_nonnull(f);
+	n = fread(out, 1, cap - 1, f);
+	out[n] = '\0';
+	st = pclose(f);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+START_TEST(the_beast_cli_reaches_a_remote_beastd_and_its_proxy_over_curve)
+{
+	char ep[64], pep[64], sep[64], cmd[4096], out[4096], opts[3000];
+	int port = s_free_port(), pport = s_free_port(), sport = s_free_port();
+
+	snprintf(ep, sizeof ep, "tcp://127.0.0.1:%d", port);
+	snprintf(pep, sizeof pep, "tcp://127.0.0.1:%d", pport);
+	snprintf(sep, sizeof sep, "tcp://127.0.0.1:%d", sport);
+	s_beastd = fork();
+	if (s_beastd == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execl(BM_BEASTD_PATH, "beastd", "--dir", s_dir, "--tcp", ep, "--curve", "--pub-tcp",
+		      pep, "--sub-tcp", sep, (char *)NULL);
+		_exit(127);
+	}
+	ck_assert(tu_broker_answers(s_dir, 5000));
+	/* No --dir: the remote beastd is all these commands know of. */
+	snprintf(opts, sizeof opts,
+	         "env -u BEAST_DIR %s --connect %s --pub-connect %s --sub-connect %s "
+	         "--key %s/alice.key --server-key %s/server.pub",
+	         BM_BEAST_PATH, ep, pep, sep, s_keys, s_keys);
+	snprintf(cmd, sizeof cmd, "%s ping --count 1", opts);
+	ck_assert_int_eq(s_sh(cmd, out, sizeof out), 0);
+	snprintf(cmd, sizeof cmd, "%s listen --count 1 bob", opts);
+	ck_assert_int_eq(s_sh(cmd, out, sizeof out), 1);
+	ck_assert_ptr_nonnull(strstr(out, "refused the name 'bob'"));
+	snprintf(cmd, sizeof cmd, "%s pub --as alice sec/cli 'hello over curve'", opts);
+	ck_assert_int_eq(s_sh(cmd, out, sizeof out), 0);
+	snprintf(cmd, sizeof cmd, "%s sub --count 1 --timeout 5000 sec/", opts);
+	ck_assert_int_eq(s_sh(cmd, out, sizeof out), 0);
+	ck_assert_ptr_nonnull(strstr(out, "hello over curve"));
+	snprintf(cmd, sizeof cmd,
+	         "env -u BEAST_DIR %s --connect %s --key %s/mallory.key --server-key %s/server.pub ls",
+	         BM_BEAST_PATH, ep, s_other, s_keys);
+	ck_assert_int_eq(s_sh(cmd, out, sizeof out), 4);
+	ck_assert_ptr_nonnull(strstr(out, "no answer over CURVE"));
+}
+END_TEST
+
 /* ---- on the wire ---- */
 
 typedef struct {
@@ -698,6 +756,7 @@ s_suite(void)
 	tcase_add_test(tc, allowed_keys_send_and_request_end_to_end_over_curve);
 	tcase_add_test(tc, the_broadcast_proxy_tcp_endpoints_take_allowed_keys_only);
 	tcase_add_test(tc, an_agent_reaches_a_remote_beastd_over_curve_with_its_own_key_only);
+	tcase_add_test(tc, the_beast_cli_reaches_a_remote_beastd_and_its_proxy_over_curve);
 	tcase_add_test(tc, without_curve_the_body_is_visible_on_the_wire);
 	tcase_add_test(tc, with_curve_the_body_is_not_visible_on_the_wire);
 	suite_add_tcase(s, tc);
