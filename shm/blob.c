@@ -697,7 +697,7 @@ s_recv(bm_channel_t *ch, int timeout_ms, int out_fd, void **out_map, size_t *out
 	uint64_t got = 0;
 	uint32_t crc = 0;
 	uint8_t *buf = NULL;
-	bool ok = true;
+	bool ok = true, toobig;
 	int rc;
 
 	if ((rc = bm_channel_peek(ch, timeout_ms, &rec)) < 0) {
@@ -737,7 +737,14 @@ s_recv(bm_channel_t *ch, int timeout_ms, int out_fd, void **out_map, size_t *out
 		s_confirm(ch, ok && rc == 0);
 		return rc < 0 ? rc : (ok ? 0 : BM_ECORRUPT);
 	}
-	/* Streamed. */
+	/* Streamed.  Over the consumer's cap, the blob is drained without
+	 * being assembled or written, then refused: the ring keeps moving and
+	 * no memory is taken for it. */
+	toobig = info->size > bm__channel_max_blob(ch);
+	if (toobig) {
+		out_map = NULL;
+		out_fd = -1;
+	}
 	if (out_map != NULL && info->size > 0) {
 		if (info->size > (uint64_t)SIZE_MAX / 2) {
 			return -ENOMEM;
@@ -800,6 +807,10 @@ s_recv(bm_channel_t *ch, int timeout_ms, int out_fd, void **out_map, size_t *out
 			return BM_ECORRUPT;
 		}
 		return rc;
+	}
+	if (toobig) {
+		s_confirm(ch, false);
+		return BM_ETOOBIG;
 	}
 	if (out_map != NULL) {
 		*out_map = buf;

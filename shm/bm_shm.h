@@ -128,7 +128,13 @@ typedef struct {
 	size_t capacity; /* ring bytes; 0 = 4 MiB */
 	unsigned flags;  /* BM_RING_* */
 	int spin_us;     /* spin this long before sleeping; <0 = default (50) */
+	uint64_t max_blob; /* consumer: a streamed blob larger than this is
+	                    * drained, not assembled, and refused with
+	                    * BM_ETOOBIG; 0 = BM_BLOB_MAX_DEFAULT */
 } bm_channel_opts_t;
+
+/* Largest streamed blob a consumer assembles by default (16 GiB). */
+#define BM_BLOB_MAX_DEFAULT ((uint64_t)16 << 30)
 
 /*
  * Consumer: listens on <rundir>/shm/<name>.sock (rundir as for

@@ -60,6 +60,7 @@ struct bm_channel {
 	uint64_t blob_next;            /* producer: id of the next blob */
 	uint64_t bad_seen;             /* producer: blob_bad already reported */
 	char peer[BM_CHANNEL_NAME_MAX + 1]; /* producer's name */
+	uint64_t max_blob;             /* consumer: streamed blob size cap */
 };
 
 static bool
@@ -377,7 +378,10 @@ bm_listener_accept(bm_listener_t *self, int timeout_ms, const bm_channel_opts_t 
 	if (rc == 0 && send(cfd, "K", 1, MSG_NOSIGNAL) != 1) {
 		rc = BM_EPEER;
 	}
-	if (rc == 0 && (ch = s_channel_new(ring, cfd, false, s_spin(opts))) == NULL) {
+	if (rc == 0 && (ch = s_channel_new(ring, cfd, false, s_spin(opts))) != NULL) {
+		ch->max_blob = opts && opts->max_blob ? opts->max_blob : BM_BLOB_MAX_DEFAULT;
+	}
+	if (rc == 0 && ch == NULL) {
 		rc = -ENOMEM;
 	}
 	if (rc < 0) {
@@ -705,4 +709,10 @@ uint64_t
 bm__channel_blobs_sent(const bm_channel_t *ch)
 {
 	return ch->blob_next - 1;
+}
+
+uint64_t
+bm__channel_max_blob(const bm_channel_t *ch)
+{
+	return ch->max_blob ? ch->max_blob : BM_BLOB_MAX_DEFAULT;
 }

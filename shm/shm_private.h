@@ -101,6 +101,8 @@ int64_t bm__deadline(int timeout_ms);
 /* ---- channel internals for blob.c ---- */
 bm__doorbell_t *bm__channel_doorbell(bm_channel_t *ch);
 uint64_t bm__channel_next_blob_id(bm_channel_t *ch);
+/* Consumer: the streamed-blob size cap (bm_channel_opts_t.max_blob). */
+uint64_t bm__channel_max_blob(const bm_channel_t *ch);
 uint64_t *bm__channel_bad_seen(bm_channel_t *ch);
 /* Blobs handed over so far (ids 1..n). */
 uint64_t bm__channel_blobs_sent(const bm_channel_t *ch);

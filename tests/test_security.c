@@ -740,6 +740,62 @@ START_TEST(bytes_waiting_for_a_slow_agent_are_capped_with_busy_never_dropped)
 }
 END_TEST
 
+/* Producer child: a streamed blob over the consumer's cap, then a small
+ * one; exits 0 when the first was refused and the second confirmed. */
+static int
+s_blob_producer(void *arg)
+{
+	static uint8_t big[300000], small[1000];
+	bm_blob_opts_t o = {.name = "big", .flags = BM_BLOB_FORCE_STREAM | BM_BLOB_CHECKSUM};
+	bm_channel_t *pc = NULL;
+	int64_t deadline = bm_mono_ms() + 5000;
+	int rc;
+
+	(void)arg;
+	memset(big, 'b', sizeof big);
+	memset(small, 's', sizeof small);
+	while ((rc = bm_channel_connect(s_dir, "capped", "feeder", NULL, 1000, &pc)) < 0 &&
+	       bm_mono_ms() < deadline) {
+		usleep(10000);
+	}
+	if (rc < 0 || bm_blob_send(pc, big, sizeof big, &o, 5000) != 1) {
+		return 2;
+	}
+	o.name = "small";
+	if (bm_blob_send(pc, small, sizeof small, &o, 5000) != 2) {
+		return 3;
+	}
+	/* The refusal is reported like a bad blob; then the next is fine. */
+	if (bm_blob_wait(pc, 1, 5000) != BM_ECORRUPT || bm_blob_wait(pc, 2, 5000) != 0) {
+		return 4;
+	}
+	bm_channel_destroy(&pc);
+	return 0;
+}
+
+START_TEST(a_streamed_blob_over_the_receivers_cap_is_refused_and_the_channel_goes_on)
+{
+	bm_channel_opts_t co = {.max_blob = 100000};
+	bm_listener_t *l = NULL;
+	bm_channel_t *ch = NULL;
+	bm_blob_t *b = NULL;
+	pid_t pid;
+
+	ck_assert_int_eq(bm_listener_open(s_dir, "capped", &l), 0);
+	pid = tu_fork(s_blob_producer, NULL);
+	ck_assert_int_eq(bm_listener_accept(l, 5000, &co, &ch), 0);
+	ck_assert_int_eq(bm_blob_recv(ch, 5000, &b), BM_ETOOBIG);
+	ck_assert_ptr_null(b);
+	ck_assert_int_eq(bm_blob_recv(ch, 5000, &b), 0);
+	ck_assert_uint_eq(bm_blob_size(b), 1000);
+	ck_assert_str_eq(bm_blob_info(b)->name, "small");
+	bm_blob_destroy(&b);
+	ck_assert_int_eq(tu_wait(pid, 10000), 0);
+	bm_channel_destroy(&ch);
+	bm_listener_destroy(&l);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -766,6 +822,7 @@ s_suite(void)
 	tcase_add_checked_fixture(tc, s_setup, s_teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, bytes_waiting_for_a_slow_agent_are_capped_with_busy_never_dropped);
+	tcase_add_test(tc, a_streamed_blob_over_the_receivers_cap_is_refused_and_the_channel_goes_on);
 	suite_add_tcase(s, tc);
 	return s;
 }
