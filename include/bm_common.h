@@ -116,6 +116,13 @@ BM_EXPORT int bm_rundir_resolve(const char *dir, bool create, char *ret_path);
 BM_EXPORT int bm_statedir_resolve(char *ret_path);
 
 /*
+ * Checks a socket file before connecting to it: it must be a socket (not a
+ * symlink, whatever it points to) owned by the calling user.  0,
+ * BM_EUNSAFEDIR, or -errno from lstat (-ENOENT: nobody listens there).
+ */
+BM_EXPORT int bm_rundir_socket_check(const char *path);
+
+/*
  * Joins the runtime dir and a file name into an endpoint "ipc://DIR/NAME"
  * (as_endpoint) or a plain path.  -ENAMETOOLONG when the socket path would be
  * longer than BM_IPC_PATH_MAX.

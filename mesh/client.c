@@ -596,6 +596,9 @@ s_probe_ipc(const char *endpoint)
 		return -ENAMETOOLONG;
 	}
 	strcpy(sa.sun_path, endpoint + 6);
+	if ((rc = bm_rundir_socket_check(sa.sun_path)) < 0) {
+		return rc == -ENOENT ? BM_ENOBROKER : rc;
+	}
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		return -errno;

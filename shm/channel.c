@@ -445,7 +445,8 @@ bm_channel_connect(const char *rundir, const char *to, const char *as,
 	if (ret_ch == NULL || (as != NULL && *as != '\0' && !s_name_ok(as))) {
 		return as != NULL && ret_ch != NULL ? BM_EBADNAME : -EINVAL;
 	}
-	if ((rc = s_sock_path(rundir, to, false, &addr)) < 0) {
+	if ((rc = s_sock_path(rundir, to, false, &addr)) < 0 ||
+	    (rc = bm_rundir_socket_check(addr.sun_path)) < 0) {
 		return rc;
 	}
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);

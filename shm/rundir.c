@@ -118,3 +118,21 @@ bm_statedir_resolve(char *ret_path)
 	}
 	return n < 0 || n >= BM_PATH_MAX ? -ENAMETOOLONG : 0;
 }
+
+int
+bm_rundir_socket_check(const char *path)
+{
+	struct stat st;
+
+	if (path == NULL) {
+		return -EINVAL;
+	}
+	/* lstat: connect() would follow a symlink wherever it points. */
+	if (lstat(path, &st) < 0) {
+		return -errno;
+	}
+	if (!S_ISSOCK(st.st_mode) || st.st_uid != getuid()) {
+		return BM_EUNSAFEDIR;
+	}
+	return 0;
+}

@@ -740,6 +740,37 @@ START_TEST(bytes_waiting_for_a_slow_agent_are_capped_with_busy_never_dropped)
 }
 END_TEST
 
+START_TEST(a_socket_behind_a_symlink_is_refused)
+{
+	char sock[800], real[800];
+	bm_client_t *c = NULL;
+	bm_channel_t *ch = NULL;
+	bm_listener_t *l = NULL;
+
+	s_beastd = s_beastd_start(s_free_port(), false, NULL, NULL);
+	ck_assert_int_gt(s_beastd, 0);
+	s_path(sock, sizeof sock, s_dir, "mesh.sock");
+	s_path(real, sizeof real, s_dir, "mesh.real");
+	ck_assert_int_eq(rename(sock, real), 0);
+	ck_assert_int_eq(symlink(real, sock), 0);
+	ck_assert_int_eq(bm_client_open(&(bm_client_opts_t){.dir = s_dir}, &c), BM_EUNSAFEDIR);
+	ck_assert_int_eq(unlink(sock), 0);
+	ck_assert_int_eq(rename(real, sock), 0);
+	ck_assert_int_eq(bm_client_open(&(bm_client_opts_t){.dir = s_dir}, &c), 0);
+	bm_client_destroy(&c);
+	/* The same for a bulk channel's socket. */
+	ck_assert_int_eq(bm_listener_open(s_dir, "target", &l), 0);
+	s_path(sock, sizeof sock, s_dir, "shm/target.sock");
+	s_path(real, sizeof real, s_dir, "shm/elsewhere.sock");
+	ck_assert_int_eq(rename(sock, real), 0);
+	ck_assert_int_eq(symlink(real, sock), 0);
+	ck_assert_int_eq(bm_channel_connect(s_dir, "target", "me", NULL, 1000, &ch), BM_EUNSAFEDIR);
+	ck_assert_int_eq(unlink(sock), 0);
+	ck_assert_int_eq(rename(real, sock), 0);
+	bm_listener_destroy(&l);
+}
+END_TEST
+
 /* Producer child: a streamed blob over the consumer's cap, then a small
  * one; exits 0 when the first was refused and the second confirmed. */
 static int
@@ -823,6 +854,7 @@ s_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, bytes_waiting_for_a_slow_agent_are_capped_with_busy_never_dropped);
 	tcase_add_test(tc, a_streamed_blob_over_the_receivers_cap_is_refused_and_the_channel_goes_on);
+	tcase_add_test(tc, a_socket_behind_a_symlink_is_refused);
 	suite_add_tcase(s, tc);
 	return s;
 }
