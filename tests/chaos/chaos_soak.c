@@ -49,6 +49,7 @@
 
 #define S_MAX 16
 #define S_HB 200
+#define S_DISK_KIB 32 /* sender 0's file-size limit while its disk is "full" */
 
 static char s_root[64], s_run[96], s_state[96], s_stopfile[128];
 static int s_senders = 3, s_receivers = 2, s_rate = 100;
@@ -409,7 +410,7 @@ s_spawn(s_kid_t *k, bool disk_limit)
 			_exit(1);
 		}
 		if (disk_limit) {
-			struct rlimit rl = {32 << 10, 32 << 10};
+			struct rlimit rl = {S_DISK_KIB << 10, S_DISK_KIB << 10};
 
 			signal(SIGXFSZ, SIG_IGN); /* a failed write, not a signal */
 			setrlimit(RLIMIT_FSIZE, &rl);
@@ -546,6 +547,8 @@ s_harness(int seconds, unsigned seed, bool keep)
 	mkdir(s_state, 0700);
 	printf("chaos-soak: %d s, %d senders x %d msgs/s, %d receivers, seed %u, in %s\n", seconds,
 	       s_senders, s_rate, s_receivers, seed, s_root);
+	printf("chaos-soak: full disk by RLIMIT_FSIZE (%d KiB) on sender s0's journal, "
+	       "not a small filesystem\n", S_DISK_KIB);
 	fflush(stdout);
 	srand(seed);
 	s_kids[s_nkids++] = (s_kid_t){.role = "beastd"};
