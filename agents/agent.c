@@ -547,6 +547,7 @@ bm_agent_send(bm_agent_t *a, const char *to, const bm_agent_send_opts_t *o, cons
 		so.priority = o->priority;
 		so.ttl_ms = o->ttl_ms;
 		so.max_attempts = o->max_attempts;
+		so.expire = o->expire;
 	}
 	if ((rc = bm_outbox_put(a->outbox, &so, body, len, &id)) < 0) {
 		return rc;
@@ -601,7 +602,13 @@ int
 bm_agent_request(bm_agent_t *a, const char *to, const char *type, const void *body, size_t len,
                  int timeout_ms, bm_agent_reply_fn fn, void *arg)
 {
-	bm_agent_send_opts_t so = {.type = type};
+	/* The timeout travels as the request's TTL (with a second's grace, so
+	 * our own withdrawal at the deadline comes first): the replier knows
+	 * how long a reply stays worth sending.  `expire`: a requester restarted
+	 * from its journal, which no longer waits, lets it go without a dead
+	 * letter. */
+	bm_agent_send_opts_t so = {.type = type, .expire = true,
+	                           .ttl_ms = timeout_ms > 0 ? (uint32_t)timeout_ms + 1000 : 0};
 	s_request_t *r;
 	bm_id_t id;
 	int rc;
@@ -643,6 +650,20 @@ bm_agent_reply(bm_agent_t *a, const bm_msg_t *req, const char *type, const void 
 		return -EINVAL;
 	}
 	so = (bm_outbox_send_opts_t){.to = req->from, .type = type, .corr = &req->id};
+	if (req->ttl_ms > 0) {
+		/* The requester waits until ts_ms + ttl_ms (its clock, near ours:
+		 * one machine).  Past that the reply would only linger. */
+		int64_t left = req->ts_ms + (int64_t)req->ttl_ms - bm_wall_ms();
+
+		if (left <= 0) {
+			a->st.replies_expired++;
+			return 0;
+		}
+		/* Retried only while it is wanted; then withdrawn, not kept
+		 * as a dead letter (the outbox counts it as expired). */
+		so.ttl_ms = (uint32_t)left;
+		so.expire = true;
+	}
 	if ((rc = bm_outbox_put(a->outbox, &so, body, len, &id)) < 0) {
 		return rc;
 	}
@@ -650,6 +671,7 @@ bm_agent_reply(bm_agent_t *a, const bm_msg_t *req, const char *type, const void 
 	s_note_sent(a, &id);
 	return 0;
 }
+
 
 size_t
 bm_agent_requests_pending(const bm_agent_t *a)
@@ -1306,4 +1328,5 @@ bm_agent_stats(const bm_agent_t *a, bm_agent_stats_t *ret)
 	ret->retried = os.retries;
 	ret->dead = os.dead;
 	ret->pending = os.pending + os.inflight;
+	ret->replies_expired = a->st.replies_expired + os.expired;
 }

@@ -141,6 +141,7 @@ typedef struct bm_agent_send_opts {
 	uint8_t priority;       /* higher goes first */
 	uint32_t ttl_ms;        /* 0 = none */
 	uint32_t max_attempts;  /* 0 = 20 */
+	bool expire;            /* at the TTL, withdraw it rather than keep a dead letter */
 } bm_agent_send_opts_t;
 
 /*
@@ -168,7 +169,10 @@ BM_EXPORT int bm_agent_send_batch(bm_agent_t *a, const bm_agent_item_t *items, s
  * Reliable request: sent like bm_agent_send; fn is called once with the
  * reply, or with -ETIMEDOUT after timeout_ms (the request is then
  * withdrawn from the outbox), or with the reason it died.  Returns 0 or a
- * send error (fn is then never called).
+ * send error (fn is then never called).  The timeout travels as the
+ * request's TTL, so the replier's bm_agent_reply() retries the reply only
+ * while the requester still waits, then withdraws it (stats:
+ * replies_expired) instead of keeping a dead letter nobody wants.
  */
 BM_EXPORT int bm_agent_request(bm_agent_t *a, const char *to, const char *type, const void *body,
                                size_t len, int timeout_ms, bm_agent_reply_fn fn, void *arg);
@@ -249,6 +253,7 @@ typedef struct bm_agent_stats {
 	uint64_t requests;        /* requests made */
 	uint64_t replies;         /* replies matched to a request */
 	uint64_t timeouts;        /* requests that timed out */
+	uint64_t replies_expired; /* replies withdrawn: their requester's timeout passed */
 	uint64_t published;       /* broadcasts sent */
 	uint64_t bcasts;          /* broadcasts received */
 	uint64_t gaps;            /* broadcasts known lost on the way */

@@ -506,6 +506,8 @@ typedef struct bm_outbox_send_opts {
 	uint8_t priority;        /* higher goes first among pending */
 	uint32_t ttl_ms;         /* 0 = the outbox default */
 	uint32_t max_attempts;   /* 0 = the outbox default */
+	bool expire;             /* at the TTL, withdraw it (stats: expired) rather
+	                          * than keep a dead letter: for replies */
 } bm_outbox_send_opts_t;
 
 /*
@@ -617,6 +619,7 @@ typedef struct bm_outbox_stats {
 	uint64_t nacked;         /* NACKs received */
 	uint64_t timeouts;       /* attempts without ACK in time */
 	uint64_t dead_total;     /* messages that died since open */
+	uint64_t expired;        /* `expire` messages withdrawn at their TTL */
 	uint64_t segments;       /* journal segments */
 	uint64_t journal_bytes;  /* journal bytes on disk */
 } bm_outbox_stats_t;

@@ -32,7 +32,8 @@
  * Journal records (payloads little-endian; type in the record header):
  *   PUT (1, LIVE): one message
  *      0 16 id | 16 16 corr (zero = none) | 32 1 priority | 33 1 to length T
- *      | 34 1 type length Y | 35 1 reserved 0 | 36 4 ttl_ms (0 = none)
+ *      | 34 1 type length Y | 35 1 flags (bit 0: expire — at the TTL it
+ *      is withdrawn, not dead-lettered; other bits 0) | 36 4 ttl_ms (0 = none)
  *      | 40 4 max attempts | 44 4 attempts made | 48 8 created, wall ms
  *      | 56 4 dead code (0 = live; else the BM_E* / reason it died of)
  *      | 60 4 body length B | 64 T to | Y type | B body
@@ -84,6 +85,7 @@ enum {
 };
 
 #define S_PUT_FIXED 64
+#define S_MSG_EXPIRE 0x01 /* at its TTL: withdrawn (expired), not dead-lettered */
 #define S_COMPACT_SEGMENTS 8
 
 typedef struct s_batch {
@@ -102,6 +104,7 @@ typedef struct s_msg {
 	uint32_t attempts;            /* sends made */
 	int64_t created_ms;           /* wall ms, for TTL (reset by requeue) */
 	int dead_code;                /* why it died; 0 = live */
+	uint8_t flags;                /* S_MSG_* */
 	int state;                    /* S_* */
 	uint64_t seq;                 /* its PUT record, or 0 when in a batch */
 	s_batch_t *batch;             /* its BATCH, or NULL */
@@ -387,6 +390,19 @@ s_kill(bm_outbox_t *ob, s_msg_t *m, int code)
 	bm_debug("outbox: message to %s dead: %s", m->to, bm_outbox_reason(code));
 }
 
+/* Its TTL passed: dead letter, or, for a message sent with `expire` (a
+ * reply nobody waits for any more), withdrawn and counted. */
+static void
+s_ttl(bm_outbox_t *ob, s_msg_t *m)
+{
+	if ((m->flags & S_MSG_EXPIRE) && s_record_id(ob, S_REC_PURGE, &m->id, NULL, 0) == 0) {
+		ob->st.expired++;
+		s_free(ob, m);
+		return;
+	}
+	s_kill(ob, m, BM_OUTBOX_DEAD_TTL);
+}
+
 /* ---- encoding ---- */
 
 static size_t
@@ -405,6 +421,7 @@ s_put_fixed(const s_msg_t *m, uint8_t *p)
 	p[32] = m->priority;
 	p[33] = (uint8_t)strlen(m->to);
 	p[34] = (uint8_t)strlen(m->type);
+	p[35] = m->flags;
 	s_put32(p + 36, m->ttl_ms);
 	s_put32(p + 40, m->max_attempts);
 	s_put32(p + 44, m->attempts);
@@ -466,6 +483,7 @@ s_put_decode(const uint8_t *p, size_t len, s_msg_t **ret)
 	memcpy(m->id.b, p, 16);
 	memcpy(m->corr.b, p + 16, 16);
 	m->priority = p[32];
+	m->flags = p[35] & S_MSG_EXPIRE;
 	memcpy(m->to, p + S_PUT_FIXED, tl);
 	memcpy(m->type, p + S_PUT_FIXED + tl, yl);
 	m->ttl_ms = s_get32(p + 36);
@@ -754,6 +772,7 @@ s_new_msg(bm_outbox_t *ob, const bm_outbox_send_opts_t *o, const void *body, siz
 	memcpy(m->to, o->to, strlen(o->to) + 1);
 	memcpy(m->type, o->type ? o->type : "msg", strlen(o->type ? o->type : "msg") + 1);
 	m->priority = o->priority;
+	m->flags = o->expire ? S_MSG_EXPIRE : 0;
 	m->ttl_ms = o->ttl_ms ? o->ttl_ms : ob->o.ttl_ms;
 	m->max_attempts = o->max_attempts ? o->max_attempts : ob->o.max_attempts;
 	m->created_ms = bm_wall_ms();
@@ -994,7 +1013,7 @@ static void
 s_failed(bm_outbox_t *ob, s_msg_t *m)
 {
 	if (s_expired(m, bm_wall_ms())) {
-		s_kill(ob, m, BM_OUTBOX_DEAD_TTL);
+		s_ttl(ob, m);
 	} else if (m->attempts >= m->max_attempts) {
 		s_kill(ob, m, BM_OUTBOX_DEAD_ATTEMPTS);
 	} else {
@@ -1023,7 +1042,7 @@ s_send_one(bm_outbox_t *ob, s_msg_t *m, int64_t now, int64_t now_wall)
 	int rc;
 
 	if (s_expired(m, now_wall)) {
-		s_kill(ob, m, BM_OUTBOX_DEAD_TTL);
+		s_ttl(ob, m);
 		return 0;
 	}
 	so.to = m->to;

@@ -243,6 +243,44 @@ START_TEST(a_request_nobody_answers_times_out_and_is_withdrawn_from_the_outbox)
 }
 END_TEST
 
+START_TEST(a_reply_its_requester_no_longer_waits_for_is_withdrawn_not_dead_lettered)
+{
+	const char *const caps[] = {"test", NULL};
+	bm_agent_t *srv = s_agent("srv", caps), *late, *gone;
+	bm_agent_stats_t st;
+
+	bm_agent_on_request(srv, NULL, s_echo, NULL);
+	/* 1: the request's 300 ms are over before the server gets to it: no
+	 * reply is sent at all. */
+	late = s_agent("late", NULL);
+	ck_assert_int_eq(bm_agent_request(late, "srv", "q", "a", 1, 300, s_on_reply, NULL), 0);
+	ck_assert_int_eq(bm_agent_flush(late), 0);
+	usleep(400000);
+	bm_agent_destroy(&late);
+	/* 2: the requester is gone (it gave up and left) while its reply is
+	 * on the way: the reply is retried only until the 700 ms are over. */
+	gone = s_agent("gone", NULL);
+	ck_assert_int_eq(bm_agent_request(gone, "srv", "q", "b", 1, 700, s_on_reply, NULL), 0);
+	ck_assert_int_eq(bm_agent_flush(gone), 0);
+	bm_agent_destroy(&gone);
+	/* Serve both, then let the second reply run out of time. */
+	for (int64_t end = bm_mono_ms() + 5000; bm_mono_ms() < end;) {
+		ck_assert_int_ge(bm_agent_step(srv, 50), 0);
+		bm_agent_stats(srv, &st);
+		if (st.received == 2 && st.pending == 0) {
+			break;
+		}
+	}
+	ck_assert_int_eq(bm_agent_drain(srv, 5000), 0);
+	bm_agent_stats(srv, &st);
+	ck_assert_uint_eq(st.received, 2);
+	ck_assert_uint_eq(st.replies_expired, 2);
+	ck_assert_uint_eq(st.pending, 0);
+	ck_assert_uint_eq(st.dead, 0);
+	bm_agent_destroy(&srv);
+}
+END_TEST
+
 START_TEST(reliable_sends_and_a_batch_reach_a_receiver_that_starts_late_and_is_killed_9)
 {
 	char file[512], ready[512], line[64];
@@ -487,6 +525,7 @@ s_suite(void)
 	tcase_add_test(tc, a_request_handlers_reply_reaches_the_requesters_callback);
 	tcase_add_test(tc, a_request_nobody_answers_times_out_and_is_withdrawn_from_the_outbox);
 	tcase_add_test(tc, reliable_sends_and_a_batch_reach_a_receiver_that_starts_late_and_is_killed_9);
+	tcase_add_test(tc, a_reply_its_requester_no_longer_waits_for_is_withdrawn_not_dead_lettered);
 	tcase_add_test(tc, a_broadcast_handler_gets_its_subtree_and_nothing_else);
 	tcase_add_test(tc, a_point_cloud_reaches_the_blob_handler_intact_with_its_mesh_announcement);
 	tcase_add_test(tc, a_foreign_poll_loop_wakes_on_the_agents_items_and_a_handler_can_stop_the_run);

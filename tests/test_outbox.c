@@ -391,6 +391,37 @@ START_TEST(the_pending_count_and_byte_limits_refuse_with_efull)
 }
 END_TEST
 
+START_TEST(an_expiring_message_is_withdrawn_at_its_ttl_even_after_a_restart)
+{
+	bm_outbox_opts_t oo = {.base_ms = 20, .cap_ms = 80, .ack_timeout_ms = 300};
+	bm_client_t *c = tu_client(s_dir, "snd", NULL, HB);
+	bm_outbox_send_opts_t so = {.to = "nobody", .type = "reply", .ttl_ms = 400, .expire = true};
+	bm_outbox_stats_t st;
+	bm_outbox_t *ob;
+
+	ck_assert_ptr_nonnull(c);
+	ob = s_outbox("snd", c, &oo);
+	ck_assert_int_eq(bm_outbox_put(ob, &so, "r", 1, NULL), 0);
+	ck_assert_int_eq(bm_outbox_commit(ob), 0);
+	/* The flag is in the journal: a restart keeps it. */
+	bm_outbox_destroy(&ob);
+	ob = s_outbox("snd", c, &oo);
+	ck_assert_uint_eq(bm_outbox_count(ob), 1);
+	ck_assert(s_drive(ob, c, s_empty, NULL, 5000));
+	bm_outbox_stats(ob, &st);
+	ck_assert_uint_eq(st.expired, 1);
+	ck_assert_uint_eq(st.dead, 0);
+	bm_outbox_destroy(&ob);
+	/* ... and its withdrawal too. */
+	ob = s_outbox("snd", c, &oo);
+	ck_assert_uint_eq(bm_outbox_count(ob), 0);
+	bm_outbox_stats(ob, &st);
+	ck_assert_uint_eq(st.dead, 0);
+	bm_outbox_destroy(&ob);
+	bm_client_destroy(&c);
+}
+END_TEST
+
 START_TEST(a_notice_that_the_destination_came_online_retries_at_once)
 {
 	/* A long backoff: only the notice can bring the retry in time. */
@@ -1081,6 +1112,7 @@ s_suite(void)
 	tcase_add_test(tc, the_pending_count_and_byte_limits_refuse_with_efull);
 	tcase_add_test(tc, an_old_pending_message_does_not_pin_the_outbox_journal);
 	tcase_add_test(tc, a_notice_that_the_destination_came_online_retries_at_once);
+	tcase_add_test(tc, an_expiring_message_is_withdrawn_at_its_ttl_even_after_a_restart);
 	tcase_add_test(tc, an_atomic_batch_killed_mid_append_is_all_or_nothing);
 	tcase_add_test(tc, an_atomic_batch_torn_at_a_sync_is_all_or_nothing_and_stored_batches_stay);
 	tcase_add_test(tc, a_full_disk_refuses_with_a_clear_error_and_loses_no_stored_message);
