@@ -3,11 +3,38 @@
  * and --connect/--key/--server-key for a remote beastd over CURVE), picks
  * the subcommand and hands over; the subcommands live in cli_*.c.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "cli_blob.h"
+
+/* `beast bench ARGS` runs beast-bench, found next to this binary (or in the
+ * build tree's bench/), else on PATH; beast itself links no bench peer. */
+static int
+s_bench(int argc, char **argv, const char *dir)
+{
+	char self[PATH_MAX], path[PATH_MAX + 32];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+	(void)argc;
+	(void)dir;
+	argv[0] = "beast-bench";
+	if (n > 0) {
+		self[n] = '\0';
+		char *slash = strrchr(self, '/');
+		if (slash)
+			*slash = '\0';
+		snprintf(path, sizeof path, "%s/beast-bench", self);
+		execv(path, argv);
+		snprintf(path, sizeof path, "%s/../bench/beast-bench", self);
+		execv(path, argv);
+	}
+	execvp("beast-bench", argv);
+	fprintf(stderr, "beast: cannot run beast-bench (not next to beast, not on PATH)\n");
+	return BM_EXIT_FAIL;
+}
 
 typedef struct {
 	const char *name;                                /* subcommand */
@@ -30,6 +57,7 @@ static const s_cmd_t s_cmds[] = {
 	{"blob", bm_cli_blob, "move files through shared memory (blob send / blob recv)"},
 	{"demo", bm_cli_demo, "run the example swarm with live progress and a checked summary"},
 	{"keygen", bm_cli_keygen, "make a CURVE key pair (NAME.key, NAME.pub) for TCP"},
+	{"bench", s_bench, "measure transports side by side (runs beast-bench)"},
 	{"outbox", bm_cli_outbox, "an agent's pending and dead messages (ls, dead, requeue, flush ...)"},
 };
 
