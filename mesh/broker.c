@@ -905,11 +905,15 @@ bm_broker_run(bm_broker_t *b, volatile sig_atomic_t *stop)
 			}
 			return rc;
 		}
+		bool backlog = false;
+
 		for (int which = S_SOCK_MAIN; which <= S_SOCK_CURVE; which++) {
+			int i;
+
 			if (which == S_SOCK_CURVE && b->curve_router == NULL) {
 				break;
 			}
-			for (int i = 0; i < S_DRAIN_BATCH; i++) {
+			for (i = 0; i < S_DRAIN_BATCH; i++) {
 				rc = s_recv_one(b, which);
 				if (rc == -EAGAIN || rc == -EINTR) {
 					break;
@@ -918,9 +922,13 @@ bm_broker_run(bm_broker_t *b, volatile sig_atomic_t *stop)
 					return rc;
 				}
 			}
+			backlog = backlog || i == S_DRAIN_BATCH;
 		}
 		now = bm_mono_ms();
-		if (now >= b->next_sweep_ms) {
+		/* Sweep only with nothing left unread: after a stall (a starved
+		 * CPU) an agent's frames may still be queued here, and judging
+		 * its silence before reading them would drop a live agent. */
+		if (now >= b->next_sweep_ms && !backlog) {
 			s_sweep(b, now);
 			b->next_sweep_ms = now + tick;
 		}
