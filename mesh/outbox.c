@@ -1017,7 +1017,16 @@ s_failed(bm_outbox_t *ob, s_msg_t *m)
 	} else if (m->attempts >= m->max_attempts) {
 		s_kill(ob, m, BM_OUTBOX_DEAD_ATTEMPTS);
 	} else {
-		(void)s_make_timer(ob, m, S_WAITING, bm_mono_ms() + s_backoff(ob, m->attempts));
+		int64_t wait = s_backoff(ob, m->attempts);
+
+		/* A backoff never outlives the TTL: the message is looked at
+		 * again when it expires, not up to a backoff cap later. */
+		if (m->ttl_ms > 0) {
+			int64_t left = m->created_ms + (int64_t)m->ttl_ms - bm_wall_ms();
+
+			wait = left < wait ? (left > 0 ? left : 0) : wait;
+		}
+		(void)s_make_timer(ob, m, S_WAITING, bm_mono_ms() + wait);
 	}
 }
 
