@@ -536,12 +536,5 @@ s_suite(void)
 int
 main(void)
 {
-	SRunner *sr = srunner_create(s_suite());
-	int failed;
-
-	srunner_set_fork_status(sr, CK_FORK);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return tu_run_suite(s_suite());
 }
