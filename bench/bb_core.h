@@ -1,0 +1,17 @@
+/*
+ * bb_core.h - between beast-bench's main and its core (not for modules).
+ */
+#ifndef BB_CORE_H_INCLUDED
+#define BB_CORE_H_INCLUDED
+
+#include "bb.h"
+
+/* Measures one row: the transport's run() when it takes the row, else the
+ * generic driver of the row's scenario through the transport's ops. */
+void bb_core_measure(const bb_transport_t *t, bb_row_t *r, bb_env_t *env);
+
+/* Children the core knows of, killed on SIGINT/SIGTERM. */
+void bb_core_track(pid_t pid);
+void bb_core_untrack(pid_t pid);
+
+#endif
