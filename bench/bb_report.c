@@ -104,8 +104,13 @@ bb_report_table(FILE *f, const bb_row_t *rows, int n, const char *baseline)
 			        r->transport, sz, r->placement, r->mode, "-", "-", "-", "-", "-", "-", "-", "-", r->status);
 			continue;
 		}
-		fprintf(f, "%-10s %-20s %6s %-9s %-8s %9.1f %9.1f %11.0f %9.1f %7.2f %7.1f %8ld %7s  %s\n", r->scenario,
-		        r->transport, sz, r->placement, r->mode, r->p50_us, r->p99_us, r->msgs_per_s, r->mb_per_s, r->cpu_s,
+		char p50[16] = "-", p99[16] = "-";
+		if (r->p50_us > 0) {
+			snprintf(p50, sizeof p50, "%.1f", r->p50_us);
+			snprintf(p99, sizeof p99, "%.1f", r->p99_us);
+		}
+		fprintf(f, "%-10s %-20s %6s %-9s %-8s %9s %9s %11.0f %9.1f %7.2f %7.1f %8ld %7s  %s\n", r->scenario,
+		        r->transport, sz, r->placement, r->mode, p50, p99, r->msgs_per_s, r->mb_per_s, r->cpu_s,
 		        (double)r->rss_kb / 1024.0, r->lost, ratio, r->note[0] ? r->note : "ok");
 	}
 	fprintf(f, "ratio: against %s where it has the row, else the scenario's usual peer (fan-out and overload: "
