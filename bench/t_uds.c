@@ -6,36 +6,13 @@
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include "bb.h"
-
-static int
-s_io(int fd, void *buf, size_t len, int wr, int timeout_ms)
-{
-	char *p = buf;
-	while (len > 0) {
-		if (!wr) {
-			struct pollfd pfd = {.fd = fd, .events = POLLIN};
-			int rc = poll(&pfd, 1, timeout_ms);
-			if (rc < 0 && errno == EINTR)
-				continue;
-			if (rc <= 0)
-				return -1;
-		}
-		ssize_t n = wr ? write(fd, p, len) : read(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
 
 static int
 s_serve(bb_link_t *l, const bb_env_t *env, char *ep, size_t eplen)
@@ -85,18 +62,64 @@ static int
 s_send(bb_link_t *l, const void *buf, size_t len)
 {
 	uint32_t hdr = (uint32_t)len;
-	if (len > UINT32_MAX || s_io(l->fd, &hdr, sizeof hdr, 1, 0) != 0)
+	if (len > UINT32_MAX || bb_write_full(l->fd, &hdr, sizeof hdr) != 0)
 		return -1;
-	return s_io(l->fd, (void *)buf, len, 1, 0);
+	return bb_write_full(l->fd, buf, len);
+}
+
+/* Reads what the socket has (up to the staging buffer) without blocking,
+ * polling only when it has nothing: one read() serves many small messages. */
+typedef struct {
+	size_t head, tail;
+	char buf[256 << 10];
+} s_rd_t;
+
+static int
+s_fill(bb_link_t *l, s_rd_t *r, double deadline)
+{
+	if (r->head > 0) {
+		memmove(r->buf, r->buf + r->head, r->tail - r->head);
+		r->tail -= r->head;
+		r->head = 0;
+	}
+	for (;;) {
+		ssize_t n = recv(l->fd, r->buf + r->tail, sizeof r->buf - r->tail, MSG_DONTWAIT);
+		if (n > 0) {
+			r->tail += (size_t)n;
+			return 0;
+		}
+		if (n == 0 || (errno != EAGAIN && errno != EINTR))
+			return -1;
+		int left = (int)((deadline - bb_now()) * 1000);
+		struct pollfd p = {.fd = l->fd, .events = POLLIN};
+		if (left <= 0 || (poll(&p, 1, left) <= 0 && errno != EINTR))
+			return -1;
+	}
 }
 
 static long
 s_recv(bb_link_t *l, void *buf, size_t cap, int timeout_ms)
 {
-	uint32_t hdr;
-	if (s_io(l->fd, &hdr, sizeof hdr, 0, timeout_ms) != 0 || hdr > cap)
+	s_rd_t *r = l->impl;
+	if (!r && !(r = l->impl = calloc(1, sizeof *r)))
 		return -1;
-	return s_io(l->fd, buf, hdr, 0, timeout_ms) == 0 ? (long)hdr : -1;
+	double deadline = bb_now() + timeout_ms / 1000.0;
+	while (r->tail - r->head < sizeof(uint32_t))
+		if (s_fill(l, r, deadline) != 0)
+			return -1;
+	uint32_t hdr;
+	memcpy(&hdr, r->buf + r->head, sizeof hdr);
+	if (hdr > cap)
+		return -1;
+	r->head += sizeof hdr;
+	/* a message that has begun is read to its end: the staged part first,
+	 * then straight into buf */
+	size_t have = r->tail - r->head < hdr ? r->tail - r->head : hdr;
+	memcpy(buf, r->buf + r->head, have);
+	r->head += have;
+	if (have < hdr && bb_read_full(l->fd, (char *)buf + have, hdr - have, bb_now() + BB_DEADLINE_S) != 0)
+		return -1;
+	return (long)hdr;
 }
 
 static void
@@ -105,6 +128,8 @@ s_close(bb_link_t *l)
 	if (l->fd >= 0)
 		close(l->fd);
 	l->fd = -1;
+	free(l->impl);
+	l->impl = NULL;
 }
 
 static const bb_ops_t s_ops = {

@@ -40,7 +40,7 @@ s_sock(bb_link_t *l, int type, int kind)
 		return -1;
 	/* fan-out and point-to-point rows keep every message (unbounded
 	 * queues); overload rows keep libzmq's defaults, so drops show */
-	int hwm = 0, linger = 2000;
+	int hwm = 0, linger = (int)(BB_DEADLINE_S * 1000); /* the tail of a stream is delivered */
 	if (l->scen != BB_OVERLOAD) {
 		zmq_setsockopt(l->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
 		zmq_setsockopt(l->sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
