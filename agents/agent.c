@@ -172,49 +172,24 @@ s_hist_add(uint64_t *hist, int64_t ns)
 
 /* ---- state directory ---- */
 
-static int
-s_mkdirs(char *path)
-{
-	for (char *p = path + 1; *p; p++) {
-		if (*p == '/') {
-			*p = '\0';
-			if (mkdir(path, 0700) < 0 && errno != EEXIST) {
-				int e = -errno;
-
-				*p = '/';
-				return e;
-			}
-			*p = '/';
-		}
-	}
-	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
-		return -errno;
-	}
-	return 0;
-}
-
+/* The agent's state dir: given, else STATE/NAME (bm_statedir_resolve). */
 static int
 s_state_dir(const char *given, const char *name, char *out, size_t cap)
 {
-	const char *st = getenv("BEAST_STATE"), *xdg = getenv("XDG_STATE_HOME"),
-	           *home = getenv("HOME");
-	int n;
+	char base[BM_PATH_MAX];
+	int rc, n;
 
 	if (given != NULL) {
 		n = snprintf(out, cap, "%s", given);
-	} else if (st != NULL && st[0] != '\0') {
-		n = snprintf(out, cap, "%s/%s", st, name);
-	} else if (xdg != NULL && xdg[0] == '/') {
-		n = snprintf(out, cap, "%s/beast/%s", xdg, name);
-	} else if (home != NULL && home[0] == '/') {
-		n = snprintf(out, cap, "%s/.local/state/beast/%s", home, name);
+	} else if ((rc = bm_statedir_resolve(base)) < 0) {
+		return rc;
 	} else {
-		return -ENOENT;
+		n = snprintf(out, cap, "%s/%s", base, name);
 	}
 	if (n < 0 || (size_t)n >= cap - 16) {
 		return -ENAMETOOLONG;
 	}
-	return s_mkdirs(out);
+	return bm_mkdirs(out);
 }
 
 /* ---- open / destroy ---- */

@@ -18,56 +18,21 @@
 
 #include "cli.h"
 
-/* Makes each missing component of path (a directory) with mode 0700. */
-static int
-s_mkdirs(char *path)
-{
-	for (char *p = path + 1; *p; p++) {
-		if (*p == '/') {
-			*p = '\0';
-			if (mkdir(path, 0700) < 0 && errno != EEXIST) {
-				int e = -errno;
-
-				*p = '/';
-				return e;
-			}
-			*p = '/';
-		}
-	}
-	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
-		return -errno;
-	}
-	return 0;
-}
-
 int
 bm_cli_state_path(const char *name, const char *what, bool create, char *out, size_t cap)
 {
-	const char *st = getenv("BEAST_STATE"), *xdg = getenv("XDG_STATE_HOME"),
-	           *home = getenv("HOME");
 	char base[BM_PATH_MAX];
-	int n;
+	int n, rc;
 
-	if (st != NULL && st[0] != '\0') {
-		n = snprintf(base, sizeof base, "%s", st);
-	} else if (xdg != NULL && xdg[0] == '/') {
-		n = snprintf(base, sizeof base, "%s/beast", xdg);
-	} else if (home != NULL && home[0] == '/') {
-		n = snprintf(base, sizeof base, "%s/.local/state/beast", home);
-	} else {
-		return -ENOENT;
-	}
-	if (n < 0 || (size_t)n >= sizeof base) {
-		return -ENAMETOOLONG;
+	if ((rc = bm_statedir_resolve(base)) < 0) {
+		return rc;
 	}
 	n = snprintf(out, cap, "%s/%s", base, name);
 	if (n < 0 || (size_t)n >= cap) {
 		return -ENAMETOOLONG;
 	}
 	if (create) {
-		int rc = s_mkdirs(out);
-
-		if (rc < 0) {
+		if ((rc = bm_mkdirs(out)) < 0) {
 			return rc;
 		}
 	}

@@ -116,6 +116,13 @@ BM_EXPORT int bm_rundir_resolve(const char *dir, bool create, char *ret_path);
 BM_EXPORT int bm_statedir_resolve(char *ret_path);
 
 /*
+ * Makes each missing directory of path (like mkdir -p), mode 0700; one
+ * that exists is left as it is.  0, -ENAMETOOLONG, or -errno of the
+ * mkdir that failed.
+ */
+BM_EXPORT int bm_mkdirs(const char *path);
+
+/*
  * Checks a socket file before connecting to it: it must be a socket (not a
  * symlink, whatever it points to) owned by the calling user.  0,
  * BM_EUNSAFEDIR, or -errno from lstat (-ENOENT: nobody listens there).

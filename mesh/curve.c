@@ -41,29 +41,6 @@
 
 #include "mesh_private.h"
 
-int
-bm__mkdirs(const char *path)
-{
-	char buf[BM_PATH_MAX];
-
-	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
-		return -ENAMETOOLONG;
-	}
-	for (char *p = buf + 1; *p != '\0'; p++) {
-		if (*p == '/') {
-			*p = '\0';
-			if (mkdir(buf, 0700) < 0 && errno != EEXIST) {
-				return -errno;
-			}
-			*p = '/';
-		}
-	}
-	if (mkdir(buf, 0700) < 0 && errno != EEXIST) {
-		return -errno;
-	}
-	return 0;
-}
-
 /* The public twin of a secret key path: X.key -> X.pub, else X.pub. */
 static int
 s_pub_path(const char *secret, char *out, size_t cap)
@@ -120,7 +97,7 @@ bm_curve_keygen(const char *dir, const char *name)
 	    snprintf(pub, sizeof pub, "%s/%s.pub", dir, name) >= (int)sizeof pub) {
 		return -ENAMETOOLONG;
 	}
-	if ((rc = bm__mkdirs(dir)) < 0) {
+	if ((rc = bm_mkdirs(dir)) < 0) {
 		return rc;
 	}
 	zsys_handler_set(NULL); /* the caller's signal handlers stay in charge */
@@ -204,7 +181,7 @@ bm__curve_server_cert(const char *path, zcert_t **ret_cert)
 	slash = strrchr(dir, '/');
 	if (slash != NULL && slash != dir) {
 		*slash = '\0';
-		if ((rc = bm__mkdirs(dir)) < 0) {
+		if ((rc = bm_mkdirs(dir)) < 0) {
 			return rc;
 		}
 	}
@@ -336,7 +313,7 @@ bm_curve_paths(const char *server_key, const char *allow_dir, char *ret_key, cha
 	if (snprintf(ret_allow, BM_PATH_MAX, "%s/allowed", keydir) >= BM_PATH_MAX) {
 		return -ENAMETOOLONG;
 	}
-	return bm__mkdirs(ret_allow);
+	return bm_mkdirs(ret_allow);
 }
 
 int

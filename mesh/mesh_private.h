@@ -100,8 +100,6 @@ void *bm__map_next(const bm_map_t *m, size_t *cursor);
 int bm__journal_segment_base(const bm_journal_t *j, size_t i, uint64_t *ret_seq);
 
 /* ---- CURVE keys (curve.c) ---- */
-/* Makes each missing component of a directory path, 0700. */
-int bm__mkdirs(const char *path);
 typedef struct _zcert_t zcert_t;
 /* Loads a key file; with secret, it must hold a secret key, be the
  * caller's and closed to group/others.  BM_EBADKEY otherwise. */

@@ -120,6 +120,32 @@ bm_statedir_resolve(char *ret_path)
 }
 
 int
+bm_mkdirs(const char *path)
+{
+	char buf[BM_PATH_MAX];
+
+	if (path == NULL || path[0] == '\0') {
+		return -EINVAL;
+	}
+	if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+		return -ENAMETOOLONG;
+	}
+	for (char *p = buf + 1; *p != '\0'; p++) {
+		if (*p == '/') {
+			*p = '\0';
+			if (mkdir(buf, 0700) < 0 && errno != EEXIST) {
+				return -errno;
+			}
+			*p = '/';
+		}
+	}
+	if (mkdir(buf, 0700) < 0 && errno != EEXIST) {
+		return -errno;
+	}
+	return 0;
+}
+
+int
 bm_rundir_socket_check(const char *path)
 {
 	struct stat st;
