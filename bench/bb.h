@@ -44,6 +44,10 @@ enum {
 	BB_BULK,
 	BB_RECONNECT,
 	BB_OVERLOAD,
+	/* latency under a steady load: paced sends, measured from the intended
+	 * send time (no coordinated omission); the core adds these rows for
+	 * every transport with latency rows and point-to-point ops */
+	BB_LATLOAD,
 	BB_NSCEN
 };
 #define BB_S(s) (1u << (s))
@@ -107,7 +111,8 @@ typedef struct {
 } bb_link_t;
 
 /* The generic drivers tag byte 0 of every message (payloads are >= 64 B)
- * and, for bulk, stamp bb_now() as a double at bytes 8..15; a transport
+ * and, for bulk and latency-load, stamp a bb_now() time as a double at
+ * bytes 8..15; a transport
  * must deliver the bytes as sent. */
 enum { BB_TAG_PROBE = 'P', BB_TAG_DATA = 'D', BB_TAG_END = 'E', BB_TAG_ACK = 'A' };
 
@@ -151,6 +156,8 @@ typedef struct {
 	 * measure it through ops. */
 	int (*run)(bb_row_t *r, bb_env_t *env);
 } bb_transport_t;
+
+#define BB_LATLOAD_RATE 20000 /* messages per second of a latency-load row */
 
 /* ---- what the core lends modules ---- */
 

@@ -31,7 +31,8 @@
 #include "bb_core.h"
 
 const char *const bb_scen_name[BB_NSCEN] = {"latency", "throughput", "fanout-1", "fanout-8", "fanout-32",
-                                            "durable", "bulk", "reconnect", "overload"};
+                                            "durable", "bulk", "reconnect", "overload",
+                                            "latency-load"};
 
 double
 bb_now(void)
@@ -317,6 +318,8 @@ bb_find_program(const char *name, char *out, size_t outlen)
 
 /* ---- the generic drivers ---- */
 
+#define S_LATLOAD_MAX 40000 /* messages of a full latency-load row: 2 s at the rate */
+
 /* What a side sends back: its own copy of the row (status, statistics) and
  * the counts and instants the parent combines. */
 typedef struct {
@@ -386,9 +389,11 @@ s_rx_main(void *arg, int wfd)
 	int scen = a->row->scen;
 	int nbulk = 0;
 	double *oneway = calloc(64, sizeof *oneway);
+	double *load = scen == BB_LATLOAD ? calloc(S_LATLOAD_MAX, sizeof *load) : NULL;
+	int nload = 0;
 	double end = bb_now() + 2 * BB_DEADLINE_S;
 	int idle_ms = scen == BB_LATENCY ? 1000 * (int)BB_DEADLINE_S : 2000;
-	while (buf && oneway && bb_now() < end) {
+	while (buf && oneway && (scen != BB_LATLOAD || load) && bb_now() < end) {
 		long n = o->recv(&l, buf, cap, idle_ms);
 		if (n < 0) {
 			if (scen != BB_THROUGHPUT || res.n == 0)
@@ -420,6 +425,12 @@ s_rx_main(void *arg, int wfd)
 			}
 			res.n++;
 			(void)sum;
+		} else if (scen == BB_LATLOAD && buf[0] == BB_TAG_DATA) {
+			double due;
+			memcpy(&due, buf + 8, sizeof due);
+			if (nload < S_LATLOAD_MAX)
+				load[nload++] = (bb_now() - due) * 1e6;
+			res.n++;
 		} else if (buf[0] == BB_TAG_DATA) {
 			if (res.n++ == 0)
 				res.t0 = bb_now();
@@ -428,6 +439,9 @@ s_rx_main(void *arg, int wfd)
 	}
 	if (scen == BB_BULK && nbulk > 0)
 		bb_latency_stats(&res.r, oneway, nbulk);
+	if (scen == BB_LATLOAD && nload > 0)
+		bb_latency_stats(&res.r, load, nload);
+	free(load);
 	free(oneway);
 	free(buf);
 	o->close(&l);
@@ -493,6 +507,25 @@ s_tx_main(void *arg, int wfd)
 			}
 			res.n++;
 		}
+	} else if (scen == BB_LATLOAD) {
+		/* a steady BB_LATLOAD_RATE: message i is due at t0 + i / rate and
+		 * carries that time, so a send that waited behind a slow one is
+		 * measured from when it was due, not from when it got out */
+		int count = a->env->quick ? S_LATLOAD_MAX / 4 : S_LATLOAD_MAX;
+		memset(buf, 'x', payload);
+		buf[0] = BB_TAG_DATA;
+		res.t0 = bb_now() + 0.05;
+		for (int i = 0; i < count && bb_now() < end; i++) {
+			double due = res.t0 + (double)i / BB_LATLOAD_RATE;
+			while (bb_now() < due)
+				; /* spin to the schedule: a sleep would oversleep */
+			memcpy(buf + 8, &due, sizeof due);
+			if (o->send(&l, buf, payload) != 0) {
+				bb_fail(&res.r, "sender: send %d failed", i);
+				break;
+			}
+			res.n++;
+		}
 	} else {
 		uint64_t count = (256ull << 20) / payload;
 		uint64_t most = (uint64_t)s_quick_count(a->env, 100000, 1000000);
@@ -506,7 +539,7 @@ s_tx_main(void *arg, int wfd)
 		while (res.n < count && bb_now() < end && o->send(&l, buf, payload) == 0)
 			res.n++;
 	}
-	if (buf && scen != BB_LATENCY && scen != BB_BULK) {
+	if (buf && scen != BB_LATENCY && scen != BB_BULK && scen != BB_LATLOAD) {
 		buf[0] = BB_TAG_END;
 		if (o->send(&l, buf, payload) != 0)
 			bb_fail(&res.r, "sender: end marker not sent");
@@ -579,16 +612,21 @@ s_p2p(const bb_transport_t *t, bb_row_t *r, const bb_env_t *env)
 		r->has_cdf = s->has_cdf;
 		r->msgs_per_s = r->p50_us > 0 ? 1e6 / (2 * r->p50_us) : 0;
 		r->sent = (long)tres.n;
-	} else if (r->scen == BB_BULK) {
+	} else if (r->scen == BB_BULK || r->scen == BB_LATLOAD) {
 		const bb_row_t *s = &rres.r;
 		r->p50_us = s->p50_us;
 		r->p90_us = s->p90_us;
 		r->p99_us = s->p99_us;
 		r->p999_us = s->p999_us;
 		r->max_us = s->max_us;
-		r->msgs_per_s = r->p50_us > 0 ? 1e6 / r->p50_us : 0;
+		memcpy(r->cdf, s->cdf, sizeof r->cdf);
+		r->has_cdf = s->has_cdf;
 		r->sent = (long)tres.n;
 		r->lost = (long)(tres.n - rres.n);
+		if (r->scen == BB_LATLOAD)
+			r->msgs_per_s = BB_LATLOAD_RATE;
+		else
+			r->msgs_per_s = r->p50_us > 0 ? 1e6 / r->p50_us : 0;
 	} else {
 		double dt = rres.t1 - tres.t0;
 		r->sent = (long)tres.n;
@@ -798,6 +836,7 @@ bb_core_measure(const bb_transport_t *t, bb_row_t *r, bb_env_t *env)
 	case BB_LATENCY:
 	case BB_THROUGHPUT:
 	case BB_BULK:
+	case BB_LATLOAD:
 		if (o && o->serve && o->dial)
 			s_p2p(t, r, env);
 		else

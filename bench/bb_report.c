@@ -57,7 +57,8 @@ s_find(const bb_row_t *rows, int n, const char *scen, const char *transport, siz
 static int
 s_lower_better(const char *scen)
 {
-	return !strcmp(scen, "latency") || !strcmp(scen, "bulk") || !strcmp(scen, "reconnect");
+	return !strcmp(scen, "latency") || !strcmp(scen, "bulk") || !strcmp(scen, "reconnect") ||
+	       !strcmp(scen, "latency-load");
 }
 
 static void
@@ -91,7 +92,7 @@ s_size(char *out, size_t len, size_t b)
 void
 bb_report_table(FILE *f, const bb_row_t *rows, int n, const char *baseline)
 {
-	fprintf(f, "%-10s %-20s %6s %-9s %-8s %9s %9s %11s %9s %7s %7s %8s %7s  %s\n", "scenario", "transport",
+	fprintf(f, "%-12s %-20s %6s %-9s %-8s %9s %9s %11s %9s %7s %7s %8s %7s  %s\n", "scenario", "transport",
 	        "bytes", "placement", "mode", "p50_us", "p99_us", "msgs/s", "MB/s", "cpu_s", "rss_MB", "lost", "ratio",
 	        "status");
 	for (int i = 0; i < n; i++) {
@@ -100,7 +101,7 @@ bb_report_table(FILE *f, const bb_row_t *rows, int n, const char *baseline)
 		s_size(sz, sizeof sz, r->payload);
 		s_ratio(ratio, sizeof ratio, rows, n, r, baseline);
 		if (!s_ok(r)) {
-			fprintf(f, "%-10s %-20s %6s %-9s %-8s %9s %9s %11s %9s %7s %7s %8s %7s  %s\n", r->scenario,
+			fprintf(f, "%-12s %-20s %6s %-9s %-8s %9s %9s %11s %9s %7s %7s %8s %7s  %s\n", r->scenario,
 			        r->transport, sz, r->placement, r->mode, "-", "-", "-", "-", "-", "-", "-", "-", r->status);
 			continue;
 		}
@@ -109,7 +110,7 @@ bb_report_table(FILE *f, const bb_row_t *rows, int n, const char *baseline)
 			snprintf(p50, sizeof p50, "%.1f", r->p50_us);
 			snprintf(p99, sizeof p99, "%.1f", r->p99_us);
 		}
-		fprintf(f, "%-10s %-20s %6s %-9s %-8s %9s %9s %11.0f %9.1f %7.2f %7.1f %8ld %7s  %s\n", r->scenario,
+		fprintf(f, "%-12s %-20s %6s %-9s %-8s %9s %9s %11.0f %9.1f %7.2f %7.1f %8ld %7s  %s\n", r->scenario,
 		        r->transport, sz, r->placement, r->mode, p50, p99, r->msgs_per_s, r->mb_per_s, r->cpu_s,
 		        (double)r->rss_kb / 1024.0, r->lost, ratio, r->note[0] ? r->note : "ok");
 	}

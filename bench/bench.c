@@ -106,6 +106,7 @@ s_payloads(int scen, int quick)
 	case BB_THROUGHPUT: return quick ? s_tp_quick : s_tp_full;
 	case BB_BULK: return quick ? s_bulk_quick : s_bulk_full;
 	case BB_RECONNECT:
+	case BB_LATLOAD:
 	case BB_OVERLOAD: return s_one;
 	default: return s_small;
 	}
@@ -158,13 +159,16 @@ s_build(const char *only, int quick, int unpinned)
 	for (int i = 0; bb_transports[i]; i++) {
 		const bb_transport_t *t = bb_transports[i];
 		for (int sc = 0; sc < BB_NSCEN; sc++) {
-			if (!(t->scens & BB_S(sc)) || !s_matches(only, t, sc))
+			unsigned scens = t->scens;
+			if ((scens & BB_S(BB_LATENCY)) && t->ops && t->ops->serve && t->ops->dial)
+				scens |= BB_S(BB_LATLOAD);
+			if (!(scens & BB_S(sc)) || !s_matches(only, t, sc))
 				continue;
 			const char *pl[3] = {"cross-cpu", NULL, NULL};
 			if (sc == BB_LATENCY) {
 				pl[1] = "same-cpu";
 				pl[2] = unpinned ? "unpinned" : NULL;
-			} else if (sc != BB_THROUGHPUT && sc != BB_BULK) {
+			} else if (sc != BB_THROUGHPUT && sc != BB_BULK && sc != BB_LATLOAD) {
 				pl[0] = "unpinned"; /* many processes: let the scheduler place them */
 			}
 			const size_t *pay = s_payloads(sc, quick);
@@ -326,7 +330,7 @@ s_measure(s_cell_t *c, bb_env_t *env, int up_ok, const char *up_why)
 static int
 s_lower_better(int scen)
 {
-	return scen == BB_LATENCY || scen == BB_BULK || scen == BB_RECONNECT;
+	return scen == BB_LATENCY || scen == BB_BULK || scen == BB_RECONNECT || scen == BB_LATLOAD;
 }
 
 static double
