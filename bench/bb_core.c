@@ -518,7 +518,8 @@ s_tx_main(void *arg, int wfd)
 		for (int i = 0; i < count && bb_now() < end; i++) {
 			double due = res.t0 + (double)i / BB_LATLOAD_RATE;
 			while (bb_now() < due)
-				; /* spin to the schedule: a sleep would oversleep */
+				sched_yield(); /* to the schedule: a sleep would oversleep, and
+				                  yielding lets a transport's own thread run */
 			memcpy(buf + 8, &due, sizeof due);
 			if (o->send(&l, buf, payload) != 0) {
 				bb_fail(&res.r, "sender: send %d failed", i);
