@@ -71,6 +71,15 @@ s_on_signal(int sig)
 		if (s_track[i] > 0)
 			kill(s_track[i], SIGKILL);
 	}
+	if (s_dir[0]) { /* the scratch dir goes too (fork and exec are safe here) */
+		pid_t pid = fork();
+		if (pid == 0) {
+			execlp("rm", "rm", "-rf", "--", s_dir, (char *)NULL);
+			_exit(127);
+		}
+		if (pid > 0)
+			waitpid(pid, NULL, 0);
+	}
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
