@@ -392,7 +392,8 @@ s_rx_main(void *arg, int wfd)
 	double *load = scen == BB_LATLOAD ? calloc(S_LATLOAD_MAX, sizeof *load) : NULL;
 	int nload = 0;
 	double end = bb_now() + 2 * BB_DEADLINE_S;
-	int idle_ms = scen == BB_LATENCY ? 1000 * (int)BB_DEADLINE_S : 2000;
+	/* big messages through a server can take seconds each under load */
+	int idle_ms = scen == BB_LATENCY || a->row->payload >= (1u << 20) ? 1000 * (int)BB_DEADLINE_S : 2000;
 	while (buf && oneway && (scen != BB_LATLOAD || load) && bb_now() < end) {
 		long n = o->recv(&l, buf, cap, idle_ms);
 		if (n < 0) {
