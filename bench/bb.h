@@ -173,6 +173,13 @@ pid_t bb_side_spawn(int cpu, int (*fn)(void *arg, int wfd), void *arg, int *rfd)
 /* Waits up to timeout_s for the side to exit (then SIGKILL), adds its CPU
  * time and peak RSS to the row under side; 0 when it exited with 0. */
 int bb_side_reap(pid_t pid, double timeout_s, bb_row_t *r, int side);
+/* For a module's own run(): a side child fills a bb_row_t (status "ok" or
+ * "failed: ...", the metrics it measured, a note) and sends it with
+ * bb_side_result(); the parent takes it with bb_side_collect(), which
+ * waits up to timeout_s for it, reaps the side (CPU, RSS under side) and
+ * copies status, percentiles, CDF, rates, sent, lost and note into r. */
+int bb_side_result(int wfd, bb_row_t *mine);
+int bb_side_collect(pid_t pid, int rfd, double timeout_s, bb_row_t *r, int side);
 /* Reads exactly len bytes before the deadline (bb_now() based): 0 or -1. */
 int bb_read_full(int fd, void *buf, size_t len, double deadline);
 int bb_write_full(int fd, const void *buf, size_t len);

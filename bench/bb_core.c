@@ -204,6 +204,54 @@ bb_write_full(int fd, const void *buf, size_t len)
 	return 0;
 }
 
+int
+bb_side_result(int wfd, bb_row_t *mine)
+{
+	if (!mine->status[0])
+		snprintf(mine->status, sizeof mine->status, "ok");
+	return bb_write_full(wfd, mine, sizeof *mine);
+}
+
+int
+bb_side_collect(pid_t pid, int rfd, double timeout_s, bb_row_t *r, int side)
+{
+	static bb_row_t got;
+	memset(&got, 0, sizeof got);
+	int rc = bb_read_full(rfd, &got, sizeof got, bb_now() + timeout_s);
+	close(rfd);
+	bb_side_reap(pid, rc == 0 ? 2.0 : 0.1, r, side);
+	if (rc != 0) {
+		bb_fail(r, "no result from the %s side", side == BB_SIDE_TX ? "sending" : "receiving");
+		return -1;
+	}
+	if (strncmp(got.status, "failed", 6) == 0) {
+		bb_fail(r, "%s", got.status + 8);
+		return -1;
+	}
+	if (got.p50_us > 0) {
+		r->p50_us = got.p50_us;
+		r->p90_us = got.p90_us;
+		r->p99_us = got.p99_us;
+		r->p999_us = got.p999_us;
+		r->max_us = got.max_us;
+	}
+	if (got.has_cdf) {
+		memcpy(r->cdf, got.cdf, sizeof r->cdf);
+		r->has_cdf = 1;
+	}
+	if (got.msgs_per_s > 0) {
+		r->msgs_per_s = got.msgs_per_s;
+		r->mb_per_s = got.mb_per_s > 0 ? got.mb_per_s : got.msgs_per_s * (double)r->payload / 1e6;
+	}
+	if (got.sent)
+		r->sent = got.sent;
+	if (got.lost)
+		r->lost = got.lost;
+	if (got.note[0])
+		snprintf(r->note, sizeof r->note, "%s", got.note);
+	return 0;
+}
+
 /* ---- servers ---- */
 
 pid_t

@@ -7,8 +7,17 @@
 
 extern const bb_transport_t bb_t_zmq_dealer_ipc, bb_t_zmq_dealer_tcp, bb_t_zmq_forwarder_ipc, bb_t_zmq_proxy;
 extern const bb_transport_t bb_t_uds;
+extern const bb_transport_t bb_t_beast_mesh_ipc, bb_t_beast_mesh_tcp, bb_t_beast_proxy, bb_t_beast_outbox_always,
+	bb_t_beast_outbox_interval, bb_t_beast_outbox_never;
 
 const bb_transport_t *const bb_transports[] = {
+	/* beastmesh */
+	&bb_t_beast_mesh_ipc,
+	&bb_t_beast_mesh_tcp,
+	&bb_t_beast_proxy,
+	&bb_t_beast_outbox_always,
+	&bb_t_beast_outbox_interval,
+	&bb_t_beast_outbox_never,
 	/* raw libzmq: the baselines */
 	&bb_t_zmq_dealer_ipc,
 	&bb_t_zmq_dealer_tcp,

@@ -1,0 +1,773 @@
+/*
+ * t_beast.c - beastmesh's own transports, through the public C APIs
+ * against a real beastd that up() starts on a fresh dir:
+ *
+ *   beast-mesh-ipc, beast-mesh-tcp   bm_client SEND -> beastd -> DELIVER; the
+ *       receiver ACKs every message as agents do (ACKs of a burst leave as
+ *       one ACKS frame); latency, throughput, latency-load; on ipc also
+ *       durable (send -> ACK, nothing stored: the reference for the outbox)
+ *       and reconnect (kill -9 beastd, start it again: the time to the
+ *       first delivery, clients re-registering by themselves).
+ *   beast-proxy    bm_pub -> beastd's XSUB/XPUB proxy -> bm_sub (header with
+ *       publisher id and sequence, gap counting, LVC on in beastd).
+ *   beast-outbox-always|interval|never   durable: every message journalled
+ *       with that sync policy before it is sent, retired by the ACK.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bb.h"
+#include "bm_mesh.h"
+#include "bm_proxy.h"
+
+#define S_HELD_MAX 64
+#define S_START_S 5.0
+
+/* ---- beastd ---- */
+
+typedef struct {
+	char dir[200];
+	char tcp[64];
+	int generation;
+} s_bd_t;
+
+static s_bd_t s_bd; /* the group's beastd (parent side; copied into children by fork) */
+
+static pid_t
+s_beastd_start(const bb_env_t *env)
+{
+	char log[300];
+	snprintf(log, sizeof log, "%s/beastd.log", env->dir);
+	char *argv[8];
+	int n = 0;
+	argv[n++] = (char *)env->beastd;
+	argv[n++] = "--dir";
+	argv[n++] = s_bd.dir;
+	if (s_bd.tcp[0]) {
+		argv[n++] = "--tcp";
+		argv[n++] = s_bd.tcp;
+	}
+	argv[n] = NULL;
+	pid_t pid = bb_server_spawn(argv, env->cpu_srv, log);
+	char sock[300];
+	snprintf(sock, sizeof sock, "%s/mesh.sock", s_bd.dir);
+	if (pid > 0 && bb_wait_listen(0, sock, S_START_S) != 0) {
+		bb_server_stop(pid);
+		return -1;
+	}
+	return pid;
+}
+
+static int
+s_up(bb_env_t *env, char *why, size_t whylen, int tcp)
+{
+	snprintf(s_bd.dir, sizeof s_bd.dir, "%s/bd%d", env->dir, ++s_bd.generation);
+	if (mkdir(s_bd.dir, 0700) != 0) {
+		snprintf(why, whylen, "cannot make %s", s_bd.dir);
+		return -1;
+	}
+	s_bd.tcp[0] = '\0';
+	if (tcp) {
+		int port = bb_free_port();
+		snprintf(s_bd.tcp, sizeof s_bd.tcp, "tcp://127.0.0.1:%d", port);
+	}
+	pid_t pid = s_beastd_start(env);
+	if (pid < 0) {
+		snprintf(why, whylen, "beastd (%s) did not start", env->beastd);
+		return -1;
+	}
+	env->srv_pid[env->nsrv++] = pid;
+	return 0;
+}
+
+static int
+s_up_ipc(bb_env_t *env, char *why, size_t whylen)
+{
+	return s_up(env, why, whylen, 0);
+}
+
+static int
+s_up_tcp(bb_env_t *env, char *why, size_t whylen)
+{
+	return s_up(env, why, whylen, 1);
+}
+
+static void
+s_down(bb_env_t *env)
+{
+	for (int i = 0; i < env->nsrv; i++)
+		bb_server_stop(env->srv_pid[i]);
+	env->nsrv = 0;
+}
+
+/* ---- mesh links ---- */
+
+typedef struct {
+	bm_client_t *c;
+	bm_event_t held[S_HELD_MAX]; /* deliveries met while draining ACKs */
+	int nheld, hhead;
+	long sends, acks, nacks;
+	int ack;  /* ACK what arrives (every scenario but ping-pong) */
+	int wait; /* at close, wait until every send is confirmed (streams) */
+} s_ml_t;
+
+static int
+s_mesh_open(bb_link_t *l, const char *name)
+{
+	s_ml_t *m = calloc(1, sizeof *m);
+	if (!m)
+		return -1;
+	l->impl = m;
+	m->ack = l->scen != BB_LATENCY; /* ping-pong: the reply is the confirmation */
+	m->wait = l->scen == BB_THROUGHPUT || l->scen == BB_LATLOAD;
+	bm_client_opts_t o = {.name = name, .connect_timeout_ms = (int)(S_START_S * 1000)};
+	if (s_bd.tcp[0])
+		o.endpoint = s_bd.tcp;
+	else
+		o.dir = s_bd.dir;
+	return bm_client_open(&o, &m->c) == 0 ? 0 : -1;
+}
+
+/* Takes what the client has without waiting: ACKs are dropped, deliveries
+ * are kept for recv() (a sender drains so its queue never fills). */
+static void
+s_drain(s_ml_t *m)
+{
+	while (m->nheld < S_HELD_MAX) {
+		bm_event_t ev;
+		if (bm_client_recv(m->c, 0, &ev) != 0)
+			return;
+		if (ev.kind == BM_EV_MESSAGE) {
+			m->held[(m->hhead + m->nheld++) % S_HELD_MAX] = ev;
+			continue;
+		}
+		m->acks += ev.kind == BM_EV_ACK;
+		m->nacks += ev.kind == BM_EV_NACK;
+		bm_event_clear(&ev);
+	}
+}
+
+static int
+s_mesh_serve(bb_link_t *l, const bb_env_t *env, char *ep, size_t eplen)
+{
+	(void)env;
+	snprintf(ep, eplen, "rx%d", (int)getpid());
+	return s_mesh_open(l, ep);
+}
+
+static int
+s_mesh_dial(bb_link_t *l, const bb_env_t *env, const char *ep)
+{
+	(void)env;
+	char self[32];
+	snprintf(self, sizeof self, "tx%d", (int)getpid());
+	snprintf(l->peer, sizeof l->peer, "%s", ep);
+	return s_mesh_open(l, self);
+}
+
+static int
+s_mesh_send(bb_link_t *l, const void *buf, size_t len)
+{
+	s_ml_t *m = l->impl;
+	bm_send_opts_t o = {.to = l->peer, .type = "bench"};
+	double end = bb_now() + BB_DEADLINE_S;
+	int rc;
+	if (++m->sends % 1024 == 0)
+		s_drain(m);
+	while ((rc = bm_client_send(m->c, &o, buf, len, NULL)) == BM_EFULL && bb_now() < end) {
+		s_drain(m);
+		zmq_pollitem_t it = {.socket = bm_client_socket(m->c), .events = ZMQ_POLLOUT};
+		zmq_poll(&it, 1, 1);
+	}
+	return rc == 0 ? 0 : -1;
+}
+
+static long
+s_mesh_recv(bb_link_t *l, void *buf, size_t cap, int timeout_ms)
+{
+	s_ml_t *m = l->impl;
+	double end = bb_now() + timeout_ms / 1000.0;
+	for (;;) {
+		bm_event_t ev;
+		if (m->nheld > 0) {
+			ev = m->held[m->hhead];
+			m->hhead = (m->hhead + 1) % S_HELD_MAX;
+			m->nheld--;
+		} else {
+			int left = (int)((end - bb_now()) * 1000);
+			if (bm_client_recv(m->c, left > 0 ? left : 0, &ev) != 0)
+				return -1;
+		}
+		if (ev.kind != BM_EV_MESSAGE) {
+			m->acks += ev.kind == BM_EV_ACK;
+			m->nacks += ev.kind == BM_EV_NACK;
+			bm_event_clear(&ev);
+			continue;
+		}
+		size_t n = bm_msg_size(ev.msg);
+		long rc = n <= cap ? (long)n : -1;
+		if (rc >= 0)
+			memcpy(buf, bm_msg_data(ev.msg), n);
+		snprintf(l->peer, sizeof l->peer, "%s", ev.msg->from);
+		if (m->ack)
+			(void)bm_client_ack(m->c, ev.msg);
+		bm_event_clear(&ev);
+		return rc;
+	}
+}
+
+static void
+s_mesh_close(bb_link_t *l)
+{
+	s_ml_t *m = l->impl;
+	if (!m)
+		return;
+	/* a sender leaves once its stream is confirmed: destroy would give
+	 * queued frames only a second */
+	double end = bb_now() + BB_DEADLINE_S;
+	while (m->wait && m->sends > 0 && m->acks + m->nacks < m->sends && bb_now() < end) {
+		bm_event_t ev;
+		if (bm_client_recv(m->c, 100, &ev) != 0)
+			continue;
+		m->acks += ev.kind == BM_EV_ACK;
+		m->nacks += ev.kind == BM_EV_NACK;
+		bm_event_clear(&ev);
+	}
+	for (int i = 0; i < m->nheld; i++)
+		bm_event_clear(&m->held[(m->hhead + i) % S_HELD_MAX]);
+	bm_client_destroy(&m->c);
+	free(m);
+	l->impl = NULL;
+}
+
+static const char *
+s_mesh_refuse(int scen, size_t payload)
+{
+	if (payload > BM_BODY_MAX_DEFAULT)
+		return "over the mesh's 16 MiB body cap (bulk goes through the shm ring)";
+	(void)scen;
+	return NULL;
+}
+
+/* ---- durable: send -> ACK, 4096 in flight, through the outbox or not ---- */
+
+#define S_WINDOW 4096
+
+typedef struct {
+	int policy; /* -1: plain mesh; else enum bm_journal_sync */
+	const bb_row_t *row;
+	const bb_env_t *env;
+	char rx[32];
+} s_dur_t;
+
+static int
+s_acker_main(void *arg, int wfd)
+{
+	s_dur_t *d = arg;
+	bb_link_t l = {.fd = -1, .scen = BB_DURABLE};
+	char ok = s_mesh_open(&l, d->rx) == 0;
+	bb_write_full(wfd, &ok, 1);
+	s_ml_t *m = l.impl;
+	double end = bb_now() + 4 * BB_DEADLINE_S;
+	while (ok && bb_now() < end) {
+		bm_event_t ev;
+		int rc = bm_client_recv(m->c, 200, &ev);
+		if (rc == -ESHUTDOWN)
+			break;
+		if (rc != 0)
+			continue;
+		int stop = ev.kind == BM_EV_MESSAGE && bm_msg_size(ev.msg) > 0 &&
+		           *(const char *)bm_msg_data(ev.msg) == BB_TAG_END;
+		if (ev.kind == BM_EV_MESSAGE)
+			(void)bm_client_ack(m->c, ev.msg);
+		bm_event_clear(&ev);
+		if (stop)
+			break;
+	}
+	s_mesh_close(&l);
+	return 0;
+}
+
+static void
+s_bench_id(long k, bm_id_t *id)
+{
+	memset(id, 0, sizeof *id);
+	id->b[0] = 0xBE;
+	memcpy(id->b + 8, &k, sizeof k);
+}
+
+static long
+s_id_k(const bm_id_t *id)
+{
+	long k;
+	memcpy(&k, id->b + 8, sizeof k);
+	return id->b[0] == 0xBE ? k : -1;
+}
+
+static int
+s_durable_main(void *arg, int wfd)
+{
+	s_dur_t *d = arg;
+	static bb_row_t res;
+	memset(&res, 0, sizeof res);
+	long n = d->env->quick ? 20000 : 100000;
+	size_t size = d->row->payload;
+	double *t0 = calloc((size_t)n, sizeof *t0), *lat = calloc((size_t)n, sizeof *lat);
+	char *body = calloc(1, size);
+	bm_client_t *c = NULL;
+	bm_outbox_t *ob = NULL;
+	char self[32], jdir[300];
+	snprintf(self, sizeof self, "tx%d", (int)getpid());
+	bm_client_opts_t co = {.dir = s_bd.dir, .name = self, .connect_timeout_ms = (int)(S_START_S * 1000)};
+	if (!t0 || !lat || !body || bm_client_open(&co, &c) != 0) {
+		bb_fail(&res, "cannot start the sender");
+		goto out;
+	}
+	if (d->policy >= 0) {
+		snprintf(jdir, sizeof jdir, "%s/outbox-%s-%d", d->env->dir, self, (int)size);
+		bm_outbox_opts_t oo = {.dir = jdir, .client = c, .sync = d->policy, .interval_ms = 100,
+		                       .window = S_WINDOW, .ack_timeout_ms = 30000, .max_attempts = 1000};
+		if (bm_outbox_open(&oo, &ob) != 0) {
+			bb_fail(&res, "cannot open the outbox in %s", jdir);
+			goto out;
+		}
+	}
+	for (long i = 0; i < n; i++)
+		lat[i] = -1;
+	bm_outbox_send_opts_t so = {.to = d->rx, .type = "bench"};
+	bm_send_opts_t mo = {.to = d->rx, .type = "bench"};
+	long put = 0, acked = 0;
+	double start = bb_now(), end = start + 3 * BB_DEADLINE_S;
+	while (acked < n && bb_now() < end) {
+		while (put < n && put - acked < S_WINDOW) {
+			bm_id_t id;
+			s_bench_id(put, &id);
+			t0[put] = bb_now();
+			int rc;
+			if (ob) {
+				so.id = &id;
+				rc = bm_outbox_put(ob, &so, body, size, NULL);
+			} else {
+				mo.id = &id;
+				rc = bm_client_send(c, &mo, body, size, NULL);
+			}
+			if (rc < 0)
+				break;
+			put++;
+		}
+		if (ob && bm_outbox_pump(ob) < 0) {
+			bb_fail(&res, "the outbox failed: %s", bm_strerror(bm_outbox_pump(ob)));
+			break;
+		}
+		int wait = ob ? bm_outbox_timeout(ob) : -1;
+		bm_event_t ev;
+		int rc = bm_client_recv(c, wait >= 0 && wait < 10 ? wait : 10, &ev);
+		while (rc == 0) {
+			if (ev.kind == BM_EV_ACK) {
+				long k = s_id_k(&ev.id);
+				if (k >= 0 && k < n && lat[k] < 0) {
+					lat[k] = (bb_now() - t0[k]) * 1e6;
+					acked++;
+				}
+			}
+			if (ob)
+				(void)bm_outbox_handle(ob, &ev);
+			bm_event_clear(&ev);
+			rc = bm_client_recv(c, 0, &ev);
+		}
+	}
+	double dt = bb_now() - start;
+	long k = 0;
+	for (long i = 0; i < n; i++)
+		if (lat[i] >= 0)
+			lat[k++] = lat[i];
+	bb_latency_stats(&res, lat, (int)k);
+	res.msgs_per_s = dt > 0 ? (double)k / dt : 0;
+	res.sent = n;
+	res.lost = n - k;
+	if (k < n)
+		bb_fail(&res, "only %ld of %ld acknowledged in time", k, n);
+	snprintf(res.note, sizeof res.note, "%s, %d in flight",
+	         d->policy < 0 ? "ACKed, nothing stored" :
+	         d->policy == BM_JOURNAL_SYNC_ALWAYS ? "fsync'd (group commit) before sent" :
+	         d->policy == BM_JOURNAL_SYNC_INTERVAL ? "synced every 100 ms" : "written, never synced",
+	         S_WINDOW);
+	/* tell the receiver to stop */
+	char bye[64] = {BB_TAG_END};
+	mo.id = NULL;
+	(void)bm_client_send(c, &mo, bye, sizeof bye, NULL);
+	(void)bm_client_flush(c);
+out:
+	bm_outbox_destroy(&ob);
+	bm_client_destroy(&c);
+	free(t0);
+	free(lat);
+	free(body);
+	return bb_side_result(wfd, &res) ? 1 : 0;
+}
+
+static int
+s_durable(bb_row_t *r, bb_env_t *env, int policy)
+{
+	static s_dur_t d;
+	memset(&d, 0, sizeof d);
+	d.policy = policy;
+	d.row = r;
+	d.env = env;
+	snprintf(d.rx, sizeof d.rx, "ack%d", (int)getpid());
+	int afd = -1, sfd = -1;
+	pid_t acker = bb_side_spawn(env->cpu_rx, s_acker_main, &d, &afd);
+	char ok = 0;
+	if (acker < 0 || bb_read_full(afd, &ok, 1, bb_now() + S_START_S) != 0 || !ok) {
+		bb_fail(r, "the receiver did not register");
+		if (afd >= 0)
+			close(afd);
+		bb_side_reap(acker, 1.0, r, BB_SIDE_RX);
+		return 1;
+	}
+	pid_t tx = bb_side_spawn(env->cpu_tx, s_durable_main, &d, &sfd);
+	if (tx < 0)
+		bb_fail(r, "fork");
+	else if (bb_side_collect(tx, sfd, 4 * BB_DEADLINE_S, r, BB_SIDE_TX) == 0)
+		snprintf(r->status, sizeof r->status, "ok");
+	close(afd);
+	if (bb_side_reap(acker, 3.0, r, BB_SIDE_RX) != 0 && !r->status[0])
+		bb_fail(r, "the receiver failed");
+	return 1;
+}
+
+/* ---- reconnect: kill -9 beastd mid-stream, start it again ---- */
+
+typedef struct {
+	char rx[32];
+	int ctl; /* sender: read end of the parent's stop pipe */
+} s_rc_t;
+
+/* The receiver reports the receipt time of every message that ends a
+ * silence of 50 ms or more (the first after a restart among them). */
+static int
+s_rc_rx_main(void *arg, int wfd)
+{
+	s_rc_t *a = arg;
+	bb_link_t l = {.fd = -1, .scen = BB_RECONNECT};
+	double first = -1;
+	if (s_mesh_open(&l, a->rx) != 0) {
+		bb_write_full(wfd, &first, sizeof first);
+		return 1;
+	}
+	char buf[256];
+	double last = bb_now(), end = bb_now() + 4 * BB_DEADLINE_S;
+	while (bb_now() < end) {
+		long n = s_mesh_recv(&l, buf, sizeof buf, 200);
+		if (n < 1)
+			continue;
+		if (buf[0] == BB_TAG_END)
+			break;
+		double now = bb_now();
+		if (now - last >= 0.05 || first < 0) {
+			if (bb_write_full(wfd, &now, sizeof now) != 0)
+				break;
+			first = now;
+		}
+		last = now;
+	}
+	s_mesh_close(&l);
+	return 0;
+}
+
+static int
+s_rc_tx_main(void *arg, int wfd)
+{
+	s_rc_t *a = arg;
+	bb_link_t l = {.fd = -1, .scen = BB_RECONNECT};
+	char ok = s_mesh_dial(&l, NULL, a->rx) == 0;
+	bb_write_full(wfd, &ok, 1);
+	char buf[64] = {BB_TAG_DATA};
+	double end = bb_now() + 4 * BB_DEADLINE_S;
+	while (ok && bb_now() < end) {
+		char c;
+		if (read(a->ctl, &c, 1) == 1)
+			break; /* the parent says stop */
+		(void)s_mesh_send(&l, buf, sizeof buf); /* refused while beastd is down: fine */
+		s_drain(l.impl);
+		usleep(1000);
+	}
+	buf[0] = BB_TAG_END;
+	(void)s_mesh_send(&l, buf, sizeof buf);
+	s_mesh_close(&l);
+	return 0;
+}
+
+static int
+s_reconnect(bb_row_t *r, bb_env_t *env)
+{
+	static s_rc_t a;
+	memset(&a, 0, sizeof a);
+	snprintf(a.rx, sizeof a.rx, "rcv%d", (int)getpid());
+	int ctl[2];
+	if (pipe(ctl) != 0) {
+		bb_fail(r, "pipe");
+		return 1;
+	}
+	fcntl(ctl[0], F_SETFL, O_NONBLOCK);
+	a.ctl = ctl[0];
+	int rxfd = -1, txfd = -1;
+	pid_t rx = bb_side_spawn(env->cpu_rx, s_rc_rx_main, &a, &rxfd);
+	pid_t tx = rx > 0 ? bb_side_spawn(env->cpu_tx, s_rc_tx_main, &a, &txfd) : -1;
+	char ok = 0;
+	double t, first;
+	int tries = env->quick ? 1 : 3, n = 0;
+	double took[3];
+	if (tx < 0 || bb_read_full(txfd, &ok, 1, bb_now() + S_START_S) != 0 || !ok ||
+	    bb_read_full(rxfd, &first, sizeof first, bb_now() + S_START_S) != 0 || first < 0) {
+		bb_fail(r, "the stream did not start");
+		tries = 0;
+	}
+	for (int i = 0; i < tries; i++) {
+		usleep(300000);
+		pid_t old = env->srv_pid[0];
+		kill(old, SIGKILL);
+		waitpid(old, NULL, 0);
+		env->srv_pid[0] = -1;
+		double t_restart = bb_now();
+		pid_t pid = s_beastd_start(env);
+		if (pid < 0) {
+			bb_fail(r, "beastd did not restart");
+			break;
+		}
+		env->srv_pid[0] = pid;
+		/* the first receipt after the restart */
+		int got = 0;
+		while (bb_read_full(rxfd, &t, sizeof t, bb_now() + BB_DEADLINE_S) == 0) {
+			if (t >= t_restart) {
+				got = 1;
+				break;
+			}
+		}
+		if (!got) {
+			bb_fail(r, "no delivery within %.0f s of restart %d", BB_DEADLINE_S, i + 1);
+			break;
+		}
+		took[n++] = (t - t_restart) * 1e6;
+	}
+	(void)write(ctl[1], "s", 1);
+	close(ctl[1]);
+	close(ctl[0]);
+	if (tx > 0) {
+		close(txfd);
+		bb_side_reap(tx, 3.0, r, BB_SIDE_TX);
+	}
+	if (rx > 0) {
+		close(rxfd);
+		bb_side_reap(rx, 3.0, r, BB_SIDE_RX);
+	}
+	if (n == tries && n > 0) {
+		bb_latency_stats(r, took, n);
+		r->has_cdf = 0;
+		r->sent = n;
+		snprintf(r->note, sizeof r->note, "kill -9 + restart of beastd, %d tr%s; heartbeat 1000 ms (default)", n,
+		         n == 1 ? "y" : "ies");
+		snprintf(r->status, sizeof r->status, "ok");
+	}
+	return 1;
+}
+
+static int
+s_mesh_run(bb_row_t *r, bb_env_t *env)
+{
+	if (r->scen == BB_DURABLE)
+		return s_durable(r, env, -1);
+	if (r->scen == BB_RECONNECT)
+		return s_reconnect(r, env);
+	return 0;
+}
+
+static const bb_ops_t s_mesh_ops = {.serve = s_mesh_serve,
+                                    .dial = s_mesh_dial,
+                                    .send = s_mesh_send,
+                                    .recv = s_mesh_recv,
+                                    .close = s_mesh_close};
+
+const bb_transport_t bb_t_beast_mesh_ipc = {
+	.id = "beast-mesh-ipc",
+	.about = "beastmesh mesh: bm_client -> beastd (ROUTER) -> bm_client over ipc://, ACKed",
+	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT) | BB_S(BB_DURABLE) | BB_S(BB_RECONNECT),
+	.up = s_up_ipc,
+	.down = s_down,
+	.refuse = s_mesh_refuse,
+	.ops = &s_mesh_ops,
+	.run = s_mesh_run,
+};
+
+const bb_transport_t bb_t_beast_mesh_tcp = {
+	.id = "beast-mesh-tcp",
+	.about = "beastmesh mesh over tcp://127.0.0.1 (beastd --tcp)",
+	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT),
+	.up = s_up_tcp,
+	.down = s_down,
+	.refuse = s_mesh_refuse,
+	.ops = &s_mesh_ops,
+};
+
+/* ---- the outbox ---- */
+
+static int
+s_ob_always(bb_row_t *r, bb_env_t *env)
+{
+	return s_durable(r, env, BM_JOURNAL_SYNC_ALWAYS);
+}
+
+static int
+s_ob_interval(bb_row_t *r, bb_env_t *env)
+{
+	return s_durable(r, env, BM_JOURNAL_SYNC_INTERVAL);
+}
+
+static int
+s_ob_never(bb_row_t *r, bb_env_t *env)
+{
+	return s_durable(r, env, BM_JOURNAL_SYNC_NEVER);
+}
+
+const bb_transport_t bb_t_beast_outbox_always = {
+	.id = "beast-outbox-always",
+	.about = "beastmesh outbox, sync always: each message fsync'd (group commit) before it is sent",
+	.scens = BB_S(BB_DURABLE),
+	.up = s_up_ipc,
+	.down = s_down,
+	.run = s_ob_always,
+};
+
+const bb_transport_t bb_t_beast_outbox_interval = {
+	.id = "beast-outbox-interval",
+	.about = "beastmesh outbox, sync every 100 ms",
+	.scens = BB_S(BB_DURABLE),
+	.up = s_up_ipc,
+	.down = s_down,
+	.run = s_ob_interval,
+};
+
+const bb_transport_t bb_t_beast_outbox_never = {
+	.id = "beast-outbox-never",
+	.about = "beastmesh outbox, journal written, never synced",
+	.scens = BB_S(BB_DURABLE),
+	.up = s_up_ipc,
+	.down = s_down,
+	.run = s_ob_never,
+};
+
+/* ---- the broadcast proxy ---- */
+
+typedef struct {
+	bm_pub_t *pub;
+	bm_sub_t *sub;
+} s_pl_t;
+
+static int
+s_proxy_sub(bb_link_t *l, const bb_env_t *env)
+{
+	(void)env;
+	s_pl_t *p = calloc(1, sizeof *p);
+	if (!p)
+		return -1;
+	l->impl = p;
+	int keep = l->scen == BB_OVERLOAD ? 0 : 1000000; /* 0: the library's default */
+	bm_sub_opts_t o = {.dir = s_bd.dir, .no_lvc = true, .hwm = keep};
+	if (bm_sub_open(&o, &p->sub) != 0 || bm_sub_subscribe(p->sub, "bench") != 0)
+		return -1;
+	double end = bb_now() + S_START_S;
+	while (bb_now() < end) { /* until the proxy says the subscription is in force */
+		bm_bcast_t m = {0};
+		if (bm_sub_recv(p->sub, 100, &m) == 0) {
+			int kind = m.kind;
+			bm_bcast_clear(&m);
+			if (kind == BM_BCAST_SYNC)
+				return 0;
+		}
+	}
+	return -1;
+}
+
+static int
+s_proxy_pub(bb_link_t *l, const bb_env_t *env)
+{
+	(void)env;
+	s_pl_t *p = calloc(1, sizeof *p);
+	if (!p)
+		return -1;
+	l->impl = p;
+	char name[32];
+	snprintf(name, sizeof name, "pub%d", (int)getpid());
+	int keep = l->scen == BB_OVERLOAD ? 0 : 1000000;
+	bm_pub_opts_t o = {.dir = s_bd.dir, .name = name, .hwm = keep, .linger_ms = (int)(BB_DEADLINE_S * 1000)};
+	return bm_pub_open(&o, &p->pub) == 0 ? 0 : -1;
+}
+
+static int
+s_proxy_send(bb_link_t *l, const void *buf, size_t len)
+{
+	s_pl_t *p = l->impl;
+	int rc;
+	double end = bb_now() + BB_DEADLINE_S;
+	while ((rc = bm_pub_send(p->pub, "bench/fan/x", buf, len)) == BM_EFULL && bb_now() < end) {
+		if (l->scen == BB_OVERLOAD)
+			return 0; /* refused at the publisher: counted as lost */
+		zmq_pollitem_t it = {.socket = bm_pub_socket(p->pub), .events = ZMQ_POLLOUT};
+		zmq_poll(&it, 1, 1);
+	}
+	return rc == 0 ? 0 : -1;
+}
+
+static long
+s_proxy_recv(bb_link_t *l, void *buf, size_t cap, int timeout_ms)
+{
+	s_pl_t *p = l->impl;
+	double end = bb_now() + timeout_ms / 1000.0;
+	for (;;) {
+		bm_bcast_t m = {0};
+		int left = (int)((end - bb_now()) * 1000);
+		if (bm_sub_recv(p->sub, left > 0 ? left : 0, &m) != 0)
+			return -1;
+		if (m.kind != BM_BCAST_MSG) {
+			bm_bcast_clear(&m);
+			continue;
+		}
+		size_t n = bm_bcast_size(&m);
+		long rc = n <= cap ? (long)n : -1;
+		if (rc >= 0)
+			memcpy(buf, bm_bcast_data(&m), n);
+		bm_bcast_clear(&m);
+		return rc;
+	}
+}
+
+static void
+s_proxy_close(bb_link_t *l)
+{
+	s_pl_t *p = l->impl;
+	if (!p)
+		return;
+	bm_pub_destroy(&p->pub);
+	bm_sub_destroy(&p->sub);
+	free(p);
+	l->impl = NULL;
+}
+
+static const bb_ops_t s_proxy_ops = {
+	.sub = s_proxy_sub, .pub = s_proxy_pub, .send = s_proxy_send, .recv = s_proxy_recv, .close = s_proxy_close};
+
+const bb_transport_t bb_t_beast_proxy = {
+	.id = "beast-proxy",
+	.about = "beastmesh broadcast: bm_pub -> beastd's XSUB/XPUB proxy (LVC on) -> bm_sub",
+	.scens = BB_S(BB_FANOUT1) | BB_S(BB_FANOUT8) | BB_S(BB_FANOUT32) | BB_S(BB_OVERLOAD),
+	.up = s_up_ipc,
+	.down = s_down,
+	.ops = &s_proxy_ops,
+};
