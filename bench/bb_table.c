@@ -9,6 +9,7 @@ extern const bb_transport_t bb_t_zmq_dealer_ipc, bb_t_zmq_dealer_tcp, bb_t_zmq_f
 extern const bb_transport_t bb_t_uds;
 extern const bb_transport_t bb_t_beast_mesh_ipc, bb_t_beast_mesh_tcp, bb_t_beast_proxy, bb_t_beast_outbox_always,
 	bb_t_beast_outbox_interval, bb_t_beast_outbox_never;
+extern const bb_transport_t bb_t_nats, bb_t_nats_js;
 
 const bb_transport_t *const bb_transports[] = {
 	/* beastmesh */
@@ -24,5 +25,8 @@ const bb_transport_t *const bb_transports[] = {
 	&bb_t_zmq_forwarder_ipc,
 	&bb_t_zmq_proxy,
 	&bb_t_uds,
+	/* peers */
+	&bb_t_nats,
+	&bb_t_nats_js,
 	NULL,
 };
