@@ -10,6 +10,7 @@ extern const bb_transport_t bb_t_uds;
 extern const bb_transport_t bb_t_beast_mesh_ipc, bb_t_beast_mesh_tcp, bb_t_beast_proxy, bb_t_beast_outbox_always,
 	bb_t_beast_outbox_interval, bb_t_beast_outbox_never;
 extern const bb_transport_t bb_t_nats, bb_t_nats_js;
+extern const bb_transport_t bb_t_redis_pubsub, bb_t_redis_stream, bb_t_redis_stream_fsync;
 
 const bb_transport_t *const bb_transports[] = {
 	/* beastmesh */
@@ -28,5 +29,8 @@ const bb_transport_t *const bb_transports[] = {
 	/* peers */
 	&bb_t_nats,
 	&bb_t_nats_js,
+	&bb_t_redis_pubsub,
+	&bb_t_redis_stream,
+	&bb_t_redis_stream_fsync,
 	NULL,
 };
