@@ -72,10 +72,13 @@ s_ratio(char *out, size_t len, const bb_row_t *rows, int n, const bb_row_t *r, c
 		b = s_find(rows, n, r->scenario, s_fallback(r->scen), r->payload, r->placement, NULL);
 	if (!b)
 		return;
+	double x = 0;
 	if (s_lower_better(r->scenario) && b->p50_us > 0)
-		snprintf(out, len, "%.2fx", r->p50_us / b->p50_us);
+		x = r->p50_us / b->p50_us;
 	else if (!s_lower_better(r->scenario) && b->msgs_per_s > 0)
-		snprintf(out, len, "%.2fx", r->msgs_per_s / b->msgs_per_s);
+		x = r->msgs_per_s / b->msgs_per_s;
+	if (x > 0)
+		snprintf(out, len, x < 0.1 ? "%.2gx" : "%.2fx", x);
 }
 
 static void
