@@ -11,7 +11,7 @@ extern const bb_transport_t bb_t_beast_mesh_ipc, bb_t_beast_mesh_tcp, bb_t_beast
 	bb_t_beast_outbox_interval, bb_t_beast_outbox_never, bb_t_beast_ring, bb_t_beast_ring_copy;
 extern const bb_transport_t bb_t_nats, bb_t_nats_js;
 extern const bb_transport_t bb_t_redis_pubsub, bb_t_redis_stream, bb_t_redis_stream_fsync;
-extern const bb_transport_t bb_t_nng_pair;
+extern const bb_transport_t bb_t_nng_pair, bb_t_iceoryx;
 
 const bb_transport_t *const bb_transports[] = {
 	/* beastmesh */
@@ -36,5 +36,6 @@ const bb_transport_t *const bb_transports[] = {
 	&bb_t_redis_stream,
 	&bb_t_redis_stream_fsync,
 	&bb_t_nng_pair,
+	&bb_t_iceoryx,
 	NULL,
 };
