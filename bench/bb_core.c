@@ -521,7 +521,7 @@ s_tx_main(void *arg, int wfd)
 		bb_fail(&res.r, "out of memory");
 	} else if (scen == BB_LATENCY) {
 		int warm = s_quick_count(a->env, 200, 1000);
-		int iters = payload >= (1u << 20) ? 100 : s_quick_count(a->env, 3000, 20000);
+		int iters = payload >= (1u << 20) ? 100 : s_quick_count(a->env, 2000, 20000);
 		double *lat = calloc((size_t)iters, sizeof *lat);
 		memset(buf, 'x', payload);
 		buf[0] = BB_TAG_DATA;
@@ -562,7 +562,7 @@ s_tx_main(void *arg, int wfd)
 		/* a steady BB_LATLOAD_RATE: message i is due at t0 + i / rate and
 		 * carries that time, so a send that waited behind a slow one is
 		 * measured from when it was due, not from when it got out */
-		int count = a->env->quick ? S_LATLOAD_MAX / 4 : S_LATLOAD_MAX;
+		int count = a->env->quick ? S_LATLOAD_MAX / 8 : S_LATLOAD_MAX;
 		memset(buf, 'x', payload);
 		buf[0] = BB_TAG_DATA;
 		res.t0 = bb_now() + 0.05;
@@ -580,7 +580,7 @@ s_tx_main(void *arg, int wfd)
 		}
 	} else {
 		uint64_t count = (256ull << 20) / payload;
-		uint64_t most = (uint64_t)s_quick_count(a->env, 100000, 1000000);
+		uint64_t most = (uint64_t)s_quick_count(a->env, 50000, 1000000);
 		if (count > most)
 			count = most;
 		if (count < 8)

@@ -361,7 +361,7 @@ s_check(const bb_row_t *rows, int n, FILE *md, FILE *out)
 			snprintf(res, sizeof res, "%s", ok ? "met" : "MISSED");
 			snprintf(ov, sizeof ov, t.rate ? "%.0f/s" : "%.1f us", x);
 			snprintf(tv, sizeof tv, t.rate ? "%.0f/s" : "%.1f us", y);
-			snprintf(rv, sizeof rv, "%.2fx", ratio);
+			snprintf(rv, sizeof rv, ratio < 0.1 ? "%.2gx" : "%.2fx", ratio);
 			ok ? met++ : missed++;
 		} else {
 			na++;

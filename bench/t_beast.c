@@ -317,7 +317,7 @@ s_durable_main(void *arg, int wfd)
 	s_dur_t *d = arg;
 	static bb_row_t res;
 	memset(&res, 0, sizeof res);
-	long n = d->env->quick ? 20000 : 100000;
+	long n = d->env->quick ? 10000 : 100000;
 	size_t size = d->row->payload;
 	double *t0 = calloc((size_t)n, sizeof *t0), *lat = calloc((size_t)n, sizeof *lat);
 	char *body = calloc(1, size);

@@ -226,7 +226,7 @@ s_run(bb_row_t *r, bb_env_t *env)
 		return 1;
 	}
 	if (r->scen == BB_LATENCY)
-		a.iters = r->payload >= (1u << 20) ? 100 : env->quick ? 3000 : S_MAX_SAMPLES;
+		a.iters = r->payload >= (1u << 20) ? 100 : env->quick ? 2000 : S_MAX_SAMPLES;
 	else if (r->scen == BB_BULK)
 		a.iters = r->payload >= (64u << 20) ? 3 : env->quick ? 5 : 10;
 	else

@@ -247,7 +247,7 @@ s_js_main(void *arg, int wfd)
 	s_js_arg_t *a = arg;
 	static bb_row_t res;
 	memset(&res, 0, sizeof res);
-	long n = a->env->quick ? 20000 : 100000;
+	long n = a->env->quick ? 10000 : 100000;
 	size_t size = a->row->payload;
 	s_t0 = calloc((size_t)n, sizeof *s_t0);
 	s_lat = calloc((size_t)n, sizeof *s_lat);

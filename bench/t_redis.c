@@ -307,7 +307,7 @@ s_xadd_main(void *arg, int wfd)
 	s_x_arg_t *a = arg;
 	static bb_row_t res;
 	memset(&res, 0, sizeof res);
-	long n = a->env->quick ? 20000 : 100000;
+	long n = a->env->quick ? 10000 : 100000;
 	size_t size = a->row->payload;
 	double *t0 = calloc((size_t)n, sizeof *t0), *lat = calloc((size_t)n, sizeof *lat);
 	char *body = calloc(1, size);

@@ -269,14 +269,14 @@ s_run(bb_row_t *r, bb_env_t *env, int copy)
 	}
 	if (r->scen == BB_LATENCY) {
 		a.paced = 1;
-		a.iters = r->payload >= (1u << 20) ? 100 : quick ? 3000 : S_MAX_SAMPLES;
+		a.iters = r->payload >= (1u << 20) ? 100 : quick ? 2000 : S_MAX_SAMPLES;
 		a.handoff = 0;
 	} else if (r->scen == BB_BULK) {
 		a.paced = 1;
 		a.handoff = a.iters = r->payload >= (64u << 20) ? 3 : quick ? 5 : 10; /* handoff: e2e ones */
 	} else if (r->scen == BB_THROUGHPUT) {
 		long n = (long)((256ull << 20) / r->payload);
-		long most = quick ? 100000 : 1000000;
+		long most = quick ? 50000 : 1000000;
 		a.iters = (int)(n > most ? most : n < 8 ? 8 : n);
 	} else {
 		return 0;
