@@ -9,9 +9,14 @@
  * there) and `spinning` (take() in a loop).  Latency rows time the hand-off
  * (loan, stamp, publish -> take); bulk rows the transfer (the producer
  * fills the loaned chunk, then stamps and publishes; the consumer reads
- * every byte after the clock), like the ring's.
+ * every byte after the clock), like the ring's.  Throughput rows stream
+ * (loan, stamp, publish -> take, release) as fast as the subscriber's queue
+ * (256 chunks, the producer blocked when it is full) lets them, like the
+ * ring's: the hand-off rate, the payload neither written nor read.
  *
- * up() starts iox-roudi with a config sized for these payloads, and only
+ * up() starts iox-roudi with a config sized for the group's scenario (the
+ * payloads of its rows, chunks enough for what can be in flight: RouDi
+ * makes the whole segment up front, and every side maps it), and only
  * when no other RouDi runs (its management segment is machine-wide);
  * down() stops it and removes what RouDi and the runtimes leave behind.
  */
@@ -65,7 +70,16 @@ typedef struct {
 	const bb_env_t *env;
 	s_shared_t *sh;
 	int spin, iters;
+	int stream; /* throughput: no pacing, the consumer counts */
 } s_arg_t;
+
+static void
+s_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
 
 static volatile uint64_t s_sink;
 
@@ -94,6 +108,7 @@ s_wait_acked(s_shared_t *sh, uint64_t n, double end)
 			atomic_store(&sh->stop, 1);
 			return -1;
 		}
+		s_relax();
 	}
 	return 0;
 }
@@ -111,7 +126,7 @@ s_consumer_main(void *arg, int wfd)
 	iox_runtime_init(app);
 	iox_sub_options_t opts;
 	iox_sub_options_init(&opts);
-	opts.queueCapacity = 4;
+	opts.queueCapacity = a->stream ? 256 : 4; /* 256: the most iceoryx allows */
 	opts.queueFullPolicy = QueueFullPolicy_BLOCK_PRODUCER;
 	iox_sub_storage_t storage;
 	iox_sub_t sub = iox_sub_init(&storage, "bench", "bb", ev, &opts);
@@ -124,6 +139,7 @@ s_consumer_main(void *arg, int wfd)
 	double *lat = calloc((size_t)a->iters, sizeof *lat);
 	atomic_store(&a->sh->ready, 1);
 	int n = 0;
+	double t_first = 0, t_last = 0;
 	double end = bb_now() + 2 * BB_DEADLINE_S;
 	while (lat && n < a->iters && !atomic_load(&a->sh->stop) && bb_now() < end) {
 		const void *p = NULL;
@@ -133,11 +149,16 @@ s_consumer_main(void *arg, int wfd)
 				uint64_t missed = 0;
 				struct timespec tmo = {0, 100000000};
 				iox_ws_timed_wait(ws, tmo, info, 1, &missed);
+			} else {
+				s_relax();
 			}
 			continue;
 		}
 		double now = bb_now(), stamp;
 		memcpy(&stamp, p, sizeof stamp);
+		if (n == 0)
+			t_first = stamp; /* the first chunk's send time */
+		t_last = now;
 		lat[n++] = (now - stamp) * 1e6;
 		if (a->row->scen == BB_BULK) {
 			const uint64_t *w = p;
@@ -150,6 +171,11 @@ s_consumer_main(void *arg, int wfd)
 	if (n < a->iters) {
 		bb_fail(&res, "consumer got %d of %d chunks", n, a->iters);
 		atomic_store(&a->sh->stop, 1);
+	} else if (a->stream) {
+		res.msgs_per_s = t_last > t_first ? (double)n / (t_last - t_first) : 0;
+		res.sent = n;
+		snprintf(res.note, sizeof res.note, "hand-off rate (zero copy, payload untouched), %s",
+		         a->spin ? "spinning" : "blocking (waitset)");
 	} else {
 		bb_latency_stats(&res, lat, n);
 		res.msgs_per_s = res.p50_us > 0 ? 1e6 / res.p50_us : 0;
@@ -188,15 +214,22 @@ s_producer_main(void *arg, int wfd)
 		usleep(1000);
 	size_t size = a->row->payload;
 	end = bb_now() + 2 * BB_DEADLINE_S;
-	for (int i = 0; i < a->iters && !res.status[0]; i++) {
-		if (!a->spin) {
+	for (int i = 0; i < a->iters && !res.status[0] && bb_now() < end; i++) {
+		if (!a->spin && !a->stream) {
 			double until = bb_now() + 50e-6;
 			while (bb_now() < until)
 				;
 		}
 		double t0 = bb_now();
 		void *p = NULL;
-		if (iox_pub_loan_chunk(pub, &p, (uint32_t)size) != AllocationResult_SUCCESS) {
+		enum iox_AllocationResult ar;
+		/* a stream may have every chunk in the subscriber's queue: wait for one */
+		while ((ar = iox_pub_loan_chunk(pub, &p, (uint32_t)size)) != AllocationResult_SUCCESS && a->stream &&
+		       (ar == AllocationResult_RUNNING_OUT_OF_CHUNKS ||
+		        ar == AllocationResult_TOO_MANY_CHUNKS_ALLOCATED_IN_PARALLEL) &&
+		       !atomic_load(&a->sh->stop) && bb_now() < end)
+			s_relax();
+		if (ar != AllocationResult_SUCCESS) {
 			bb_fail(&res, "iceoryx could not loan %zu bytes", size);
 			break;
 		}
@@ -206,9 +239,12 @@ s_producer_main(void *arg, int wfd)
 		}
 		memcpy(p, &t0, sizeof t0);
 		iox_pub_publish_chunk(pub, p);
-		if (s_wait_acked(a->sh, (uint64_t)i + 1, end) != 0)
+		if (!a->stream && s_wait_acked(a->sh, (uint64_t)i + 1, end) != 0)
 			bb_fail(&res, "chunk %d not consumed in time", i);
 	}
+	/* a stream's tail: the consumer must have it all before we go */
+	if (a->stream && !res.status[0] && s_wait_acked(a->sh, (uint64_t)a->iters, end) != 0)
+		bb_fail(&res, "the consumer did not finish");
 	iox_pub_deinit(pub);
 	return bb_side_result(wfd, &res) ? 1 : 0;
 }
@@ -229,7 +265,11 @@ s_run(bb_row_t *r, bb_env_t *env)
 		a.iters = r->payload >= (1u << 20) ? 100 : env->quick ? 2000 : S_MAX_SAMPLES;
 	else if (r->scen == BB_BULK)
 		a.iters = r->payload >= (64u << 20) ? 3 : env->quick ? 5 : 10;
-	else
+	else if (r->scen == BB_THROUGHPUT) {
+		long n = (long)((256ull << 20) / r->payload), most = env->quick ? 100000 : 1000000;
+		a.iters = (int)(n > most ? most : n < 8 ? 8 : n);
+		a.stream = 1;
+	} else
 		return 0;
 	a.sh = mmap(NULL, sizeof *a.sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (a.sh == MAP_FAILED) {
@@ -247,6 +287,8 @@ s_run(bb_row_t *r, bb_env_t *env)
 		atomic_store(&a.sh->stop, 1);
 	}
 	if (c > 0 && bb_side_collect(c, cfd, 4 * BB_DEADLINE_S, r, BB_SIDE_RX) == 0 && !r->status[0]) {
+		if (a.stream)
+			r->lost = 0; /* the producer blocks on a full queue: nothing is dropped */
 		r->mb_per_s = r->msgs_per_s * (double)r->payload / 1e6;
 		snprintf(r->status, sizeof r->status, "ok");
 	}
@@ -264,6 +306,31 @@ s_run(bb_row_t *r, bb_env_t *env)
 }
 
 /* ---- RouDi ---- */
+
+/* Chunk sizes a little over each payload (RouDi adds its chunk header on
+ * top); counts for what can be held at once: one in flight for latency
+ * and bulk, a full subscriber queue (256) plus the producer's loans for a
+ * stream of small chunks.  Each group gets only what its rows use, so a
+ * 64 B row does not map (and account) a segment sized for 100 MiB blobs. */
+typedef struct {
+	size_t size;
+	int count;
+} s_pool_t;
+
+static const s_pool_t *
+s_pools(const bb_env_t *env)
+{
+	static const s_pool_t lat[] = {{1024, 32}, {8192, 32}, {65536, 16}, {1049600, 8}, {0, 0}};
+	static const s_pool_t tp_quick[] = {{1024, 320}, {8192, 320}, {66560, 320}, {0, 0}};
+	static const s_pool_t tp_full[] = {{1024, 320},     {8192, 320},    {66560, 320},     {263168, 64},
+	                                   {1049600, 16},   {16778240, 6},  {104858624, 4},   {0, 0}};
+	static const s_pool_t bulk[] = {{1049600, 4}, {16778240, 4}, {104858624, 3}, {0, 0}};
+	switch (env->scen) {
+	case BB_THROUGHPUT: return env->quick ? tp_quick : tp_full;
+	case BB_BULK: return bulk;
+	default: return lat;
+	}
+}
 
 static void
 s_cleanup(void)
@@ -298,13 +365,9 @@ s_up(bb_env_t *env, char *why, size_t whylen)
 		snprintf(why, whylen, "cannot write %s", cfg);
 		return -1;
 	}
-	fputs("[general]\nversion = 1\n\n[[segment]]\n\n"
-	      "[[segment.mempool]]\nsize = 1024\ncount = 64\n\n"
-	      "[[segment.mempool]]\nsize = 8192\ncount = 64\n\n"
-	      "[[segment.mempool]]\nsize = 1049600\ncount = 16\n\n"
-	      "[[segment.mempool]]\nsize = 16778240\ncount = 8\n\n"
-	      "[[segment.mempool]]\nsize = 104858624\ncount = 6\n",
-	      f);
+	fputs("[general]\nversion = 1\n\n[[segment]]\n", f);
+	for (const s_pool_t *mp = s_pools(env); mp->size; mp++)
+		fprintf(f, "\n[[segment.mempool]]\nsize = %zu\ncount = %d\n", mp->size, mp->count);
 	fclose(f);
 	char *argv[] = {s_roudi, "-c", cfg, "-m", "off", "-l", "error", NULL};
 	pid_t pid = bb_server_spawn(argv, env->cpu_srv, log);
@@ -355,7 +418,7 @@ static const char *const s_modes[] = {"blocking", "spinning", NULL};
 const bb_transport_t bb_t_iceoryx = {
 	.id = "iceoryx",
 	.about = "iceoryx zero-copy shared memory through iox-roudi (C binding)",
-	.scens = BB_S(BB_LATENCY) | BB_S(BB_BULK),
+	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT) | BB_S(BB_BULK),
 	.modes = S_MODES,
 	.missing = s_missing,
 	.up = S_UP,

@@ -170,6 +170,10 @@ s_consumer_main(void *arg, int wfd)
 	if (a->paced && a->handoff == 0)
 		snprintf(res.note, sizeof res.note, "one way, hand-off (%s), %s", a->copy ? "copy in and out" : "in place",
 		         a->spin ? "spinning" : "blocking");
+	else if (!a->paced) /* MB/s of a zero-copy stream counts bytes nobody touched */
+		snprintf(res.note, sizeof res.note, "%s, %s",
+		         a->copy ? "copied in and out" : "hand-off rate (zero copy, payload untouched)",
+		         a->spin ? "spinning" : "blocking");
 out:
 	bm_channel_destroy(&ch);
 	bm_listener_destroy(&l);
