@@ -42,7 +42,9 @@
 #include "iceoryx_binding_c/wait_set.h"
 #endif
 
-static char s_roudi[512];
+#ifdef BB_HAVE_ICEORYX
+static char s_roudi[512];	/* the server's program, once found */
+#endif
 
 static const char *
 s_missing(void)

@@ -25,7 +25,9 @@
 #include <nats/nats.h>
 #endif
 
-static char s_server[512];
+#ifdef BB_HAVE_NATS
+static char s_server[512];	/* the server's program, once found */
+#endif
 
 static const char *
 s_missing(void)

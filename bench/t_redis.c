@@ -26,7 +26,9 @@
 #include <hiredis/hiredis.h>
 #endif
 
-static char s_server[512];
+#ifdef BB_HAVE_HIREDIS
+static char s_server[512];	/* the server's program, once found */
+#endif
 
 static const char *
 s_missing(void)
