@@ -582,6 +582,7 @@ main(int argc, char **argv)
 	for (int i = 0; i < s_ncells; i++)
 		failed += strncmp(rows[i].status, "failed", 6) == 0;
 	free(rows);
+	fflush(stdout); /* the table first, then the summary on stderr */
 	if (rc != 0) {
 		fprintf(stderr, "beast-bench: writing the results to %s failed: %s\n", out, strerror(errno));
 		return 1;
