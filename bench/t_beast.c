@@ -4,7 +4,11 @@
  *
  *   beast-mesh-ipc, beast-mesh-tcp   bm_client SEND -> beastd -> DELIVER; the
  *       receiver ACKs every message as agents do (ACKs of a burst leave as
- *       one ACKS frame); latency, throughput, latency-load; on ipc also
+ *       one ACKS frame; in ping-pong each side ACKs a delivery just after
+ *       its reply, so the ACK is not on the measured path but beastd's
+ *       count of unacknowledged bytes stays bounded, as it must: past
+ *       --max-pending it refuses deliveries with BUSY); latency,
+ *       throughput, latency-load; on ipc also
  *       durable (send -> ACK, nothing stored: the reference for the outbox)
  *       and reconnect (kill -9 beastd, start it again: the time to the
  *       first delivery, clients re-registering by themselves).
@@ -114,7 +118,9 @@ typedef struct {
 	bm_event_t held[S_HELD_MAX]; /* deliveries met while draining ACKs */
 	int nheld, hhead;
 	long sends, acks, nacks;
-	int ack;  /* ACK what arrives (every scenario but ping-pong) */
+	int ack;  /* ACK what arrives at once (every scenario but ping-pong) */
+	bm_event_t later; /* ping-pong: the delivery to ACK after the reply */
+	int has_later;
 	int wait; /* at close, wait until every send is confirmed (streams) */
 } s_ml_t;
 
@@ -125,7 +131,7 @@ s_mesh_open(bb_link_t *l, const char *name)
 	if (!m)
 		return -1;
 	l->impl = m;
-	m->ack = l->scen != BB_LATENCY; /* ping-pong: the reply is the confirmation */
+	m->ack = l->scen != BB_LATENCY; /* ping-pong: ACKed after the reply */
 	m->wait = l->scen == BB_THROUGHPUT || l->scen == BB_LATLOAD;
 	bm_client_opts_t o = {.name = name, .connect_timeout_ms = (int)(S_START_S * 1000)};
 	if (s_bd.tcp[0])
@@ -172,6 +178,17 @@ s_mesh_dial(bb_link_t *l, const bb_env_t *env, const char *ep)
 	return s_mesh_open(l, self);
 }
 
+/* Ping-pong: the delivery answered by the send just made is ACKed now. */
+static void
+s_ack_later(s_ml_t *m)
+{
+	if (m->has_later) {
+		(void)bm_client_ack(m->c, m->later.msg);
+		bm_event_clear(&m->later);
+		m->has_later = 0;
+	}
+}
+
 static int
 s_mesh_send(bb_link_t *l, const void *buf, size_t len)
 {
@@ -186,6 +203,7 @@ s_mesh_send(bb_link_t *l, const void *buf, size_t len)
 		zmq_pollitem_t it = {.socket = bm_client_socket(m->c), .events = ZMQ_POLLOUT};
 		zmq_poll(&it, 1, 1);
 	}
+	s_ack_later(m);
 	return rc == 0 ? 0 : -1;
 }
 
@@ -216,8 +234,14 @@ s_mesh_recv(bb_link_t *l, void *buf, size_t cap, int timeout_ms)
 		if (rc >= 0)
 			memcpy(buf, bm_msg_data(ev.msg), n);
 		snprintf(l->peer, sizeof l->peer, "%s", ev.msg->from);
-		if (m->ack)
+		if (m->ack) {
 			(void)bm_client_ack(m->c, ev.msg);
+		} else {
+			s_ack_later(m); /* a delivery not answered: ACK it anyway */
+			m->later = ev;
+			m->has_later = 1;
+			return rc;
+		}
 		bm_event_clear(&ev);
 		return rc;
 	}
@@ -229,6 +253,7 @@ s_mesh_close(bb_link_t *l)
 	s_ml_t *m = l->impl;
 	if (!m)
 		return;
+	s_ack_later(m);
 	/* a sender leaves once its stream is confirmed: destroy would give
 	 * queued frames only a second */
 	double end = bb_now() + BB_DEADLINE_S;
