@@ -3,7 +3,8 @@
  * helpers, the XSUB -> XPUB proxy that runs inside beastd, and the
  * publisher and subscriber objects agents use.
  *
- * A broadcast is three frames: [topic, header, body].  The topic is a
+ * A broadcast is one frame, topic + header + body (a body over 64 KiB
+ * follows in a second frame of its own, uncopied).  The topic is a
  * path of segments each followed by '/', e.g. "tot/7/2/" (tree 7, branch
  * 2); a subscription to a prefix such as "tot/7/2/" follows that subtree
  * and, because every topic ends with '/', never matches "tot/7/23/".
@@ -32,7 +33,7 @@
 extern "C" {
 #endif
 
-#define BM_BCAST_VERSION 1
+#define BM_BCAST_VERSION 2
 #define BM_TOPIC_MAX 255       /* topic bytes, trailing '/' included */
 #define BM_TOPIC_SEG_MAX 64    /* bytes per segment */
 #define BM_TOPIC_DEPTH_MAX 16  /* segments per topic */
@@ -137,18 +138,19 @@ typedef struct bm_bcast {
 	int64_t ts_ms;                     /* wall ms when published */
 	bool replay;                       /* came from the last-value cache */
 	uint64_t gap;                      /* messages missed just before this one */
-	zmq_msg_t body;                    /* the body frame (zero copy) */
+	zmq_msg_t body;                    /* the frame holding the body (zero copy) */
+	size_t body_off;                   /* where in it the body starts */
 } bm_bcast_t;
 
 static inline const void *
 bm_bcast_data(bm_bcast_t *m)
 {
-	return zmq_msg_data(&m->body);
+	return (const uint8_t *)zmq_msg_data(&m->body) + m->body_off;
 }
 static inline size_t
 bm_bcast_size(bm_bcast_t *m)
 {
-	return zmq_msg_size(&m->body);
+	return zmq_msg_size(&m->body) - m->body_off;
 }
 /* Frees the body.  Safe on a zeroed struct. */
 BM_EXPORT void bm_bcast_clear(bm_bcast_t *m);
@@ -180,8 +182,9 @@ BM_EXPORT void bm_pub_destroy(bm_pub_t **self_p);
 
 /*
  * Publishes one message; never blocks.  topic: a topic with or without its
- * trailing '/'.  The body is copied (bm_pub_send_frame moves a frame
- * instead).  Returns 0, BM_EBADNAME (bad topic), BM_EFULL (the proxy is not
+ * trailing '/'.  The body is copied (bm_pub_send_frame takes a frame and
+ * sends a body over 64 KiB without copying it; close the frame after the
+ * call either way).  Returns 0, BM_EBADNAME (bad topic), BM_EFULL (the proxy is not
  * keeping up: poll bm_pub_socket() for ZMQ_POLLOUT and retry — nothing was
  * sent and no sequence number was used), -EINVAL.
  */

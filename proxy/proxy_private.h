@@ -38,8 +38,27 @@ typedef struct bm__hdr {
 /* Encodes [1, from, session, seq, tseq, ts_ms, flags]; returns the length
  * or -ENOSPC. */
 int bm__hdr_encode(const bm__hdr_t *h, uint8_t *buf, size_t size);
-/* Decodes and checks a header frame; 0 or BM_EPROTO / BM_EVERSION. */
+/* Decodes and checks a header at p (a body may follow it); returns the
+ * header's length (> 0) or BM_EPROTO / BM_EVERSION. */
 int bm__hdr_decode(const uint8_t *p, size_t n, bm__hdr_t *ret);
+
+/* The topic at the start of a broadcast's frame 0: the run of bytes in
+ * 0x21..0x7e (the header after it starts with 0x97).  Returns its length,
+ * 0 when there is none. */
+static inline size_t
+bm__topic_span(const uint8_t *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && i <= BM_TOPIC_MAX && p[i] >= 0x21 && p[i] <= 0x7e) {
+		i++;
+	}
+	return i;
+}
+
+/* Frame 0 holds the whole message (topic, header, body) up to this body
+ * size; a larger body travels, zero copy, in a second frame. */
+#define BM__BCAST_INLINE_MAX (64u << 10)
 
 typedef struct bm__report {
 	const char *name;     /* subscriber name */

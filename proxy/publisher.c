@@ -158,17 +158,24 @@ bm_pub_destroy(bm_pub_t **self_p)
 	*self_p = NULL;
 }
 
-int
-bm_pub_send_frame(bm_pub_t *p, const char *topic, zmq_msg_t *body)
+/*
+ * One broadcast: frame 0 is topic + header + body when the body is at most
+ * BM__BCAST_INLINE_MAX (one frame costs every hop and every subscriber
+ * pipe less than several), else topic + header with the body, zero copy,
+ * in frame 1.  The body comes as bytes (data, len) or as a frame (body).
+ */
+static int
+s_publish(bm_pub_t *p, const char *topic, const void *data, size_t len, zmq_msg_t *body)
 {
 	char t[BM_TOPIC_MAX + 2];
 	uint8_t hbuf[BM__HDR_MAX];
 	bm__hdr_t h = {0};
+	zmq_msg_t f0;
 	void **slot;
-	bool fresh;
+	bool fresh, inl;
 	int tlen, hlen;
 
-	if (p == NULL || topic == NULL || body == NULL) {
+	if (p == NULL || topic == NULL) {
 		return -EINVAL;
 	}
 	tlen = bm_topic_normalize(topic, false, t, sizeof t);
@@ -192,16 +199,45 @@ bm_pub_send_frame(bm_pub_t *p, const char *topic, zmq_msg_t *body)
 	if (hlen < 0) {
 		return hlen;
 	}
-	/* With XPUB_NODROP the first frame is where a full queue refuses the
-	 * message; once it is taken the rest follow into the same pipe. */
-	if (zmq_send(p->sock, t, (size_t)tlen, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+	if (body != NULL) {
+		data = zmq_msg_data(body);
+		len = zmq_msg_size(body);
+	}
+	inl = len <= BM__BCAST_INLINE_MAX;
+	if (zmq_msg_init_size(&f0, (size_t)tlen + (size_t)hlen + (inl ? len : 0)) < 0) {
+		return -ENOMEM;
+	}
+	memcpy(zmq_msg_data(&f0), t, (size_t)tlen);
+	memcpy((uint8_t *)zmq_msg_data(&f0) + tlen, hbuf, (size_t)hlen);
+	if (inl && len > 0) {
+		memcpy((uint8_t *)zmq_msg_data(&f0) + tlen + hlen, data, len);
+	}
+	/* With XPUB_NODROP frame 0 is where a full queue refuses the message;
+	 * once it is taken the body follows into the same pipe. */
+	if (zmq_msg_send(&f0, p->sock, (inl ? 0 : ZMQ_SNDMORE) | ZMQ_DONTWAIT) < 0) {
 		int rc = bm__pzerr();
 
+		zmq_msg_close(&f0);
 		return rc == -EAGAIN ? BM_EFULL : rc;
 	}
-	if (zmq_send(p->sock, hbuf, (size_t)hlen, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-	    zmq_msg_send(body, p->sock, ZMQ_DONTWAIT) < 0) {
-		return bm__pzerr();
+	if (!inl) {
+		zmq_msg_t f1;
+		int rc = 0;
+
+		if (body != NULL) {
+			rc = zmq_msg_send(body, p->sock, ZMQ_DONTWAIT);
+		} else if (zmq_msg_init_size(&f1, len) < 0) {
+			rc = -1;
+		} else {
+			memcpy(zmq_msg_data(&f1), data, len);
+			rc = zmq_msg_send(&f1, p->sock, ZMQ_DONTWAIT);
+			if (rc < 0) {
+				zmq_msg_close(&f1);
+			}
+		}
+		if (rc < 0) {
+			return bm__pzerr();
+		}
 	}
 	p->seq = h.seq;
 	*slot = (void *)(uintptr_t)h.tseq;
@@ -209,23 +245,21 @@ bm_pub_send_frame(bm_pub_t *p, const char *topic, zmq_msg_t *body)
 }
 
 int
-bm_pub_send(bm_pub_t *p, const char *topic, const void *body, size_t len)
+bm_pub_send_frame(bm_pub_t *p, const char *topic, zmq_msg_t *body)
 {
-	zmq_msg_t m;
-	int rc;
-
-	if (p == NULL || (body == NULL && len > 0)) {
+	if (body == NULL) {
 		return -EINVAL;
 	}
-	if (zmq_msg_init_size(&m, len) < 0) {
-		return -ENOMEM;
+	return s_publish(p, topic, NULL, 0, body);
+}
+
+int
+bm_pub_send(bm_pub_t *p, const char *topic, const void *body, size_t len)
+{
+	if (body == NULL && len > 0) {
+		return -EINVAL;
 	}
-	if (len > 0) {
-		memcpy(zmq_msg_data(&m), body, len);
-	}
-	rc = bm_pub_send_frame(p, topic, &m);
-	zmq_msg_close(&m);
-	return rc;
+	return s_publish(p, topic, body, len, NULL);
 }
 
 void *

@@ -301,18 +301,18 @@ s_track(bm_sub_t *s, bm_bcast_t *m)
 	return true;
 }
 
-/* Parses one received message.  1 = *m filled, 0 = skipped. */
+/* Parses one received message (n frames in f).  1 = *m filled, 0 =
+ * skipped. */
 static int
 s_parse(bm_sub_t *s, zmq_msg_t *f, int n, bm_bcast_t *m)
 {
 	const uint8_t *f0 = zmq_msg_data(&f[0]);
-	size_t f0len = zmq_msg_size(&f[0]);
-	const char *topic = (const char *)f0;
-	size_t tlen = f0len;
+	size_t f0len = zmq_msg_size(&f[0]), off = 0, tlen, blen;
 	bm__hdr_t h;
+	int hlen;
 
 	memset(m, 0, sizeof *m);
-	if (n != 3 || zmq_msg_size(&f[2]) > s->max_body) {
+	if (n < 1 || n > 2) {
 		s->st.malformed++;
 		return 0;
 	}
@@ -324,24 +324,31 @@ s_parse(bm_sub_t *s, zmq_msg_t *f, int n, bm_bcast_t *m)
 		if (s->tap || memcmp(f0 + 1, s->token, BM__SYNC_TOKEN_LEN) != 0) {
 			return 0; /* another subscriber's replay or sync */
 		}
-		topic += BM__SYNC_HEAD;
-		tlen -= BM__SYNC_HEAD;
+		off = BM__SYNC_HEAD;
 		m->replay = true;
 	}
-	if (bm__hdr_decode(zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), &h) < 0 ||
-	    bm_topic_check(topic, tlen, m->replay) < 0) {
+	tlen = bm__topic_span(f0 + off, f0len - off);
+	hlen = bm__hdr_decode(f0 + off + tlen, f0len - off - tlen, &h);
+	if (hlen < 0 || bm_topic_check((const char *)f0 + off, tlen, m->replay) < 0) {
 		s->st.malformed++;
 		return 0;
 	}
-	memcpy(m->topic, topic, tlen);
+	/* The body: the rest of frame 0, or all of frame 1 (then frame 0 must
+	 * end with the header). */
+	blen = n == 2 ? zmq_msg_size(&f[1]) : f0len - off - tlen - (size_t)hlen;
+	if ((n == 2 && off + tlen + (size_t)hlen != f0len) || blen > s->max_body) {
+		s->st.malformed++;
+		return 0;
+	}
+	memcpy(m->topic, f0 + off, tlen);
 	m->topic[tlen] = '\0';
 	if (h.flags & BM__HDR_FLAG_SYNC) {
-		if (!m->replay) {
+		if (!m->replay || blen > 0) {
 			s->st.malformed++;
 			return 0;
 		}
 		/* The request subscription has done its job. */
-		(void)s_send_sub(s, 0, true, topic, tlen);
+		(void)s_send_sub(s, 0, true, m->topic, tlen);
 		m->kind = BM_BCAST_SYNC;
 		m->replay = false;
 		s->st.syncs++;
@@ -366,7 +373,12 @@ s_parse(bm_sub_t *s, zmq_msg_t *f, int n, bm_bcast_t *m)
 	s->st.received++;
 	s->st.replayed += m->replay;
 	zmq_msg_init(&m->body);
-	zmq_msg_move(&m->body, &f[2]);
+	if (n == 2) {
+		zmq_msg_move(&m->body, &f[1]);
+	} else {
+		zmq_msg_move(&m->body, &f[0]);
+		m->body_off = off + tlen + (size_t)hlen;
+	}
 	return 1;
 }
 
@@ -379,8 +391,8 @@ bm_sub_recv(bm_sub_t *s, int timeout_ms, bm_bcast_t *ret)
 		return -EINVAL;
 	}
 	for (;;) {
-		zmq_msg_t f[3];
-		int n = bm__recv_parts(s->sock, f, 3, ZMQ_DONTWAIT), got;
+		zmq_msg_t f[2];
+		int n = bm__recv_parts(s->sock, f, 2, ZMQ_DONTWAIT), got;
 
 		if (n == -EAGAIN) {
 			zmq_pollitem_t it = {.socket = s->sock, .events = ZMQ_POLLIN};
@@ -404,7 +416,7 @@ bm_sub_recv(bm_sub_t *s, int timeout_ms, bm_bcast_t *ret)
 			return n;
 		}
 		got = s_parse(s, f, n, ret);
-		bm__close_parts(f, n < 3 ? n : 3);
+		bm__close_parts(f, n < 2 ? n : 2);
 		if (got) {
 			if (ret->gap > 0 && bm_mono_ms() - s->last_report_ms >= S_REPORT_MS) {
 				s_report(s);

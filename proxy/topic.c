@@ -446,7 +446,7 @@ bm__hdr_decode(const uint8_t *p, size_t n, bm__hdr_t *ret)
 	long count = s_get_array(&in);
 	uint64_t version;
 
-	if (in.bad || count < 7) {
+	if (in.bad || count < 2) {
 		return BM_EPROTO;
 	}
 	version = s_get_uint(&in);
@@ -456,18 +456,22 @@ bm__hdr_decode(const uint8_t *p, size_t n, bm__hdr_t *ret)
 	if (version != BM_BCAST_VERSION) {
 		return BM_EVERSION;
 	}
+	/* Exactly seven: the body may follow in the same frame, so the
+	 * header's end must be known; a longer header is a new version. */
+	if (count != 7) {
+		return BM_EPROTO;
+	}
 	h.from = s_get_str(&in, &h.from_len);
 	h.session = s_get_uint(&in);
 	h.seq = s_get_uint(&in);
 	h.tseq = s_get_uint(&in);
 	h.ts_ms = s_get_int(&in);
 	h.flags = s_get_uint(&in);
-	/* Elements after the seventh are for later versions: not read. */
 	if (in.bad || !s_name_ok(h.from, h.from_len, (h.flags & BM__HDR_FLAG_SYNC) != 0)) {
 		return BM_EPROTO;
 	}
 	*ret = h;
-	return 0;
+	return (int)in.i;
 }
 
 int

@@ -13,7 +13,10 @@ Run as the test driver:
     python3 py_agent.py PATH/TO/beastd PATH/TO/beast
 
 It starts beastd on a fresh private directory, registers the agent, has the
-C CLI send to it and receive from it, and checks NACK and LIST on the way.
+C CLI send to it and receive from it, and checks NACK and LIST on the way;
+then broadcasts (docs/protocol.md 14) both ways through beastd's proxy:
+Python frames read by `beast sub`, `beast pub` read by a Python SUB with
+the last-value cache.
 Every wait is bounded; beastd and the CLI processes are killed and reaped and
 the directory removed at the end, also on failure.  Exit status 0 when every
 check passed, 1 otherwise, 77 (skip) when pyzmq or msgpack is missing.
@@ -381,10 +384,95 @@ def run(beastd, beast, ck, procs, d):
               and counters.get("nack_noagent") == 1 and counters.get("nack_notreg") == 1
               and counters.get("malformed") == 1 and counters.get("delivers") == 2,
               counters)
+        broadcast(beast, ck, procs, d)
         py.bye()
     finally:
         for a in agents:
             a.close()
+
+
+def bcast_frame0(topic, hdr_fields, body=b""):
+    """A broadcast's frame 0 (docs/protocol.md 14.2): topic, header, body."""
+    return topic + msgpack.packb(hdr_fields) + body
+
+
+def bcast_parse(parts, token=None):
+    """(topic, header, body, replayed) of a received broadcast, as 14.2 and
+    14.4 say: the topic runs to the first byte outside 0x21..0x7e, the
+    header is one msgpack array, the body is the rest or frame 1."""
+    f0, replayed = parts[0], parts[0][:1] == b"\x00"
+    if replayed:
+        if token is not None and f0[1:17] != token:
+            return None
+        f0 = f0[19:]
+    n = next((i for i, c in enumerate(f0) if not 0x21 <= c <= 0x7E), len(f0))
+    u = msgpack.Unpacker(raw=False)
+    u.feed(f0[n:])
+    hdr = u.unpack()
+    body = parts[1] if len(parts) == 2 else f0[n + u.tell():]
+    return f0[:n].decode(), hdr, body, replayed
+
+
+def broadcast(beast, ck, procs, d):
+    """Python publisher -> beastd's proxy -> `beast sub`, and `beast pub` ->
+    proxy -> a Python SUB asking for the last-value cache."""
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.XPUB)
+    pub.setsockopt(zmq.LINGER, 2000)
+    pub.setsockopt(zmq.RCVTIMEO, 5000)
+    pub.connect("ipc://%s/pub.sock" % d)
+    ck.ok("the proxy subscribes to a publisher on connect", pub.recv() == b"\x01")
+    session = int.from_bytes(os.urandom(8), "big")
+    big = b"b" * (100 << 10)
+    now = int(time.time() * 1000)
+    pub.send(bcast_frame0(b"tot/py/1/", [2, "py-pub", session, 1, 1, now, 0], b"one frame"))
+    pub.send_multipart([bcast_frame0(b"tot/py/2/", [2, "py-pub", session, 2, 1, now, 0]), big])
+    # both reach a late `beast sub` from the proxy's last-value cache
+    sub = subprocess.Popen([beast, "--dir", d, "sub", "--count", "2", "--timeout", "5000",
+                            "--json", "tot/py"],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+    procs.append(sub)
+    try:
+        out, err = sub.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        stop(sub)
+        out, err = sub.communicate()
+    try:
+        got = {m["topic"]: m for m in map(json.loads, out.decode().splitlines())}
+    except ValueError as exc:
+        got = {"error": str(exc)}
+    one, two = got.get("tot/py/1/", {}), got.get("tot/py/2/", {})
+    ck.ok("`beast sub` reads our one-frame and two-frame broadcasts",
+          sub.returncode == 0 and one.get("from") == "py-pub" and one.get("seq") == 1
+          and one.get("body") == "one frame" and two.get("seq") == 2
+          and two.get("body") == big.decode(),
+          "exit %s, stderr %r, %r" % (sub.returncode, err, {k: str(v)[:120] for k, v in got.items()}))
+    pub.close()
+
+    rc = subprocess.run([beast, "--dir", d, "pub", "--as", "cpub", "tot/py/c", "from C"],
+                        stdin=subprocess.DEVNULL, capture_output=True, timeout=10).returncode
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 5000)
+    s.connect("ipc://%s/sub.sock" % d)
+    token = os.urandom(8).hex().encode()
+    s.setsockopt(zmq.SUBSCRIBE, b"tot/py/c/")
+    s.setsockopt(zmq.SUBSCRIBE, b"\x00" + token + b"L/" + b"tot/py/c/")
+    seen, synced = [], False
+    for _ in range(10):
+        m = bcast_parse(s.recv_multipart(), token)
+        if m is None:
+            continue
+        if m[1][6] & 1:
+            synced = True
+            break
+        seen.append(m)
+    s.close()
+    ck.ok("a Python SUB gets `beast pub`'s message from the cache, then the sync marker",
+          rc == 0 and synced and len(seen) == 1 and seen[0][0] == "tot/py/c/"
+          and seen[0][1][1] == "cpub" and seen[0][2] == b"from C" and seen[0][3],
+          "pub exit %s, %r, synced %s" % (rc, seen, synced))
 
 
 def main(argv):

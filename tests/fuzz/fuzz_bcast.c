@@ -2,7 +2,8 @@
  * fuzz_bcast.c - libFuzzer target for the broadcast decoders: the
  * broadcast header and the subscriber report (bytes from any local
  * process), and the topic checks (strings from the command line and the
- * wire).  Whatever decodes must re-encode and decode to the same values.
+ * wire), alone and as a broadcast's frame 0.  Whatever decodes must
+ * re-encode and decode to the same values and length.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -51,9 +52,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	bm__report_t r, r2;
 	int n;
 
-	if (bm__hdr_decode(data, size, &h) == 0) {
+	n = bm__hdr_decode(data, size, &h);
+	if (n > (int)size) {
+		abort(); /* a header never ends past its input */
+	}
+	if (n > 0) {
 		n = bm__hdr_encode(&h, buf, sizeof buf);
-		if (n <= 0 || bm__hdr_decode(buf, (size_t)n, &h2) != 0 || h2.seq != h.seq ||
+		if (n <= 0 || bm__hdr_decode(buf, (size_t)n, &h2) != n || h2.seq != h.seq ||
 		    h2.tseq != h.tseq || h2.session != h.session || h2.from_len != h.from_len ||
 		    memcmp(h2.from, h.from, h.from_len) != 0) {
 			abort();
@@ -63,6 +68,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		n = bm__report_encode(&r, buf, sizeof buf);
 		if (n <= 0 || bm__report_decode(buf, (size_t)n, &r2) != 0 || r2.gaps != r.gaps ||
 		    r2.received != r.received || r2.name_len != r.name_len) {
+			abort();
+		}
+	}
+	/* as a broadcast's frame 0: topic, then header, then body */
+	{
+		size_t t = bm__topic_span(data, size);
+
+		if (t > size || t > BM_TOPIC_MAX + 1) {
+			abort();
+		}
+		n = bm__hdr_decode(data + t, size - t, &h);
+		if (n > (int)(size - t)) {
 			abort();
 		}
 	}
