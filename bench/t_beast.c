@@ -4,10 +4,10 @@
  *
  *   beast-mesh-ipc, beast-mesh-tcp   bm_client SEND -> beastd -> DELIVER; the
  *       receiver ACKs every message as agents do (ACKs of a burst leave as
- *       one ACKS frame; in ping-pong each side ACKs a delivery just after
- *       its reply, so the ACK is not on the measured path but beastd's
- *       count of unacknowledged bytes stays bounded, as it must: past
- *       --max-pending it refuses deliveries with BUSY); latency,
+ *       one ACKS frame; in ping-pong each side ACKs its deliveries in
+ *       batches of 256 after a reply, so ACKs stay off the measured path
+ *       but beastd's count of unacknowledged bytes stays bounded, as it
+ *       must: past --max-pending it refuses deliveries with BUSY); latency,
  *       throughput, latency-load; on ipc also
  *       durable (send -> ACK, nothing stored: the reference for the outbox)
  *       and reconnect (kill -9 beastd, start it again: the time to the
@@ -32,6 +32,13 @@
 #include "bm_proxy.h"
 
 #define S_HELD_MAX 64
+/* Ping-pong ACKs its deliveries in batches, after a reply, once this many
+ * (or S_LATER_BYTES) are held: the ACKs stay off all but 1 in 256 round
+ * trips (1 in 64 at 1 MiB) while beastd's count of unacknowledged bytes
+ * stays far below its cap (--max-pending, 256 MiB), past which it would
+ * refuse deliveries with BUSY. */
+#define S_LATER_MAX 256
+#define S_LATER_BYTES ((size_t)64 << 20)
 #define S_START_S 5.0
 
 /* ---- beastd ---- */
@@ -119,8 +126,9 @@ typedef struct {
 	int nheld, hhead;
 	long sends, acks, nacks;
 	int ack;  /* ACK what arrives at once (every scenario but ping-pong) */
-	bm_event_t later; /* ping-pong: the delivery to ACK after the reply */
-	int has_later;
+	bm_event_t later[S_LATER_MAX]; /* ping-pong: deliveries not ACKed yet */
+	int nlater;
+	size_t later_bytes;
 	int wait; /* at close, wait until every send is confirmed (streams) */
 } s_ml_t;
 
@@ -131,7 +139,7 @@ s_mesh_open(bb_link_t *l, const char *name)
 	if (!m)
 		return -1;
 	l->impl = m;
-	m->ack = l->scen != BB_LATENCY; /* ping-pong: ACKed after the reply */
+	m->ack = l->scen != BB_LATENCY; /* ping-pong: ACKed in batches (s_ack_later) */
 	m->wait = l->scen == BB_THROUGHPUT || l->scen == BB_LATLOAD;
 	bm_client_opts_t o = {.name = name, .connect_timeout_ms = (int)(S_START_S * 1000)};
 	if (s_bd.tcp[0])
@@ -180,13 +188,17 @@ s_mesh_dial(bb_link_t *l, const bb_env_t *env, const char *ep)
 
 /* Ping-pong: the delivery answered by the send just made is ACKed now. */
 static void
-s_ack_later(s_ml_t *m)
+s_ack_later(s_ml_t *m, int all)
 {
-	if (m->has_later) {
-		(void)bm_client_ack(m->c, m->later.msg);
-		bm_event_clear(&m->later);
-		m->has_later = 0;
+	if (!all && m->nlater < S_LATER_MAX && m->later_bytes < S_LATER_BYTES)
+		return;
+	for (int i = 0; i < m->nlater; i++) {
+		(void)bm_client_ack(m->c, m->later[i].msg);
+		bm_event_clear(&m->later[i]);
 	}
+	(void)bm_client_flush(m->c);
+	m->nlater = 0;
+	m->later_bytes = 0;
 }
 
 static int
@@ -203,7 +215,7 @@ s_mesh_send(bb_link_t *l, const void *buf, size_t len)
 		zmq_pollitem_t it = {.socket = bm_client_socket(m->c), .events = ZMQ_POLLOUT};
 		zmq_poll(&it, 1, 1);
 	}
-	s_ack_later(m);
+	s_ack_later(m, 0);
 	return rc == 0 ? 0 : -1;
 }
 
@@ -237,9 +249,10 @@ s_mesh_recv(bb_link_t *l, void *buf, size_t cap, int timeout_ms)
 		if (m->ack) {
 			(void)bm_client_ack(m->c, ev.msg);
 		} else {
-			s_ack_later(m); /* a delivery not answered: ACK it anyway */
-			m->later = ev;
-			m->has_later = 1;
+			if (m->nlater == S_LATER_MAX)
+				s_ack_later(m, 1); /* deliveries not answered: ACK them anyway */
+			m->later[m->nlater++] = ev;
+			m->later_bytes += n;
 			return rc;
 		}
 		bm_event_clear(&ev);
@@ -253,7 +266,7 @@ s_mesh_close(bb_link_t *l)
 	s_ml_t *m = l->impl;
 	if (!m)
 		return;
-	s_ack_later(m);
+	s_ack_later(m, 1);
 	/* a sender leaves once its stream is confirmed: destroy would give
 	 * queued frames only a second */
 	double end = bb_now() + BB_DEADLINE_S;
