@@ -5,7 +5,8 @@
  */
 #include "bb.h"
 
-extern const bb_transport_t bb_t_zmq_dealer_ipc, bb_t_zmq_dealer_tcp, bb_t_zmq_forwarder_ipc, bb_t_zmq_proxy;
+extern const bb_transport_t bb_t_zmq_dealer_ipc, bb_t_zmq_dealer_tcp, bb_t_zmq_forwarder_ipc, bb_t_zmq_proxy,
+	bb_t_zmq_pair_ipc, bb_t_zmq_pair_inproc;
 extern const bb_transport_t bb_t_uds;
 extern const bb_transport_t bb_t_beast_mesh_ipc, bb_t_beast_mesh_tcp, bb_t_beast_proxy, bb_t_beast_outbox_always,
 	bb_t_beast_outbox_interval, bb_t_beast_outbox_never, bb_t_beast_ring, bb_t_beast_ring_copy;
@@ -28,6 +29,8 @@ const bb_transport_t *const bb_transports[] = {
 	&bb_t_zmq_dealer_tcp,
 	&bb_t_zmq_forwarder_ipc,
 	&bb_t_zmq_proxy,
+	&bb_t_zmq_pair_ipc,
+	&bb_t_zmq_pair_inproc,
 	&bb_t_uds,
 	/* peers */
 	&bb_t_nats,

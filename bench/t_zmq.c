@@ -2,10 +2,13 @@
  * t_zmq.c - raw libzmq, the baselines: DEALER -> ROUTER on ipc and tcp
  * (zmq-dealer-ipc, zmq-dealer-tcp), a bare DEALER -> ROUTER forwarder ->
  * DEALER on ipc (zmq-forwarder-ipc: two hops through a server, like every
- * broker here), and zmq_proxy(XSUB, XPUB) with PUB and SUB sockets
- * (zmq-proxy).  What a careful user would write with libzmq alone.
+ * broker here), zmq_proxy(XSUB, XPUB) with PUB and SUB sockets
+ * (zmq-proxy), and PAIR over ipc (zmq-pair-ipc) and inproc
+ * (zmq-pair-inproc: two threads of one process, libzmq's floor).  What a
+ * careful user would write with libzmq alone.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -178,6 +181,197 @@ const bb_transport_t bb_t_zmq_dealer_tcp = {
 	.about = "raw libzmq DEALER -> ROUTER over tcp://127.0.0.1",
 	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT),
 	.ops = &s_dealer_tcp_ops,
+};
+
+/* ---- PAIR over ipc ---- */
+
+static int
+s_pair_serve(bb_link_t *l, const bb_env_t *env, char *ep, size_t eplen)
+{
+	if (s_sock(l, ZMQ_PAIR, S_DEALER) != 0)
+		return -1;
+	snprintf(ep, eplen, "ipc://%s/zp-%d", env->dir, (int)getpid());
+	return zmq_bind(l->sock, ep);
+}
+
+static int
+s_pair_dial(bb_link_t *l, const bb_env_t *env, const char *ep)
+{
+	(void)env;
+	if (s_sock(l, ZMQ_PAIR, S_DEALER) != 0)
+		return -1;
+	return zmq_connect(l->sock, ep);
+}
+
+static const bb_ops_t s_pair_ipc_ops = {
+	.serve = s_pair_serve, .dial = s_pair_dial, .send = s_send, .recv = s_recv, .close = s_close};
+
+const bb_transport_t bb_t_zmq_pair_ipc = {
+	.id = "zmq-pair-ipc",
+	.about = "raw libzmq PAIR <-> PAIR over ipc://",
+	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT),
+	.ops = &s_pair_ipc_ops,
+};
+
+/* ---- PAIR over inproc: both ends in one side, the receiver a thread ---- */
+
+typedef struct {
+	const bb_row_t *row;
+	const bb_env_t *env;
+	void *sock;          /* the receiver's PAIR */
+	long got;            /* throughput: data messages received */
+	double t_end;        /* throughput: when the end marker arrived */
+	int ok;
+} s_inproc_t;
+
+/* Ping-pong: echoes until the end marker; stream: counts until it. */
+static void *
+s_inproc_rx(void *arg)
+{
+	s_inproc_t *x = arg;
+	size_t cap = x->row->payload;
+	char *buf = malloc(cap);
+	int timeout = (int)(BB_DEADLINE_S * 1000);
+
+	bb_pin(x->env->cpu_rx);
+	zmq_setsockopt(x->sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+	while (buf) {
+		int n = zmq_recv(x->sock, buf, cap, 0);
+		if (n < 1)
+			break;
+		if (buf[0] == BB_TAG_END) {
+			x->t_end = bb_now();
+			x->ok = 1;
+			break;
+		}
+		if (x->row->scen == BB_LATENCY) {
+			if (zmq_send(x->sock, buf, (size_t)n, 0) != n)
+				break;
+		} else {
+			x->got++;
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+static int
+s_inproc_main(void *arg, int wfd)
+{
+	const bb_row_t *row = ((s_inproc_t *)arg)->row;
+	const bb_env_t *env = ((s_inproc_t *)arg)->env;
+	static bb_row_t res;
+	s_inproc_t x = {.row = row, .env = env};
+	size_t payload = row->payload;
+	void *ctx = zmq_ctx_new(), *tx = ctx ? zmq_socket(ctx, ZMQ_PAIR) : NULL;
+	char *buf = malloc(payload);
+	double *lat = NULL;
+	pthread_t th;
+	int hwm = 0, started = 0;
+
+	memset(&res, 0, sizeof res);
+	x.sock = ctx ? zmq_socket(ctx, ZMQ_PAIR) : NULL;
+	if (!tx || !x.sock || !buf) {
+		bb_fail(&res, "cannot set up the PAIR sockets");
+		goto out;
+	}
+	zmq_setsockopt(tx, ZMQ_SNDHWM, &hwm, sizeof hwm);
+	zmq_setsockopt(x.sock, ZMQ_RCVHWM, &hwm, sizeof hwm);
+	if (zmq_bind(x.sock, "inproc://bb") != 0 || zmq_connect(tx, "inproc://bb") != 0 ||
+	    pthread_create(&th, NULL, s_inproc_rx, &x) != 0) {
+		bb_fail(&res, "cannot connect the PAIR sockets over inproc");
+		goto out;
+	}
+	started = 1;
+	memset(buf, 'x', payload);
+	buf[0] = BB_TAG_DATA;
+	double end = bb_now() + BB_DEADLINE_S;
+	if (row->scen == BB_LATENCY) {
+		int warm = env->quick ? 200 : 1000;
+		int n = payload >= (1u << 20) ? 100 : env->quick ? 2000 : 20000, k = 0;
+		int timeout = (int)(BB_DEADLINE_S * 1000);
+		lat = malloc((size_t)n * sizeof *lat);
+		zmq_setsockopt(tx, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+		for (int i = 0; lat && i < warm + n && bb_now() < end; i++) {
+			double t = bb_now();
+			if (zmq_send(tx, buf, payload, 0) != (int)payload || zmq_recv(tx, buf, payload, 0) < 1) {
+				bb_fail(&res, "echo lost or late (round trip %d)", i);
+				break;
+			}
+			if (i >= warm)
+				lat[k++] = (bb_now() - t) * 1e6 / 2;
+		}
+		if (k > 0 && !res.status[0])
+			bb_latency_stats(&res, lat, k);
+		res.sent = k;
+		snprintf(res.note, sizeof res.note, "one way = round trip / 2; threads of one process");
+	} else {
+		long count = (long)((256ull << 20) / payload), most = env->quick ? 50000 : 1000000;
+		count = count > most ? most : count < 8 ? 8 : count;
+		double t0 = bb_now();
+		long i = 0;
+		for (; i < count && bb_now() < end; i++)
+			if (zmq_send(tx, buf, payload, 0) != (int)payload)
+				break;
+		buf[0] = BB_TAG_END;
+		(void)zmq_send(tx, buf, payload, 0);
+		pthread_join(th, NULL);
+		started = 0;
+		res.sent = i;
+		res.lost = i - x.got;
+		if (!x.ok || x.got != count) {
+			bb_fail(&res, "received %ld of %ld", x.got, count);
+		} else {
+			res.msgs_per_s = (double)x.got / (x.t_end - t0);
+			res.mb_per_s = res.msgs_per_s * (double)payload / 1e6;
+		}
+		snprintf(res.note, sizeof res.note, "threads of one process");
+	}
+	if (started) {
+		buf[0] = BB_TAG_END;
+		(void)zmq_send(tx, buf, 1, 0);
+		pthread_join(th, NULL);
+	}
+	if (!res.status[0])
+		snprintf(res.status, sizeof res.status, "ok");
+out:
+	free(lat);
+	free(buf);
+	if (tx)
+		zmq_close(tx);
+	if (x.sock)
+		zmq_close(x.sock);
+	if (ctx)
+		zmq_ctx_term(ctx);
+	return bb_side_result(wfd, &res) ? 1 : 0;
+}
+
+static int
+s_inproc_run(bb_row_t *r, bb_env_t *env)
+{
+	static s_inproc_t a;
+	int fd = -1;
+
+	memset(&a, 0, sizeof a);
+	a.row = r;
+	a.env = env;
+	pid_t pid = bb_side_spawn(env->cpu_tx, s_inproc_main, &a, &fd);
+	if (pid < 0) {
+		bb_fail(r, "fork");
+		return 1;
+	}
+	if (bb_side_collect(pid, fd, 4 * BB_DEADLINE_S, r, BB_SIDE_TX) == 0 && !r->status[0])
+		snprintf(r->status, sizeof r->status, "ok");
+	else if (!r->status[0])
+		bb_fail(r, "the side did not report");
+	return 1;
+}
+
+const bb_transport_t bb_t_zmq_pair_inproc = {
+	.id = "zmq-pair-inproc",
+	.about = "raw libzmq PAIR <-> PAIR over inproc:// (two threads of one process, pinned like two sides)",
+	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT),
+	.run = s_inproc_run,
 };
 
 /* ---- a bare forwarder: DEALER -> ROUTER -> DEALER ---- */
