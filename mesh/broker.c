@@ -63,7 +63,7 @@ typedef struct s_agent {
 	char caps[BM_CAPS_MAX][BM_CAP_MAX + 1]; /* capabilities */
 	int ncaps;                             /* how many */
 	uint32_t heartbeat_ms;                 /* interval it promised */
-	int64_t last_seen_ms;                  /* monotonic ms of last frame */
+	int64_t last_seen_ms;                  /* bm_mono_coarse_ms() of last frame */
 	uint64_t inflight;                     /* delivered, not yet (N)ACKed */
 	uint64_t pending_bytes;                /* their bodies' bytes (see s_settle) */
 	uint64_t sent;                         /* SENDs it made */
@@ -162,6 +162,37 @@ s_send_raw(bm_broker_t *b, const uint8_t *rid, size_t rid_len, const void *hdr, 
 		return bm__zmq_err();
 	}
 	if (zmq_send(sock, hdr, hdr_len, ZMQ_DONTWAIT | (body ? ZMQ_SNDMORE : 0)) < 0) {
+		return bm__zmq_err();
+	}
+	if (body != NULL && zmq_msg_send(body, sock, ZMQ_DONTWAIT) < 0) {
+		return bm__zmq_err();
+	}
+	return 0;
+}
+
+/*
+ * Sends [rid, frame(, body)] without blocking, where frame is a received
+ * header frame whose first hdr_len bytes are overwritten with hdr (same
+ * length) once the peer has accepted the routing id: a relay that copies
+ * nothing and allocates nothing, whatever follows the header in the frame
+ * (an inline body) going along as received.  On success frame and body
+ * have been moved out; on failure both are untouched.  Returns as
+ * s_send_raw().
+ */
+static int
+s_send_over(bm_broker_t *b, const uint8_t *rid, size_t rid_len, zmq_msg_t *frame,
+            const void *hdr, size_t hdr_len, zmq_msg_t *body)
+{
+	void *sock = rid[0] == S_SOCK_CURVE ? b->curve_router : b->router;
+
+	if (sock == NULL || rid_len < 2) {
+		return -EHOSTUNREACH;
+	}
+	if (zmq_send(sock, rid + 1, rid_len - 1, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+		return bm__zmq_err();
+	}
+	memcpy(zmq_msg_data(frame), hdr, hdr_len); /* hdr_len <= its size: decoded from it */
+	if (zmq_msg_send(frame, sock, ZMQ_DONTWAIT | (body ? ZMQ_SNDMORE : 0)) < 0) {
 		return bm__zmq_err();
 	}
 	if (body != NULL && zmq_msg_send(body, sock, ZMQ_DONTWAIT) < 0) {
@@ -391,7 +422,7 @@ s_on_hello(bm_broker_t *b, const uint8_t *rid, size_t rid_len, s_agent_t *self,
 	self->heartbeat_ms = in->heartbeat_ms ? in->heartbeat_ms : b->heartbeat_ms;
 	self->acks = (in->features & BM_FEAT_ACKS) != 0;
 	self->inl = (in->features & BM_FEAT_INLINE) != 0;
-	self->last_seen_ms = bm_mono_ms();
+	self->last_seen_ms = bm_mono_coarse_ms();
 	b->st.hellos++;
 	memcpy(out.name, self->name, sizeof self->name);
 	out.heartbeat_ms = self->heartbeat_ms;
@@ -443,14 +474,23 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 			return;
 		}
 
-		n = bm__env_retarget(zmq_msg_data(hdr), keep_inline ? flen : in->hdr_len, in,
-		                     BM_CMD_DELIVER, from->name, b->relay, sizeof b->relay);
+		n = bm__env_retarget(zmq_msg_data(hdr), in->hdr_len, in, BM_CMD_DELIVER, from->name,
+		                     b->relay, sizeof b->relay - BM_INLINE_MAX);
 		if (n < 0) {
 			s_nack(b, from, &in->id, addr, BM_EPROTO, "header cannot be relayed: %s",
 			       bm_strerror(n));
 			return;
 		}
-		if (ilen > 0 && !keep_inline) {
+		if (!(ilen > 0 && !keep_inline) && bm__env_pad(b->relay, (size_t)n, in->hdr_len)) {
+			/* The usual case (the sender's name no longer than the
+			 * name it addressed): the DELIVER header fits where the
+			 * SEND header was, so the frame itself is relayed. */
+			rc = s_send_over(b, to->rid, to->rid_len, hdr, b->relay, in->hdr_len,
+			                 keep_inline ? NULL : body);
+		} else if (keep_inline) {
+			memcpy(b->relay + n, (const uint8_t *)zmq_msg_data(hdr) + in->hdr_len, ilen);
+			rc = s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n + ilen, NULL);
+		} else if (ilen > 0) {
 			if (zmq_msg_init_size(&split, ilen) < 0) {
 				s_nack(b, from, &in->id, addr, BM_EBUSY, "broker is out of memory");
 				return;
@@ -459,8 +499,7 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 			rc = s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n, &split);
 			zmq_msg_close(&split);
 		} else {
-			rc = s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n,
-			                keep_inline ? NULL : body);
+			rc = s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n, body);
 		}
 		if (rc == 0) {
 			b->st.delivers++;
@@ -609,7 +648,7 @@ s_on_list(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
-	int64_t now = bm_mono_ms();
+	int64_t now = bm_mono_coarse_ms();
 	size_t cur = 0;
 
 	msgpack_sbuffer_init(&sb);
@@ -682,7 +721,7 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 	}
 	self = bm__map_get(b->by_rid, rid, rid_len);
 	if (self != NULL) {
-		self->last_seen_ms = bm_mono_ms();
+		self->last_seen_ms = bm_mono_coarse_ms();
 	}
 	if (nf < 2) {
 		b->st.malformed++;
@@ -924,7 +963,7 @@ bm_broker_run(bm_broker_t *b, volatile sig_atomic_t *stop)
 			}
 			backlog = backlog || i == S_DRAIN_BATCH;
 		}
-		now = bm_mono_ms();
+		now = bm_mono_coarse_ms();
 		/* Sweep only with nothing left unread: after a stall (a starved
 		 * CPU) an agent's frames may still be queued here, and judging
 		 * its silence before reading them would drop a live agent. */

@@ -20,6 +20,7 @@
  * Threading: a client is used from one thread at a time.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,9 @@ struct bm_client {
 	bool registered;                         /* WELCOME seen, not lost */
 	bool ever_registered;                    /* for BM_EV_REGISTERED */
 	int denied;                              /* last DENIED code, 0 = none */
+	/* Heartbeat bookkeeping runs on bm_mono_coarse_ms(): stamped per
+	 * frame, so it must be cheap, and a few ms of slack is nothing
+	 * beside a heartbeat interval. */
 	int64_t last_rx_ms;                      /* last frame from the broker */
 	int64_t last_tx_ms;                      /* last frame to the broker */
 	int64_t next_hello_ms;                   /* when to say HELLO again */
@@ -62,9 +66,10 @@ struct bm_client {
 	msgpack_zone zone;                       /* DIRECTORY/STATS scratch */
 	s_node_t *head, *tail;                   /* event FIFO */
 	size_t nevents;                          /* in the FIFO */
+	bool drained;                            /* the last read found the socket empty */
 	s_node_t *spare;                         /* free nodes for reuse */
 	int nspare;                              /* how many */
-	uint8_t rnd[160];                        /* random bits for 16 ids */
+	uint8_t rnd[2560];                       /* random bits for 256 ids */
 	size_t rnd_left;                         /* unused bytes at its end */
 	bool broker_acks;                        /* broker takes ACKS */
 	bool broker_inline;                      /* ... and inline bodies */
@@ -158,14 +163,15 @@ s_strcpy(char *dst, size_t cap, const char *src)
 /*
  * A fresh id in bm_id_new()'s layout (48-bit wall ms, then 80 random bits
  * from libsodium), but with the random bits taken from a per-client pool
- * refilled 16 ids at a time: one getrandom() system call per 16 sends
- * instead of one per send.  No two processes can share a pool, because a
+ * refilled 256 ids at a time: one getrandom() system call per 256 sends
+ * instead of one per send.  ms is the send's timestamp (one clock read
+ * serves both).  No two processes can share a pool, because a
  * client never crosses a fork (its zmq socket cannot).
  */
 static void
-s_id_new(bm_client_t *c, bm_id_t *ret_id)
+s_id_new(bm_client_t *c, int64_t ts_ms, bm_id_t *ret_id)
 {
-	uint64_t ms = (uint64_t)bm_wall_ms();
+	uint64_t ms = (uint64_t)ts_ms;
 
 	if (c->rnd_left < 10) {
 		if (sodium_init() < 0) {
@@ -205,7 +211,7 @@ s_send_env(bm_client_t *c, const bm_env_t *e, zmq_msg_t *body)
 	if (body != NULL && zmq_msg_send(body, c->sock, ZMQ_DONTWAIT) < 0) {
 		return bm__zmq_err();
 	}
-	c->last_tx_ms = bm_mono_ms();
+	c->last_tx_ms = bm_mono_coarse_ms();
 	return 0;
 }
 
@@ -229,7 +235,7 @@ s_send_inline(bm_client_t *c, const bm_env_t *e, const void *body, size_t len)
 		n = bm__zmq_err();
 		return n == -EAGAIN ? BM_EFULL : n;
 	}
-	c->last_tx_ms = bm_mono_ms();
+	c->last_tx_ms = bm_mono_coarse_ms();
 	return 0;
 }
 
@@ -276,7 +282,7 @@ s_hello(bm_client_t *c)
 
 	memcpy(e.name, c->name, sizeof c->name);
 	memcpy(e.caps, c->caps, sizeof c->caps);
-	c->next_hello_ms = bm_mono_ms() + c->heartbeat_ms;
+	c->next_hello_ms = bm_mono_coarse_ms() + c->heartbeat_ms;
 	return s_send_env(c, &e, NULL);
 }
 
@@ -434,7 +440,7 @@ s_read_one(bm_client_t *c)
 		}
 	}
 	if (nf > 0) {
-		c->last_rx_ms = bm_mono_ms();
+		c->last_rx_ms = bm_mono_coarse_ms();
 		rc = bm__env_decode(zmq_msg_data(&f[0]), zmq_msg_size(&f[0]), &e, &why);
 		if (rc == 0 && e.hdr_len < zmq_msg_size(&f[0]) && nf > 1) {
 			rc = BM_EPROTO;
@@ -460,7 +466,7 @@ s_read_one(bm_client_t *c)
 static void
 s_tick(bm_client_t *c)
 {
-	int64_t now = bm_mono_ms();
+	int64_t now = bm_mono_coarse_ms();
 
 	/* Silence alone does not unregister us: a busy or starved broker is
 	 * still the broker that knows us, and sends must keep flowing.  A
@@ -492,7 +498,7 @@ bm_client_timeout(bm_client_t *c)
 	}
 	/* The caller is about to wait: held ACKs leave now. */
 	(void)s_flush_acks(c);
-	now = bm_mono_ms();
+	now = bm_mono_coarse_ms();
 	next = c->last_tx_ms + c->heartbeat_ms;
 	if (c->last_rx_ms + c->heartbeat_ms < next) {
 		next = c->last_rx_ms + c->heartbeat_ms;
@@ -504,12 +510,16 @@ bm_client_timeout(bm_client_t *c)
 }
 
 /*
- * Reads everything waiting, then waits until something arrives, the
- * deadline (monotonic ms, -1 = none) passes or done(c, arg) holds.
+ * Reads everything waiting, then waits until something arrives,
+ * timeout_ms passes (-1 = never) or done(c, arg) holds.  The precise clock
+ * is read only when there is something to wait for: the hot path (an event
+ * already queued) reads just the coarse one, in s_tick().
  */
 static int
-s_pump_until(bm_client_t *c, int64_t deadline, bool (*done)(bm_client_t *, void *), void *arg)
+s_pump_until(bm_client_t *c, int timeout_ms, bool (*done)(bm_client_t *, void *), void *arg)
 {
+	int64_t deadline = -2; /* not yet computed */
+
 	for (;;) {
 		zmq_pollitem_t it = {.socket = c->sock, .events = ZMQ_POLLIN};
 		int64_t now, wait;
@@ -521,7 +531,14 @@ s_pump_until(bm_client_t *c, int64_t deadline, bool (*done)(bm_client_t *, void 
 		 * the FIFO: a burst then sits there, where bm_client_ack() sees
 		 * it, and the socket's high-water mark still pushes back. */
 		for (int i = 0; i < 1024 && !(c->nevents >= S_DRAIN && done(c, arg)); i++) {
+			/* Once the socket was found empty, what is queued is
+			 * served first: asking an empty zmq socket again costs
+			 * system calls, one per event otherwise. */
+			if (c->drained && done(c, arg)) {
+				break;
+			}
 			rc = s_read_one(c);
+			c->drained = rc == -EAGAIN;
 			if (rc == -EAGAIN) {
 				break;
 			}
@@ -535,6 +552,9 @@ s_pump_until(bm_client_t *c, int64_t deadline, bool (*done)(bm_client_t *, void 
 		/* About to wait or give up: nothing may stay held. */
 		(void)s_flush_acks(c);
 		now = bm_mono_ms();
+		if (deadline == -2) {
+			deadline = timeout_ms < 0 ? -1 : now + timeout_ms;
+		}
 		if (deadline >= 0 && now >= deadline) {
 			return -ETIMEDOUT;
 		}
@@ -549,12 +569,6 @@ s_pump_until(bm_client_t *c, int64_t deadline, bool (*done)(bm_client_t *, void 
 			return bm__zmq_err();
 		}
 	}
-}
-
-static int64_t
-s_deadline(int timeout_ms)
-{
-	return timeout_ms < 0 ? -1 : bm_mono_ms() + timeout_ms;
 }
 
 static bool
@@ -572,7 +586,7 @@ bm_client_recv(bm_client_t *c, int timeout_ms, bm_event_t *ret_ev)
 	if (c == NULL || ret_ev == NULL) {
 		return -EINVAL;
 	}
-	rc = s_pump_until(c, s_deadline(timeout_ms), s_has_event, NULL);
+	rc = s_pump_until(c, timeout_ms, s_has_event, NULL);
 	if (rc < 0) {
 		return rc;
 	}
@@ -707,12 +721,12 @@ bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client)
 		rc = bm__zmq_err();
 		goto fail;
 	}
-	c->last_rx_ms = c->last_tx_ms = bm_mono_ms();
+	c->last_rx_ms = c->last_tx_ms = bm_mono_coarse_ms();
 	if (c->name[0] != '\0') {
 		if ((rc = s_hello(c)) < 0) {
 			goto fail;
 		}
-		rc = s_pump_until(c, s_deadline(o.connect_timeout_ms > 0 ? o.connect_timeout_ms : 3000),
+		rc = s_pump_until(c, o.connect_timeout_ms > 0 ? o.connect_timeout_ms : 3000,
 		                  s_welcomed, NULL);
 		if (rc == 0 && c->denied) {
 			rc = c->denied;
@@ -721,7 +735,7 @@ bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client)
 		if ((rc = s_send_cmd(c, BM_CMD_PING)) < 0) {
 			goto fail;
 		}
-		rc = s_pump_until(c, s_deadline(o.connect_timeout_ms > 0 ? o.connect_timeout_ms : 3000),
+		rc = s_pump_until(c, o.connect_timeout_ms > 0 ? o.connect_timeout_ms : 3000,
 		                  s_ponged, &pongs);
 	}
 	if (rc == -ETIMEDOUT) {
@@ -784,10 +798,14 @@ static int
 s_send_msg(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, const void *data,
            size_t len, bm_id_t *ret_id)
 {
-	bm_env_t e = {.cmd = BM_CMD_SEND};
+	bm_env_t e;
 	zmq_msg_t m;
 	int rc;
 
+	/* Only the fixed part: a SEND's encoding reads no text or caps, and
+	 * zeroing them would be most of the bytes this function touches. */
+	memset(&e, 0, offsetof(bm_env_t, text));
+	e.cmd = BM_CMD_SEND;
 	if (body != NULL) {
 		len = zmq_msg_size(body);
 	}
@@ -810,10 +828,11 @@ s_send_msg(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, const void 
 			return BM_ENOTREG;
 		}
 	}
+	e.ts_ms = o->ts_ms ? o->ts_ms : bm_wall_ms();
 	if (o->id != NULL) {
 		e.id = *o->id;
 	} else {
-		s_id_new(c, &e.id);
+		s_id_new(c, e.ts_ms, &e.id);
 	}
 	if (o->corr != NULL) {
 		e.corr = *o->corr;
@@ -823,7 +842,6 @@ s_send_msg(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, const void 
 	e.priority = o->priority;
 	e.ttl_ms = o->ttl_ms;
 	e.attempt = o->attempt;
-	e.ts_ms = o->ts_ms ? o->ts_ms : bm_wall_ms();
 	if (body != NULL) {
 		rc = s_send_env(c, &e, body);
 	} else if (c->broker_inline && len <= BM_INLINE_MAX) {
@@ -991,7 +1009,7 @@ bm_client_request(bm_client_t *c, const char *to, const char *type, const void *
 	if ((rc = bm_client_send(c, &o, body, len, &w.id)) < 0) {
 		return rc;
 	}
-	if ((rc = s_pump_until(c, s_deadline(timeout_ms), s_find_reply, &w)) < 0) {
+	if ((rc = s_pump_until(c, timeout_ms, s_find_reply, &w)) < 0) {
 		return rc;
 	}
 	s_take(c, w.prev, w.match, &ev);
@@ -1024,7 +1042,7 @@ s_query(bm_client_t *c, int cmd, int timeout_ms, msgpack_object *ret_obj)
 	if ((rc = s_send_cmd(c, cmd)) < 0) {
 		return rc;
 	}
-	if ((rc = s_pump_until(c, s_deadline(timeout_ms), s_got_reply, &want)) < 0) {
+	if ((rc = s_pump_until(c, timeout_ms, s_got_reply, &want)) < 0) {
 		return rc;
 	}
 	c->reply_cmd = 0;
@@ -1177,7 +1195,7 @@ bm_client_ping(bm_client_t *c, int timeout_ms)
 	before = c->pongs;
 	t0 = bm_mono_ns();
 	if ((rc = s_send_cmd(c, BM_CMD_PING)) < 0 ||
-	    (rc = s_pump_until(c, s_deadline(timeout_ms), s_ponged, &before)) < 0) {
+	    (rc = s_pump_until(c, timeout_ms, s_ponged, &before)) < 0) {
 		return rc;
 	}
 	return (bm_mono_ns() - t0) / 1000;

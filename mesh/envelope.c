@@ -883,3 +883,25 @@ bm__env_retarget(const void *in, size_t len, const bm_env_t *e, uint8_t cmd, con
 	s_w_bytes(&w, src + e->name_end, len - e->name_end);
 	return w.overflow ? -ENOBUFS : (int)(w.p - (uint8_t *)out);
 }
+
+bool
+bm__env_pad(uint8_t *buf, size_t len, size_t want)
+{
+	size_t d = want - len;
+
+	if (want == len) {
+		return true;
+	}
+	if (want < len || d > 257 || len == 0 || (buf[0] & 0xf0) != 0x90 || buf[0] == 0x9f) {
+		return false;
+	}
+	buf[0]++; /* one more element */
+	if (d == 1) {
+		buf[len] = 0xc0; /* nil */
+	} else {
+		buf[len] = 0xc4; /* bin 8 */
+		buf[len + 1] = (uint8_t)(d - 2);
+		memset(buf + len + 2, 0, d - 2);
+	}
+	return true;
+}

@@ -62,6 +62,15 @@ int bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_wh
 int bm__env_retarget(const void *in, size_t len, const bm_env_t *e, uint8_t cmd,
                      const char *name, void *out, size_t cap);
 
+/*
+ * Grows a header of len bytes (as bm__env_retarget wrote it) to exactly
+ * want bytes by appending one element receivers skip (protocol.md §3): a
+ * nil, or a bin 8 of zeros.  buf must have room for want bytes.  False,
+ * buf untouched, when it cannot: want < len, more than 257 bytes to fill,
+ * or a header array that is not a fixarray with room for one more.
+ */
+bool bm__env_pad(uint8_t *buf, size_t len, size_t want);
+
 /* True when buf is exactly one msgpack object whose declared lengths all
  * fit: call before msgpack_unpack() on bytes from outside. */
 bool bm__msgpack_check(const void *buf, size_t len);

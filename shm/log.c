@@ -114,6 +114,12 @@ bm_mono_ms(void)
 }
 
 int64_t
+bm_mono_coarse_ms(void)
+{
+	return s_clock_ns(CLOCK_MONOTONIC_COARSE) / 1000000;
+}
+
+int64_t
 bm_wall_ms(void)
 {
 	return s_clock_ns(CLOCK_REALTIME) / 1000000;

@@ -156,6 +156,81 @@ START_TEST(a_send_is_retargeted_into_a_deliver_byte_for_byte)
 }
 END_TEST
 
+/*
+ * The broker relays a SEND's own frame when the DELIVER header fits in the
+ * SEND header's bytes: shorter by 1..257 bytes, it is padded with one
+ * trailing element (nil, or a bin 8 of zeros) that receivers skip.
+ */
+START_TEST(a_shorter_deliver_header_is_padded_to_the_send_headers_length)
+{
+	bm_env_t in = {.cmd = BM_CMD_SEND, .priority = 4, .attempt = 2, .ts_ms = 1795380385340LL},
+		 sent, out;
+	uint8_t buf[1024], re[1024];
+	const char *why;
+
+	bm_id_new(&in.id);
+	strcpy(in.type, "scan.ready");
+	/* Every addressed-name length against sender names every 7 lengths:
+	 * shorter (padded by a nil or a bin 8), equal, and longer (refused). */
+	for (size_t to_len = 1; to_len <= BM_NAME_MAX; to_len++) {
+		for (size_t from_len = 1; from_len <= BM_NAME_MAX; from_len += 7) {
+			char from[BM_NAME_MAX + 1];
+			int n, m;
+
+			memset(in.name, 'r', to_len);
+			in.name[to_len] = '\0';
+			memset(from, 's', from_len);
+			from[from_len] = '\0';
+			n = bm__env_encode(&in, buf, sizeof buf);
+			ck_assert_int_gt(n, 0);
+			memset(buf + n, 'b', 100); /* an inline body after it */
+			ck_assert_int_eq(bm__env_decode(buf, (size_t)n + 100, &sent, &why), 0);
+			m = bm__env_retarget(buf, sent.hdr_len, &sent, BM_CMD_DELIVER, from, re,
+			                     sizeof re);
+			ck_assert_int_gt(m, 0);
+			if (m > n) {
+				/* A longer sender name cannot fit: untouched. */
+				ck_assert(!bm__env_pad(re, (size_t)m, (size_t)n));
+				continue;
+			}
+			ck_assert(bm__env_pad(re, (size_t)m, (size_t)n));
+			memcpy(buf, re, (size_t)n);
+			ck_assert_int_eq(bm__env_decode(buf, (size_t)n + 100, &out, &why), 0);
+			ck_assert_uint_eq(out.hdr_len, (unsigned)n);
+			ck_assert_int_eq(out.cmd, BM_CMD_DELIVER);
+			ck_assert_str_eq(out.name, from);
+			ck_assert_str_eq(out.type, "scan.ready");
+			ck_assert(bm_id_equal(&out.id, &in.id) && bm_id_is_zero(&out.corr));
+			ck_assert_uint_eq(out.priority, 4);
+			ck_assert_uint_eq(out.attempt, 2);
+			ck_assert_int_eq(out.ts_ms, in.ts_ms);
+			ck_assert_int_eq(buf[n], 'b');
+			ck_assert_int_eq(buf[n + 99], 'b');
+		}
+	}
+	/* Limits: 257 bytes to fill is the most; a 15-element array has no
+	 * room for one more; nothing is written when it cannot. */
+	memset(re, 0, sizeof re);
+	re[0] = 0x92;
+	re[1] = 0x01;
+	re[2] = 0x05;
+	ck_assert(bm__env_pad(re, 3, 3 + 257));
+	ck_assert_int_eq(re[0], 0x93);
+	ck_assert_int_eq(re[3], 0xc4);
+	ck_assert_int_eq(re[4], 255);
+	re[0] = 0x92;
+	ck_assert(!bm__env_pad(re, 3, 3 + 258));
+	ck_assert_int_eq(re[0], 0x92);
+	ck_assert(bm__env_pad(re, 3, 4));
+	ck_assert_int_eq(re[0], 0x93);
+	ck_assert_int_eq(re[3], 0xc0);
+	re[0] = 0x9f;
+	ck_assert(!bm__env_pad(re, 3, 10));
+	ck_assert_int_eq(re[0], 0x9f);
+	ck_assert(bm__env_pad(re, 3, 3)); /* nothing to fill */
+}
+END_TEST
+
 START_TEST(encode_refuses_a_buffer_too_small)
 {
 	bm_env_t in = {.cmd = BM_CMD_SEND};
@@ -601,6 +676,7 @@ s_suite(void)
 	tcase_add_test(tc, every_error_code_survives_the_wire);
 	tcase_add_test(tc, encode_refuses_a_buffer_too_small);
 	tcase_add_test(tc, a_send_is_retargeted_into_a_deliver_byte_for_byte);
+	tcase_add_test(tc, a_shorter_deliver_header_is_padded_to_the_send_headers_length);
 	tcase_add_loop_test(tc, each_bad_send_field_is_refused, 0, 9);
 	tcase_add_test(tc, acks_carry_many_ids_and_features_ride_hello_and_welcome);
 	tcase_add_test(tc, a_send_may_carry_a_small_body_inline_after_its_header);

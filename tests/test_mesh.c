@@ -752,6 +752,93 @@ START_TEST(inline_bodies_go_in_one_frame_and_to_an_old_receiver_in_two)
 }
 END_TEST
 
+/*
+ * beastd relays a SEND's own frame, its header rewritten in place and
+ * padded, when the sender's name is no longer than the name addressed, and
+ * builds a new frame otherwise.  Either way every field and every body
+ * byte arrives: inline bodies (up to 4 KiB) and bodies in a frame of
+ * their own, to a name of equal, longer and shorter length, and anycast.
+ */
+START_TEST(deliveries_arrive_intact_whichever_name_is_longer_and_wherever_the_body_is)
+{
+	static const size_t sizes[] = {0, 1, 100, BM_INLINE_MAX, BM_INLINE_MAX + 1, 100000};
+	static const char *const rcaps[] = {"c", NULL};
+	char la[BM_NAME_MAX + 1], lb[BM_NAME_MAX + 1];
+	struct {
+		int from, to;
+		const char *addr;
+	} pairs[] = {
+		{0, 2, "r"},  /* same length: no padding */
+		{0, 3, NULL}, /* 1 to 64 characters: a bin 8 of padding */
+		{0, 2, "@c"}, /* one byte shorter: a nil */
+		{1, 2, "r"},  /* 64 to 1 characters: cannot fit, a new frame */
+		{1, 3, NULL}, /* 64 and 64 */
+	};
+	bm_client_t *c[4];
+	uint8_t *body = malloc(100000);
+	bm_id_t corr;
+
+	ck_assert_ptr_nonnull(body);
+	memset(la, 'L', BM_NAME_MAX);
+	la[BM_NAME_MAX] = '\0';
+	memset(lb, 'M', BM_NAME_MAX);
+	lb[BM_NAME_MAX] = '\0';
+	c[0] = tu_client(s_dir, "s", NULL, HB);
+	c[1] = tu_client(s_dir, la, NULL, HB);
+	c[2] = tu_client(s_dir, "r", rcaps, HB);
+	c[3] = tu_client(s_dir, lb, NULL, HB);
+	for (int i = 0; i < 4; i++) {
+		ck_assert_ptr_nonnull(c[i]);
+	}
+	bm_id_new(&corr);
+	for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++) {
+		for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+			const char *from = pairs[p].from == 0 ? "s" : la;
+			const char *to = pairs[p].addr ? pairs[p].addr : lb;
+			char type[32];
+			bm_send_opts_t o = {.to = to, .type = type, .corr = &corr, .priority = 7,
+			                    .ttl_ms = 60000, .attempt = (uint32_t)k};
+			bm_id_t id;
+			bm_event_t ev = {0};
+			bool got = false;
+
+			snprintf(type, sizeof type, "t.%zu.%zu", p, k);
+			for (size_t i = 0; i < sizes[k]; i++) {
+				body[i] = (uint8_t)(i * 7 + p + k);
+			}
+			ck_assert_int_eq(bm_client_send(c[pairs[p].from], &o, body, sizes[k], &id), 0);
+			for (int tries = 0; tries < 50 && !got; tries++) {
+				if (bm_client_recv(c[pairs[p].to], 200, &ev) < 0) {
+					continue;
+				}
+				if (ev.kind == BM_EV_MESSAGE) {
+					bm_msg_t *m = ev.msg;
+
+					got = true;
+					ck_assert_str_eq(m->from, from);
+					ck_assert_str_eq(m->type, type);
+					ck_assert(bm_id_equal(&m->id, &id));
+					ck_assert(bm_id_equal(&m->corr, &corr));
+					ck_assert_uint_eq(m->priority, 7);
+					ck_assert_uint_eq(m->ttl_ms, 60000);
+					ck_assert_uint_eq(m->attempt, k);
+					ck_assert_uint_eq(bm_msg_size(m), sizes[k]);
+					ck_assert(sizes[k] == 0 ||
+					          memcmp(bm_msg_data(m), body, sizes[k]) == 0);
+					ck_assert_int_eq(bm_client_ack(c[pairs[p].to], m), 0);
+				}
+				bm_event_clear(&ev);
+			}
+			ck_assert_msg(got, "%s -> %s, %zu bytes: not delivered", from, to, sizes[k]);
+		}
+	}
+	for (int i = 0; i < 4; i++) {
+		bm_client_destroy(&c[i]);
+	}
+	free(body);
+}
+END_TEST
+
 static int
 s_send_one(void *arg)
 {
@@ -974,6 +1061,7 @@ s_suite(void)
 	tcase_add_test(tc, an_oversized_body_from_a_raw_peer_gets_a_toobig_nack);
 	tcase_add_test(tc, acks_of_a_burst_travel_together_and_an_old_sender_gets_them_one_by_one);
 	tcase_add_test(tc, inline_bodies_go_in_one_frame_and_to_an_old_receiver_in_two);
+	tcase_add_test(tc, deliveries_arrive_intact_whichever_name_is_longer_and_wherever_the_body_is);
 	tcase_add_test(tc, garbage_from_a_raw_dealer_does_not_stop_routing);
 	tcase_add_test(tc, one_zmq_poll_loop_waits_on_the_client_and_a_plain_fd);
 	tcase_add_test(tc, blob_send_announces_each_blob_to_the_mesh_agent_of_that_name);
