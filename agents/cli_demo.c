@@ -22,7 +22,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
 #include <stdint.h>
@@ -465,15 +464,6 @@ s_progress(const s_demo_t *d, int64_t t0, bool tty, uint64_t *last_msgs, uint64_
 
 /* ---- the command ---- */
 
-static int
-s_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path) < 0 && errno != ENOENT ? -1 : 0;
-}
-
 static const char s_help[] =
 	"usage: beast demo [--planners N] [--thinkers N] [--scanners N] [--mappers N]\n"
 	"                  [--depth D] [--clouds N] [--points P] [--duration S]\n"
@@ -842,7 +832,7 @@ out:
 		printf("beast demo: kept %s\n", d->scratch);
 	} else {
 		/* Everything we made lives under scratch: sockets, journals, logs. */
-		if (nftw(d->scratch, s_rm, 16, FTW_DEPTH | FTW_PHYS) != 0) {
+		if (bm_rmtree(d->scratch) < 0) {
 			fprintf(stderr, "beast demo: could not remove %s\n", d->scratch);
 		}
 	}

@@ -37,7 +37,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -141,20 +140,10 @@ s_free_port(void)
 	return port;
 }
 
-static int
-s_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	(void)remove(path);
-	return 0;
-}
-
 static void
 s_rmrf(const char *path)
 {
-	(void)nftw(path, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+	(void)bm_rmtree(path);
 }
 
 /* ---- statistics ---- */

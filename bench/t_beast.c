@@ -7,7 +7,9 @@
  *       one ACKS frame; in ping-pong each side ACKs its deliveries in
  *       batches of 256 after a reply, so ACKs stay off the measured path
  *       but beastd's count of unacknowledged bytes stays bounded, as it
- *       must: past --max-pending it refuses deliveries with BUSY); latency,
+ *       must: past --max-pending it refuses deliveries with BUSY; a
+ *       streaming sender keeps at most 10,000 messages or 64 MiB
+ *       unacknowledged, as a reliable sender must); latency,
  *       throughput, latency-load; on ipc also
  *       durable (send -> ACK, nothing stored: the reference for the outbox)
  *       and reconnect (kill -9 beastd, start it again: the time to the
@@ -40,6 +42,9 @@
 #define S_LATER_MAX 256
 #define S_LATER_BYTES ((size_t)64 << 20)
 #define S_START_S 5.0
+/* Streaming (throughput, latency-load): most sends not yet ACKed. */
+#define S_WINDOW_MSGS 10000L
+#define S_WINDOW_BYTES ((size_t)64 << 20)
 
 /* ---- beastd ---- */
 
@@ -129,7 +134,7 @@ typedef struct {
 	bm_event_t later[S_LATER_MAX]; /* ping-pong: deliveries not ACKed yet */
 	int nlater;
 	size_t later_bytes;
-	int wait; /* at close, wait until every send is confirmed (streams) */
+	int wait; /* streams: a window of unconfirmed sends, all confirmed at close */
 } s_ml_t;
 
 static int
@@ -201,6 +206,37 @@ s_ack_later(s_ml_t *m, int all)
 	m->later_bytes = 0;
 }
 
+/*
+ * A streaming sender keeps at most this many messages unacknowledged, as a
+ * reliable sender must: beastd refuses deliveries with BUSY past 256 MiB
+ * not yet ACKed (--max-pending), and the zmq pipes toward a slower
+ * receiver hold far more than that at 1 KiB.
+ */
+static long
+s_window(size_t len)
+{
+	long w = (long)(S_WINDOW_BYTES / (len > 0 ? len : 1));
+	return w > S_WINDOW_MSGS ? S_WINDOW_MSGS : w < 4 ? 4 : w;
+}
+
+/* Waits (bounded by end) until fewer than window sends are unconfirmed. */
+static void
+s_wait_window(s_ml_t *m, long window, double end)
+{
+	while (m->sends - (m->acks + m->nacks) >= window && bb_now() < end) {
+		bm_event_t ev;
+		if (m->nheld >= S_HELD_MAX || bm_client_recv(m->c, 10, &ev) != 0)
+			return;
+		if (ev.kind == BM_EV_MESSAGE) {
+			m->held[(m->hhead + m->nheld++) % S_HELD_MAX] = ev;
+			continue;
+		}
+		m->acks += ev.kind == BM_EV_ACK;
+		m->nacks += ev.kind == BM_EV_NACK;
+		bm_event_clear(&ev);
+	}
+}
+
 static int
 s_mesh_send(bb_link_t *l, const void *buf, size_t len)
 {
@@ -208,6 +244,8 @@ s_mesh_send(bb_link_t *l, const void *buf, size_t len)
 	bm_send_opts_t o = {.to = l->peer, .type = "bench"};
 	double end = bb_now() + BB_DEADLINE_S;
 	int rc;
+	if (m->wait)
+		s_wait_window(m, s_window(len), end);
 	if (++m->sends % 1024 == 0)
 		s_drain(m);
 	while ((rc = bm_client_send(m->c, &o, buf, len, NULL)) == BM_EFULL && bb_now() < end) {

@@ -128,6 +128,14 @@ BM_EXPORT int bm_statedir_resolve(char *ret_path);
 BM_EXPORT int bm_mkdirs(const char *path);
 
 /*
+ * Removes path and everything under it (like rm -rf), never following a
+ * symlink: a link is removed, not what it points to.  Goes on past what
+ * it cannot remove; 0 when all is gone (or was never there), else -errno
+ * of the first failure.
+ */
+BM_EXPORT int bm_rmtree(const char *path);
+
+/*
  * Checks a socket file before connecting to it: it must be a socket (not a
  * symlink, whatever it points to) owned by the calling user.  0,
  * BM_EUNSAFEDIR, or -errno from lstat (-ENOENT: nobody listens there).

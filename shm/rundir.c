@@ -8,6 +8,7 @@
  * that is someone else's or open to group/other is refused, never "fixed".
  */
 #include <errno.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,6 +144,34 @@ bm_mkdirs(const char *path)
 		return -errno;
 	}
 	return 0;
+}
+
+static __thread int s_rm_err; /* first failure of one bm_rmtree() */
+
+static int
+s_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	if (remove(path) < 0 && errno != ENOENT && s_rm_err == 0) {
+		s_rm_err = -errno;
+	}
+	return 0;
+}
+
+int
+bm_rmtree(const char *path)
+{
+	if (path == NULL || path[0] == '\0') {
+		return -EINVAL;
+	}
+	s_rm_err = 0;
+	if (nftw(path, s_rm_one, 16, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT &&
+	    s_rm_err == 0) {
+		s_rm_err = -errno;
+	}
+	return s_rm_err;
 }
 
 int

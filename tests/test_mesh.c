@@ -1027,6 +1027,43 @@ START_TEST(sigterm_stops_beastd_cleanly_and_removes_its_socket)
 }
 END_TEST
 
+/* bm_mkdirs makes a path 0700; bm_rmtree removes a tree but only the
+ * symlink in it, never what the link points to. */
+START_TEST(mkdirs_makes_private_dirs_and_rmtree_never_follows_a_link)
+{
+	char *dir = tu_scratch_dir(), *keep = tu_scratch_dir();
+	char p[BM_PATH_MAX], q[BM_PATH_MAX];
+	struct stat st;
+	FILE *f;
+
+	ck_assert_ptr_nonnull(dir);
+	ck_assert_ptr_nonnull(keep);
+	snprintf(p, sizeof p, "%s/tree/a/b", dir);
+	ck_assert_int_eq(bm_mkdirs(p), 0);
+	ck_assert_int_eq(bm_mkdirs(p), 0); /* exists: fine */
+	ck_assert_int_eq(stat(p, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 0777, 0700);
+	snprintf(q, sizeof q, "%s/kept", keep);
+	f = fopen(q, "w");
+	ck_assert_ptr_nonnull(f);
+	fclose(f);
+	snprintf(p, sizeof p, "%s/tree/a/file", dir);
+	f = fopen(p, "w");
+	ck_assert_ptr_nonnull(f);
+	fclose(f);
+	snprintf(p, sizeof p, "%s/tree/a/b/link", dir);
+	ck_assert_int_eq(symlink(keep, p), 0);
+	snprintf(p, sizeof p, "%s/tree", dir);
+	ck_assert_int_eq(bm_rmtree(p), 0);
+	ck_assert_int_eq(lstat(p, &st), -1);
+	ck_assert_int_eq(stat(q, &st), 0); /* the link's target is untouched */
+	ck_assert_int_eq(bm_rmtree(p), 0); /* already gone */
+	ck_assert_int_eq(bm_rmtree(""), -EINVAL);
+	tu_rmrf(&dir);
+	tu_rmrf(&keep);
+}
+END_TEST
+
 START_TEST(a_runtime_dir_open_to_others_is_refused)
 {
 	char *dir = tu_scratch_dir();
@@ -1083,6 +1120,7 @@ s_suite(void)
 	tcase_add_test(tc, a_second_beastd_on_a_live_dir_refuses_to_start);
 	tcase_add_test(tc, sigterm_stops_beastd_cleanly_and_removes_its_socket);
 	tcase_add_test(tc, a_runtime_dir_open_to_others_is_refused);
+	tcase_add_test(tc, mkdirs_makes_private_dirs_and_rmtree_never_follows_a_link);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -11,7 +11,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,15 +41,6 @@
 
 static char s_dir[64];
 
-static int
-s_rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static void
 s_dir_setup(void)
 {
@@ -63,7 +53,7 @@ static void
 s_dir_teardown(void)
 {
 	if (s_dir[0] != '\0') {
-		nftw(s_dir, s_rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+		(void)bm_rmtree(s_dir);
 		s_dir[0] = '\0';
 	}
 }

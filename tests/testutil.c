@@ -4,7 +4,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,22 +65,13 @@ s_die_with_parent(pid_t parent)
 	}
 }
 
-static int
-s_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path) < 0 ? 0 : 0;
-}
-
 void
 tu_rmrf(char **path_p)
 {
 	if (path_p == NULL || *path_p == NULL) {
 		return;
 	}
-	(void)nftw(*path_p, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+	(void)bm_rmtree(*path_p);
 	free(*path_p);
 	*path_p = NULL;
 }

@@ -28,7 +28,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -437,15 +436,6 @@ s_spawn(s_kid_t *k, bool disk_limit)
 	return pid;
 }
 
-static int
-s_rm(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path) < 0 && errno != ENOENT ? -1 : 0;
-}
-
 typedef struct {
 	int sender;     /* whose notes these are */
 	uint8_t *count; /* per seq */
@@ -755,7 +745,7 @@ s_harness(int seconds, unsigned seed, bool keep)
 	if (keep) {
 		printf("chaos-soak: kept %s\n", s_root);
 	} else {
-		nftw(s_root, s_rm, 16, FTW_DEPTH | FTW_PHYS);
+		(void)bm_rmtree(s_root);
 	}
 	return status;
 }
