@@ -33,7 +33,6 @@
 
 #include "mesh_private.h"
 
-#define S_DRAIN 256 /* events read ahead into the FIFO */
 #define S_HDR_BUF (BM_ACKS_MAX * 16 + 1024) /* the largest header a client sends: ACKS */
 
 typedef struct s_node {
@@ -526,17 +525,13 @@ s_pump_until(bm_client_t *c, int timeout_ms, bool (*done)(bm_client_t *, void *)
 		int rc;
 
 		s_tick(c);
-		/* Bounded batch, so a flood cannot starve the deadline check;
-		 * once the answer is queued, only until S_DRAIN events wait in
-		 * the FIFO: a burst then sits there, where bm_client_ack() sees
-		 * it, and the socket's high-water mark still pushes back. */
-		for (int i = 0; i < 1024 && !(c->nevents >= S_DRAIN && done(c, arg)); i++) {
-			/* Once the socket was found empty, what is queued is
-			 * served first: asking an empty zmq socket again costs
-			 * system calls, one per event otherwise. */
-			if (c->drained && done(c, arg)) {
-				break;
-			}
+		/* Reads until the answer is there, and no further: asking an
+		 * empty zmq socket costs system calls, which a message that
+		 * has arrived should not wait for (bm_client_ack() reads ahead
+		 * instead, to see a burst).  Bounded, so a flood cannot starve
+		 * the deadline check.  Once the socket was found empty, a
+		 * caller that will wait lets zmq_poll() say when to ask again. */
+		for (int i = 0; i < 1024 && !done(c, arg) && (!c->drained || timeout_ms == 0); i++) {
 			rc = s_read_one(c);
 			c->drained = rc == -EAGAIN;
 			if (rc == -EAGAIN) {
@@ -568,6 +563,7 @@ s_pump_until(bm_client_t *c, int timeout_ms, bool (*done)(bm_client_t *, void *)
 		if (zmq_poll(&it, 1, (long)wait) < 0) {
 			return bm__zmq_err();
 		}
+		c->drained = false;
 	}
 }
 
@@ -904,8 +900,6 @@ s_ack(bm_client_t *c, const bm_msg_t *m, int cmd, int code, const char *text)
 int
 bm_client_ack(bm_client_t *c, const bm_msg_t *m)
 {
-	int events = 0;
-	size_t sz = sizeof events;
 	int rc;
 
 	if (c == NULL || m == NULL) {
@@ -922,11 +916,17 @@ bm_client_ack(bm_client_t *c, const bm_msg_t *m)
 	}
 	memcpy(c->ack_ids + (size_t)c->nacks * sizeof m->id.b, m->id.b, sizeof m->id.b);
 	c->nacks++;
-	if (c->nacks < BM_ACKS_MAX && c->head != NULL) {
-		return 0;
+	/* More deliveries waiting, queued or readable: hold the ACK.  A read
+	 * is what tells (as cheap as asking zmq whether one would succeed,
+	 * and when it does, the delivery is queued already). */
+	for (int i = 0; i < 4 && c->head == NULL && c->nacks < BM_ACKS_MAX; i++) {
+		rc = s_read_one(c);
+		c->drained = rc == -EAGAIN;
+		if (rc < 0) {
+			break;
+		}
 	}
-	if (c->nacks < BM_ACKS_MAX && zmq_getsockopt(c->sock, ZMQ_EVENTS, &events, &sz) == 0 &&
-	    (events & ZMQ_POLLIN)) {
+	if (c->nacks < BM_ACKS_MAX && c->head != NULL) {
 		return 0;
 	}
 	rc = s_flush_acks(c);
