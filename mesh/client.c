@@ -218,20 +218,27 @@ s_send_env(bm_client_t *c, const bm_env_t *e, zmq_msg_t *body)
 static int
 s_send_inline(bm_client_t *c, const bm_env_t *e, const void *body, size_t len)
 {
-	uint8_t buf[S_HDR_BUF + BM_INLINE_MAX];
+	uint8_t hdr[S_HDR_BUF];
+	zmq_msg_t m;
 	int n;
 
 	if (c->nacks > 0) {
 		(void)s_flush_acks(c);
 	}
-	if (len > BM_INLINE_MAX || (n = bm__env_encode(e, buf, S_HDR_BUF)) < 0) {
+	if (len > BM_INLINE_MAX || (n = bm__env_encode(e, hdr, sizeof hdr)) < 0) {
 		return len > BM_INLINE_MAX ? -EINVAL : n;
 	}
-	if (len > 0) {
-		memcpy(buf + n, body, len);
+	/* Header and body straight into the frame: the body is copied once. */
+	if (zmq_msg_init_size(&m, (size_t)n + len) < 0) {
+		return -ENOMEM;
 	}
-	if (zmq_send(c->sock, buf, (size_t)n + len, ZMQ_DONTWAIT) < 0) {
+	memcpy(zmq_msg_data(&m), hdr, (size_t)n);
+	if (len > 0) {
+		memcpy((uint8_t *)zmq_msg_data(&m) + n, body, len);
+	}
+	if (zmq_msg_send(&m, c->sock, ZMQ_DONTWAIT) < 0) {
 		n = bm__zmq_err();
+		zmq_msg_close(&m);
 		return n == -EAGAIN ? BM_EFULL : n;
 	}
 	c->last_tx_ms = bm_mono_coarse_ms();
