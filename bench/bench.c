@@ -29,6 +29,7 @@
 #include "bb.h"
 #include "bb_core.h"
 #include "bb_report.h"
+#include "bm_common.h"
 
 #ifndef BB_BEASTD
 #define BB_BEASTD "beastd"
@@ -405,35 +406,6 @@ s_list(void)
 	}
 }
 
-static int
-s_mkdirs(const char *path)
-{
-	char tmp[512];
-	snprintf(tmp, sizeof tmp, "%s", path);
-	for (char *p = tmp + 1; *p; p++) {
-		if (*p == '/') {
-			*p = '\0';
-			if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-				return -1;
-			*p = '/';
-		}
-	}
-	return mkdir(tmp, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
-/* Removes what the run left in its scratch dir (sockets, server files). */
-static void
-s_rm_tree(const char *dir)
-{
-	pid_t pid = fork();
-	if (pid == 0) {
-		execlp("rm", "rm", "-rf", "--", dir, (char *)NULL);
-		_exit(127);
-	}
-	if (pid > 0)
-		waitpid(pid, NULL, 0);
-}
-
 int
 main(int argc, char **argv)
 {
@@ -503,7 +475,7 @@ main(int argc, char **argv)
 		strftime(outbuf, sizeof outbuf, "bench/results/%Y%m%dT%H%M%SZ", &tm);
 		out = outbuf;
 	}
-	if (s_mkdirs(out) != 0) {
+	if ((errno = -bm_mkdirs(out)) != 0) {
 		fprintf(stderr, "beast-bench: cannot create %s: %s\n", out, strerror(errno));
 		return 1;
 	}
@@ -567,7 +539,7 @@ main(int argc, char **argv)
 			s_settle(&s_cells[i], rounds);
 	if (s_tty)
 		fprintf(stderr, "\r\033[K");
-	s_rm_tree(s_dir);
+	(void)bm_rmtree(s_dir); /* sockets, server files */
 
 	bb_row_t *rows = calloc((size_t)s_ncells, sizeof *rows);
 	if (!rows)

@@ -162,9 +162,9 @@ s_strcpy(char *dst, size_t cap, const char *src)
 /*
  * A fresh id in bm_id_new()'s layout (48-bit wall ms, then 80 random bits
  * from libsodium), but with the random bits taken from a per-client pool
- * refilled 256 ids at a time: one getrandom() system call per 256 sends
- * instead of one per send.  ms is the send's timestamp (one clock read
- * serves both).  No two processes can share a pool, because a
+ * refilled 256 ids at a time, instead of a getrandom() system call per
+ * send (libsodium reads 256 bytes per call: one call per 25 sends).  ts_ms
+ * is the send's timestamp (one clock read serves both).  No two processes can share a pool, because a
  * client never crosses a fork (its zmq socket cannot).
  */
 static void
@@ -516,9 +516,9 @@ bm_client_timeout(bm_client_t *c)
 }
 
 /*
- * Reads everything waiting, then waits until something arrives,
- * timeout_ms passes (-1 = never) or done(c, arg) holds.  The precise clock
- * is read only when there is something to wait for: the hot path (an event
+ * Reads, and waits while the socket is empty, until done(c, arg) holds or
+ * timeout_ms passes (-1 = never, 0 = do not wait).  The precise clock is
+ * read only when there is something to wait for: the hot path (an event
  * already queued) reads just the coarse one, in s_tick().
  */
 static int
