@@ -1169,6 +1169,10 @@ s_usage(FILE *out)
 	        "  --only WHICH   run only the mesh or only the raw phases (for profiling;\n"
 	        "                 prints the phases' numbers on stderr, no table)\n"
 	        "\n"
+	        "Ping-pong and the stream without ACKs leave their messages unacknowledged:\n"
+	        "(N + warm-up) x BYTES and stream N x BYTES must stay under beastd's 256 MiB\n"
+	        "cap on unacknowledged bytes.\n"
+	        "\n"
 	        "Exit status: 0 valid run, 1 a phase failed or a NACK was seen, 2 bad usage,\n"
 	        "3 (with --strict) a target was missed.\n");
 }
@@ -1307,6 +1311,19 @@ main(int argc, char **argv)
 	}
 	if (optind != argc) {
 		s_usage(stderr);
+		return 2;
+	}
+	/* Ping-pong and the stream without ACKs leave every message
+	 * unacknowledged in beastd, which refuses deliveries (BUSY) past
+	 * its cap (--max-pending): each phase's bytes must fit under it. */
+	if ((size_t)o.stream * o.size > BM_PENDING_MAX_DEFAULT ||
+	    (size_t)(o.count + o.warmup) * o.size > BM_PENDING_MAX_DEFAULT) {
+		fprintf(stderr,
+		        "bench-mesh: %ld messages of %zu B in one phase; without ACKs they must "
+		        "fit under beastd's %zu MiB cap on unacknowledged bytes (use fewer or "
+		        "smaller messages)\n",
+		        o.stream > o.count + o.warmup ? o.stream : o.count + o.warmup, o.size,
+		        BM_PENDING_MAX_DEFAULT >> 20);
 		return 2;
 	}
 	if (access(o.beastd, X_OK) < 0) {

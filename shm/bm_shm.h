@@ -271,10 +271,15 @@ BM_EXPORT int bm_blob_wait(bm_channel_t *ch, uint64_t id, int timeout_ms);
  * Consumer: receives the next blob whole.  A memfd blob is mapped read-only
  * (zero copy; its seals stop the sender changing it); a streamed blob is
  * assembled in memory.  The checksum, when sent, is verified: BM_ECORRUPT.
- * BM_EPROTO when the next record is not a blob.  Confirms to the sender.
+ * BM_EPROTO when the next record is not a blob.  Confirms to the sender as
+ * it returns: a consumer that dies before it has handled the blob loses it
+ * (the sender counts it delivered).  One that must not lose a blob receives
+ * it into a file with bm_blob_recv_fd(), which confirms only once every
+ * byte is written (tests/chaos/chaos_soak.c shows the pattern).
  */
 BM_EXPORT int bm_blob_recv(bm_channel_t *ch, int timeout_ms, bm_blob_t **ret_blob);
-/* Same, writing the content to fd as it arrives (no assembly). */
+/* Same, writing the content to fd as it arrives (no assembly); confirms
+ * after the last byte is written. */
 BM_EXPORT int bm_blob_recv_fd(bm_channel_t *ch, int fd, int timeout_ms, bm_blob_info_t *ret_info);
 BM_EXPORT void bm_blob_destroy(bm_blob_t **self_p);
 BM_EXPORT const void *bm_blob_data(const bm_blob_t *self);
