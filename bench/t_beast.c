@@ -154,23 +154,32 @@ s_mesh_open(bb_link_t *l, const char *name)
 	return bm_client_open(&o, &m->c) == 0 ? 0 : -1;
 }
 
+/* One event, waiting up to timeout_ms: ACKs and NACKs are counted, a
+ * delivery is kept for recv() (the caller checks there is room).  0, or
+ * -1 when none came. */
+static int
+s_take(s_ml_t *m, int timeout_ms)
+{
+	bm_event_t ev;
+	if (bm_client_recv(m->c, timeout_ms, &ev) != 0)
+		return -1;
+	if (ev.kind == BM_EV_MESSAGE) {
+		m->held[(m->hhead + m->nheld++) % S_HELD_MAX] = ev;
+		return 0;
+	}
+	m->acks += ev.kind == BM_EV_ACK;
+	m->nacks += ev.kind == BM_EV_NACK;
+	bm_event_clear(&ev);
+	return 0;
+}
+
 /* Takes what the client has without waiting: ACKs are dropped, deliveries
  * are kept for recv() (a sender drains so its queue never fills). */
 static void
 s_drain(s_ml_t *m)
 {
-	while (m->nheld < S_HELD_MAX) {
-		bm_event_t ev;
-		if (bm_client_recv(m->c, 0, &ev) != 0)
-			return;
-		if (ev.kind == BM_EV_MESSAGE) {
-			m->held[(m->hhead + m->nheld++) % S_HELD_MAX] = ev;
-			continue;
-		}
-		m->acks += ev.kind == BM_EV_ACK;
-		m->nacks += ev.kind == BM_EV_NACK;
-		bm_event_clear(&ev);
-	}
+	while (m->nheld < S_HELD_MAX && s_take(m, 0) == 0)
+		;
 }
 
 static int
@@ -223,18 +232,8 @@ s_window(size_t len)
 static void
 s_wait_window(s_ml_t *m, long window, double end)
 {
-	while (m->sends - (m->acks + m->nacks) >= window && bb_now() < end) {
-		bm_event_t ev;
-		if (m->nheld >= S_HELD_MAX || bm_client_recv(m->c, 10, &ev) != 0)
-			return;
-		if (ev.kind == BM_EV_MESSAGE) {
-			m->held[(m->hhead + m->nheld++) % S_HELD_MAX] = ev;
-			continue;
-		}
-		m->acks += ev.kind == BM_EV_ACK;
-		m->nacks += ev.kind == BM_EV_NACK;
-		bm_event_clear(&ev);
-	}
+	while (m->sends - (m->acks + m->nacks) >= window && m->nheld < S_HELD_MAX && bb_now() < end)
+		(void)s_take(m, 10);
 }
 
 static int
