@@ -519,6 +519,12 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 		 * one with the capability.  Each turn removes an agent, so this
 		 * ends. */
 		b->st.gone++;
+		if (to == from) {
+			/* An agent sending to itself whose connection is gone:
+			 * nobody is left to tell. */
+			s_drop(b, to, "gone (connection closed)");
+			return;
+		}
 		s_drop(b, to, "gone (connection closed)");
 		to = any ? s_anycast(b, addr + 1) : NULL;
 	}
