@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -775,6 +776,17 @@ bm_agent_send_blob(bm_agent_t *a, const char *to, const char *name, const void *
 }
 
 int
+bm_agent_send_blob_take(bm_agent_t *a, const char *to, const char *name, bm_blob_t **blob_p,
+                        uint32_t content, int timeout_ms)
+{
+	if (blob_p == NULL || *blob_p == NULL) {
+		return -EINVAL;
+	}
+	return s_send_blob(a, to, name, bm_blob_wdata(*blob_p), bm_blob_size(*blob_p), blob_p,
+	                   content, timeout_ms);
+}
+
+int
 bm_agent_send_cloud(bm_agent_t *a, const char *to, const char *name, const bm_cloud_t *cloud,
                     int timeout_ms)
 {
@@ -889,6 +901,142 @@ bm_agent_timeout(bm_agent_t *a)
 		}
 	}
 	return t;
+}
+
+int
+bm_agent_fds(bm_agent_t *a, int *fds, int max)
+{
+	zmq_pollitem_t items[BM_AGENT_POLLITEMS_MAX];
+	int n, k = 0;
+
+	if (a == NULL || fds == NULL || max < 1) {
+		return -EINVAL;
+	}
+	n = bm_agent_pollitems(a, items, BM_AGENT_POLLITEMS_MAX);
+	for (int i = 0; i < n && k < max; i++) {
+		if (items[i].socket != NULL) {
+			int fd = -1;
+			size_t len = sizeof fd;
+
+			if (zmq_getsockopt(items[i].socket, ZMQ_FD, &fd, &len) < 0) {
+				return -errno;
+			}
+			fds[k++] = fd;
+		} else {
+			fds[k++] = items[i].fd;
+		}
+	}
+	return k;
+}
+
+int
+bm_agent_ready(bm_agent_t *a)
+{
+	zmq_pollitem_t items[BM_AGENT_POLLITEMS_MAX];
+	int n, rc;
+
+	if (a == NULL) {
+		return -EINVAL;
+	}
+	if (bm_agent_timeout(a) == 0) {
+		return 1;
+	}
+	n = bm_agent_pollitems(a, items, BM_AGENT_POLLITEMS_MAX);
+	rc = zmq_poll(items, n, 0);
+	if (rc < 0) {
+		return errno == EINTR ? 1 : -errno;
+	}
+	return rc > 0 ? 1 : 0;
+}
+
+int
+bm_agent_status(bm_agent_t *a, const bm_id_t *id, int *ret_dead_code)
+{
+	bm_outbox_entry_t ent;
+
+	if (a == NULL || id == NULL) {
+		return -EINVAL;
+	}
+	if (bm_outbox_get(a->outbox, id, &ent) < 0) {
+		return 0; /* retired: ACKed (or withdrawn, purged) */
+	}
+	if (ent.dead_code == 0) {
+		return 1;
+	}
+	if (ret_dead_code != NULL) {
+		*ret_dead_code = ent.dead_code;
+	}
+	return 2;
+}
+
+const void *
+bm_agent_msg_body(bm_msg_t *m, size_t *ret_len)
+{
+	*ret_len = bm_msg_size(m);
+	return bm_msg_data(m);
+}
+
+const void *
+bm_agent_bcast_body(bm_bcast_t *b, size_t *ret_len)
+{
+	*ret_len = bm_bcast_size(b);
+	return bm_bcast_data(b);
+}
+
+/* "type:size:field@offset,..." for every struct a binding declares: the
+ * Python package compares it with its own declarations on load. */
+const char *
+bm_agent_abi(void)
+{
+	static char buf[2048];
+
+	if (buf[0] == '\0') {
+		snprintf(buf, sizeof buf,
+		         "bm_msg_t:%zu:id@%zu,corr@%zu,from@%zu,to@%zu,type@%zu,priority@%zu,"
+		         "ttl_ms@%zu,attempt@%zu,ts_ms@%zu;"
+		         "bm_bcast_t:%zu:kind@%zu,topic@%zu,from@%zu,session@%zu,seq@%zu,tseq@%zu,"
+		         "ts_ms@%zu,replay@%zu,gap@%zu;"
+		         "bm_agent_opts_t:%zu:name@%zu,caps@%zu,dir@%zu,state_dir@%zu,sync@%zu,"
+		         "heartbeat_ms@%zu,connect_timeout_ms@%zu,ack_timeout_ms@%zu,"
+		         "channel_capacity@%zu,stop@%zu,user@%zu,endpoint@%zu,key_file@%zu;"
+		         "bm_agent_send_opts_t:%zu:type@%zu,priority@%zu,ttl_ms@%zu,"
+		         "max_attempts@%zu,expire@%zu;"
+		         "bm_agent_item_t:%zu:to@%zu,type@%zu,body@%zu,len@%zu;"
+		         "bm_agent_stats_t:%zu:sent@%zu,blob_errors@%zu,ack_hist@%zu,req_hist@%zu;"
+		         "bm_blob_info_t:%zu:name@%zu,id@%zu,size@%zu,content@%zu,crc@%zu,"
+		         "has_crc@%zu,via_fd@%zu",
+		         sizeof(bm_msg_t), offsetof(bm_msg_t, id), offsetof(bm_msg_t, corr),
+		         offsetof(bm_msg_t, from), offsetof(bm_msg_t, to), offsetof(bm_msg_t, type),
+		         offsetof(bm_msg_t, priority), offsetof(bm_msg_t, ttl_ms),
+		         offsetof(bm_msg_t, attempt), offsetof(bm_msg_t, ts_ms), sizeof(bm_bcast_t),
+		         offsetof(bm_bcast_t, kind), offsetof(bm_bcast_t, topic),
+		         offsetof(bm_bcast_t, from), offsetof(bm_bcast_t, session),
+		         offsetof(bm_bcast_t, seq), offsetof(bm_bcast_t, tseq),
+		         offsetof(bm_bcast_t, ts_ms), offsetof(bm_bcast_t, replay),
+		         offsetof(bm_bcast_t, gap), sizeof(bm_agent_opts_t),
+		         offsetof(bm_agent_opts_t, name), offsetof(bm_agent_opts_t, caps),
+		         offsetof(bm_agent_opts_t, dir), offsetof(bm_agent_opts_t, state_dir),
+		         offsetof(bm_agent_opts_t, sync), offsetof(bm_agent_opts_t, heartbeat_ms),
+		         offsetof(bm_agent_opts_t, connect_timeout_ms),
+		         offsetof(bm_agent_opts_t, ack_timeout_ms),
+		         offsetof(bm_agent_opts_t, channel_capacity), offsetof(bm_agent_opts_t, stop),
+		         offsetof(bm_agent_opts_t, user), offsetof(bm_agent_opts_t, endpoint),
+		         offsetof(bm_agent_opts_t, key_file), sizeof(bm_agent_send_opts_t),
+		         offsetof(bm_agent_send_opts_t, type), offsetof(bm_agent_send_opts_t, priority),
+		         offsetof(bm_agent_send_opts_t, ttl_ms),
+		         offsetof(bm_agent_send_opts_t, max_attempts),
+		         offsetof(bm_agent_send_opts_t, expire), sizeof(bm_agent_item_t),
+		         offsetof(bm_agent_item_t, to), offsetof(bm_agent_item_t, type),
+		         offsetof(bm_agent_item_t, body), offsetof(bm_agent_item_t, len),
+		         sizeof(bm_agent_stats_t), offsetof(bm_agent_stats_t, sent),
+		         offsetof(bm_agent_stats_t, blob_errors), offsetof(bm_agent_stats_t, ack_hist),
+		         offsetof(bm_agent_stats_t, req_hist), sizeof(bm_blob_info_t),
+		         offsetof(bm_blob_info_t, name), offsetof(bm_blob_info_t, id),
+		         offsetof(bm_blob_info_t, size), offsetof(bm_blob_info_t, content),
+		         offsetof(bm_blob_info_t, crc), offsetof(bm_blob_info_t, has_crc),
+		         offsetof(bm_blob_info_t, via_fd));
+	}
+	return buf;
 }
 
 static s_request_t *
@@ -1142,9 +1290,11 @@ s_blobs(bm_agent_t *a, bool accept)
 			a->st.blob_bytes_received += bm_blob_size(blob);
 			bytes += bm_blob_size(blob);
 			a->in_handler = true;
-			(void)a->blob_fn(a, bm_channel_peer_name(ch), blob, a->blob_arg);
+			rc = a->blob_fn(a, bm_channel_peer_name(ch), blob, a->blob_arg);
 			a->in_handler = false;
-			bm_blob_destroy(&blob);
+			if (rc != BM_AGENT_BLOB_KEEP) {
+				bm_blob_destroy(&blob);
+			} /* else the handler owns it now (a view that outlives the call) */
 		}
 	}
 	return handled;

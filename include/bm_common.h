@@ -48,7 +48,8 @@ extern "C" {
 	X(RUNNING, "another beastd is already running on this directory")      \
 	X(TTL, "message expired")                                             \
 	X(BADKEY, "key file is missing, not a key, or readable by group/others") \
-	X(NOCURVE, "no answer over CURVE: wrong server key or not in the allow-list?")
+	X(NOCURVE, "no answer over CURVE: wrong server key or not in the allow-list?") \
+	X(HANDLER, "the receiver's handler failed; the message will be retried")
 
 #define BM_EBASE 30000
 
