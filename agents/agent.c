@@ -42,6 +42,7 @@
 #include <unistd.h>
 
 #include <czmq.h>
+#include <sodium.h>
 
 #include "bm_agent.h"
 
@@ -109,6 +110,8 @@ struct bm_agent {
 	bm_msg_t **toack;                /* handled this turn, ACK after the commit */
 	size_t ntoack, toackcap;         /* count, capacity */
 	zhashx_t *sent_at;               /* id hex -> mono ns of the send */
+	const bm_id_t *cause;            /* the message whose handler runs, or NULL */
+	uint32_t ncaused;                /* sends its handler made so far */
 	bool dirty;                      /* sends put since the last commit */
 	bool in_handler;                 /* a handler is running */
 	volatile sig_atomic_t stopped;   /* bm_agent_stop */
@@ -479,6 +482,34 @@ bm_agent_on_blob(bm_agent_t *a, bm_agent_blob_fn fn, void *arg)
 
 /* ---- sending ---- */
 
+/*
+ * Sends made by a message's handler get ids derived from that message's
+ * id and their order in the handler (BLAKE2b of both; the time part is
+ * the cause's), not fresh ones.  A handler that runs again for the same
+ * message — the agent died after its effects were stored but before the
+ * de-dup mark was, or the handler failed and the message came back —
+ * makes the same sends with the same ids: the outbox already holds them
+ * (EEXIST: kept, not stored twice) or, if they were ACKed and retired,
+ * the receiver's de-dup window knows them.  So effects that travel as
+ * messages happen once, end to end, across a kill -9 in that gap.
+ */
+static bool
+s_derive_id(bm_agent_t *a, bm_id_t *ret_id)
+{
+	uint8_t in[20], out[16];
+
+	if (!a->in_handler || a->cause == NULL) {
+		return false;
+	}
+	memcpy(in, a->cause->b, 16);
+	memcpy(in + 16, &a->ncaused, 4);
+	a->ncaused++;
+	crypto_generichash(out, sizeof out, in, sizeof in, NULL, 0);
+	memcpy(ret_id->b, a->cause->b, 6);
+	memcpy(ret_id->b + 6, out, 10);
+	return true;
+}
+
 static void
 s_note_sent(bm_agent_t *a, const bm_id_t *id)
 {
@@ -525,21 +556,27 @@ bm_agent_send(bm_agent_t *a, const char *to, const bm_agent_send_opts_t *o, cons
 		so.max_attempts = o->max_attempts;
 		so.expire = o->expire;
 	}
-	if ((rc = bm_outbox_put(a->outbox, &so, body, len, &id)) < 0) {
-		return rc;
+	if (s_derive_id(a, &id)) {
+		so.id = &id;
 	}
-	a->dirty = true;
-	s_note_sent(a, &id);
-	if (ret_id != NULL) {
+	rc = bm_outbox_put(a->outbox, &so, body, len, &id);
+	if (rc == -EEXIST) {
+		rc = 0; /* made before by this handler for this message: kept */
+	} else if (rc == 0) {
+		a->dirty = true;
+		s_note_sent(a, &id);
+	}
+	if (rc == 0 && ret_id != NULL) {
 		*ret_id = id;
 	}
-	return 0;
+	return rc;
 }
 
 int
 bm_agent_send_batch(bm_agent_t *a, const bm_agent_item_t *items, size_t n, bm_id_t *ret_ids)
 {
 	bm_outbox_item_t *v;
+	bm_outbox_entry_t ent;
 	bm_id_t *ids;
 	int rc;
 
@@ -558,6 +595,19 @@ bm_agent_send_batch(bm_agent_t *a, const bm_agent_item_t *items, size_t n, bm_id
 		v[i].opts.type = items[i].type;
 		v[i].body = items[i].body;
 		v[i].len = items[i].len;
+		if (s_derive_id(a, &ids[i])) {
+			v[i].opts.id = &ids[i];
+		}
+	}
+	if (v[0].opts.id != NULL && bm_outbox_get(a->outbox, v[0].opts.id, &ent) == 0) {
+		/* This handler stored the batch before (it is one record: all
+		 * of it is there). */
+		if (ret_ids != NULL) {
+			memcpy(ret_ids, ids, n * sizeof *ids);
+		}
+		free(v);
+		free(ids);
+		return 0;
 	}
 	rc = bm_outbox_put_batch(a->outbox, v, n, ids);
 	if (rc == 0) {
@@ -626,6 +676,9 @@ bm_agent_reply(bm_agent_t *a, const bm_msg_t *req, const char *type, const void 
 		return -EINVAL;
 	}
 	so = (bm_outbox_send_opts_t){.to = req->from, .type = type, .corr = &req->id};
+	if (s_derive_id(a, &id)) {
+		so.id = &id;
+	}
 	if (req->ttl_ms > 0) {
 		/* The requester waits until ts_ms + ttl_ms (its clock, near ours:
 		 * one machine).  Past that the reply would only linger. */
@@ -640,7 +693,11 @@ bm_agent_reply(bm_agent_t *a, const bm_msg_t *req, const char *type, const void 
 		so.ttl_ms = (uint32_t)left;
 		so.expire = true;
 	}
-	if ((rc = bm_outbox_put(a->outbox, &so, body, len, &id)) < 0) {
+	rc = bm_outbox_put(a->outbox, &so, body, len, &id);
+	if (rc == -EEXIST) {
+		return 0; /* made before by this handler for this request: kept */
+	}
+	if (rc < 0) {
 		return rc;
 	}
 	a->dirty = true;
@@ -1141,7 +1198,10 @@ s_on_message(bm_agent_t *a, bm_event_t *ev)
 			a->st.unhandled++;
 		} else {
 			a->in_handler = true;
+			a->cause = &m->id;
+			a->ncaused = 0;
 			rc = h->fn(a, m, h->arg);
+			a->cause = NULL;
 			a->in_handler = false;
 		}
 	}
