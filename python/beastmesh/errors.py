@@ -15,7 +15,13 @@ class Error(Exception):
 
     code = 0
 
-    def __init__(self, code=None, detail=None):
+    def __init__(self, *args, code=None, detail=None):
+        # Error(code[, detail]) from the library; Error("text") from users.
+        if args and isinstance(args[0], int) and not isinstance(args[0], bool):
+            code = args[0]
+            args = args[1:]
+        if args:
+            detail = " ".join(str(a) for a in args)
         if code is None:
             code = type(self).code
         self.code = code
@@ -43,7 +49,7 @@ class DeadLetter(Error):
         else:
             code = {1: _BY_NAME["TTL"].code, 3: _BY_NAME["TOOBIG"].code}.get(
                 dead_code, -_errno.ETIMEDOUT)  # 2: every attempt went unacknowledged
-        super().__init__(code, "dead letter (%s)" % self.reason)
+        super().__init__(code, detail="dead letter (%s)" % self.reason)
         self.args = ("dead letter %s: %s" % (message_id or "", self.reason),)
 
 
@@ -107,7 +113,9 @@ def check(rc, detail=None):
 
 def error_for(rc, detail=None):
     cls = _BY_CODE.get(rc, Error)
-    return cls(rc, detail)
+    if rc == -_errno.EBUSY and detail:
+        detail += " (its journals are open in another agent of this name)"
+    return cls(rc, detail=detail)
 
 
 __all__ = ["Error", "DeadLetter", "Timeout", "BadArgument", "Reject", "check", "error_for"] + \
