@@ -739,9 +739,10 @@ class Agent:
 
     # ---- statistics ----
 
-    def stats(self):
+    def stats(self, hist=False):
         """The agent's counters (dict), with send->ACK and request->reply
-        p50/p99 in microseconds."""
+        p50/p99 in microseconds; hist: also the raw latency histograms
+        (`ack_hist`, `req_hist`: 128 buckets, 4 per octave of µs)."""
         st = ffi.new("bm_agent_stats_t *")
         lib.bm_agent_stats(self._ptr(), st)
         out = {}
@@ -754,6 +755,8 @@ class Agent:
             for q in (50, 99):
                 out["%s_p%d_us" % (h, q)] = lib.bm_agent_hist_quantile(
                     getattr(st, h + "_hist"), q / 100.0)
+            if hist:
+                out[h + "_hist"] = list(getattr(st, h + "_hist"))
         return out
 
     @property
