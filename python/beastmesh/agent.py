@@ -127,11 +127,12 @@ class Sent:
     at the next turn of the loop); wait() steps the agent until the
     receiver's ACK retires it, or raises DeadLetter / Timeout."""
 
-    __slots__ = ("_agent", "_id")
+    __slots__ = ("_agent", "_id", "_keep")
 
-    def __init__(self, agent, idp):
+    def __init__(self, agent, idp, keep=None):
         self._agent = agent
         self._id = idp
+        self._keep = keep  # the id's storage, when idp points into it
 
     @property
     def id(self):
@@ -264,7 +265,9 @@ class Agent:
         pp = ffi.new("bm_agent_t **")
         check(lib.bm_agent_open(o, pp), "cannot start agent %r" % self.name)
         self._a = pp[0]
-        self._so = ffi.new("bm_agent_send_opts_t *")
+        self._sopts = {}
+        self._ids = None
+        self._idk = 256
         self._reply_cb = ffi.callback("bm_agent_reply_fn", self._on_reply)
         self._int = ffi.new("int *")
         self._size = ffi.new("size_t *")
@@ -471,29 +474,60 @@ class Agent:
                 self._ctypes[v] = c
         return c
 
+    def _opts(self, type, ttl, priority, attempts, expire):
+        key = (type, ttl, priority, attempts, expire)
+        so = self._sopts.get(key)
+        if so is not None:
+            return so
+        if not isinstance(priority, int) or not 0 <= priority <= 255:
+            raise BadArgument(detail="priority must be an int in 0..255")
+        if not isinstance(attempts, int) or attempts < 0:
+            raise BadArgument(detail="attempts must be an int >= 0")
+        so = ffi.new("bm_agent_send_opts_t *")
+        so.type = self._cenc(type, "a message type")
+        so.priority = priority
+        so.ttl_ms = 0 if ttl is None else max(1, _ms(ttl, "ttl"))
+        so.max_attempts = attempts
+        so.expire = bool(expire)
+        if len(self._sopts) < 256:
+            try:
+                self._sopts[key] = so
+            except TypeError:  # an unhashable argument: checked, not cached
+                pass
+        return so
+
     def send(self, to, type="msg", body=b"", ttl=None, priority=0, attempts=0, expire=False):
         """Reliable send to an agent name or "@capability": stored in the
         outbox (at the next turn of the loop), retried until ACKed.  Returns
         a Sent handle.  ttl: seconds before it dies (None: never); priority
         0..255; attempts: before it dies (0: the default, 20).  Raises Full
         (the outbox is full: back-pressure), TooBig, BadName."""
-        a = self._ptr()
-        so = self._so
-        so.type = self._cenc(type, "a message type")
-        if not isinstance(priority, int) or not 0 <= priority <= 255:
-            raise BadArgument(detail="priority must be an int in 0..255")
-        so.priority = priority
-        so.ttl_ms = 0 if ttl is None else max(1, _ms(ttl, "ttl"))
-        so.max_attempts = attempts
-        so.expire = expire
-        b, n = _body(body)
-        idp = ffi.new("bm_id_t *")
-        rc = lib.bm_agent_send(a, self._enc(to, "a destination"), so, b, n, idp)
+        a = self._a
+        if a is None:
+            self._ptr()
+        so = self._opts(type, ttl, priority, attempts, expire)
+        if body.__class__ is bytes:
+            b, n = body, len(body)
+        else:
+            b, n = _body(body)
+        t = self._encoded.get(to)
+        if t is None:
+            t = self._enc(to, "a destination")
+        # Ids are written into chunks of 256 (one allocation per chunk);
+        # each handle keeps its chunk alive.
+        k = self._idk
+        if k == 256:
+            self._ids = ffi.new("bm_id_t[256]")
+            k = 0
+        ids = self._ids
+        idp = ids + k
+        self._idk = k + 1
+        rc = lib.bm_agent_send(a, t, so, b, n, idp)
         if rc < 0:
             raise _e.error_for(rc, "send to %r" % (to,))
         if self._serving is not None:
             self._kick()
-        return Sent(self, idp)
+        return Sent(self, idp, ids)
 
     def send_batch(self, items):
         """Atomic batch: items are (to, type, body) tuples; after any crash
