@@ -1,0 +1,835 @@
+/*
+ * bridge.c - beast-bridge: one host's mesh joined to the other hosts'
+ * through NATS JetStream (docs/multihost.md).
+ *
+ * The bridge is a mesh agent (capability "bridge") and a NATS client of
+ * the host's leaf nats-server.  Its host's stream BM_<host> captures
+ * every subject bm.<host>.>; other hosts publish into it over the leaf
+ * connections and the hub, and the bridge pulls from it with one durable
+ * consumer.
+ *
+ *   out  beastd hands the bridge every SEND to an address on another host
+ *        (name@host, @cap@host), with the address in the route field.
+ *        The bridge publishes it to bm.<host>.dm.<name> (Nats-Msg-Id:
+ *        id-attempt) and does NOT acknowledge it: the sender's outbox
+ *        keeps it until the remote receiver's ACK comes back.  A publish
+ *        that fails (link down, stream full) is NACKed BUSY at once, so
+ *        the outbox backs off and retries; nothing else is held here.
+ *   in   a message pulled from the stream is handed to the local agent
+ *        with the sender's name@host as its origin (bm_client_forward);
+ *        the JetStream message stays un-acked until the agent's ACK or
+ *        NACK has been published to bm.<origin host>.ack and stored
+ *        there: a bridge killed in between gets it redelivered after the
+ *        ack wait, the agent's de-dup window ACKs the repeat.
+ *   back an ACK/NACK record pulled from the stream is relayed to the
+ *        local sender as an ACK or NACK from the bridge; the record is
+ *        acked after the relay.
+ *
+ * Message headers on bm.<host>.dm.<name> (body = the message body):
+ *   Bm-Id 32 hex | Bm-Corr 32 hex (absent: none) | Bm-From name@host |
+ *   Bm-To the address as sent | Bm-Type | Bm-Prio | Bm-Ttl ms |
+ *   Bm-Attempt | Bm-Ts wall ms
+ * and on bm.<host>.ack (no body):
+ *   Bm-Id | Bm-Peer the local sender's name | Bm-From the remote end |
+ *   Bm-Code 0 = ACK, else a NACK's wire code (protocol.md §6) | Bm-Text
+ *
+ * Why Nats-Msg-Id is id-attempt and not the bare id: a NACK (no such
+ * agent yet, busy) comes back as a record and the outbox retries with the
+ * next attempt number; with the bare id the stream's duplicate window
+ * would swallow every retry for two minutes.  The same attempt published
+ * twice is still de-duplicated; repeats across attempts reach the
+ * receiver, whose de-dup window (keyed by name@host and id) hands each
+ * message to its handler once.
+ *
+ * Threading: the main thread owns the mesh client and decides everything.
+ * One helper thread blocks in JetStream fetches; it and libnats' publish
+ * callbacks hand their natsMsg to the main thread through a locked queue
+ * and a pipe the main thread polls beside the mesh socket.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bm_agent.h"
+#include "bm_bridge.h"
+#include "bridge_nats.h"
+
+#define S_FETCH_BATCH 256
+#define S_TTL_GRACE_MS 0
+
+enum { S_FETCHED = 1, S_PUB_OK, S_PUB_FAIL };
+
+typedef struct s_item {
+	int kind;             /* S_FETCHED, S_PUB_OK, S_PUB_FAIL */
+	natsMsg *msg;         /* owned by the item */
+	struct s_item *next;  /* queue link */
+} s_item_t;
+
+/* A message handed to a local agent, its JetStream copy not yet acked. */
+typedef struct s_table s_table_t;
+
+typedef struct s_inflight {
+	bm_id_t id;                     /* the message id */
+	natsMsg *msg;                   /* the pulled message (ack after the record) */
+	char origin[BM_NAME_MAX + 1];   /* its sender, name@host */
+	bool record_sent;               /* the ACK/NACK record is being published */
+} s_inflight_t;
+
+struct bm_bridge {
+	bm_bridge_opts_t o;
+	bm_client_t *mesh;
+	natsConnection *nc;
+	jsCtx *js;
+	natsSubscription *sub;
+	pthread_t fetcher;
+	bool fetcher_up;
+	volatile int stopping;
+	int pipe[2];
+	pthread_mutex_t lock;
+	s_item_t *head, *tail;
+	s_table_t *inflight; /* id -> s_inflight_t */
+	char stream[64];
+	bm_bridge_stats_t st;
+};
+
+/* libbeastmesh's map is private to its floor: the bridge keeps its own
+ * small open-addressing table of in-flight ids (linear probing). */
+struct s_table {
+	s_inflight_t **slot;
+	size_t cap, n;
+};
+
+static uint64_t
+s_hash(const bm_id_t *id)
+{
+	uint64_t h;
+
+	memcpy(&h, id->b + 8, sizeof h); /* random bits */
+	return h;
+}
+
+static s_inflight_t **
+s_find(s_table_t *m, const bm_id_t *id)
+{
+	size_t i = s_hash(id) & (m->cap - 1);
+
+	while (m->slot[i] != NULL && !bm_id_equal(&m->slot[i]->id, id)) {
+		i = (i + 1) & (m->cap - 1);
+	}
+	return &m->slot[i];
+}
+
+static int
+s_put(s_table_t *m, s_inflight_t *f)
+{
+	if ((m->n + 1) * 2 > m->cap) {
+		s_table_t bigger = {.cap = m->cap * 2};
+
+		bigger.slot = calloc(bigger.cap, sizeof *bigger.slot);
+		if (bigger.slot == NULL) {
+			return -ENOMEM;
+		}
+		for (size_t i = 0; i < m->cap; i++) {
+			if (m->slot[i] != NULL) {
+				*s_find(&bigger, &m->slot[i]->id) = m->slot[i];
+			}
+		}
+		free(m->slot);
+		m->slot = bigger.slot;
+		m->cap = bigger.cap;
+	}
+	*s_find(m, &f->id) = f;
+	m->n++;
+	return 0;
+}
+
+/* Removes by backward-shift so probing stays correct. */
+static void
+s_del(s_table_t *m, const bm_id_t *id)
+{
+	s_inflight_t **p = s_find(m, id);
+	size_t i = (size_t)(p - m->slot), j = i;
+
+	if (*p == NULL) {
+		return;
+	}
+	m->slot[i] = NULL;
+	m->n--;
+	for (;;) {
+		size_t k;
+
+		j = (j + 1) & (m->cap - 1);
+		if (m->slot[j] == NULL) {
+			return;
+		}
+		k = s_hash(&m->slot[j]->id) & (m->cap - 1);
+		if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
+			m->slot[i] = m->slot[j];
+			m->slot[j] = NULL;
+			i = j;
+		}
+	}
+}
+
+static void
+s_log(const bm_bridge_t *b, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+s_log(const bm_bridge_t *b, int level, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (level > b->o.verbose) {
+		return;
+	}
+	fprintf(stderr, "beast-bridge[%s]: ", b->o.host);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* ---- the queue from libnats' threads ---- */
+
+static void
+s_push(bm_bridge_t *b, int kind, natsMsg *msg)
+{
+	s_item_t *it = malloc(sizeof *it);
+	char one = 1;
+
+	if (it == NULL) {
+		/* Dropping a pulled message only delays it (redelivered after
+		 * the ack wait); a publish result only costs a retry. */
+		natsMsg_Destroy(msg);
+		return;
+	}
+	it->kind = kind;
+	it->msg = msg;
+	it->next = NULL;
+	pthread_mutex_lock(&b->lock);
+	if (b->tail != NULL) {
+		b->tail->next = it;
+	} else {
+		b->head = it;
+	}
+	b->tail = it;
+	pthread_mutex_unlock(&b->lock);
+	(void)!write(b->pipe[1], &one, 1);
+}
+
+static s_item_t *
+s_take_all(bm_bridge_t *b)
+{
+	s_item_t *all;
+	char buf[256];
+
+	while (read(b->pipe[0], buf, sizeof buf) > 0) {
+	}
+	pthread_mutex_lock(&b->lock);
+	all = b->head;
+	b->head = b->tail = NULL;
+	pthread_mutex_unlock(&b->lock);
+	return all;
+}
+
+static void *
+s_fetcher(void *arg)
+{
+	bm_bridge_t *b = arg;
+
+	while (!b->stopping) {
+		natsMsgList list;
+		int n = bm_bn_fetch(b->sub, S_FETCH_BATCH, 500, &list);
+
+		if (n < 0) {
+			/* Disconnected: libnats reconnects by itself. */
+			struct timespec ts = {0, 50 * 1000000};
+
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		for (int i = 0; i < n; i++) {
+			s_push(b, S_FETCHED, list.Msgs[i]);
+			list.Msgs[i] = NULL;
+		}
+		natsMsgList_Destroy(&list);
+	}
+	return NULL;
+}
+
+static void
+s_on_puback(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+	(void)js;
+	s_push(closure, pa != NULL && pae == NULL ? S_PUB_OK : S_PUB_FAIL, msg);
+}
+
+/* ---- helpers ---- */
+
+static void
+s_subject_token(const char *name, char *out, size_t cap)
+{
+	/* Agent names may hold '.', a NATS token separator; '~' is outside
+	 * the name alphabet, so the mapping is one to one. */
+	size_t i = 0;
+
+	for (; name[i] != '\0' && i + 1 < cap; i++) {
+		out[i] = name[i] == '.' ? '~' : name[i];
+	}
+	out[i] = '\0';
+}
+
+static void
+s_set_u64(natsMsg *m, const char *key, uint64_t v)
+{
+	char buf[24];
+
+	snprintf(buf, sizeof buf, "%llu", (unsigned long long)v);
+	natsMsgHeader_Set(m, key, buf);
+}
+
+static uint64_t
+s_get_u64(natsMsg *m, const char *key, uint64_t dflt)
+{
+	const char *v = bm_bn_header(m, key);
+
+	return v != NULL ? strtoull(v, NULL, 10) : dflt;
+}
+
+static int
+s_publish(bm_bridge_t *b, natsMsg **m)
+{
+	natsStatus s = js_PublishMsgAsync(b->js, m, NULL);
+
+	if (s != NATS_OK) {
+		natsMsg_Destroy(*m);
+		*m = NULL;
+		return -EIO;
+	}
+	return 0;
+}
+
+/* Splits "name@host" (or "@cap@host"): the local part and the host. */
+static int
+s_split(const char *addr, char *local, char *host)
+{
+	const char *at = strchr(addr + 1, '@');
+
+	if (at == NULL || (size_t)(at - addr) > BM_ADDR_MAX || strlen(at + 1) > BM_HOST_MAX) {
+		return -EINVAL;
+	}
+	memcpy(local, addr, (size_t)(at - addr));
+	local[at - addr] = '\0';
+	strcpy(host, at + 1);
+	return 0;
+}
+
+/* ---- out: a local sender's message to another host ---- */
+
+static void
+s_nack_local(bm_bridge_t *b, const bm_id_t *id, const char *peer, int code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void
+s_nack_local(bm_bridge_t *b, const bm_id_t *id, const char *peer, int code, const char *fmt, ...)
+{
+	bm_msg_t m;
+	char text[BM_TEXT_MAX + 1];
+	va_list ap;
+
+	memset(&m, 0, sizeof m);
+	m.id = *id;
+	snprintf(m.from, sizeof m.from, "%s", peer);
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof text, fmt, ap);
+	va_end(ap);
+	(void)bm_client_nack(b->mesh, &m, code, text);
+}
+
+static void
+s_out(bm_bridge_t *b, bm_msg_t *m)
+{
+	char local[BM_ADDR_MAX + 1], host[BM_HOST_MAX + 1], tok[BM_ADDR_MAX + 1];
+	char subject[192], hex[BM_ID_HEX_LEN + 1], origin[BM_NAME_MAX + 1], mid[64];
+	natsMsg *nm = NULL;
+
+	if (m->to[0] == '\0' || !bm_address_remote(m->to) || s_split(m->to, local, host) < 0) {
+		/* Sent to the bridge by name: not a thing it does. */
+		b->st.refused++;
+		(void)bm_client_nack(b->mesh, m, BM_EDENIED,
+		                     "beast-bridge carries messages to name@host only");
+		return;
+	}
+	if (snprintf(origin, sizeof origin, "%s@%s", m->from, b->o.host) >= (int)sizeof origin) {
+		b->st.refused++;
+		(void)bm_client_nack(b->mesh, m, BM_EBADNAME,
+		                     "sender name plus '@host' is over 64 bytes");
+		return;
+	}
+	s_subject_token(local[0] == '@' ? local + 1 : local, tok, sizeof tok);
+	snprintf(subject, sizeof subject, "bm.%s.%s.%s", host, local[0] == '@' ? "any" : "dm",
+	         tok);
+	bm_id_hex(&m->id, hex);
+	snprintf(mid, sizeof mid, "%s-%u", hex, m->attempt);
+	if (natsMsg_Create(&nm, subject, NULL, bm_msg_data(m), (int)bm_msg_size(m)) != NATS_OK) {
+		s_nack_local(b, &m->id, m->from, BM_EBUSY, "bridge out of memory");
+		return;
+	}
+	natsMsgHeader_Set(nm, "Nats-Msg-Id", mid);
+	natsMsgHeader_Set(nm, "Bm-Id", hex);
+	if (!bm_id_is_zero(&m->corr)) {
+		bm_id_hex(&m->corr, hex);
+		natsMsgHeader_Set(nm, "Bm-Corr", hex);
+	}
+	natsMsgHeader_Set(nm, "Bm-From", origin);
+	natsMsgHeader_Set(nm, "Bm-To", m->to);
+	natsMsgHeader_Set(nm, "Bm-Type", m->type);
+	s_set_u64(nm, "Bm-Prio", m->priority);
+	s_set_u64(nm, "Bm-Ttl", m->ttl_ms);
+	s_set_u64(nm, "Bm-Attempt", m->attempt);
+	s_set_u64(nm, "Bm-Ts", (uint64_t)m->ts_ms);
+	if (s_publish(b, &nm) < 0) {
+		b->st.publish_failed++;
+		s_nack_local(b, &m->id, m->from, BM_EBUSY,
+		             "bridge on %s cannot publish to NATS now; retry later", b->o.host);
+		return;
+	}
+	b->st.out++;
+}
+
+/* A publish of ours was stored, or not. */
+static void
+s_published(bm_bridge_t *b, natsMsg *nm, bool ok)
+{
+	const char *subject = natsMsg_GetSubject(nm);
+	const char *hex = bm_bn_header(nm, "Bm-Id");
+	bm_id_t id;
+
+	if (hex == NULL || bm_id_parse(hex, &id) < 0) {
+		return;
+	}
+	if (strstr(subject, ".ack") != NULL && strchr(subject, '.') != NULL &&
+	    strcmp(strrchr(subject, '.'), ".ack") == 0) {
+		/* Our ACK/NACK record for a delivered message. */
+		s_inflight_t **p = s_find(b->inflight, &id), *f = *p;
+
+		if (f == NULL) {
+			return;
+		}
+		if (!ok) {
+			/* Not stored: leave the pulled message un-acked; it is
+			 * redelivered after the ack wait and tried again. */
+			f->record_sent = false;
+			b->st.publish_failed++;
+			return;
+		}
+		natsMsg_Ack(f->msg, NULL);
+		natsMsg_Destroy(f->msg);
+		s_del(b->inflight, &id);
+		free(f);
+		return;
+	}
+	if (!ok) {
+		const char *from = bm_bn_header(nm, "Bm-From");
+		char local[BM_ADDR_MAX + 1], host[BM_HOST_MAX + 1];
+
+		b->st.publish_failed++;
+		if (from != NULL && s_split(from, local, host) == 0) {
+			s_nack_local(b, &id, local, BM_EBUSY,
+			             "bridge on %s cannot reach '%s' through NATS now; retry later",
+			             b->o.host, bm_bn_header(nm, "Bm-To"));
+		}
+	}
+}
+
+/* ---- in: another host's message for a local agent ---- */
+
+static void
+s_record(bm_bridge_t *b, s_inflight_t *f, const char *acker, int code, const char *text)
+{
+	char local[BM_ADDR_MAX + 1], host[BM_HOST_MAX + 1], subject[96], hex[BM_ID_HEX_LEN + 1];
+	char mid[80], from[BM_NAME_MAX + 1];
+	natsMsg *nm = NULL;
+
+	if (f->record_sent || s_split(f->origin, local, host) < 0) {
+		return;
+	}
+	bm_id_hex(&f->id, hex);
+	snprintf(subject, sizeof subject, "bm.%s.ack", host);
+	snprintf(mid, sizeof mid, "ack-%s-%s", hex, bm_bn_header(f->msg, "Bm-Attempt"));
+	snprintf(from, sizeof from, "%s@%s", acker, b->o.host);
+	if (natsMsg_Create(&nm, subject, NULL, NULL, 0) != NATS_OK) {
+		return;
+	}
+	natsMsgHeader_Set(nm, "Nats-Msg-Id", mid);
+	natsMsgHeader_Set(nm, "Bm-Id", hex);
+	natsMsgHeader_Set(nm, "Bm-Peer", local);
+	natsMsgHeader_Set(nm, "Bm-From", from);
+	/* The wire code (protocol.md §6); a code outside that table as PEER. */
+	if (code != 0 && !(code > BM_E__FIRST && code < BM_E__LAST)) {
+		code = BM_EPEER;
+	}
+	s_set_u64(nm, "Bm-Code", code == 0 ? 0 : (uint64_t)(code + BM_EBASE));
+	if (text != NULL && text[0] != '\0') {
+		natsMsgHeader_Set(nm, "Bm-Text", text);
+	}
+	if (s_publish(b, &nm) == 0) {
+		f->record_sent = true;
+	}
+}
+
+static void
+s_in_dm(bm_bridge_t *b, natsMsg *nm)
+{
+	const char *hex = bm_bn_header(nm, "Bm-Id"), *from = bm_bn_header(nm, "Bm-From");
+	const char *to = bm_bn_header(nm, "Bm-To"), *type = bm_bn_header(nm, "Bm-Type");
+	const char *corr = bm_bn_header(nm, "Bm-Corr");
+	char local[BM_ADDR_MAX + 1], host[BM_HOST_MAX + 1];
+	bm_id_t id, cid;
+	s_inflight_t **p, *f;
+	bm_send_opts_t o;
+	int64_t ts;
+	uint32_t ttl;
+	int rc;
+
+	if (hex == NULL || bm_id_parse(hex, &id) < 0 || from == NULL || to == NULL ||
+	    type == NULL || s_split(to, local, host) < 0 || bm_address_check(from) < 0 ||
+	    (corr != NULL && bm_id_parse(corr, &cid) < 0)) {
+		/* Not ours to understand: acked so it does not come back. */
+		b->st.malformed++;
+		natsMsg_Ack(nm, NULL);
+		natsMsg_Destroy(nm);
+		return;
+	}
+	p = s_find(b->inflight, &id);
+	if ((f = *p) != NULL) {
+		/* Redelivered (ack wait passed) or a later attempt: keep the
+		 * newest pulled copy, hand it over again. */
+		natsMsg_Destroy(f->msg);
+		f->msg = nm;
+		f->record_sent = false;
+	} else {
+		f = calloc(1, sizeof *f);
+		if (f == NULL) {
+			natsMsg_Destroy(nm);
+			return;
+		}
+		f->id = id;
+		f->msg = nm;
+		snprintf(f->origin, sizeof f->origin, "%s", from);
+		if (s_put(b->inflight, f) < 0) {
+			natsMsg_Destroy(nm);
+			free(f);
+			return;
+		}
+	}
+	ts = (int64_t)s_get_u64(nm, "Bm-Ts", 0);
+	ttl = (uint32_t)s_get_u64(nm, "Bm-Ttl", 0);
+	if (ttl > 0 && ts + ttl + S_TTL_GRACE_MS < bm_wall_ms()) {
+		b->st.expired++;
+		s_record(b, f, local, BM_ETTL, "expired before delivery on the receiving host");
+		return;
+	}
+	memset(&o, 0, sizeof o);
+	o.to = local;
+	o.type = type;
+	o.id = &id;
+	o.corr = corr != NULL ? &cid : NULL;
+	o.priority = (uint8_t)s_get_u64(nm, "Bm-Prio", 0);
+	o.ttl_ms = ttl;
+	o.attempt = (uint32_t)s_get_u64(nm, "Bm-Attempt", 0);
+	o.ts_ms = ts;
+	rc = bm_client_forward(b->mesh, &o, from, natsMsg_GetData(nm),
+	                       (size_t)natsMsg_GetDataLength(nm), NULL);
+	if (rc < 0) {
+		/* beastd away or full: the pulled copy comes back after the
+		 * ack wait. */
+		b->st.forward_failed++;
+		return;
+	}
+	b->st.in++;
+}
+
+/* The local agent's answer for a message we handed over. */
+static void
+s_in_answer(bm_bridge_t *b, const bm_event_t *ev)
+{
+	s_inflight_t *f = *s_find(b->inflight, &ev->id);
+	char text[BM_TEXT_MAX + 1];
+
+	if (f == NULL) {
+		return; /* an answer for an earlier bridge's delivery */
+	}
+	if (ev->kind == BM_EV_ACK) {
+		b->st.acked++;
+		s_record(b, f, ev->peer, 0, NULL);
+		return;
+	}
+	b->st.nacked++;
+	/* Truncated to the wire's 255 bytes: the host goes first. */
+	(void)!snprintf(text, sizeof text, "on host %s: %.200s", b->o.host, ev->text);
+	s_record(b, f, ev->peer[0] ? ev->peer : "bridge", ev->code, text);
+}
+
+/* ---- back: an ACK/NACK record for a local sender ---- */
+
+static void
+s_in_record(bm_bridge_t *b, natsMsg *nm)
+{
+	const char *hex = bm_bn_header(nm, "Bm-Id"), *peer = bm_bn_header(nm, "Bm-Peer");
+	const char *text = bm_bn_header(nm, "Bm-Text");
+	uint64_t code = s_get_u64(nm, "Bm-Code", 0);
+	bm_msg_t m;
+	int rc;
+
+	memset(&m, 0, sizeof m);
+	if (hex == NULL || bm_id_parse(hex, &m.id) < 0 || peer == NULL ||
+	    bm_name_check(peer) < 0) {
+		b->st.malformed++;
+		natsMsg_Ack(nm, NULL);
+		natsMsg_Destroy(nm);
+		return;
+	}
+	snprintf(m.from, sizeof m.from, "%s", peer);
+	if (code == 0) {
+		rc = bm_client_ack(b->mesh, &m);
+		b->st.acks_back++;
+	} else {
+		/* Wire code back to BM_E*: protocol.md §6. */
+		rc = bm_client_nack(b->mesh, &m, code < 100 ? (int)code - BM_EBASE : BM_EPEER,
+		                    text != NULL ? text : "refused");
+		b->st.nacks_back++;
+	}
+	if (rc == BM_EFULL) {
+		/* beastd is not taking frames: let the record come again. */
+		natsMsg_NakWithDelay(nm, 100, NULL);
+	} else {
+		natsMsg_Ack(nm, NULL);
+	}
+	natsMsg_Destroy(nm);
+}
+
+static void
+s_fetched(bm_bridge_t *b, natsMsg *nm)
+{
+	const char *subject = natsMsg_GetSubject(nm);
+	const char *last = strrchr(subject, '.');
+
+	if (last != NULL && strcmp(last, ".ack") == 0) {
+		s_in_record(b, nm);
+	} else {
+		s_in_dm(b, nm);
+	}
+}
+
+/* ---- life ---- */
+
+int
+bm_bridge_open(const bm_bridge_opts_t *opts, bm_bridge_t **ret_bridge)
+{
+	static const char *caps[] = {"bridge", NULL};
+	bm_bridge_t *b;
+	jsOptions jo;
+	char subject[64];
+	bm_client_opts_t co = {0};
+	int rc;
+
+	if (opts == NULL || opts->host == NULL || bm_host_check(opts->host) < 0 ||
+	    opts->nats_url == NULL || ret_bridge == NULL) {
+		return -EINVAL;
+	}
+	b = calloc(1, sizeof *b);
+	if (b == NULL) {
+		return -ENOMEM;
+	}
+	b->o = *opts;
+	if (b->o.name == NULL) {
+		b->o.name = "bridge";
+	}
+	if (b->o.ack_wait_ms <= 0) {
+		b->o.ack_wait_ms = 10000;
+	}
+	b->pipe[0] = b->pipe[1] = -1;
+	pthread_mutex_init(&b->lock, NULL);
+	b->inflight = calloc(1, sizeof *b->inflight);
+	if (b->inflight == NULL || (b->inflight->slot = calloc(1024, sizeof(void *))) == NULL ||
+	    pipe2(b->pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+		bm_bridge_destroy(&b);
+		return -ENOMEM;
+	}
+	b->inflight->cap = 1024;
+	snprintf(b->stream, sizeof b->stream, "BM_%s", b->o.host);
+	snprintf(subject, sizeof subject, "bm.%s.>", b->o.host);
+	if ((rc = bm_bn_connect(b->o.nats_url, b->o.name, &b->nc)) < 0) {
+		s_log(b, 0, "cannot use NATS at %s", b->o.nats_url);
+		bm_bridge_destroy(&b);
+		return rc;
+	}
+	jsOptions_Init(&jo);
+	jo.PublishAsync.AckHandler = s_on_puback;
+	jo.PublishAsync.AckHandlerClosure = b;
+	jo.PublishAsync.MaxPending = 8192;
+	jo.Wait = 5000;
+	if (natsConnection_JetStream(&b->js, b->nc, &jo) != NATS_OK) {
+		bm_bridge_destroy(&b);
+		return -EIO;
+	}
+	/* The leaf may still be starting: try for a while. */
+	for (int i = 0;; i++) {
+		char why[256] = "";
+
+		rc = bm_bn_stream(b->js, b->stream, subject, 24 * 3600 * 1000LL, 120000, why,
+		                  sizeof why);
+		if (rc == 0) {
+			rc = bm_bn_pull(b->js, b->stream, subject, "bridge", b->o.ack_wait_ms, 16384,
+			                &b->sub, why, sizeof why);
+		}
+		if (rc == 0) {
+			break;
+		}
+		if (i >= 100) {
+			s_log(b, 0, "JetStream on %s is not usable: %s", b->o.nats_url, why);
+			bm_bridge_destroy(&b);
+			return rc;
+		}
+		usleep(100000);
+	}
+	co.dir = b->o.dir;
+	co.name = b->o.name;
+	co.caps = caps;
+	co.connect_timeout_ms = 10000;
+	if ((rc = bm_client_open(&co, &b->mesh)) < 0) {
+		s_log(b, 0, "cannot join the mesh: %s", bm_strerror(rc));
+		bm_bridge_destroy(&b);
+		return rc;
+	}
+	if (pthread_create(&b->fetcher, NULL, s_fetcher, b) != 0) {
+		bm_bridge_destroy(&b);
+		return -EAGAIN;
+	}
+	b->fetcher_up = true;
+	s_log(b, 1, "up: mesh agent '%s', stream %s on %s", b->o.name, b->stream, b->o.nats_url);
+	*ret_bridge = b;
+	return 0;
+}
+
+static void
+s_mesh_events(bm_bridge_t *b)
+{
+	bm_event_t ev;
+
+	for (int i = 0; i < 4096 && bm_client_recv(b->mesh, 0, &ev) == 0; i++) {
+		switch (ev.kind) {
+		case BM_EV_MESSAGE:
+			s_out(b, ev.msg);
+			break;
+		case BM_EV_ACK:
+		case BM_EV_NACK:
+			s_in_answer(b, &ev);
+			break;
+		default:
+			break;
+		}
+		bm_event_clear(&ev);
+	}
+	(void)bm_client_flush(b->mesh);
+}
+
+int
+bm_bridge_run(bm_bridge_t *b, volatile sig_atomic_t *stop)
+{
+	while (!*stop) {
+		zmq_pollitem_t items[2] = {
+			{.socket = bm_client_socket(b->mesh), .events = ZMQ_POLLIN},
+			{.fd = b->pipe[0], .events = ZMQ_POLLIN},
+		};
+		int t = bm_client_timeout(b->mesh);
+		s_item_t *it;
+
+		if (t < 0 || t > 200) {
+			t = 200;
+		}
+		if (zmq_poll(items, 2, t) < 0 && zmq_errno() != EINTR) {
+			return -EIO;
+		}
+		s_mesh_events(b);
+		it = s_take_all(b);
+		while (it != NULL) {
+			s_item_t *next = it->next;
+
+			if (it->kind == S_FETCHED) {
+				s_fetched(b, it->msg);
+			} else {
+				s_published(b, it->msg, it->kind == S_PUB_OK);
+				natsMsg_Destroy(it->msg);
+			}
+			free(it);
+			it = next;
+		}
+		(void)bm_client_flush(b->mesh);
+	}
+	return 0;
+}
+
+void
+bm_bridge_stats(const bm_bridge_t *b, bm_bridge_stats_t *ret)
+{
+	*ret = b->st;
+	ret->holding = b->inflight ? b->inflight->n : 0;
+}
+
+void
+bm_bridge_destroy(bm_bridge_t **self_p)
+{
+	bm_bridge_t *b = self_p ? *self_p : NULL;
+	s_item_t *it;
+
+	if (b == NULL) {
+		return;
+	}
+	b->stopping = 1;
+	if (b->fetcher_up) {
+		pthread_join(b->fetcher, NULL);
+	}
+	if (b->js != NULL) {
+		jsPubOptions po;
+
+		jsPubOptions_Init(&po);
+		po.MaxWait = 1000;
+		(void)js_PublishAsyncComplete(b->js, &po);
+	}
+	natsSubscription_Destroy(b->sub);
+	jsCtx_Destroy(b->js);
+	natsConnection_Destroy(b->nc);
+	bm_client_destroy(&b->mesh);
+	for (it = b->head; it != NULL;) {
+		s_item_t *next = it->next;
+
+		natsMsg_Destroy(it->msg);
+		free(it);
+		it = next;
+	}
+	if (b->inflight != NULL) {
+		for (size_t i = 0; b->inflight->slot && i < b->inflight->cap; i++) {
+			if (b->inflight->slot[i] != NULL) {
+				natsMsg_Destroy(b->inflight->slot[i]->msg);
+				free(b->inflight->slot[i]);
+			}
+		}
+		free(b->inflight->slot);
+		free(b->inflight);
+	}
+	if (b->pipe[0] >= 0) {
+		close(b->pipe[0]);
+		close(b->pipe[1]);
+	}
+	pthread_mutex_destroy(&b->lock);
+	free(b);
+	*self_p = NULL;
+}

@@ -1,0 +1,54 @@
+/*
+ * bridge_nats.h - the few libnats calls the bridge makes, wrapped so that
+ * the pitfalls of Debian 12's libnats 3.4.1 and nats-server 2.9.10 are
+ * handled in one place (agents/bridge_nats.c says which and how).
+ *
+ * Private to beast-bridge: not installed, not part of libbeastmesh.
+ */
+#ifndef BM_BRIDGE_NATS_H
+#define BM_BRIDGE_NATS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <nats/nats.h>
+
+/* NATS durations (stream max age, duplicate window, ack wait, KV TTL) are
+ * nanoseconds; ours are milliseconds. */
+#define BM_BN_MS(ms) ((int64_t)(ms) * 1000000)
+
+/*
+ * Connects to url and keeps reconnecting for ever (every 100 ms, also when
+ * the first attempt fails), so a leaf restart never ends the bridge.
+ * 0 or -EIO; *ret_nc owned by the caller (natsConnection_Destroy).
+ */
+int bm_bn_connect(const char *url, const char *name, natsConnection **ret_nc);
+
+/*
+ * Makes or updates the file-backed stream `name` capturing `subject`,
+ * keeping messages max_age_ms and de-duplicating Nats-Msg-Id over
+ * dup_ms.  0 or -EIO with the server's text in why.
+ */
+int bm_bn_stream(jsCtx *js, const char *name, const char *subject, int64_t max_age_ms,
+                 int64_t dup_ms, char *why, size_t whylen);
+
+/*
+ * Binds a durable pull consumer (explicit acks, ack_wait_ms before a
+ * redelivery, at most max_ack_pending un-acked) on the stream's subject.
+ */
+int bm_bn_pull(jsCtx *js, const char *stream, const char *subject, const char *durable,
+               int64_t ack_wait_ms, int64_t max_ack_pending, natsSubscription **ret_sub,
+               char *why, size_t whylen);
+
+/*
+ * Fetches up to batch messages, waiting at most timeout_ms for the first.
+ * Returns how many (possibly 0: libnats reports an empty consumer as
+ * NATS_TIMEOUT, also for a no-wait fetch, and that is not an error), or
+ * -EIO (the connection is down: try again later).  Destroy the list.
+ */
+int bm_bn_fetch(natsSubscription *sub, int batch, int timeout_ms, natsMsgList *ret_list);
+
+/* A header's value, or NULL when absent. */
+const char *bm_bn_header(natsMsg *m, const char *key);
+
+#endif
