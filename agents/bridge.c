@@ -95,8 +95,13 @@ struct bm_bridge {
 	s_item_t *head, *tail;
 	s_table_t *inflight; /* id -> s_inflight_t */
 	char stream[64];
+	uint64_t publishing;   /* async publishes without a result yet */
+	int64_t pub_progress;  /* mono ms of the last result (or of the first publish) */
 	bm_bridge_stats_t st;
 };
+
+/* A publish with no PubAck for this long is taken back as failed. */
+#define S_PUB_STALL_MS 3000
 
 /* libbeastmesh's map is private to its floor: the bridge keeps its own
  * small open-addressing table of in-flight ids (linear probing). */
@@ -312,6 +317,9 @@ s_publish(bm_bridge_t *b, natsMsg **m)
 		*m = NULL;
 		return -EIO;
 	}
+	if (b->publishing++ == 0) {
+		b->pub_progress = bm_mono_ms();
+	}
 	return 0;
 }
 
@@ -411,6 +419,10 @@ s_published(bm_bridge_t *b, natsMsg *nm, bool ok)
 	const char *hex = bm_bn_header(nm, "Bm-Id");
 	bm_id_t id;
 
+	if (b->publishing > 0) {
+		b->publishing--;
+	}
+	b->pub_progress = bm_mono_ms();
 	if (hex == NULL || bm_id_parse(hex, &id) < 0) {
 		return;
 	}
@@ -741,6 +753,24 @@ s_mesh_events(bm_bridge_t *b)
 	(void)bm_client_flush(b->mesh);
 }
 
+/* Publishes whose PubAck never came (libnats keeps them for ever): failed. */
+static void
+s_reap(bm_bridge_t *b)
+{
+	natsMsgList list;
+	int n = bm_bn_take_pending(b->js, &list);
+
+	s_log(b, 1, "%d publishes had no PubAck for %d ms: treated as failed", n, S_PUB_STALL_MS);
+	for (int i = 0; i < n; i++) {
+		s_published(b, list.Msgs[i], false);
+	}
+	if (n >= 0) {
+		natsMsgList_Destroy(&list);
+	}
+	b->publishing = 0;
+	b->pub_progress = bm_mono_ms();
+}
+
 int
 bm_bridge_run(bm_bridge_t *b, volatile sig_atomic_t *stop)
 {
@@ -771,6 +801,9 @@ bm_bridge_run(bm_bridge_t *b, volatile sig_atomic_t *stop)
 			}
 			free(it);
 			it = next;
+		}
+		if (b->publishing > 0 && bm_mono_ms() - b->pub_progress > S_PUB_STALL_MS) {
+			s_reap(b);
 		}
 		(void)bm_client_flush(b->mesh);
 	}

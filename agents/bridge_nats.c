@@ -15,6 +15,11 @@
  *    bridge therefore never treats a PubAck as delivery: the sender's
  *    outbox keeps the durable copy until the remote receiver's ACK is back
  *    (docs/multihost.md).
+ *  - An asynchronous publish has no timeout in libnats 3.4.1: when its
+ *    PubAck is lost (the hub killed with the message on the way) it stays
+ *    pending for ever, and once MaxPending are pending every publish
+ *    stalls and fails.  bm_bn_take_pending() takes them all back so the
+ *    caller can treat them as failed.
  *  - js_AddStream on an existing stream with another config fails with
  *    "stream name already in use": we update it instead.
  *
@@ -148,4 +153,17 @@ bm_bn_header(natsMsg *m, const char *key)
 	const char *v = NULL;
 
 	return natsMsgHeader_Get(m, key, &v) == NATS_OK ? v : NULL;
+}
+
+int
+bm_bn_take_pending(jsCtx *js, natsMsgList *ret_list)
+{
+	natsStatus s;
+
+	memset(ret_list, 0, sizeof *ret_list);
+	s = js_PublishAsyncGetPendingList(ret_list, js);
+	if (s == NATS_NOT_FOUND) {
+		return 0; /* nothing pending */
+	}
+	return s == NATS_OK ? ret_list->Count : -EIO;
 }

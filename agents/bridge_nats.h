@@ -48,6 +48,14 @@ int bm_bn_pull(jsCtx *js, const char *stream, const char *subject, const char *d
  */
 int bm_bn_fetch(natsSubscription *sub, int batch, int timeout_ms, natsMsgList *ret_list);
 
+/*
+ * Takes back every asynchronous publish still waiting for its PubAck (they
+ * never time out in libnats 3.4.1).  Returns how many, 0, or -EIO; the
+ * messages are the caller's (natsMsgList_Destroy).  A PubAck arriving
+ * later for one of them is dropped by libnats.
+ */
+int bm_bn_take_pending(jsCtx *js, natsMsgList *ret_list);
+
 /* A header's value, or NULL when absent. */
 const char *bm_bn_header(natsMsg *m, const char *key);
 
