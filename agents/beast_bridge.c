@@ -25,14 +25,15 @@ static void
 s_usage(FILE *out)
 {
 	fputs("usage: beast-bridge --host NAME [--nats URL] [--dir DIR] [--name NAME]\n"
-	      "                    [--ack-wait MS] [-v]\n"
+	      "                    [--ack-wait MS] [--directory-domain DOMAIN] [-v]\n"
 	      "Carries this host's messages to name@host addresses on other hosts, and theirs\n"
 	      "to agents here, through the host's leaf nats-server with JetStream.\n"
-	      "  --host NAME     this host's name ([A-Za-z0-9_-]{1,32}); also the JetStream domain\n"
+	      "  --host NAME     this host's name ([A-Za-z0-9_-]{1,32}); the leaf's JetStream domain\n"
 	      "  --nats URL      the leaf nats-server (default nats://127.0.0.1:4222)\n"
 	      "  --dir DIR       beastd's runtime directory (default as beastd)\n"
 	      "  --name NAME     mesh agent name (default bridge); capability 'bridge'\n"
 	      "  --ack-wait MS   redeliver a message a local agent has not answered (10000)\n"
+	      "  --directory-domain DOMAIN  JetStream domain of the shared directory (hub)\n"
 	      "  -v              log start and stop (-vv more)\n"
 	      "See docs/multihost.md.  Exit: 0 after SIGINT/SIGTERM, 1 error, 2 usage.\n",
 	      out);
@@ -45,6 +46,7 @@ main(int argc, char **argv)
 		{"host", required_argument, NULL, 'H'},  {"nats", required_argument, NULL, 'n'},
 		{"dir", required_argument, NULL, 'd'},   {"name", required_argument, NULL, 'N'},
 		{"ack-wait", required_argument, NULL, 'a'}, {"help", no_argument, NULL, 'h'},
+		{"directory-domain", required_argument, NULL, 'D'},
 		{"verbose", no_argument, NULL, 'v'},     {NULL, 0, NULL, 0},
 	};
 	bm_bridge_opts_t o = {.nats_url = "nats://127.0.0.1:4222"};
@@ -68,6 +70,9 @@ main(int argc, char **argv)
 			break;
 		case 'a':
 			o.ack_wait_ms = strtoll(optarg, NULL, 10);
+			break;
+		case 'D':
+			o.dir_domain = optarg;
 			break;
 		case 'v':
 			o.verbose++;

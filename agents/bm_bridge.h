@@ -19,6 +19,7 @@ typedef struct bm_bridge_opts {
 	const char *nats_url;     /* the host's leaf nats-server */
 	const char *name;         /* mesh agent name; NULL = "bridge" */
 	int64_t ack_wait_ms;      /* JetStream redelivery of an unanswered message; 0 = 10000 */
+	const char *dir_domain;   /* JetStream domain of the shared directory; NULL = "hub" */
 	int verbose;              /* 0 errors, 1 start/stop, 2 debug */
 } bm_bridge_opts_t;
 

@@ -95,6 +95,12 @@ struct bm_bridge {
 	s_item_t *head, *tail;
 	s_table_t *inflight; /* id -> s_inflight_t */
 	char stream[64];
+	char rundir[BM_PATH_MAX];  /* beastd's, for DIR/bridge-directory */
+	pthread_t dirthread;   /* the directory keeper (s_directory) */
+	bool dir_up;
+	pthread_mutex_t dir_lock;
+	char *dir_snapshot;    /* every host's agents, "host\tname\tcaps\tidle_ms\n"... */
+	uint64_t rotor;        /* turns among hosts for @cap@* */
 	uint64_t publishing;   /* async publishes without a result yet */
 	int64_t pub_progress;  /* mono ms of the last result (or of the first publish) */
 	bm_bridge_stats_t st;
@@ -338,6 +344,8 @@ s_split(const char *addr, char *local, char *host)
 	return 0;
 }
 
+static int s_dir_pick(bm_bridge_t *b, const char *cap, char *ret_host);
+
 /* ---- out: a local sender's message to another host ---- */
 
 static void
@@ -365,6 +373,7 @@ s_out(bm_bridge_t *b, bm_msg_t *m)
 {
 	char local[BM_ADDR_MAX + 1], host[BM_HOST_MAX + 1], tok[BM_ADDR_MAX + 1];
 	char subject[192], hex[BM_ID_HEX_LEN + 1], origin[BM_NAME_MAX + 1], mid[64];
+	char to[BM_ADDR_MAX + BM_HOST_MAX + 2];
 	natsMsg *nm = NULL;
 
 	if (m->to[0] == '\0' || !bm_address_remote(m->to) || s_split(m->to, local, host) < 0) {
@@ -374,11 +383,23 @@ s_out(bm_bridge_t *b, bm_msg_t *m)
 		                     "beast-bridge carries messages to name@host only");
 		return;
 	}
+	snprintf(to, sizeof to, "%s", m->to);
 	if (snprintf(origin, sizeof origin, "%s@%s", m->from, b->o.host) >= (int)sizeof origin) {
 		b->st.refused++;
 		(void)bm_client_nack(b->mesh, m, BM_EBADNAME,
 		                     "sender name plus '@host' is over 64 bytes");
 		return;
+	}
+	if (strcmp(host, "*") == 0) {
+		/* @cap@*: a host from the directory, this one first. */
+		if (s_dir_pick(b, local + 1, host) < 0) {
+			b->st.refused++;
+			s_nack_local(b, &m->id, m->from, BM_ENOAGENT,
+			             "no host has an agent with capability '%s' (beast ls --all)",
+			             local + 1);
+			return;
+		}
+		snprintf(to, sizeof to, "%s@%s", local, host);
 	}
 	s_subject_token(local[0] == '@' ? local + 1 : local, tok, sizeof tok);
 	snprintf(subject, sizeof subject, "bm.%s.%s.%s", host, local[0] == '@' ? "any" : "dm",
@@ -396,7 +417,7 @@ s_out(bm_bridge_t *b, bm_msg_t *m)
 		natsMsgHeader_Set(nm, "Bm-Corr", hex);
 	}
 	natsMsgHeader_Set(nm, "Bm-From", origin);
-	natsMsgHeader_Set(nm, "Bm-To", m->to);
+	natsMsgHeader_Set(nm, "Bm-To", to);
 	natsMsgHeader_Set(nm, "Bm-Type", m->type);
 	s_set_u64(nm, "Bm-Prio", m->priority);
 	s_set_u64(nm, "Bm-Ttl", m->ttl_ms);
@@ -640,6 +661,247 @@ s_fetched(bm_bridge_t *b, natsMsg *nm)
 	}
 }
 
+/* ---- the shared directory ----
+ *
+ * A thread of its own, because its NATS calls are requests that may wait
+ * seconds while the hub is away, and the mesh loop must not.  Once a
+ * second it lists the local agents (its own anonymous mesh client: LIST
+ * needs no registration), stores them in the KV bucket `bm_dir` in the
+ * hub's JetStream domain under the key <host> (the bucket's TTL drops a
+ * host whose bridge stopped writing), reads every host's entry back, and
+ * publishes the result: to the main thread for @cap@* (dir_snapshot), and
+ * to DIR/bridge-directory for `beast ls --all`.
+ *
+ * Entry value (text): line 1 "bm-dir 1 <wall ms>", then per agent
+ * "<name>\t<cap,cap|->\t<idle ms>".  The file: per agent
+ * "<host>\t<name>\t<caps>\t<idle ms>\t<age of the host's entry, ms>".
+ */
+
+#define S_DIR_BUCKET "bm_dir"
+#define S_DIR_TTL_MS 15000
+
+static void
+s_buf_add(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void
+s_buf_add(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = *buf ? vsnprintf(*buf + *len, *cap - *len, fmt, ap) : -1;
+		va_end(ap);
+		if (n >= 0 && *len + (size_t)n < *cap) {
+			*len += (size_t)n;
+			return;
+		}
+		char *p = realloc(*buf, *cap * 2 + 256);
+
+		if (p == NULL) {
+			return;
+		}
+		*buf = p;
+		*cap = *cap * 2 + 256;
+	}
+}
+
+/* The local agents as an entry value (malloc'd), or NULL. */
+static char *
+s_dir_local(bm_client_t *c)
+{
+	bm_agent_info_t *v = NULL;
+	size_t n = 0, len = 0, cap = 0;
+	char *buf = NULL;
+
+	if (bm_client_list(c, 1000, &v, &n) < 0) {
+		return NULL;
+	}
+	s_buf_add(&buf, &len, &cap, "bm-dir 1 %lld\n", (long long)bm_wall_ms());
+	for (size_t i = 0; i < n; i++) {
+		s_buf_add(&buf, &len, &cap, "%s\t", v[i].name);
+		for (int k = 0; k < v[i].ncaps; k++) {
+			s_buf_add(&buf, &len, &cap, "%s%s", k ? "," : "", v[i].caps[k]);
+		}
+		s_buf_add(&buf, &len, &cap, "%s\t%lld\n", v[i].ncaps ? "" : "-",
+		          (long long)v[i].idle_ms);
+	}
+	free(v);
+	return buf;
+}
+
+/* Appends one host's entry to the snapshot; false when it is not one. */
+static bool
+s_dir_merge(const char *host, const char *value, char **buf, size_t *len, size_t *cap)
+{
+	long long ts;
+	const char *line;
+
+	if (value == NULL || sscanf(value, "bm-dir 1 %lld", &ts) != 1) {
+		return false;
+	}
+	for (line = strchr(value, '\n'); line != NULL && line[1] != '\0';
+	     line = strchr(line + 1, '\n')) {
+		const char *end = strchr(line + 1, '\n');
+		int n = end ? (int)(end - line - 1) : (int)strlen(line + 1);
+
+		s_buf_add(buf, len, cap, "%s\t%.*s\t%lld\n", host, n, line + 1,
+		          (long long)(bm_wall_ms() - ts));
+	}
+	return true;
+}
+
+static void
+s_dir_round(bm_bridge_t *b, bm_client_t *c, kvStore *kv)
+{
+	char *local = s_dir_local(c), *snap = NULL, path[BM_PATH_MAX + 64], tmp[BM_PATH_MAX + 80];
+	size_t len = 0, cap = 0;
+	kvKeysList keys = {0};
+	FILE *f;
+
+	s_buf_add(&snap, &len, &cap, "%s", "");
+	if (kv != NULL && local != NULL) {
+		uint64_t rev = 0;
+
+		(void)kvStore_PutString(&rev, kv, b->o.host, local);
+	}
+	if (kv != NULL && kvStore_Keys(&keys, kv, NULL) == NATS_OK) {
+		for (int i = 0; i < keys.Count; i++) {
+			kvEntry *e = NULL;
+
+			if (strcmp(keys.Keys[i], b->o.host) == 0 && local != NULL) {
+				continue; /* ours: fresher from beastd itself */
+			}
+			if (kvStore_Get(&e, kv, keys.Keys[i]) == NATS_OK) {
+				s_dir_merge(keys.Keys[i], kvEntry_ValueString(e), &snap, &len, &cap);
+				kvEntry_Destroy(e);
+			}
+		}
+		kvKeysList_Destroy(&keys);
+	}
+	if (local != NULL) {
+		(void)s_dir_merge(b->o.host, local, &snap, &len, &cap);
+	}
+	free(local);
+	if (snap == NULL) {
+		return;
+	}
+	pthread_mutex_lock(&b->dir_lock);
+	free(b->dir_snapshot);
+	b->dir_snapshot = snap;
+	pthread_mutex_unlock(&b->dir_lock);
+	/* For `beast ls --all`: replaced whole, never half written. */
+	if (b->rundir[0] != '\0') {
+		snprintf(path, sizeof path, "%s/bridge-directory", b->rundir);
+		snprintf(tmp, sizeof tmp, "%s.tmp", path);
+		if ((f = fopen(tmp, "w")) != NULL) {
+			pthread_mutex_lock(&b->dir_lock);
+			fputs(b->dir_snapshot, f);
+			pthread_mutex_unlock(&b->dir_lock);
+			if (fclose(f) == 0) {
+				(void)rename(tmp, path);
+			}
+		}
+	}
+}
+
+static void *
+s_directory(void *arg)
+{
+	bm_bridge_t *b = arg;
+	bm_client_t *c = NULL;
+	jsCtx *js = NULL;
+	kvStore *kv = NULL;
+	jsOptions jo;
+
+	jsOptions_Init(&jo);
+	jo.Domain = b->o.dir_domain;
+	jo.Wait = 2000;
+	if (natsConnection_JetStream(&js, b->nc, &jo) != NATS_OK) {
+		js = NULL;
+	}
+	while (!b->stopping) {
+		bm_client_opts_t co = {.dir = b->o.dir, .connect_timeout_ms = 1000};
+
+		if (c == NULL && bm_client_open(&co, &c) < 0) {
+			c = NULL;
+		}
+		if (kv == NULL && js != NULL) {
+			kvConfig kc;
+
+			kvConfig_Init(&kc);
+			kc.Bucket = S_DIR_BUCKET;
+			kc.History = 1;
+			kc.TTL = BM_BN_MS(S_DIR_TTL_MS);
+			kc.StorageType = js_FileStorage;
+			if (js_KeyValue(&kv, js, S_DIR_BUCKET) != NATS_OK &&
+			    js_CreateKeyValue(&kv, js, &kc) != NATS_OK) {
+				kv = NULL;
+			}
+		}
+		if (c != NULL) {
+			s_dir_round(b, c, kv);
+		}
+		for (int i = 0; i < 10 && !b->stopping; i++) {
+			usleep(100000);
+		}
+	}
+	kvStore_Destroy(kv);
+	jsCtx_Destroy(js);
+	bm_client_destroy(&c);
+	return NULL;
+}
+
+/* For @cap@*: a host with an agent that has cap, this one first; 0 or
+ * -ENOENT. */
+static int
+s_dir_pick(bm_bridge_t *b, const char *cap, char *ret_host)
+{
+	char hosts[16][BM_HOST_MAX + 1];
+	int n = 0;
+	bool local = false;
+
+	pthread_mutex_lock(&b->dir_lock);
+	for (const char *line = b->dir_snapshot; line != NULL && *line != '\0';) {
+		char host[BM_HOST_MAX + 1], name[BM_NAME_MAX + 1], caps[BM_CAPS_MAX * (BM_CAP_MAX + 1) + 1];
+		const char *end = strchr(line, '\n');
+
+		if (sscanf(line, "%32[^\t]\t%64[^\t]\t%560[^\t]", host, name, caps) == 3) {
+			bool has = false;
+
+			for (char *sv = NULL, *tok = strtok_r(caps, ",", &sv); tok != NULL;
+			     tok = strtok_r(NULL, ",", &sv)) {
+				has = has || strcmp(tok, cap) == 0;
+			}
+			if (has && strcmp(host, b->o.host) == 0) {
+				local = true;
+			} else if (has && n < 16) {
+				bool dup = false;
+
+				for (int i = 0; i < n; i++) {
+					dup = dup || strcmp(hosts[i], host) == 0;
+				}
+				if (!dup) {
+					strcpy(hosts[n++], host);
+				}
+			}
+		}
+		line = end ? end + 1 : NULL;
+	}
+	pthread_mutex_unlock(&b->dir_lock);
+	if (local) {
+		strcpy(ret_host, b->o.host);
+		return 0;
+	}
+	if (n == 0) {
+		return -ENOENT;
+	}
+	strcpy(ret_host, hosts[b->rotor++ % (uint64_t)n]);
+	return 0;
+}
+
 /* ---- life ---- */
 
 int
@@ -669,6 +931,10 @@ bm_bridge_open(const bm_bridge_opts_t *opts, bm_bridge_t **ret_bridge)
 	}
 	b->pipe[0] = b->pipe[1] = -1;
 	pthread_mutex_init(&b->lock, NULL);
+	pthread_mutex_init(&b->dir_lock, NULL);
+	if (b->o.dir_domain == NULL) {
+		b->o.dir_domain = "hub";
+	}
 	b->inflight = calloc(1, sizeof *b->inflight);
 	if (b->inflight == NULL || (b->inflight->slot = calloc(1024, sizeof(void *))) == NULL ||
 	    pipe2(b->pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
@@ -726,6 +992,14 @@ bm_bridge_open(const bm_bridge_opts_t *opts, bm_bridge_t **ret_bridge)
 		return -EAGAIN;
 	}
 	b->fetcher_up = true;
+	if (bm_rundir_resolve(b->o.dir, false, b->rundir) < 0) {
+		b->rundir[0] = '\0';
+	}
+	if (pthread_create(&b->dirthread, NULL, s_directory, b) != 0) {
+		bm_bridge_destroy(&b);
+		return -EAGAIN;
+	}
+	b->dir_up = true;
 	s_log(b, 1, "up: mesh agent '%s', stream %s on %s", b->o.name, b->stream, b->o.nats_url);
 	*ret_bridge = b;
 	return 0;
@@ -830,6 +1104,9 @@ bm_bridge_destroy(bm_bridge_t **self_p)
 	if (b->fetcher_up) {
 		pthread_join(b->fetcher, NULL);
 	}
+	if (b->dir_up) {
+		pthread_join(b->dirthread, NULL);
+	}
 	if (b->js != NULL) {
 		jsPubOptions po;
 
@@ -863,6 +1140,8 @@ bm_bridge_destroy(bm_bridge_t **self_p)
 		close(b->pipe[1]);
 	}
 	pthread_mutex_destroy(&b->lock);
+	pthread_mutex_destroy(&b->dir_lock);
+	free(b->dir_snapshot);
 	free(b);
 	*self_p = NULL;
 }

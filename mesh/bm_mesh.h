@@ -92,7 +92,8 @@ BM_EXPORT int bm_type_check(const char *type);
 /*
  * A destination: an agent name, "@capability" for anycast, or either with
  * "@host" after it for another host reached through the bridges
- * ("mapper@h2", "@map@h2"; docs/multihost.md).  A host-qualified address
+ * ("mapper@h2", "@map@h2", and "@map@*" for any host, the local one
+ * first; docs/multihost.md).  A host-qualified address
  * is at most BM_NAME_MAX bytes in all, so it also fits a `from` field.
  */
 BM_EXPORT int bm_address_check(const char *to);

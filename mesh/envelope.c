@@ -451,7 +451,7 @@ s_token(s_cur_t *c, char *out, size_t max, uint8_t cls, bool address, const char
 		/* name, @cap, name@host, @cap@host: rare enough to check
 		 * the whole form with bm_address_check once copied. */
 		for (; i < n; i++) {
-			if (!(s_class[s[i]] & cls) && s[i] != '@') {
+			if (!(s_class[s[i]] & cls) && s[i] != '@' && s[i] != '*') {
 				return s_fail(c, why);
 			}
 			out[i] = (char)s[i];

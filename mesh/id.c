@@ -184,7 +184,7 @@ bm_host_check(const char *host)
 }
 
 /*
- * name | @cap | name@host | @cap@host (docs/protocol.md §4).  The part
+ * name | @cap | name@host | @cap@host | @cap@* (docs/protocol.md §15).  The part
  * before the second '@' is checked in a copy, so the token checker stays
  * one loop.
  */
@@ -205,7 +205,9 @@ bm_address_check(const char *to)
 		return any ? bm_cap_check(to + 1) : bm_name_check(to);
 	}
 	n = (size_t)(at - to) - any;
-	if (strlen(to) > BM_NAME_MAX || n == 0 || bm_host_check(at + 1) < 0) {
+	/* "@cap@*": any host that has the capability (the local one first). */
+	if (strlen(to) > BM_NAME_MAX || n == 0 ||
+	    (bm_host_check(at + 1) < 0 && !(any && strcmp(at + 1, "*") == 0))) {
 		return BM_EBADNAME;
 	}
 	memcpy(part, to + any, n);

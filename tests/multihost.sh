@@ -85,6 +85,7 @@ LINK1="${TAG}b1" # h1's end of its link to the hub
 cat >"$WORK/hub.conf" <<EOF
 server_name: hub
 listen: 127.0.0.1:4222
+jetstream { store_dir: "$WORK/jshub", domain: hub }
 leafnodes { listen: 0.0.0.0:7422 }
 EOF
 for h in 1 2; do
@@ -206,6 +207,39 @@ for h in 1 2; do
 		fail "$name's outbox is not empty: $st"
 done
 say "both outboxes empty"
+
+# ---- the shared directory and anycast to any host
+beast() { # beast H ARGS...: the CLI on host H
+	local h=$1
+	shift
+	ip netns exec "$TAG-h$h" env BEAST_STATE="$WORK/state$h" "$BEAST" --dir "$WORK/d$h" "$@"
+}
+listen() { # listen H NAME COUNT: beast listen --caps map on host H
+	start listen-$2 "$TAG-h$1" listen-$2 env BEAST_STATE="$WORK/state$1" \
+		"$BEAST" --dir "$WORK/d$1" listen --caps map --count "$3" "$2"
+}
+listed() { beast "$1" ls --all 2>/dev/null | grep -qE "^$2 +$3 +map"; }
+got() { grep -q "$2" "$WORK/listen-$1.log"; }
+listen 2 M 2
+wait_for 15 "M@h2 in h1's view of the shared directory" listed 1 h2 M
+beast 1 ls --all | sed 's/^/[multihost] ls --all on h1: /'
+beast 1 send --as S --timeout 20000 '@map@*' "anycast to any host" >/dev/null ||
+	fail "send to @map@* with the only map agent on h2"
+wait_for 10 "M to print it" got M "S@h1 msg anycast to any host"
+beast 1 send --as S --timeout 20000 '@map@h2' "anycast on h2" >/dev/null ||
+	fail "send to @map@h2"
+wait_for 10 "M to print it" got M "S@h1 msg anycast on h2"
+say "@map@* and @map@h2 from h1 reached M on h2"
+listen 1 L 1
+wait_for 15 "L@h1 in the directory" listed 1 h1 L
+beast 1 send --as S --timeout 20000 '@map@*' "local first" >/dev/null ||
+	fail "send to @map@* with a map agent on h1 too"
+wait_for 10 "L to print it" got L "S@h1 msg local first"
+say "@map@* from h1 went to L on h1 while M on h2 also has 'map' (local first)"
+out=$(beast 1 send --as S --timeout 3000 --ttl 2000 '@nosuchcap@*' "x" 2>&1)
+echo "$out" | grep -q "no host has an agent with capability 'nosuchcap'" ||
+	fail "@nosuchcap@* was not refused by name: $out"
+say "@nosuchcap@* refused: $out"
 
 # ---- a remote agent that never comes back: dead letters at the origin
 COUNT=5 RATE=0

@@ -66,6 +66,9 @@ START_TEST(host_addresses_are_checked_and_the_route_field_round_trips)
 	ck_assert_int_eq(bm_address_check("a@h.2"), BM_EBADNAME);   /* dots: subject tokens */
 	ck_assert_int_eq(bm_address_check("a@b@c"), BM_EBADNAME);
 	ck_assert_int_eq(bm_address_check("@a@b@c"), BM_EBADNAME);
+	ck_assert_int_eq(bm_address_check("@map@*"), 0);
+	ck_assert_int_eq(bm_address_check("mapper@*"), BM_EBADNAME); /* names are on one host */
+	ck_assert_int_eq(bm_address_check("@map@h*"), BM_EBADNAME);
 	ck_assert(bm_address_remote("x@h1") && bm_address_remote("@c@h1"));
 	ck_assert(!bm_address_remote("x") && !bm_address_remote("@c"));
 	{
