@@ -25,7 +25,7 @@ static void
 s_usage(FILE *out)
 {
 	fputs("usage: beast-bridge --host NAME [--nats URL] [--dir DIR] [--name NAME]\n"
-	      "                    [--ack-wait MS] [--directory-domain DOMAIN] [-v]\n"
+	      "                    [--ack-wait MS] [--directory-domain DOMAIN] [--topics P,P] [-v]\n"
 	      "Carries this host's messages to name@host addresses on other hosts, and theirs\n"
 	      "to agents here, through the host's leaf nats-server with JetStream.\n"
 	      "  --host NAME     this host's name ([A-Za-z0-9_-]{1,32}); the leaf's JetStream domain\n"
@@ -34,6 +34,7 @@ s_usage(FILE *out)
 	      "  --name NAME     mesh agent name (default bridge); capability 'bridge'\n"
 	      "  --ack-wait MS   redeliver a message a local agent has not answered (10000)\n"
 	      "  --directory-domain DOMAIN  JetStream domain of the shared directory (hub)\n"
+	      "  --topics P,P    broadcast prefixes shared with the other hosts (e.g. tot/)\n"
 	      "  -v              log start and stop (-vv more)\n"
 	      "See docs/multihost.md.  Exit: 0 after SIGINT/SIGTERM, 1 error, 2 usage.\n",
 	      out);
@@ -47,6 +48,7 @@ main(int argc, char **argv)
 		{"dir", required_argument, NULL, 'd'},   {"name", required_argument, NULL, 'N'},
 		{"ack-wait", required_argument, NULL, 'a'}, {"help", no_argument, NULL, 'h'},
 		{"directory-domain", required_argument, NULL, 'D'},
+		{"topics", required_argument, NULL, 't'},
 		{"verbose", no_argument, NULL, 'v'},     {NULL, 0, NULL, 0},
 	};
 	bm_bridge_opts_t o = {.nats_url = "nats://127.0.0.1:4222"};
@@ -73,6 +75,9 @@ main(int argc, char **argv)
 			break;
 		case 'D':
 			o.dir_domain = optarg;
+			break;
+		case 't':
+			o.topics = optarg;
 			break;
 		case 'v':
 			o.verbose++;
@@ -108,11 +113,13 @@ main(int argc, char **argv)
 		bm_bridge_stats(b, &st);
 		fprintf(stderr,
 		        "beast-bridge[%s]: stopping: out %llu in %llu acked %llu nacked %llu "
-		        "acks back %llu nacks back %llu publish failed %llu\n",
+		        "acks back %llu nacks back %llu publish failed %llu topics out %llu in %llu "
+		        "dropped %llu\n",
 		        o.host, (unsigned long long)st.out, (unsigned long long)st.in,
 		        (unsigned long long)st.acked, (unsigned long long)st.nacked,
 		        (unsigned long long)st.acks_back, (unsigned long long)st.nacks_back,
-		        (unsigned long long)st.publish_failed);
+		        (unsigned long long)st.publish_failed, (unsigned long long)st.topics_out,
+		        (unsigned long long)st.topics_in, (unsigned long long)st.topics_dropped);
 	}
 	bm_bridge_destroy(&b);
 	return rc < 0 ? 1 : 0;

@@ -20,6 +20,7 @@ typedef struct bm_bridge_opts {
 	const char *name;         /* mesh agent name; NULL = "bridge" */
 	int64_t ack_wait_ms;      /* JetStream redelivery of an unanswered message; 0 = 10000 */
 	const char *dir_domain;   /* JetStream domain of the shared directory; NULL = "hub" */
+	const char *topics;       /* global broadcast prefixes, "tot/,plan/"; NULL = none */
 	int verbose;              /* 0 errors, 1 start/stop, 2 debug */
 } bm_bridge_opts_t;
 
@@ -36,6 +37,9 @@ typedef struct bm_bridge_stats {
 	uint64_t refused;         /* messages the bridge cannot carry */
 	uint64_t malformed;       /* stream messages without our headers */
 	uint64_t holding;         /* pulled messages awaiting their answer */
+	uint64_t topics_out;      /* local broadcasts sent to the other hosts */
+	uint64_t topics_in;       /* other hosts' broadcasts put into the local proxy */
+	uint64_t topics_dropped;  /* ... dropped: the proxy was not keeping up */
 } bm_bridge_stats_t;
 
 /*

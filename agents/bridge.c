@@ -56,6 +56,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <msgpack.h>
+
 #include "bm_agent.h"
 #include "bm_bridge.h"
 #include "bridge_nats.h"
@@ -63,10 +65,10 @@
 #define S_FETCH_BATCH 256
 #define S_TTL_GRACE_MS 0
 
-enum { S_FETCHED = 1, S_PUB_OK, S_PUB_FAIL };
+enum { S_FETCHED = 1, S_PUB_OK, S_PUB_FAIL, S_TOPIC };
 
 typedef struct s_item {
-	int kind;             /* S_FETCHED, S_PUB_OK, S_PUB_FAIL */
+	int kind;             /* S_FETCHED, S_PUB_OK, S_PUB_FAIL, S_TOPIC */
 	natsMsg *msg;         /* owned by the item */
 	struct s_item *next;  /* queue link */
 } s_item_t;
@@ -101,6 +103,16 @@ struct bm_bridge {
 	pthread_mutex_t dir_lock;
 	char *dir_snapshot;    /* every host's agents, "host\tname\tcaps\tidle_ms\n"... */
 	uint64_t rotor;        /* turns among hosts for @cap@* */
+	/* topics (s_topic_*): */
+	char prefixes[16][BM_TOPIC_MAX + 1]; /* global prefixes, "tot/" */
+	int nprefixes;
+	bm_sub_t *tsub;        /* local broadcasts under the prefixes */
+	void *tctx;            /* zmq context of tpub */
+	void *tpub;            /* XPUB into the local proxy: other hosts' broadcasts */
+	natsSubscription *nsub; /* bm.topic.* from the other hosts */
+	pthread_t topicthread;
+	bool topic_up;
+	uint64_t remote_sessions[4096]; /* publishers seen through NATS: not exported */
 	uint64_t publishing;   /* async publishes without a result yet */
 	int64_t pub_progress;  /* mono ms of the last result (or of the first publish) */
 	bm_bridge_stats_t st;
@@ -902,6 +914,243 @@ s_dir_pick(bm_bridge_t *b, const char *cap, char *ret_host)
 	return 0;
 }
 
+/* ---- topics ----
+ *
+ * Broadcasts under the configured global prefixes cross hosts on core
+ * NATS (at most once: a loss shows as a hole in the stream's tseq, which
+ * every subscriber counts).  Out: the bridge follows the prefixes on its
+ * proxy and publishes each live broadcast to bm.topic.<host> with the
+ * header fields as NATS headers (Bm-Origin = this host).  In: a thread
+ * takes bm.topic.* from the other hosts; the main thread re-encodes the
+ * frame exactly as the publisher made it (protocol.md §14.2: same
+ * publisher name, session, seq, tseq) and pushes it into the local proxy,
+ * so local subscribers see the original stream and count its gaps.  No
+ * loops: a session that came in through NATS is remembered and never
+ * exported again, and a host ignores its own subject.
+ */
+
+static bool
+s_session_remote(bm_bridge_t *b, uint64_t session, bool add)
+{
+	size_t n = sizeof b->remote_sessions / sizeof b->remote_sessions[0];
+	size_t i = (size_t)(session * 0x9e3779b97f4a7c15ull >> 52) % n;
+
+	for (size_t k = 0; k < n; k++, i = (i + 1) % n) {
+		if (b->remote_sessions[i] == session) {
+			return true;
+		}
+		if (b->remote_sessions[i] == 0) {
+			if (add) {
+				b->remote_sessions[i] = session;
+			}
+			return false;
+		}
+	}
+	if (add) {
+		/* Full (4096 publishers came through NATS): start over. */
+		memset(b->remote_sessions, 0, sizeof b->remote_sessions);
+		b->remote_sessions[i] = session;
+	}
+	return false;
+}
+
+static void *
+s_topic_thread(void *arg)
+{
+	bm_bridge_t *b = arg;
+
+	while (!b->stopping) {
+		natsMsg *m = NULL;
+
+		if (natsSubscription_NextMsg(&m, b->nsub, 200) == NATS_OK) {
+			s_push(b, S_TOPIC, m);
+		}
+	}
+	return NULL;
+}
+
+/* A local broadcast out to the other hosts. */
+static void
+s_topic_out(bm_bridge_t *b, bm_bcast_t *bc)
+{
+	char subject[64];
+	natsMsg *nm = NULL;
+
+	if (bc->kind != BM_BCAST_MSG || bc->replay || s_session_remote(b, bc->session, false)) {
+		return;
+	}
+	snprintf(subject, sizeof subject, "bm.topic.%s", b->o.host);
+	if (natsMsg_Create(&nm, subject, NULL, bm_bcast_data(bc), (int)bm_bcast_size(bc)) !=
+	    NATS_OK) {
+		return;
+	}
+	natsMsgHeader_Set(nm, "Bm-Origin", b->o.host);
+	natsMsgHeader_Set(nm, "Bm-Topic", bc->topic);
+	natsMsgHeader_Set(nm, "Bm-From", bc->from);
+	s_set_u64(nm, "Bm-Session", bc->session);
+	s_set_u64(nm, "Bm-Seq", bc->seq);
+	s_set_u64(nm, "Bm-Tseq", bc->tseq);
+	s_set_u64(nm, "Bm-Ts", (uint64_t)bc->ts_ms);
+	if (natsConnection_PublishMsg(b->nc, nm) == NATS_OK) {
+		b->st.topics_out++;
+	}
+	natsMsg_Destroy(nm);
+}
+
+/* Another host's broadcast into the local proxy, as its publisher made it. */
+static void
+s_topic_in(bm_bridge_t *b, natsMsg *nm)
+{
+	const char *origin = bm_bn_header(nm, "Bm-Origin"), *topic = bm_bn_header(nm, "Bm-Topic");
+	const char *from = bm_bn_header(nm, "Bm-From");
+	uint64_t session = s_get_u64(nm, "Bm-Session", 0);
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	zmq_msg_t f;
+	bool wanted = false;
+	size_t tlen, blen = (size_t)natsMsg_GetDataLength(nm);
+
+	if (origin == NULL || strcmp(origin, b->o.host) == 0 || topic == NULL || from == NULL ||
+	    session == 0 || bm_name_check(from) < 0 ||
+	    bm_topic_check(topic, strlen(topic), false) < 0) {
+		return;
+	}
+	for (int i = 0; i < b->nprefixes && !wanted; i++) {
+		wanted = bm_topic_matches(b->prefixes[i], topic);
+	}
+	if (!wanted) {
+		return;
+	}
+	s_session_remote(b, session, true);
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_array(&pk, 7);
+	msgpack_pack_uint8(&pk, 2);
+	msgpack_pack_str(&pk, strlen(from));
+	msgpack_pack_str_body(&pk, from, strlen(from));
+	msgpack_pack_uint64(&pk, session);
+	msgpack_pack_uint64(&pk, s_get_u64(nm, "Bm-Seq", 0));
+	msgpack_pack_uint64(&pk, s_get_u64(nm, "Bm-Tseq", 0));
+	msgpack_pack_int64(&pk, (int64_t)s_get_u64(nm, "Bm-Ts", 0));
+	msgpack_pack_uint8(&pk, 0);
+	tlen = strlen(topic);
+	/* One frame up to 64 KiB of body, else the body in a second (§14.2). */
+	if (zmq_msg_init_size(&f, tlen + sb.size + (blen <= 65536 ? blen : 0)) == 0) {
+		uint8_t *p = zmq_msg_data(&f);
+		int rc;
+
+		memcpy(p, topic, tlen);
+		memcpy(p + tlen, sb.data, sb.size);
+		if (blen <= 65536) {
+			if (blen > 0) {
+				memcpy(p + tlen + sb.size, natsMsg_GetData(nm), blen);
+			}
+			rc = zmq_msg_send(&f, b->tpub, ZMQ_DONTWAIT);
+		} else {
+			rc = zmq_msg_send(&f, b->tpub, ZMQ_DONTWAIT | ZMQ_SNDMORE);
+			if (rc >= 0) {
+				rc = zmq_send(b->tpub, natsMsg_GetData(nm), blen, ZMQ_DONTWAIT);
+			}
+		}
+		if (rc < 0) {
+			/* The proxy is not keeping up: dropped here, counted as a
+			 * gap by every subscriber downstream. */
+			zmq_msg_close(&f);
+			b->st.topics_dropped++;
+		} else {
+			b->st.topics_in++;
+		}
+	}
+	msgpack_sbuffer_destroy(&sb);
+}
+
+static int
+s_topic_open(bm_bridge_t *b)
+{
+	char ep[BM_PATH_MAX + 16], tmp[BM_TOPIC_MAX + 2];
+	const char *p = b->o.topics;
+	bm_sub_opts_t so = {.dir = b->o.dir, .name = b->o.name, .no_lvc = true};
+	int one = 1, hwm = 100000;
+	uint8_t sub;
+
+	while (p != NULL && *p != '\0' && b->nprefixes < 16) {
+		const char *comma = strchr(p, ',');
+		size_t n = comma ? (size_t)(comma - p) : strlen(p);
+
+		if (n > 0 && n < sizeof tmp) {
+			memcpy(tmp, p, n);
+			tmp[n] = '\0';
+			if (bm_topic_normalize(tmp, true, b->prefixes[b->nprefixes],
+			                       sizeof b->prefixes[0]) < 0) {
+				s_log(b, 0, "not a topic prefix: '%s'", tmp);
+				return -EINVAL;
+			}
+			b->nprefixes++;
+		}
+		p = comma ? comma + 1 : NULL;
+	}
+	if (b->nprefixes == 0) {
+		return 0;
+	}
+	if (bm_sub_open(&so, &b->tsub) < 0) {
+		return -EIO;
+	}
+	for (int i = 0; i < b->nprefixes; i++) {
+		if (bm_sub_subscribe(b->tsub, b->prefixes[i]) < 0) {
+			return -EIO;
+		}
+	}
+	b->tctx = zmq_ctx_new();
+	b->tpub = b->tctx ? zmq_socket(b->tctx, ZMQ_XPUB) : NULL;
+	snprintf(ep, sizeof ep, "ipc://%s/pub.sock", b->rundir);
+	if (b->tpub == NULL || zmq_setsockopt(b->tpub, ZMQ_XPUB_NODROP, &one, sizeof one) < 0 ||
+	    zmq_setsockopt(b->tpub, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
+	    zmq_connect(b->tpub, ep) < 0) {
+		return -EIO;
+	}
+	/* The proxy subscribes to everything once attached: wait for it, so
+	 * the first broadcast in is not lost to a slow joiner. */
+	{
+		zmq_pollitem_t it = {.socket = b->tpub, .events = ZMQ_POLLIN};
+
+		if (zmq_poll(&it, 1, 5000) <= 0 || zmq_recv(b->tpub, &sub, 1, 0) < 0) {
+			s_log(b, 0, "beastd's broadcast proxy did not attach");
+			return -EIO;
+		}
+	}
+	if (natsConnection_SubscribeSync(&b->nsub, b->nc, "bm.topic.*") != NATS_OK ||
+	    natsSubscription_SetPendingLimits(b->nsub, -1, -1) != NATS_OK) {
+		return -EIO;
+	}
+	if (pthread_create(&b->topicthread, NULL, s_topic_thread, b) != 0) {
+		return -EAGAIN;
+	}
+	b->topic_up = true;
+	return 0;
+}
+
+static void
+s_topic_events(bm_bridge_t *b)
+{
+	bm_bcast_t bc;
+
+	for (int i = 0; i < 4096 && b->tsub != NULL && bm_sub_recv(b->tsub, 0, &bc) == 0; i++) {
+		if (bc.kind == BM_BCAST_SYNC) {
+			s_log(b, 1, "topics under %s in force", bc.topic);
+		} else {
+			s_topic_out(b, &bc);
+		}
+		bm_bcast_clear(&bc);
+	}
+	if (b->tpub != NULL) {
+		uint8_t buf[256];
+
+		/* The proxy's subscription frames: nothing to do with them. */
+		while (zmq_recv(b->tpub, buf, sizeof buf, ZMQ_DONTWAIT) >= 0) {
+		}
+	}
+}
+
 /* ---- life ---- */
 
 int
@@ -1000,6 +1249,11 @@ bm_bridge_open(const bm_bridge_opts_t *opts, bm_bridge_t **ret_bridge)
 		return -EAGAIN;
 	}
 	b->dir_up = true;
+	if ((rc = s_topic_open(b)) < 0) {
+		s_log(b, 0, "cannot bridge topics: %s", bm_strerror(rc));
+		bm_bridge_destroy(&b);
+		return rc;
+	}
 	s_log(b, 1, "up: mesh agent '%s', stream %s on %s", b->o.name, b->stream, b->o.nats_url);
 	*ret_bridge = b;
 	return 0;
@@ -1049,9 +1303,10 @@ int
 bm_bridge_run(bm_bridge_t *b, volatile sig_atomic_t *stop)
 {
 	while (!*stop) {
-		zmq_pollitem_t items[2] = {
+		zmq_pollitem_t items[3] = {
 			{.socket = bm_client_socket(b->mesh), .events = ZMQ_POLLIN},
 			{.fd = b->pipe[0], .events = ZMQ_POLLIN},
+			{.socket = b->tsub ? bm_sub_socket(b->tsub) : NULL, .events = ZMQ_POLLIN},
 		};
 		int t = bm_client_timeout(b->mesh);
 		s_item_t *it;
@@ -1059,16 +1314,20 @@ bm_bridge_run(bm_bridge_t *b, volatile sig_atomic_t *stop)
 		if (t < 0 || t > 200) {
 			t = 200;
 		}
-		if (zmq_poll(items, 2, t) < 0 && zmq_errno() != EINTR) {
+		if (zmq_poll(items, b->tsub ? 3 : 2, t) < 0 && zmq_errno() != EINTR) {
 			return -EIO;
 		}
 		s_mesh_events(b);
+		s_topic_events(b);
 		it = s_take_all(b);
 		while (it != NULL) {
 			s_item_t *next = it->next;
 
 			if (it->kind == S_FETCHED) {
 				s_fetched(b, it->msg);
+			} else if (it->kind == S_TOPIC) {
+				s_topic_in(b, it->msg);
+				natsMsg_Destroy(it->msg);
 			} else {
 				s_published(b, it->msg, it->kind == S_PUB_OK);
 				natsMsg_Destroy(it->msg);
@@ -1106,6 +1365,20 @@ bm_bridge_destroy(bm_bridge_t **self_p)
 	}
 	if (b->dir_up) {
 		pthread_join(b->dirthread, NULL);
+	}
+	if (b->topic_up) {
+		pthread_join(b->topicthread, NULL);
+	}
+	natsSubscription_Destroy(b->nsub);
+	bm_sub_destroy(&b->tsub);
+	if (b->tpub != NULL) {
+		int zero = 0;
+
+		zmq_setsockopt(b->tpub, ZMQ_LINGER, &zero, sizeof zero);
+		zmq_close(b->tpub);
+	}
+	if (b->tctx != NULL) {
+		zmq_ctx_term(b->tctx);
 	}
 	if (b->js != NULL) {
 		jsPubOptions po;

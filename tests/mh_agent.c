@@ -8,6 +8,12 @@
  *   mh-agent --dir DIR --name NAME [--to ADDR --count N] [--expect M]
  *            [--ttl MS] [--attempts N] [--rate PER_S] --out FILE --done FILE
  *
+ * With --publish TOPIC it broadcasts COUNT messages on TOPIC instead
+ * (paced by --rate); with --subscribe PREFIX it follows PREFIX, writes
+ * "TOPIC FROM TSEQ GAP" per broadcast to OUT, creates READY once the
+ * subscription is in force, and counts broadcasts outside "tot/warm/"
+ * toward --expect.
+ *
  * It writes DONE once all of its own messages are settled (ACKed or
  * dead) and it has handled M messages, then keeps serving (a peer may
  * still need an ACK again) until SIGTERM, when it prints its counts as
@@ -27,6 +33,7 @@
 static volatile sig_atomic_t s_stop;
 static FILE *s_out;
 static uint64_t s_handled;
+static uint64_t s_bcasts;
 
 static void
 s_on_signal(int sig)
@@ -50,6 +57,19 @@ s_on_msg(bm_agent_t *a, bm_msg_t *m, void *arg)
 	return 0;
 }
 
+static void
+s_on_bcast(bm_agent_t *a, bm_bcast_t *b, void *arg)
+{
+	(void)a;
+	(void)arg;
+	fprintf(s_out, "%s %s %llu %llu\n", b->topic, b->from, (unsigned long long)b->tseq,
+	        (unsigned long long)b->gap);
+	fflush(s_out);
+	if (strncmp(b->topic, "tot/warm/", 9) != 0) {
+		s_bcasts++;
+	}
+}
+
 int
 main(int argc, char **argv)
 {
@@ -59,9 +79,12 @@ main(int argc, char **argv)
 		{"expect", required_argument, NULL, 'e'}, {"ttl", required_argument, NULL, 'T'},
 		{"attempts", required_argument, NULL, 'A'}, {"out", required_argument, NULL, 'o'},
 		{"done", required_argument, NULL, 'D'},  {"rate", required_argument, NULL, 'r'},
+		{"publish", required_argument, NULL, 'p'}, {"subscribe", required_argument, NULL, 's'},
+		{"ready", required_argument, NULL, 'R'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *dir = NULL, *name = NULL, *to = NULL, *out = NULL, *done = NULL;
+	const char *publish = NULL, *subscribe = NULL, *ready = NULL;
 	long count = 0, expect = 0, sent = 0, rate = 0;
 	int64_t t0 = 0;
 	bm_agent_send_opts_t so = {0};
@@ -84,10 +107,14 @@ main(int argc, char **argv)
 		case 'o': out = optarg; break;
 		case 'D': done = optarg; break;
 		case 'r': rate = atol(optarg); break;
+		case 'p': publish = optarg; break;
+		case 's': subscribe = optarg; break;
+		case 'R': ready = optarg; break;
 		default: return 2;
 		}
 	}
-	if (name == NULL || out == NULL || done == NULL || (count > 0 && to == NULL)) {
+	if (name == NULL || out == NULL || done == NULL ||
+	    (count > 0 && to == NULL && publish == NULL)) {
 		fprintf(stderr, "mh-agent: --name, --out and --done are required\n");
 		return 2;
 	}
@@ -108,6 +135,20 @@ main(int argc, char **argv)
 		return 1;
 	}
 	bm_agent_on_message(a, NULL, s_on_msg, NULL);
+	if (subscribe != NULL) {
+		if ((rc = bm_agent_subscribe(a, subscribe, s_on_bcast, NULL)) < 0 ||
+		    (rc = bm_agent_wait_subscribed(a, 10000)) < 0) {
+			fprintf(stderr, "mh-agent %s: subscribe: %s\n", name, bm_strerror(rc));
+			return 1;
+		}
+		if (ready != NULL) {
+			int fd = open(ready, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+			if (fd >= 0) {
+				close(fd);
+			}
+		}
+	}
 	while (!s_stop) {
 		char body[64];
 
@@ -123,7 +164,12 @@ main(int argc, char **argv)
 		}
 		for (int i = 0; i < 512 && sent < count && sent < allowed; i++) {
 			snprintf(body, sizeof body, "%s:%ld", name, sent);
-			rc = bm_agent_send(a, to, &so, body, strlen(body), NULL);
+			if (publish != NULL) {
+				snprintf(body, sizeof body, "%ld", sent);
+				rc = bm_agent_publish(a, publish, body, strlen(body));
+			} else {
+				rc = bm_agent_send(a, to, &so, body, strlen(body), NULL);
+			}
 			if (rc == BM_EFULL) {
 				break;
 			}
@@ -139,7 +185,8 @@ main(int argc, char **argv)
 			break;
 		}
 		bm_agent_stats(a, &st);
-		if (!marked && sent == count && st.pending == 0 && (long)s_handled >= expect) {
+		if (!marked && sent == count && st.pending == 0 &&
+		    (long)(subscribe != NULL ? s_bcasts : s_handled) >= expect) {
 			int fd = open(done, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
 			if (fd >= 0) {

@@ -132,7 +132,7 @@ done
 bridge() { # bridge H: (re)start host H's bridge and wait until it is up
 	local h=$1 n
 	n=$(grep -c "up: mesh agent" "$WORK/bridge$h.log" 2>/dev/null)
-	start bridge$h "$TAG-h$h" bridge$h "$BRIDGE" --host h$h --dir "$WORK/d$h" -v
+	start bridge$h "$TAG-h$h" bridge$h "$BRIDGE" --host h$h --dir "$WORK/d$h" --topics tot/ -v
 	wait_for 20 "h$h's bridge" bridge_up "$h" "${n:-0}"
 }
 bridge_up() { [ "$(grep -c "up: mesh agent" "$WORK/bridge$1.log")" -gt "$2" ]; }
@@ -240,6 +240,36 @@ out=$(beast 1 send --as S --timeout 3000 --ttl 2000 '@nosuchcap@*' "x" 2>&1)
 echo "$out" | grep -q "no host has an agent with capability 'nosuchcap'" ||
 	fail "@nosuchcap@* was not refused by name: $out"
 say "@nosuchcap@* refused: $out"
+
+# ---- topics: a publisher on h1, a subscriber on each host, zero gaps
+TN=${BM_MULTIHOST_TOPIC_COUNT:-2000}
+mh() { # mh H NAME ARGS...: mh-agent on host H
+	local h=$1 name=$2
+	shift 2
+	start mh-$name "$TAG-h$h" mh-$name env BEAST_STATE="$WORK/state$h" "$AGENT" \
+		--dir "$WORK/d$h" --name "$name" --out "$WORK/$name.in" --done "$WORK/$name.done" "$@"
+}
+mh 1 S1 --subscribe tot/ --expect "$TN" --ready "$WORK/S1.ready"
+mh 2 S2 --subscribe tot/ --expect "$TN" --ready "$WORK/S2.ready"
+wait_for 15 "the subscribers" test -e "$WORK/S1.ready" -a -e "$WORK/S2.ready"
+warm() { grep -q "^tot/warm/ " "$WORK/S2.in"; }
+for i in $(seq 50); do # until a broadcast from h1 has crossed (bounded)
+	beast 1 pub --as W tot/warm "$i" >/dev/null 2>&1
+	warm && break
+	sleep 0.2
+done
+warm || fail "no broadcast from h1 reached h2's subscriber"
+mh 1 P --publish tot/7 --count "$TN" --rate 200
+wait_for 60 "both subscribers to get $TN broadcasts" test -e "$WORK/S1.done" -a -e "$WORK/S2.done"
+for s in S1 S2; do
+	f=$WORK/$s.in
+	n=$(grep -c "^tot/7/ P " "$f")
+	u=$(grep "^tot/7/ P " "$f" | awk '{print $3}' | sort -un | awk 'NR==1{a=$1} END{print a, $1, NR}')
+	g=$(grep "^tot/7/ P " "$f" | awk '{s+=$4} END{print s+0}')
+	[ "$n" = "$TN" ] && [ "$u" = "1 $TN $TN" ] && [ "$g" = 0 ] ||
+		fail "$s got $n broadcasts (tseq first/last/distinct: $u), gaps $g; want $TN, 1 $TN $TN, 0"
+done
+say "a publisher on h1: $TN broadcasts at 200/s on tot/7/, each subscriber (h1 and h2) got all, 0 gaps"
 
 # ---- a remote agent that never comes back: dead letters at the origin
 COUNT=5 RATE=0
