@@ -88,7 +88,7 @@ struct bm_bridge {
 	bm_client_t *mesh;
 	natsConnection *nc;
 	jsCtx *js;
-	natsSubscription *sub;
+	bm_bn_puller_t *puller; /* the fetcher thread's */
 	pthread_t fetcher;
 	bool fetcher_up;
 	volatile int stopping;
@@ -235,7 +235,12 @@ s_push(bm_bridge_t *b, int kind, natsMsg *msg)
 	it->kind = kind;
 	it->msg = msg;
 	it->next = NULL;
+	bool wake;
+
 	pthread_mutex_lock(&b->lock);
+	/* Only the first item wakes the main thread: it takes the whole
+	 * queue at once, so one byte per batch is enough. */
+	wake = b->head == NULL;
 	if (b->tail != NULL) {
 		b->tail->next = it;
 	} else {
@@ -243,7 +248,9 @@ s_push(bm_bridge_t *b, int kind, natsMsg *msg)
 	}
 	b->tail = it;
 	pthread_mutex_unlock(&b->lock);
-	(void)!write(b->pipe[1], &one, 1);
+	if (wake) {
+		(void)!write(b->pipe[1], &one, 1);
+	}
 }
 
 static s_item_t *
@@ -267,21 +274,17 @@ s_fetcher(void *arg)
 	bm_bridge_t *b = arg;
 
 	while (!b->stopping) {
-		natsMsgList list;
-		int n = bm_bn_fetch(b->sub, S_FETCH_BATCH, 500, &list);
+		natsMsg *m = NULL;
+		int rc = bm_bn_puller_next(b->puller, 200, &m);
 
-		if (n < 0) {
+		if (rc > 0) {
+			s_push(b, S_FETCHED, m);
+		} else if (rc < 0) {
 			/* Disconnected: libnats reconnects by itself. */
 			struct timespec ts = {0, 50 * 1000000};
 
 			nanosleep(&ts, NULL);
-			continue;
 		}
-		for (int i = 0; i < n; i++) {
-			s_push(b, S_FETCHED, list.Msgs[i]);
-			list.Msgs[i] = NULL;
-		}
-		natsMsgList_Destroy(&list);
 	}
 	return NULL;
 }
@@ -474,7 +477,7 @@ s_published(bm_bridge_t *b, natsMsg *nm, bool ok)
 			b->st.publish_failed++;
 			return;
 		}
-		natsMsg_Ack(f->msg, NULL);
+		bm_bn_ack(b->nc, f->msg);
 		natsMsg_Destroy(f->msg);
 		s_del(b->inflight, &id);
 		free(f);
@@ -548,7 +551,7 @@ s_in_dm(bm_bridge_t *b, natsMsg *nm)
 	    (corr != NULL && bm_id_parse(corr, &cid) < 0)) {
 		/* Not ours to understand: acked so it does not come back. */
 		b->st.malformed++;
-		natsMsg_Ack(nm, NULL);
+		bm_bn_ack(b->nc, nm);
 		natsMsg_Destroy(nm);
 		return;
 	}
@@ -637,7 +640,7 @@ s_in_record(bm_bridge_t *b, natsMsg *nm)
 	if (hex == NULL || bm_id_parse(hex, &m.id) < 0 || peer == NULL ||
 	    bm_name_check(peer) < 0) {
 		b->st.malformed++;
-		natsMsg_Ack(nm, NULL);
+		bm_bn_ack(b->nc, nm);
 		natsMsg_Destroy(nm);
 		return;
 	}
@@ -653,9 +656,9 @@ s_in_record(bm_bridge_t *b, natsMsg *nm)
 	}
 	if (rc == BM_EFULL) {
 		/* beastd is not taking frames: let the record come again. */
-		natsMsg_NakWithDelay(nm, 100, NULL);
+		bm_bn_nak(b->nc, nm, 100);
 	} else {
-		natsMsg_Ack(nm, NULL);
+		bm_bn_ack(b->nc, nm);
 	}
 	natsMsg_Destroy(nm);
 }
@@ -877,10 +880,10 @@ s_dir_pick(bm_bridge_t *b, const char *cap, char *ret_host)
 
 	pthread_mutex_lock(&b->dir_lock);
 	for (const char *line = b->dir_snapshot; line != NULL && *line != '\0';) {
-		char host[BM_HOST_MAX + 1], name[BM_NAME_MAX + 1], caps[BM_CAPS_MAX * (BM_CAP_MAX + 1) + 1];
+		char host[BM_HOST_MAX + 1], name[BM_NAME_MAX + 1], caps[600];
 		const char *end = strchr(line, '\n');
 
-		if (sscanf(line, "%32[^\t]\t%64[^\t]\t%560[^\t]", host, name, caps) == 3) {
+		if (sscanf(line, "%32[^\t]\t%64[^\t]\t%599[^\t]", host, name, caps) == 3) {
 			bool has = false;
 
 			for (char *sv = NULL, *tok = strtok_r(caps, ",", &sv); tok != NULL;
@@ -1214,8 +1217,11 @@ bm_bridge_open(const bm_bridge_opts_t *opts, bm_bridge_t **ret_bridge)
 		rc = bm_bn_stream(b->js, b->stream, subject, 24 * 3600 * 1000LL, 120000, why,
 		                  sizeof why);
 		if (rc == 0) {
-			rc = bm_bn_pull(b->js, b->stream, subject, "bridge", b->o.ack_wait_ms, 16384,
-			                &b->sub, why, sizeof why);
+			rc = bm_bn_consumer(b->js, b->stream, "bridge", b->o.ack_wait_ms, 16384, why,
+			                    sizeof why);
+		}
+		if (rc == 0 && (rc = bm_bn_puller_open(b->nc, b->stream, "bridge", &b->puller)) < 0) {
+			snprintf(why, sizeof why, "cannot subscribe to an inbox");
 		}
 		if (rc == 0) {
 			break;
@@ -1387,7 +1393,7 @@ bm_bridge_destroy(bm_bridge_t **self_p)
 		po.MaxWait = 1000;
 		(void)js_PublishAsyncComplete(b->js, &po);
 	}
-	natsSubscription_Destroy(b->sub);
+	bm_bn_puller_destroy(&b->puller);
 	jsCtx_Destroy(b->js);
 	natsConnection_Destroy(b->nc);
 	bm_client_destroy(&b->mesh);

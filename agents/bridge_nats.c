@@ -20,6 +20,16 @@
  *    pending for ever, and once MaxPending are pending every publish
  *    stalls and fails.  bm_bn_take_pending() takes them all back so the
  *    caller can treat them as failed.
+ *  - natsSubscription_Fetch returns only when its batch is full or its
+ *    wait is over, and when messages of an earlier pull request arrive
+ *    after that request's fetch gave up, a later fetch collects more than
+ *    its batch and writes past its own array (heap corruption; seen as
+ *    "malloc(): unaligned fastbin chunk" and under ASan in the bridge).
+ *    So the bridge does not use it: bm_bn_puller sends its own pull
+ *    requests ($JS.API.CONSUMER.MSG.NEXT) to an inbox it reads one message
+ *    at a time — each message is handed over as it arrives, a request of
+ *    256 keeps a stream flowing — and acks by publishing to the reply
+ *    subject.
  *  - js_AddStream on an existing stream with another config fails with
  *    "stream name already in use": we update it instead.
  *
@@ -27,6 +37,7 @@
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bridge_nats.h"
@@ -104,49 +115,6 @@ bm_bn_stream(jsCtx *js, const char *name, const char *subject, int64_t max_age_m
 	return 0;
 }
 
-int
-bm_bn_pull(jsCtx *js, const char *stream, const char *subject, const char *durable,
-           int64_t ack_wait_ms, int64_t max_ack_pending, natsSubscription **ret_sub, char *why,
-           size_t whylen)
-{
-	jsSubOptions so;
-	jsErrCode jerr = 0;
-	natsStatus s;
-
-	jsSubOptions_Init(&so);
-	so.Stream = stream;
-	so.Config.Durable = durable;
-	so.Config.AckPolicy = js_AckExplicit;
-	so.Config.AckWait = BM_BN_MS(ack_wait_ms);
-	so.Config.MaxAckPending = max_ack_pending;
-	so.Config.MaxDeliver = -1;
-	s = js_PullSubscribe(ret_sub, js, subject, durable, NULL, &so, &jerr);
-	if (s != NATS_OK) {
-		snprintf(why, whylen, "consumer %s on %s: %s (JetStream error %d)", durable, stream,
-		         nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s),
-		         (int)jerr);
-		return -EIO;
-	}
-	return 0;
-}
-
-int
-bm_bn_fetch(natsSubscription *sub, int batch, int timeout_ms, natsMsgList *ret_list)
-{
-	jsErrCode jerr = 0;
-	natsStatus s;
-
-	memset(ret_list, 0, sizeof *ret_list);
-	s = natsSubscription_Fetch(ret_list, sub, batch, timeout_ms, &jerr);
-	if (s == NATS_OK) {
-		return ret_list->Count;
-	}
-	natsMsgList_Destroy(ret_list);
-	memset(ret_list, 0, sizeof *ret_list);
-	/* Nothing there (or nothing yet): the one expected outcome. */
-	return s == NATS_TIMEOUT ? 0 : -EIO;
-}
-
 const char *
 bm_bn_header(natsMsg *m, const char *key)
 {
@@ -166,4 +134,147 @@ bm_bn_take_pending(jsCtx *js, natsMsgList *ret_list)
 		return 0; /* nothing pending */
 	}
 	return s == NATS_OK ? ret_list->Count : -EIO;
+}
+
+int
+bm_bn_consumer(jsCtx *js, const char *stream, const char *durable, int64_t ack_wait_ms,
+               int64_t max_ack_pending, char *why, size_t whylen)
+{
+	jsConsumerConfig cc;
+	jsConsumerInfo *ci = NULL;
+	jsErrCode jerr = 0;
+	natsStatus s;
+
+	jsConsumerConfig_Init(&cc);
+	cc.Durable = durable;
+	cc.AckPolicy = js_AckExplicit;
+	cc.AckWait = BM_BN_MS(ack_wait_ms);
+	cc.MaxAckPending = max_ack_pending;
+	cc.MaxDeliver = -1;
+	s = js_AddConsumer(&ci, js, stream, &cc, NULL, &jerr);
+	jsConsumerInfo_Destroy(ci);
+	if (s != NATS_OK && jerr != JSConsumerNameExistErr) {
+		snprintf(why, whylen, "consumer %s on %s: %s (JetStream error %d)", durable, stream,
+		         nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s),
+		         (int)jerr);
+		return -EIO;
+	}
+	return 0;
+}
+
+struct bm_bn_puller {
+	natsConnection *nc;      /* not owned */
+	natsSubscription *inbox; /* where the pulled messages come */
+	char inbox_subj[128];    /* its subject */
+	char next[256];          /* $JS.API.CONSUMER.MSG.NEXT.<stream>.<durable> */
+	int left;                /* messages the request in force may still bring */
+	int64_t until;           /* mono ms when it expires */
+};
+
+int
+bm_bn_puller_open(natsConnection *nc, const char *stream, const char *durable,
+                  bm_bn_puller_t **ret_p)
+{
+	bm_bn_puller_t *p = calloc(1, sizeof *p);
+	natsInbox *inbox = NULL;
+
+	if (p == NULL) {
+		return -ENOMEM;
+	}
+	p->nc = nc;
+	snprintf(p->next, sizeof p->next, "$JS.API.CONSUMER.MSG.NEXT.%s.%s", stream, durable);
+	if (natsInbox_Create(&inbox) != NATS_OK) {
+		free(p);
+		return -ENOMEM;
+	}
+	snprintf(p->inbox_subj, sizeof p->inbox_subj, "%s", (const char *)inbox);
+	natsInbox_Destroy(inbox);
+	if (natsConnection_SubscribeSync(&p->inbox, nc, p->inbox_subj) != NATS_OK ||
+	    natsSubscription_SetPendingLimits(p->inbox, -1, -1) != NATS_OK) {
+		bm_bn_puller_destroy(&p);
+		return -EIO;
+	}
+	*ret_p = p;
+	return 0;
+}
+
+void
+bm_bn_puller_destroy(bm_bn_puller_t **self_p)
+{
+	bm_bn_puller_t *p = self_p ? *self_p : NULL;
+
+	if (p == NULL) {
+		return;
+	}
+	natsSubscription_Destroy(p->inbox);
+	free(p);
+	*self_p = NULL;
+}
+
+#define S_PULL_BATCH 256
+#define S_PULL_EXPIRES_MS 500
+
+int
+bm_bn_puller_next(bm_bn_puller_t *p, int wait_ms, natsMsg **ret_msg)
+{
+	int64_t now = nats_Now();
+	natsMsg *m = NULL;
+	const char *status = NULL;
+	natsStatus s;
+
+	if (p->left <= 0 || now >= p->until + 50) {
+		char req[96];
+
+		/* A new request once the last is used up or expired. */
+		snprintf(req, sizeof req, "{\"batch\":%d,\"expires\":%lld}", S_PULL_BATCH,
+		         (long long)BM_BN_MS(S_PULL_EXPIRES_MS));
+		if (natsConnection_PublishRequestString(p->nc, p->next, p->inbox_subj, req) !=
+		    NATS_OK) {
+			return -EIO;
+		}
+		p->left = S_PULL_BATCH;
+		p->until = now + S_PULL_EXPIRES_MS;
+	}
+	if (p->until + 50 - now < wait_ms) {
+		wait_ms = (int)(p->until + 50 - now);
+	}
+	s = natsSubscription_NextMsg(&m, p->inbox, wait_ms > 1 ? wait_ms : 1);
+	if (s == NATS_TIMEOUT) {
+		return 0;
+	}
+	if (s != NATS_OK) {
+		return -EIO;
+	}
+	if (natsMsg_GetDataLength(m) == 0 && natsMsgHeader_Get(m, "Status", &status) == NATS_OK) {
+		/* 404/408/409: the request is over (empty, expired, or the
+		 * consumer changed); the next call sends another. */
+		p->left = 0;
+		natsMsg_Destroy(m);
+		return 0;
+	}
+	p->left--;
+	*ret_msg = m;
+	return 1;
+}
+
+void
+bm_bn_ack(natsConnection *nc, natsMsg *m)
+{
+	const char *reply = natsMsg_GetReply(m);
+
+	if (reply != NULL) {
+		(void)natsConnection_PublishString(nc, reply, "+ACK");
+	}
+}
+
+void
+bm_bn_nak(natsConnection *nc, natsMsg *m, int64_t delay_ms)
+{
+	const char *reply = natsMsg_GetReply(m);
+	char buf[64];
+
+	if (reply != NULL) {
+		snprintf(buf, sizeof buf, "-NAK {\"delay\":%lld}", (long long)BM_BN_MS(delay_ms));
+		(void)natsConnection_PublishString(nc, reply, buf);
+	}
 }

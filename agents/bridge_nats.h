@@ -33,28 +33,33 @@ int bm_bn_stream(jsCtx *js, const char *name, const char *subject, int64_t max_a
                  int64_t dup_ms, char *why, size_t whylen);
 
 /*
- * Binds a durable pull consumer (explicit acks, ack_wait_ms before a
- * redelivery, at most max_ack_pending un-acked) on the stream's subject.
- */
-int bm_bn_pull(jsCtx *js, const char *stream, const char *subject, const char *durable,
-               int64_t ack_wait_ms, int64_t max_ack_pending, natsSubscription **ret_sub,
-               char *why, size_t whylen);
-
-/*
- * Fetches up to batch messages, waiting at most timeout_ms for the first.
- * Returns how many (possibly 0: libnats reports an empty consumer as
- * NATS_TIMEOUT, also for a no-wait fetch, and that is not an error), or
- * -EIO (the connection is down: try again later).  Destroy the list.
- */
-int bm_bn_fetch(natsSubscription *sub, int batch, int timeout_ms, natsMsgList *ret_list);
-
-/*
  * Takes back every asynchronous publish still waiting for its PubAck (they
  * never time out in libnats 3.4.1).  Returns how many, 0, or -EIO; the
  * messages are the caller's (natsMsgList_Destroy).  A PubAck arriving
  * later for one of them is dropped by libnats.
  */
 int bm_bn_take_pending(jsCtx *js, natsMsgList *ret_list);
+
+/* Makes (or finds) the durable pull consumer on stream: explicit acks,
+ * redelivery after ack_wait_ms, at most max_ack_pending un-acked. */
+int bm_bn_consumer(jsCtx *js, const char *stream, const char *durable, int64_t ack_wait_ms,
+                   int64_t max_ack_pending, char *why, size_t whylen);
+
+/*
+ * Pulls from a durable consumer with pull requests of our own (see the
+ * Fetch pitfall in bridge_nats.c).  One thread uses a puller.
+ */
+typedef struct bm_bn_puller bm_bn_puller_t;
+int bm_bn_puller_open(natsConnection *nc, const char *stream, const char *durable,
+                      bm_bn_puller_t **ret_p);
+void bm_bn_puller_destroy(bm_bn_puller_t **self_p);
+/* The next message, waiting up to wait_ms: 1 and *ret_msg (owned by the
+ * caller), 0 (none yet), -EIO (connection down: try again later). */
+int bm_bn_puller_next(bm_bn_puller_t *p, int wait_ms, natsMsg **ret_msg);
+/* Acknowledge, or refuse with a redelivery after delay_ms, a pulled
+ * message (thread safe). */
+void bm_bn_ack(natsConnection *nc, natsMsg *m);
+void bm_bn_nak(natsConnection *nc, natsMsg *m, int64_t delay_ms);
 
 /* A header's value, or NULL when absent. */
 const char *bm_bn_header(natsMsg *m, const char *key);

@@ -52,6 +52,8 @@ dump() {
 	[ -n "$WORK" ] || return
 	for f in "$WORK"/*.log; do
 		[ -s "$f" ] && { echo "--- $(basename "$f") (last 15 lines)"; tail -15 "$f"; }
+		grep -q "ERROR: AddressSanitizer" "$f" 2>/dev/null &&
+			sed -n '/ERROR: AddressSanitizer/,+45p' "$f"
 	done
 }
 
