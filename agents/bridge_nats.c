@@ -5,9 +5,12 @@
  * Pitfalls of libnats 3.4.1 and nats-server 2.9.10 (Debian 12) handled here:
  *
  *  - js_AddStream dereferences an external source's DeliverPrefix: a NULL
- *    one segfaults.  Any jsExternalStream we make sets it to "".
+ *    one segfaults (known for 3.4.1).  The bridge makes no sourced streams
+ *    (it publishes straight into the receiving host's stream); one added
+ *    later must set DeliverPrefix to "".
  *  - A no-wait fetch on an empty consumer returns NATS_TIMEOUT, as does a
- *    fetch that waited in vain: bm_bn_fetch() reports 0 messages for both.
+ *    fetch that waited in vain (one more reason not to use Fetch, below:
+ *    our puller reads the 404/408 status messages itself).
  *  - Durations (MaxAge, Duplicates, AckWait, a KV bucket's TTL) are
  *    nanoseconds: BM_BN_MS() converts.
  *  - nats-server 2.9.10 has no `sync_interval`: JetStream syncs its files
@@ -33,7 +36,8 @@
  *  - js_AddStream on an existing stream with another config fails with
  *    "stream name already in use": we update it instead.
  *
- * Threading: libnats objects are thread safe; these helpers keep no state.
+ * Threading: libnats objects are thread safe; a puller belongs to the one
+ * thread that reads from it.
  */
 #include <errno.h>
 #include <stdio.h>
