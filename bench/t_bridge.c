@@ -36,9 +36,9 @@
 
 #include "beastmesh.h"
 #include "bridge_nats.h"
-#endif
 
-static char s_server[512];
+static char s_server[512]; /* nats-server, once found */
+#endif
 
 static const char *
 s_missing(void)
