@@ -11,6 +11,13 @@
  * SIGUSR2 resumes it; `beast proxy pause|resume` sends them.  The steering
  * runs on the broker's thread, the proxy's owner, between two runs of the
  * broker loop: a signal ends the run, beastd acts on it and runs again.
+ *
+ * With --http ADDR beastd also serves read-only HTTP (httpd.c) on a thread
+ * of libmicrohttpd's: every 250 ms the broker's thread takes a snapshot
+ * (bm_broker_snap, the proxy's counters included through the stats hook)
+ * and hands it to the server, which never reaches into the broker.  The
+ * address bound (with the port picked for PORT 0) is written to
+ * DIR/http.addr for tools and tests, and removed at exit.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -22,10 +29,14 @@
 
 #include "bm_mesh.h"
 #include "bm_proxy.h"
+#include "httpd.h"
+
+#define S_SNAP_MS 250 /* how often the HTTP endpoints get a fresh snapshot */
 
 static volatile sig_atomic_t s_wake;  /* ends a run of the broker loop */
 static volatile sig_atomic_t s_term;  /* SIGINT/SIGTERM seen */
 static volatile sig_atomic_t s_steer; /* 0, or the last SIGUSR1/SIGUSR2 */
+static bm_broker_t *s_broker;          /* for the tick hook */
 
 static void
 s_on_signal(int sig)
@@ -75,6 +86,39 @@ s_proxy_stats(void *arg, bm_stat_t *ret, size_t max)
 	return bm_proxy_stats(arg, ret, max);
 }
 
+/* Tick hook, on the broker's thread: a fresh snapshot for the HTTP
+ * endpoints. */
+static void
+s_publish(void *arg)
+{
+	bm_broker_snap_t *snap = NULL;
+
+	if (bm_broker_snap(s_broker, &snap) == 0) {
+		bm_httpd_publish(arg, &snap);
+	}
+}
+
+/* Writes DIR/http.addr (mode 0600): the address served, one line. */
+static void
+s_write_addr(const char *dir, const char *addr, char *ret_path, size_t size)
+{
+	char tmp[BM_PATH_MAX + 32];
+	FILE *f;
+
+	snprintf(ret_path, size, "%s/http.addr", dir);
+	snprintf(tmp, sizeof tmp, "%s/http.addr.tmp", dir);
+	f = fopen(tmp, "w");
+	if (f == NULL) {
+		ret_path[0] = '\0';
+		return;
+	}
+	fprintf(f, "%s\n", addr);
+	if (fclose(f) != 0 || rename(tmp, ret_path) != 0) {
+		(void)unlink(tmp);
+		ret_path[0] = '\0';
+	}
+}
+
 static void
 s_usage(FILE *out)
 {
@@ -82,7 +126,7 @@ s_usage(FILE *out)
 	        "usage: beastd [--dir DIR] [--tcp ENDPOINT] [--heartbeat MS] [--max-body BYTES]\n"
 	        "              [--max-pending BYTES]\n"
 	        "              [--pub-tcp ENDPOINT] [--sub-tcp ENDPOINT] [--no-lvc] [--lvc-max BYTES]\n"
-	        "              [--curve [--server-key FILE] [--allow DIR]] [-v]\n"
+	        "              [--curve [--server-key FILE] [--allow DIR]] [--http ADDR] [-v]\n"
 	        "\n"
 	        "Runs the beastmesh broker in the foreground, logging to stderr.\n"
 	        "\n"
@@ -104,6 +148,10 @@ s_usage(FILE *out)
 	        "                    (with --curve: any address, CURVE and the same allow-list)\n"
 	        "  --no-lvc          broadcast: no last-value cache for late joiners\n"
 	        "  --lvc-max BYTES   broadcast: last-value cache memory bound (67108864)\n"
+	        "  --http ADDR       serve read-only HTTP: /metrics (Prometheus), /healthz, /varz,\n"
+	        "                    /agents, /flows and the dashboard at /; ADDR is loopback only:\n"
+	        "                    127.0.0.1:PORT, [::1]:PORT or unix:PATH (PORT 0: any free\n"
+	        "                    port; the address bound is written to DIR/http.addr)\n"
 	        "  -v, --verbose     log agents coming and going (-vv: debug)\n"
 	        "  -h, --help        this text\n"
 	        "\n"
@@ -129,6 +177,7 @@ main(int argc, char **argv)
 		{"curve", no_argument, NULL, 'C'},
 		{"server-key", required_argument, NULL, 'K'},
 		{"allow", required_argument, NULL, 'A'},
+		{"http", required_argument, NULL, 'T'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{0},
@@ -139,7 +188,9 @@ main(int argc, char **argv)
 	bm_proxy_t *p = NULL;
 	struct sigaction sa = {.sa_handler = s_on_signal};
 	int c, rc, verbose = 0;
-	char dir[BM_PATH_MAX];
+	char dir[BM_PATH_MAX], addr_file[BM_PATH_MAX + 16] = "";
+	const char *http = NULL;
+	bm_httpd_t *h = NULL;
 
 	bm_log_set_ident("beastd");
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
@@ -195,6 +246,22 @@ main(int argc, char **argv)
 			break;
 		case 'A':
 			o.allow_dir = optarg;
+			break;
+		case 'T':
+			http = optarg;
+			rc = bm_httpd_check(http);
+			if (rc == -EADDRNOTAVAIL) {
+				fprintf(stderr, "beastd: --http %s: the HTTP endpoints serve loopback only "
+				                "(127.0.0.1:PORT, [::1]:PORT or unix:PATH)\n",
+				        http);
+				return 2;
+			}
+			if (rc < 0) {
+				fprintf(stderr, "beastd: --http %s: not an address (127.0.0.1:PORT, "
+				                "[::1]:PORT or unix:PATH)\n",
+				        http);
+				return 2;
+			}
 			break;
 		case 'v':
 			verbose++;
@@ -291,11 +358,32 @@ main(int argc, char **argv)
 		return 1;
 	}
 	bm_broker_set_stats_hook(b, s_proxy_stats, p);
+	if (http != NULL) {
+		rc = bm_httpd_open(http, bm_broker_dir(b), &h);
+		if (rc < 0) {
+			bm_log(BM_LOG_ERROR, "--http %s: cannot serve: %s", http, bm_strerror(rc));
+			bm_broker_set_stats_hook(b, NULL, NULL);
+			bm_proxy_destroy(&p);
+			bm_broker_destroy(&b);
+			return 1;
+		}
+		s_broker = b;
+		s_publish(h); /* the endpoints answer from the start */
+		bm_broker_set_tick_hook(b, s_publish, h, S_SNAP_MS);
+		s_write_addr(bm_broker_dir(b), bm_httpd_address(h), addr_file, sizeof addr_file);
+		bm_log(BM_LOG_INFO, "HTTP on %s (/metrics /healthz /varz /agents /flows /)",
+		       bm_httpd_address(h));
+	}
 	bm_log(BM_LOG_INFO, "listening on %s%s%s%s; broadcast on %s/pub.sock -> %s/sub.sock%s",
 	       bm_broker_endpoint(b), o.tcp ? " and " : "", o.tcp ? o.tcp : "",
 	       o.curve ? " (CURVE)" : "", bm_broker_dir(b),
 	       bm_broker_dir(b), po.no_lvc ? " (no LVC)" : "");
 	rc = s_run(b, p);
+	bm_broker_set_tick_hook(b, NULL, NULL, 0);
+	bm_httpd_destroy(&h);
+	if (addr_file[0] != '\0') {
+		(void)unlink(addr_file);
+	}
 	bm_broker_set_stats_hook(b, NULL, NULL);
 	bm_proxy_destroy(&p);
 	bm_broker_destroy(&b);

@@ -343,6 +343,76 @@ typedef int (*bm_broker_stats_fn)(void *arg, bm_stat_t *ret, size_t max);
 BM_EXPORT void bm_broker_set_stats_hook(bm_broker_t *b, bm_broker_stats_fn fn, void *arg);
 BM_EXPORT const char *bm_broker_endpoint(const bm_broker_t *b);
 
+/* ---- broker snapshots (observability, docs/observability.md) ---- */
+
+#define BM_SNAP_FLOWS_MAX 256   /* (from, to) pairs counted; more go to "_other" */
+#define BM_LAT_BUCKETS 16       /* SEND->ACK histogram: 15 bounds + overflow */
+/* Upper bounds of the histogram's buckets, microseconds. */
+#define BM_LAT_BOUNDS_US                                                      \
+	{100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,    \
+	 500000, 1000000, 2500000, 5000000}
+
+/* One agent as the broker saw it when the snapshot was taken. */
+typedef struct bm_snap_agent {
+	char name[BM_NAME_MAX + 1];               /* registered name */
+	char caps[BM_CAPS_MAX][BM_CAP_MAX + 1];   /* capabilities */
+	int ncaps;                                /* how many */
+	int64_t idle_ms;                          /* since last heard from */
+	uint64_t inflight;                        /* delivered, not yet (N)ACKed */
+	uint64_t pending_bytes;                   /* their bytes (an estimate, see broker.c) */
+	uint64_t sent;                            /* SENDs it made */
+	uint64_t delivered;                       /* DELIVERs it got */
+	uint64_t acked;                           /* ACKs it gave */
+	int64_t outbox_pending;                   /* reported in its PING; -1 = never */
+	int64_t outbox_dead;                      /* dead letters it holds; -1 = never */
+	int64_t outbox_retries;                   /* resends it made; -1 = never */
+} bm_snap_agent_t;
+
+/* Messages routed from one agent to another (anycast counted at the
+ * agent picked). */
+typedef struct bm_snap_flow {
+	char from[BM_NAME_MAX + 1];               /* sender, or "_other" */
+	char to[BM_NAME_MAX + 1];                 /* receiver, or "_other" */
+	uint64_t msgs;                            /* deliveries */
+	uint64_t bytes;                           /* their body bytes */
+} bm_snap_flow_t;
+
+/* What the broker publishes for readers on other threads: plain data,
+ * owned by whoever holds the pointer. */
+typedef struct bm_broker_snap {
+	int64_t taken_ms;                         /* bm_mono_ms() when taken */
+	bm_stat_t *stats;                         /* the STATS reply, in order */
+	size_t nstats;                            /* entries */
+	bm_snap_agent_t *agents;                  /* the directory */
+	size_t nagents;                           /* entries */
+	bm_snap_flow_t *flows;                    /* pairs, busiest first */
+	size_t nflows;                            /* entries (<= BM_SNAP_FLOWS_MAX + 1) */
+	uint64_t lat_buckets[BM_LAT_BUCKETS];     /* SEND->ACK samples per bucket (not cumulative) */
+	uint64_t lat_count;                       /* samples */
+	uint64_t lat_sum_us;                      /* their sum */
+	uint64_t blobs;                           /* blob.announce messages routed */
+	uint64_t blob_bytes;                      /* the sizes they announced */
+} bm_broker_snap_t;
+
+/*
+ * Takes a snapshot of the broker's counters, directory, flows and SEND->ACK
+ * histogram (the STATS hook's counters included).  Call on the broker's
+ * thread (from a tick hook).  Returns 0 and an owned snapshot, or -ENOMEM.
+ */
+BM_EXPORT int bm_broker_snap(bm_broker_t *b, bm_broker_snap_t **ret_snap);
+/* Frees a snapshot; NULL-safe.  Thread safe (it touches only the snapshot). */
+BM_EXPORT void bm_broker_snap_destroy(bm_broker_snap_t **self_p);
+
+/*
+ * Calls fn(arg) on the broker's thread about every period_ms while
+ * bm_broker_run runs (between two polls; the loop never waits longer than
+ * period_ms), so fn may call bm_broker_snap.  fn must not block.  NULL fn
+ * removes the hook.
+ */
+typedef void (*bm_broker_tick_fn)(void *arg);
+BM_EXPORT void bm_broker_set_tick_hook(bm_broker_t *b, bm_broker_tick_fn fn, void *arg,
+                                       int period_ms);
+
 /* ======================================================================
  * journal - an append-only, segmented, checksummed log (mesh/journal.c,
  * docs/journal.md).  The outbox and the de-dup window are built on it.

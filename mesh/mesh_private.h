@@ -120,4 +120,19 @@ int bm__curve_server_cert(const char *path, zcert_t **ret_cert);
  * server public key in server_key_file. */
 int bm__curve_client(void *sock, const char *key_file, const char *server_key_file);
 
+/* ---- observability tables (obs.c): broker thread only ---- */
+typedef struct bm_obs bm_obs_t;
+bm_obs_t *bm__obs_new(void);
+void bm__obs_destroy(bm_obs_t **self_p);
+/* One delivery of bytes from one agent to another. */
+void bm__obs_flow(bm_obs_t *o, const char *from, const char *to, uint64_t bytes);
+/* A delivery left at now_ns; its ACK (acked) or NACK settles it. */
+void bm__obs_delivered(bm_obs_t *o, const bm_id_t *id, int64_t now_ns);
+void bm__obs_settled(bm_obs_t *o, const bm_id_t *id, bool acked, int64_t now_ns);
+/* A blob.announce was routed; body is its JSON. */
+void bm__obs_blob(bm_obs_t *o, const void *body, size_t len);
+/* Copies flows (s->flows must hold BM_SNAP_FLOWS_MAX + 1), histogram and
+ * blob counts into s; returns the flows copied. */
+size_t bm__obs_copy(const bm_obs_t *o, bm_broker_snap_t *s);
+
 #endif
