@@ -733,6 +733,13 @@ s_stats_fill(bm_broker_t *b, bm_stat_t *out, size_t max)
 #define S_ONE(f) S_PUT(#f, b->st.f)
 	S_STATS(S_ONE)
 #undef S_ONE
+	{
+		uint64_t blobs, blob_bytes;
+
+		bm__obs_blobs(b->obs, &blobs, &blob_bytes);
+		S_PUT("blobs_announced", blobs);
+		S_PUT("blob_bytes_announced", blob_bytes);
+	}
 	for (int i = 0; i < nextra; i++) {
 		extra[i].key[sizeof extra[i].key - 1] = '\0';
 		S_PUT(extra[i].key, extra[i].value);

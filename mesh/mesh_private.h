@@ -131,6 +131,8 @@ void bm__obs_delivered(bm_obs_t *o, const bm_id_t *id, int64_t now_ns);
 void bm__obs_settled(bm_obs_t *o, const bm_id_t *id, bool acked, int64_t now_ns);
 /* A blob.announce was routed; body is its JSON. */
 void bm__obs_blob(bm_obs_t *o, const void *body, size_t len);
+/* blob.announce messages routed so far, and the bytes they announced. */
+void bm__obs_blobs(const bm_obs_t *o, uint64_t *ret_count, uint64_t *ret_bytes);
 /* Copies flows (s->flows must hold BM_SNAP_FLOWS_MAX + 1), histogram and
  * blob counts into s; returns the flows copied. */
 size_t bm__obs_copy(const bm_obs_t *o, bm_broker_snap_t *s);

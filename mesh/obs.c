@@ -207,3 +207,10 @@ bm__obs_copy(const bm_obs_t *o, bm_broker_snap_t *s)
 	s->blob_bytes = o->blob_bytes;
 	return n;
 }
+
+void
+bm__obs_blobs(const bm_obs_t *o, uint64_t *ret_count, uint64_t *ret_bytes)
+{
+	*ret_count = o->blobs;
+	*ret_bytes = o->blob_bytes;
+}
