@@ -222,7 +222,7 @@ s_body(const char *cmd, const char *arg, size_t max, char **ret_buf, size_t *ret
 
 static const char s_send_help[] =
 	"usage: beast send [--as NAME] [--type TYPE] [--timeout MS] [--no-wait]\n"
-	"                  [--ttl MS] [--priority N] [--attempts N] TO [BODY]\n"
+	"                  [--ttl MS] [--priority N] [--attempts N] [--trace] TO [BODY]\n"
 	"\n"
 	"Sends one message to the agent TO (or to any agent with a capability: @CAP)\n"
 	"reliably: it is first stored in NAME's outbox journal, then sent, retried\n"
@@ -237,6 +237,7 @@ static const char s_send_help[] =
 	"  --ttl MS       dead-letter it if not ACKed within MS (default: never)\n"
 	"  --priority N   0..255, higher goes first among NAME's pending messages\n"
 	"  --attempts N   dead-letter it after N unacknowledged attempts (default 20)\n"
+	"  --trace        then print the message's timeline (as `beast trace ID`)\n"
 	"\n"
 	"Exit status: 0 acknowledged (or stored, with --no-wait), 1 dead-lettered or\n"
 	"an error (reason on stderr), 2 usage, 3 no ACK in time (still stored),\n"
@@ -270,7 +271,7 @@ bm_cli_send(int argc, char **argv, const char *dir)
 		{"timeout", required_argument, NULL, 'T'},  {"no-wait", no_argument, NULL, 'W'},
 		{"ttl", required_argument, NULL, 'L'},      {"priority", required_argument, NULL, 'P'},
 		{"attempts", required_argument, NULL, 'N'}, {"help", no_argument, NULL, 'h'},
-		{0}};
+		{"trace", no_argument, NULL, 'R'},          {0}};
 	char defname[BM_NAME_MAX + 1], *body = NULL;
 	const char *name = NULL, *type = "msg", *to;
 	bm_outbox_send_opts_t so = {0};
@@ -281,7 +282,7 @@ bm_cli_send(int argc, char **argv, const char *dir)
 	char hex[BM_ID_HEX_LEN + 1], peer[BM_ADDR_MAX + 1] = "";
 	size_t len = 0;
 	long timeout = S_DEFAULT_TIMEOUT, v;
-	bool no_wait = false, throwaway = false, told_offline = false;
+	bool no_wait = false, throwaway = false, told_offline = false, trace = false;
 	int ch, rc, status;
 	int64_t deadline;
 
@@ -296,6 +297,9 @@ bm_cli_send(int argc, char **argv, const char *dir)
 			break;
 		case 'W':
 			no_wait = true;
+			break;
+		case 'R':
+			trace = true;
 			break;
 		case 'T':
 			if ((timeout = bm_cli_num(optarg, 1, 86400000)) > 0) {
@@ -455,6 +459,10 @@ bm_cli_send(int argc, char **argv, const char *dir)
 		bm_outbox_stats(ob, &st);
 		bm_outbox_destroy(&ob);
 		bm_client_destroy(&c);
+		if (trace) {
+			/* The outbox is closed: its journal can be read. */
+			(void)bm_cli_trace_print(dir, &id, name, NULL, false);
+		}
 		if (throwaway && st.pending + st.inflight + st.dead == 0) {
 			s_forget_state(name);
 		}

@@ -63,7 +63,8 @@ enum bm_cmd {
 	BM_CMD_ERROR = 14,
 	BM_CMD_NOTICE = 15,
 	BM_CMD_ACKS = 16,
-	BM_CMD__MAX = 16,
+	BM_CMD_TRACE = 17,
+	BM_CMD__MAX = 17,
 };
 BM_EXPORT const char *bm_cmd_name(int cmd);
 
@@ -224,6 +225,38 @@ BM_EXPORT int bm_client_reply(bm_client_t *c, const bm_msg_t *req, const char *t
 BM_EXPORT int bm_client_request(bm_client_t *c, const char *to, const char *type,
                                 const void *body, size_t len, int timeout_ms,
                                 bm_msg_t **ret_reply);
+
+/* ---- tracing (docs/observability.md) ---- */
+
+/* What beastd's trace ring records about a message. */
+enum bm_trace_kind {
+	BM_TRACE_ROUTED = 1,   /* a SEND handed to its receiver's connection */
+	BM_TRACE_NACKED = 2,   /* beastd refused a SEND (code: why) */
+	BM_TRACE_ACKED = 3,    /* the receiver's ACK, relayed to the sender */
+	BM_TRACE_REFUSED = 4,  /* the receiver's NACK, relayed (code: why) */
+};
+#define BM_TRACE_RING 16384 /* events beastd keeps (all messages together) */
+#define BM_TRACE_MAX 64     /* events one TRACE reply carries at most */
+
+typedef struct bm_trace_event {
+	int kind;                     /* enum bm_trace_kind */
+	int64_t t_us;                 /* wall-clock microseconds since the epoch */
+	char from[BM_NAME_MAX + 1];   /* sender (ACK/REFUSED: the receiver) */
+	char to[BM_ADDR_MAX + 1];     /* receiver or address (ACK/REFUSED: the sender) */
+	uint32_t attempt;             /* the SEND's attempt number (0 = first) */
+	int code;                     /* NACKED/REFUSED: BM_E* reason, else 0 */
+} bm_trace_event_t;
+BM_EXPORT const char *bm_trace_kind_name(int kind);
+
+/*
+ * Asks beastd what its trace ring holds about message id (TRACE): at most
+ * BM_TRACE_MAX events, oldest first.  *ret_events is malloc'd (free()); a
+ * count of 0 means beastd saw nothing of it (or forgot: the ring keeps the
+ * last BM_TRACE_RING events).  BM_EPROTO from a beastd too old for TRACE
+ * (it answers ERROR: the call then times out), -ETIMEDOUT.
+ */
+BM_EXPORT int bm_client_trace(bm_client_t *c, const bm_id_t *id, int timeout_ms,
+                              bm_trace_event_t **ret_events, size_t *ret_count);
 
 /* One directory entry (LIST -> DIRECTORY). */
 typedef struct bm_agent_info {
@@ -693,6 +726,36 @@ typedef struct bm_outbox_stats {
 	uint64_t segments;       /* journal segments */
 	uint64_t journal_bytes;  /* journal bytes on disk */
 } bm_outbox_stats_t;
+
+/* What an outbox journal says about one message (bm_outbox_trace). */
+enum bm_outbox_fate {
+	BM_OUTBOX_FATE_PENDING = 1, /* stored, not yet ACKed (in flight or waiting) */
+	BM_OUTBOX_FATE_ACKED = 2,   /* ACK record: retired */
+	BM_OUTBOX_FATE_DEAD = 3,    /* dead letter (dead_code says why) */
+	BM_OUTBOX_FATE_PURGED = 4,  /* dead letter removed */
+};
+
+typedef struct bm_outbox_trace {
+	char to[BM_ADDR_MAX + 1];     /* destination */
+	char type[BM_TYPE_MAX + 1];   /* message type */
+	int64_t stored_ms;            /* wall ms it was stored (first PUT) */
+	int64_t requeued_ms;          /* wall ms of the last requeue; 0 = none */
+	uint32_t attempts;            /* sends made, as last recorded */
+	uint32_t max_attempts;        /* allowed */
+	uint32_t ttl_ms;              /* 0 = none */
+	int fate;                     /* enum bm_outbox_fate */
+	int dead_code;                /* DEAD: BM_E* or BM_OUTBOX_DEAD_* reason */
+	uint64_t records;             /* journal records about it */
+} bm_outbox_trace_t;
+
+/*
+ * Reads the outbox journal in dir (not while its agent runs: -EBUSY) for
+ * the records about message id.  Returns 0 with *ret filled, -ENOENT when
+ * the journal holds nothing about it (never stored here, or retired in a
+ * segment already deleted), -EBUSY, -errno.  Opening recovers the journal
+ * as bm_outbox_open would (a torn tail is cut).
+ */
+BM_EXPORT int bm_outbox_trace(const char *dir, const bm_id_t *id, bm_outbox_trace_t *ret);
 BM_EXPORT void bm_outbox_stats(const bm_outbox_t *ob, bm_outbox_stats_t *ret);
 /* Live (pending + in flight) messages. */
 BM_EXPORT size_t bm_outbox_count(const bm_outbox_t *ob);

@@ -238,14 +238,14 @@ s_reply_error(bm_broker_t *b, const uint8_t *rid, size_t rid_len, int cmd, int c
 }
 
 static void
-s_nack(bm_broker_t *b, const s_agent_t *to, const bm_id_t *id, const char *peer, int code,
+s_nack(bm_broker_t *b, const s_agent_t *to, const bm_env_t *in, const char *peer, int code,
        const char *fmt, ...) BM_PRINTF(6, 7);
 
 static void
-s_nack(bm_broker_t *b, const s_agent_t *to, const bm_id_t *id, const char *peer, int code,
+s_nack(bm_broker_t *b, const s_agent_t *to, const bm_env_t *in, const char *peer, int code,
        const char *fmt, ...)
 {
-	bm_env_t e = {.cmd = BM_CMD_NACK, .id = *id, .code = code};
+	bm_env_t e = {.cmd = BM_CMD_NACK, .id = in->id, .code = code};
 	va_list ap;
 
 	snprintf(e.name, sizeof e.name, "%s", peer);
@@ -253,6 +253,8 @@ s_nack(bm_broker_t *b, const s_agent_t *to, const bm_id_t *id, const char *peer,
 	vsnprintf(e.text, sizeof e.text, fmt, ap);
 	va_end(ap);
 	b->st.nacks++;
+	bm__obs_trace(b->obs, BM_TRACE_NACKED, &in->id, to->name, peer, in->attempt, code,
+	              bm_mono_ns());
 	if (s_send(b, to->rid, to->rid_len, &e, NULL) < 0) {
 		b->st.unroutable++;
 	}
@@ -456,7 +458,7 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 	from->sent++;
 	if (blen > b->max_body) {
 		b->st.nack_toobig++;
-		s_nack(b, from, &in->id, in->name, BM_ETOOBIG,
+		s_nack(b, from, in, in->name, BM_ETOOBIG,
 		       "body of %zu bytes is over the %zu-byte cap; send bulk data through shm",
 		       blen, b->max_body);
 		return;
@@ -476,7 +478,7 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 		if (to->inflight > 0 && to->pending_bytes + blen > b->max_pending) {
 			b->st.nack_busy++;
 			b->st.nack_pending++;
-			s_nack(b, from, &in->id, addr, BM_EBUSY,
+			s_nack(b, from, in, addr, BM_EBUSY,
 			       "agent '%s' has %llu bytes not yet acknowledged (cap %zu, beastd "
 			       "--max-pending); retry later",
 			       to->name, (unsigned long long)to->pending_bytes, b->max_pending);
@@ -494,7 +496,7 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 		n = bm__env_retarget(zmq_msg_data(hdr), in->hdr_len, in, BM_CMD_DELIVER, from->name,
 		                     b->relay, sizeof b->relay - BM_INLINE_MAX);
 		if (n < 0) {
-			s_nack(b, from, &in->id, addr, BM_EPROTO, "header cannot be relayed: %s",
+			s_nack(b, from, in, addr, BM_EPROTO, "header cannot be relayed: %s",
 			       bm_strerror(n));
 			return;
 		}
@@ -509,7 +511,7 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 			rc = s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n + ilen, NULL);
 		} else if (ilen > 0) {
 			if (zmq_msg_init_size(&split, ilen) < 0) {
-				s_nack(b, from, &in->id, addr, BM_EBUSY, "broker is out of memory");
+				s_nack(b, from, in, addr, BM_EBUSY, "broker is out of memory");
 				return;
 			}
 			memcpy(zmq_msg_data(&split), (const uint8_t *)zmq_msg_data(hdr) + in->hdr_len, ilen);
@@ -519,8 +521,12 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 			rc = s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n, body);
 		}
 		if (rc == 0) {
+			int64_t now_ns = bm_mono_ns();
+
 			bm__obs_flow(b->obs, from->name, to->name, blen);
-			bm__obs_delivered(b->obs, &in->id, bm_mono_ns());
+			bm__obs_delivered(b->obs, &in->id, now_ns);
+			bm__obs_trace(b->obs, BM_TRACE_ROUTED, &in->id, from->name, to->name, in->attempt,
+			              0, now_ns);
 			b->st.delivers++;
 			to->inflight++;
 			to->pending_bytes += blen;
@@ -529,7 +535,7 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 		}
 		if (rc == -EAGAIN) {
 			b->st.nack_busy++;
-			s_nack(b, from, &in->id, addr, BM_EBUSY,
+			s_nack(b, from, in, addr, BM_EBUSY,
 			       "agent '%s' is not keeping up (its queue is full); retry later",
 			       to->name);
 			return;
@@ -548,7 +554,7 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 		to = any ? s_anycast(b, addr + 1) : NULL;
 	}
 	b->st.nack_noagent++;
-	s_nack(b, from, &in->id, addr, BM_ENOAGENT,
+	s_nack(b, from, in, addr, BM_ENOAGENT,
 	       any ? "no agent with capability '%s' is online" : "no agent named '%s' is online",
 	       addr + any);
 }
@@ -578,8 +584,12 @@ s_on_ack(bm_broker_t *b, s_agent_t *self, bm_env_t *in, zmq_msg_t *hdr)
 	s_agent_t *to = bm__map_get(b->by_name, in->name, strlen(in->name));
 	int n;
 
+	int64_t now_ns = bm_mono_ns();
+
 	s_settle(self, 1);
-	bm__obs_settled(b->obs, &in->id, in->cmd == BM_CMD_ACK, bm_mono_ns());
+	bm__obs_settled(b->obs, &in->id, in->cmd == BM_CMD_ACK, now_ns);
+	bm__obs_trace(b->obs, in->cmd == BM_CMD_ACK ? BM_TRACE_ACKED : BM_TRACE_REFUSED, &in->id,
+	              self->name, in->name, 0, in->cmd == BM_CMD_ACK ? 0 : in->code, now_ns);
 	if (in->cmd == BM_CMD_ACK) {
 		self->acked++;
 		b->st.acks++;
@@ -620,6 +630,7 @@ s_on_acks(bm_broker_t *b, s_agent_t *self, bm_env_t *in, zmq_msg_t *hdr)
 
 			memcpy(id.b, in->ids + i * sizeof id.b, sizeof id.b);
 			bm__obs_settled(b->obs, &id, true, now);
+			bm__obs_trace(b->obs, BM_TRACE_ACKED, &id, self->name, in->name, 0, 0, now);
 		}
 	}
 	self->acked += in->nids;
@@ -766,6 +777,38 @@ s_on_stats(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
 	msgpack_sbuffer_destroy(&sb);
 }
 
+/* TRACE: what the trace ring holds about one message id. */
+static void
+s_on_trace(bm_broker_t *b, const uint8_t *rid, size_t rid_len, const bm_id_t *id)
+{
+	bm_trace_event_t v[BM_TRACE_MAX];
+	size_t n = bm__obs_trace_find(b->obs, id, v, BM_TRACE_MAX);
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	bm_env_t e = {.cmd = BM_CMD_TRACE, .id = *id};
+	zmq_msg_t body;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_array(&pk, n);
+	for (size_t i = 0; i < n; i++) {
+		msgpack_pack_map(&pk, 6);
+		s_pack_kv_str(&pk, "ev", bm_trace_kind_name(v[i].kind));
+		s_pack_kv_int(&pk, "t_us", v[i].t_us);
+		s_pack_kv_str(&pk, "from", v[i].from);
+		s_pack_kv_str(&pk, "to", v[i].to);
+		s_pack_kv_int(&pk, "attempt", v[i].attempt);
+		s_pack_kv_int(&pk, "code", bm__code_to_wire(v[i].code));
+	}
+	if (zmq_msg_init_size(&body, sb.size) == 0) {
+		memcpy(zmq_msg_data(&body), sb.data, sb.size);
+		if (s_send(b, rid, rid_len, &e, &body) < 0) {
+			zmq_msg_close(&body);
+		}
+	}
+	msgpack_sbuffer_destroy(&sb);
+}
+
 /* ---- snapshots ---- */
 
 int
@@ -873,7 +916,7 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 			bm_log(BM_LOG_DEBUG, "malformed frame from %s: %s", hex, why);
 		}
 		if (in.cmd == BM_CMD_SEND && self != NULL && !bm_id_is_zero(&in.id)) {
-			s_nack(b, self, &in.id, "beastd", rc, "malformed SEND: %s", why);
+			s_nack(b, self, &in, "beastd", rc, "malformed SEND: %s", why);
 		} else {
 			s_reply_error(b, rid, rid_len, BM_CMD_ERROR, rc, why);
 		}
@@ -887,7 +930,13 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 		/* The PONG says whom we know the peer as, so an agent whose
 		 * broker restarted learns it must say HELLO again. */
 		b->st.pings++;
+		if (in.has_report && self != NULL) {
+			self->ob_pending = (int64_t)(in.report[0] & INT64_MAX);
+			self->ob_dead = (int64_t)(in.report[1] & INT64_MAX);
+			self->ob_retries = (int64_t)(in.report[2] & INT64_MAX);
+		}
 		in.cmd = BM_CMD_PONG;
+		in.has_report = false;
 		memcpy(in.name, self ? self->name : "", self ? sizeof self->name : 1);
 		(void)s_send(b, rid, rid_len, &in, NULL);
 		return;
@@ -896,6 +945,9 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 		return;
 	case BM_CMD_STATS:
 		s_on_stats(b, rid, rid_len);
+		return;
+	case BM_CMD_TRACE:
+		s_on_trace(b, rid, rid_len, &in.id);
 		return;
 	case BM_CMD_SEND:
 	case BM_CMD_ACK:

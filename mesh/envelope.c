@@ -16,13 +16,16 @@
  *   DELIVER   as SEND, with from:str in place of to           + body frame
  *   ACK       id:bin16  peer:str
  *   NACK      id:bin16  peer:str  code:uint  text:str
- *   PING LIST BYE   (no fields)
+ *   PING      [pending:uint  dead:uint  retries:uint]  (optional, all three
+ *             or none: the sender's outbox as it stands; observability)
+ *   LIST BYE  (no fields)
  *   PONG      [name:str|nil]  (the caller's registered name; nil or absent =
  *             not registered)
  *   DIRECTORY (no fields)                   + body frame: msgpack [ {..}, ... ]
  *   STATS     (no fields)          reply:   + body frame: msgpack { key: int }
  *   ERROR     code:uint  text:str
  *   NOTICE    event:str  name:str
+ *   TRACE     id:bin16     (reply: + body frame: msgpack [ {..}, ... ])
  *
  * Error codes travel as small positive numbers: wire = BM_E* + BM_EBASE
  * (BM_EPROTO = 1 ...); 0 means "other".  Fields after the last one a
@@ -40,7 +43,7 @@
 
 static const char *const s_cmd_names[] = {
 	"?", "HELLO", "WELCOME", "DENIED", "SEND", "DELIVER", "ACK", "NACK", "PING",
-	"PONG", "LIST", "DIRECTORY", "STATS", "BYE", "ERROR", "NOTICE", "ACKS",
+	"PONG", "LIST", "DIRECTORY", "STATS", "BYE", "ERROR", "NOTICE", "ACKS", "TRACE",
 };
 
 const char *
@@ -56,7 +59,7 @@ bool
 bm__cmd_has_body(int cmd)
 {
 	return cmd == BM_CMD_SEND || cmd == BM_CMD_DELIVER || cmd == BM_CMD_DIRECTORY ||
-	       cmd == BM_CMD_STATS;
+	       cmd == BM_CMD_STATS || cmd == BM_CMD_TRACE;
 }
 
 /* ---- encode ----
@@ -183,6 +186,8 @@ s_field_count(int cmd)
 		return 8;
 	case BM_CMD_NACK:
 		return 4;
+	case BM_CMD_TRACE:
+		return 1;
 	default:
 		return 0;
 	}
@@ -198,7 +203,8 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 	}
 	/* PONG's optional name and HELLO/WELCOME's features are always sent. */
 	s_w_array(&w, 2 + (size_t)s_field_count(e->cmd) +
-	                  (e->cmd == BM_CMD_PONG || e->cmd == BM_CMD_HELLO || e->cmd == BM_CMD_WELCOME));
+	                  (e->cmd == BM_CMD_PONG || e->cmd == BM_CMD_HELLO || e->cmd == BM_CMD_WELCOME) +
+	                  (e->cmd == BM_CMD_PING && e->has_report ? 3 : 0));
 	s_w_uint(&w, BM_PROTO_VERSION);
 	s_w_uint(&w, e->cmd);
 	switch (e->cmd) {
@@ -254,6 +260,16 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 		s_w_tag(&w, 0xc5, (uint64_t)e->nids * sizeof(bm_id_t), 2);
 		s_w_bytes(&w, e->ids, (size_t)e->nids * sizeof(bm_id_t));
 		s_w_str(&w, e->name);
+		break;
+	case BM_CMD_TRACE:
+		s_w_id(&w, &e->id, false);
+		break;
+	case BM_CMD_PING:
+		if (e->has_report) {
+			s_w_uint(&w, e->report[0]);
+			s_w_uint(&w, e->report[1]);
+			s_w_uint(&w, e->report[2]);
+		}
 		break;
 	case BM_CMD_PONG:
 		if (e->name[0] != '\0') {
@@ -824,6 +840,20 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 	case BM_CMD_ACKS:
 		ok = s_ids(&c, e) && s_name_at(&c, e, true, "bad peer name");
 		break;
+	case BM_CMD_TRACE:
+		ok = s_id(&c, &e->id, false, "bad message id");
+		break;
+	case BM_CMD_PING:
+		/* Optional outbox report: all three fields, or none read (fewer
+		 * are skipped as trailing fields). */
+		if (n >= 5) {
+			ok = s_rd_uint(&c, UINT64_MAX, &e->report[0], "bad outbox report") &&
+			     s_rd_uint(&c, UINT64_MAX, &e->report[1], "bad outbox report") &&
+			     s_rd_uint(&c, UINT64_MAX, &e->report[2], "bad outbox report");
+			e->has_report = ok;
+			fields = 3;
+		}
+		break;
 	case BM_CMD_PONG:
 		/* Optional: absent or nil means "not registered". */
 		if (n > 2) {
@@ -904,4 +934,16 @@ bm__env_pad(uint8_t *buf, size_t len, size_t want)
 		memset(buf + len + 2, 0, d - 2);
 	}
 	return true;
+}
+
+uint32_t
+bm__code_to_wire(int code)
+{
+	return s_code_to_wire(code);
+}
+
+int
+bm__code_from_wire(uint64_t w)
+{
+	return s_code_from_wire(w);
 }

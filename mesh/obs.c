@@ -23,11 +23,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mesh_private.h"
 
 #define S_FLOW_SLOTS 512 /* power of two, twice BM_SNAP_FLOWS_MAX */
 #define S_LAT_SLOTS 4096 /* power of two */
+
+typedef struct {
+	bm_id_t id;                   /* the message */
+	int64_t t_ns;                 /* bm_mono_ns() */
+	uint32_t attempt;             /* SEND's attempt */
+	int32_t code;                 /* NACK reason */
+	uint8_t kind;                 /* enum bm_trace_kind; 0 = empty */
+	char from[BM_NAME_MAX + 1];   /* see bm_trace_event_t */
+	char to[BM_ADDR_MAX + 1];     /* see bm_trace_event_t */
+} s_trace_t;
 
 typedef struct {
 	bm_id_t id;      /* the delivery's id; zero = free */
@@ -42,6 +53,8 @@ struct bm_obs {
 	uint64_t buckets[BM_LAT_BUCKETS];   /* histogram, per bucket */
 	uint64_t count;                     /* samples */
 	uint64_t sum_us;                    /* their sum */
+	s_trace_t *ring;                    /* BM_TRACE_RING events */
+	uint64_t ring_next;                 /* events written so far */
 	uint64_t blobs;                     /* blob.announce routed */
 	uint64_t blob_bytes;                /* sizes they announced */
 };
@@ -53,6 +66,11 @@ bm__obs_new(void)
 {
 	bm_obs_t *o = calloc(1, sizeof *o);
 
+	/* calloc'd: its pages cost memory only once the ring reaches them. */
+	if (o != NULL && (o->ring = calloc(BM_TRACE_RING, sizeof *o->ring)) == NULL) {
+		free(o);
+		o = NULL;
+	}
 	if (o != NULL) {
 		snprintf(o->other.from, sizeof o->other.from, "_other");
 		snprintf(o->other.to, sizeof o->other.to, "_other");
@@ -63,9 +81,72 @@ bm__obs_new(void)
 void
 bm__obs_destroy(bm_obs_t **self_p)
 {
-	if (self_p != NULL) {
+	if (self_p != NULL && *self_p != NULL) {
+		free((*self_p)->ring);
 		free(*self_p);
 		*self_p = NULL;
+	}
+}
+
+void
+bm__obs_trace(bm_obs_t *o, int kind, const bm_id_t *id, const char *from, const char *to,
+              uint32_t attempt, int code, int64_t now_ns)
+{
+	s_trace_t *t = &o->ring[o->ring_next++ % BM_TRACE_RING];
+	size_t fl = strnlen(from, BM_NAME_MAX), tl = strnlen(to, BM_ADDR_MAX);
+
+	t->id = *id;
+	t->t_ns = now_ns;
+	t->attempt = attempt;
+	t->code = code;
+	t->kind = (uint8_t)kind;
+	memcpy(t->from, from, fl);
+	t->from[fl] = '\0';
+	memcpy(t->to, to, tl);
+	t->to[tl] = '\0';
+}
+
+size_t
+bm__obs_trace_find(const bm_obs_t *o, const bm_id_t *id, bm_trace_event_t *ret, size_t max)
+{
+	uint64_t end = o->ring_next, start = end > BM_TRACE_RING ? end - BM_TRACE_RING : 0;
+	struct timespec ts;
+	int64_t wall_us, mono_ns = bm_mono_ns();
+	size_t n = 0;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	wall_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+	for (uint64_t i = start; i < end && n < max; i++) {
+		const s_trace_t *t = &o->ring[i % BM_TRACE_RING];
+
+		if (t->kind == 0 || !bm_id_equal(&t->id, id)) {
+			continue;
+		}
+		ret[n].kind = t->kind;
+		ret[n].t_us = wall_us - (mono_ns - t->t_ns) / 1000;
+		memcpy(ret[n].from, t->from, sizeof ret[n].from);
+		memcpy(ret[n].to, t->to, sizeof ret[n].to);
+		ret[n].attempt = t->attempt;
+		ret[n].code = t->code;
+		n++;
+	}
+	return n;
+}
+
+const char *
+bm_trace_kind_name(int kind)
+{
+	switch (kind) {
+	case BM_TRACE_ROUTED:
+		return "routed";
+	case BM_TRACE_NACKED:
+		return "nacked";
+	case BM_TRACE_ACKED:
+		return "acked";
+	case BM_TRACE_REFUSED:
+		return "refused";
+	default:
+		return "?";
 	}
 }
 

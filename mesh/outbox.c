@@ -1103,6 +1103,7 @@ bm_outbox_pump(bm_outbox_t *ob)
 	if ((rc = bm_journal_tick(ob->j)) < 0) {
 		return rc;
 	}
+	bm__client_report(ob->client, ob->live, ob->dead, ob->st.retries);
 	s_compact(ob);
 	if ((rc = bm_outbox_commit(ob)) < 0) {
 		return rc;
@@ -1475,4 +1476,132 @@ bm_outbox_reason(int code)
 	default:
 		return bm_strerror(code);
 	}
+}
+
+/* ---- reading one message's history (beast trace) ---- */
+
+typedef struct {
+	bm_id_t id;              /* the message asked about */
+	bm_outbox_trace_t *t;    /* what was found */
+} s_trace_arg_t;
+
+static void
+s_trace_put(s_trace_arg_t *a, const uint8_t *p, size_t len)
+{
+	bm_outbox_trace_t *t = a->t;
+	size_t tl, yl;
+
+	if (len < S_PUT_FIXED || memcmp(p, a->id.b, 16) != 0) {
+		return;
+	}
+	tl = p[33];
+	yl = p[34];
+	if (tl == 0 || tl > BM_ADDR_MAX || yl == 0 || yl > BM_TYPE_MAX ||
+	    len < S_PUT_FIXED + tl + yl) {
+		return;
+	}
+	/* A compaction re-PUT carries the state as it was then. */
+	if (t->records == 0) {
+		t->stored_ms = (int64_t)s_get64(p + 48);
+	}
+	t->records++;
+	memcpy(t->to, p + S_PUT_FIXED, tl);
+	t->to[tl] = '\0';
+	memcpy(t->type, p + S_PUT_FIXED + tl, yl);
+	t->type[yl] = '\0';
+	t->ttl_ms = s_get32(p + 36);
+	t->max_attempts = s_get32(p + 40);
+	if (s_get32(p + 44) > t->attempts) {
+		t->attempts = s_get32(p + 44);
+	}
+	t->dead_code = (int32_t)s_get32(p + 56);
+	t->fate = t->dead_code != 0 ? BM_OUTBOX_FATE_DEAD : BM_OUTBOX_FATE_PENDING;
+}
+
+static int
+s_trace_replay(void *arg, const bm_journal_rec_t *r)
+{
+	s_trace_arg_t *a = arg;
+	bm_outbox_trace_t *t = a->t;
+	const uint8_t *p = r->data;
+
+	if (r->type == S_REC_PUT) {
+		s_trace_put(a, p, r->len);
+		return 0;
+	}
+	if (r->type == S_REC_BATCH) {
+		size_t off = 4, n = r->len >= 4 ? s_get32(p) : 0;
+
+		for (size_t i = 0; i < n && off + 4 <= r->len; i++) {
+			size_t l = s_get32(p + off);
+
+			if (l > r->len - off - 4) {
+				break;
+			}
+			s_trace_put(a, p + off + 4, l);
+			off += 4 + l;
+		}
+		return 0;
+	}
+	if (r->len < 16 || memcmp(p, a->id.b, 16) != 0) {
+		return 0;
+	}
+	t->records++;
+	switch (r->type) {
+	case S_REC_ACK:
+		t->fate = BM_OUTBOX_FATE_ACKED;
+		break;
+	case S_REC_PURGE:
+		t->fate = BM_OUTBOX_FATE_PURGED;
+		break;
+	case S_REC_ATTEMPT:
+		if (r->len >= 20 && s_get32(p + 16) > t->attempts) {
+			t->attempts = s_get32(p + 16);
+		}
+		break;
+	case S_REC_DEAD:
+		if (r->len >= 24) {
+			t->fate = BM_OUTBOX_FATE_DEAD;
+			t->dead_code = (int32_t)s_get32(p + 16);
+			if (s_get32(p + 20) > t->attempts) {
+				t->attempts = s_get32(p + 20);
+			}
+		}
+		break;
+	case S_REC_REQUEUE:
+		if (r->len >= 24) {
+			t->fate = BM_OUTBOX_FATE_PENDING;
+			t->dead_code = 0;
+			t->attempts = 0;
+			t->requeued_ms = (int64_t)s_get64(p + 16);
+		}
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+int
+bm_outbox_trace(const char *dir, const bm_id_t *id, bm_outbox_trace_t *ret)
+{
+	bm_outbox_trace_t t = {0};
+	s_trace_arg_t a = {.t = &t};
+	bm_journal_opts_t jo = {.sync = BM_JOURNAL_SYNC_NEVER, .replay = s_trace_replay, .arg = &a};
+	bm_journal_t *j = NULL;
+	int rc;
+
+	if (dir == NULL || id == NULL || ret == NULL) {
+		return -EINVAL;
+	}
+	a.id = *id;
+	if ((rc = bm_journal_open(dir, &jo, &j)) < 0) {
+		return rc;
+	}
+	bm_journal_destroy(&j);
+	if (t.records == 0) {
+		return -ENOENT;
+	}
+	*ret = t;
+	return 0;
 }

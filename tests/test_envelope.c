@@ -94,6 +94,17 @@ START_TEST(session_commands_round_trip)
 	s_roundtrip(&in, &out);
 	ck_assert_str_eq(out.type, "online");
 
+	/* PING may carry its sender's outbox report; old peers send none. */
+	in = (bm_env_t){.cmd = BM_CMD_PING, .has_report = true, .report = {7, 2, 1u << 20}};
+	s_roundtrip(&in, &out);
+	ck_assert(out.has_report);
+	ck_assert_uint_eq(out.report[0], 7);
+	ck_assert_uint_eq(out.report[1], 2);
+	ck_assert_uint_eq(out.report[2], 1u << 20);
+	in = (bm_env_t){.cmd = BM_CMD_PING};
+	s_roundtrip(&in, &out);
+	ck_assert(!out.has_report);
+
 	for (int cmd = BM_CMD_PING; cmd <= BM_CMD_BYE; cmd++) {
 		if (cmd != BM_CMD_NACK) {
 			in = (bm_env_t){.cmd = (uint8_t)cmd};

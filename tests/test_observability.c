@@ -41,6 +41,13 @@ s_up(void)
 	ck_assert_ptr_nonnull(s_dir);
 	s_beastd = tu_beastd_start_http(s_dir, 1000, NULL, s_addr, sizeof s_addr);
 	ck_assert_int_gt(s_beastd, 0);
+	{
+		/* Outboxes and de-dup windows of the CLI's agents: in scratch. */
+		char state[BM_PATH_MAX + 16];
+
+		snprintf(state, sizeof state, "%s/state", s_dir);
+		setenv("BEAST_STATE", state, 1);
+	}
 }
 
 static void
@@ -49,9 +56,10 @@ s_down(void)
 	tu_broker_down(&s_dir, &s_beastd);
 }
 
-/* Starts `beast --dir DIR args...` (NULL-terminated); returns its pid. */
+/* Starts `beast --dir DIR args...` (NULL-terminated) with its stdout to
+ * out (NULL: /dev/null); returns its pid. */
 static pid_t
-s_beast(const char *const *args)
+s_beast_to(const char *const *args, const char *out)
 {
 	const char *argv[16] = {"beast", "--dir", s_dir};
 	pid_t pid;
@@ -63,7 +71,7 @@ s_beast(const char *const *args)
 	argv[n] = NULL;
 	pid = fork();
 	if (pid == 0) {
-		int null = open("/dev/null", O_WRONLY);
+		int null = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600);
 
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (null >= 0) {
@@ -73,6 +81,49 @@ s_beast(const char *const *args)
 		_exit(127);
 	}
 	return pid;
+}
+
+static pid_t
+s_beast(const char *const *args)
+{
+	return s_beast_to(args, NULL);
+}
+
+/* Runs a beast command to its end (10 s at most) with its stdout in
+ * *ret_out (malloc'd; NULL to drop it); returns its exit status. */
+static int
+s_beast_out(const char *const *args, char **ret_out)
+{
+	char path[BM_PATH_MAX + 16];
+	int st;
+	FILE *f;
+	long n;
+
+	snprintf(path, sizeof path, "%s/beast.out", s_dir);
+	st = tu_wait(s_beast_to(args, path), 10000);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	*ret_out = calloc(1, (size_t)n + 1);
+	ck_assert_int_eq(fread(*ret_out, 1, (size_t)n, f), n);
+	fclose(f);
+	return st;
+}
+
+/* Each needle is in text, in this order (NULL-terminated). */
+static void
+s_in_order(const char *text, const char *const *needles)
+{
+	const char *at = text;
+
+	for (; *needles != NULL; needles++) {
+		const char *p = strstr(at, *needles);
+
+		ck_assert_msg(p != NULL, "'%s' missing (or out of order) in:\n%s", *needles, text);
+		at = p + strlen(*needles);
+	}
 }
 
 /* Runs a beast command to its end (10 s at most); returns its status. */
@@ -208,6 +259,52 @@ START_TEST(metrics_pass_promtool_and_move_with_traffic)
 	free(flows);
 	free(varz);
 	tu_kill9(echo_pid);
+}
+END_TEST
+
+START_TEST(an_agents_outbox_report_reaches_agents_and_metrics)
+{
+	bm_outbox_opts_t oo = {.sync = BM_JOURNAL_SYNC_NEVER, .base_ms = 10, .cap_ms = 40,
+	                       .max_attempts = 3};
+	bm_outbox_send_opts_t so = {.to = "nobody"};
+	char state[BM_PATH_MAX + 16], *agents = NULL, *m;
+	bm_client_t *c = tu_client(s_dir, "ob1", NULL, 100);
+	bm_outbox_t *ob = NULL;
+	int64_t deadline = bm_mono_ms() + 5000;
+
+	ck_assert_ptr_nonnull(c);
+	snprintf(state, sizeof state, "%s/ob1-outbox", s_dir);
+	oo.dir = state;
+	oo.client = c;
+	ck_assert_int_eq(bm_outbox_open(&oo, &ob), 0);
+	/* Two letters to nobody: NACKed, retried, dead after 3 attempts. */
+	ck_assert_int_eq(bm_outbox_send(ob, &so, "a", 1, NULL), 0);
+	ck_assert_int_eq(bm_outbox_send(ob, &so, "b", 1, NULL), 0);
+	while (bm_mono_ms() < deadline) {
+		bm_event_t ev = {0};
+
+		if (bm_client_recv(c, 20, &ev) == 0) {
+			(void)bm_outbox_handle(ob, &ev);
+			bm_event_clear(&ev);
+		}
+		(void)bm_outbox_pump(ob);
+		free(agents);
+		agents = NULL;
+		if (tu_http(s_addr, "GET", "/agents", 2000, &agents) == 200 &&
+		    strstr(agents, "\"outbox_pending\":0,\"outbox_dead\":2,\"outbox_retries\":4") !=
+		            NULL) {
+			break;
+		}
+	}
+	ck_assert_msg(agents && strstr(agents, "\"outbox_dead\":2"), "%s", agents ? agents : "");
+	m = s_get("/metrics", 200);
+	ck_assert_msg(s_metric(m, "beastmesh_agent_outbox_dead{agent=\"ob1\"}") == 2, "%s", m);
+	ck_assert(s_metric(m, "beastmesh_agent_outbox_retries_total{agent=\"ob1\"}") == 4);
+	ck_assert_msg(s_promtool(m), "promtool rejected /metrics:\n%s", m);
+	free(m);
+	free(agents);
+	bm_outbox_destroy(&ob);
+	bm_client_destroy(&c);
 }
 END_TEST
 
@@ -456,6 +553,91 @@ START_TEST(http_flood_never_delays_a_ping)
 }
 END_TEST
 
+/* ---- beast trace ---- */
+
+START_TEST(trace_shows_an_acked_messages_timeline)
+{
+	const char *listen[] = {"listen", "mapper", NULL};
+	const char *send[] = {"send", "--as", "scout", "--trace", "mapper", "tile 7", NULL};
+	const char *want[] = {"from scout to mapper", "stored in scout's outbox: to mapper",
+	                      "send 1 routed by beastd: delivered to mapper's connection",
+	                      "ACK from mapper relayed to scout",
+	                      "retired: ACK recorded in scout's outbox", NULL};
+	pid_t l = s_beast(listen);
+	char *out = NULL;
+
+	ck_assert_int_ge(tu_wait_agent(s_dir, "mapper", true, 5000), 0);
+	ck_assert_int_eq(s_beast_out(send, &out), 0);
+	s_in_order(out, want);
+	ck_assert(strstr(out, "NACKed") == NULL);
+	free(out);
+	tu_kill9(l);
+}
+END_TEST
+
+START_TEST(trace_shows_a_retried_messages_timeline)
+{
+	const char *send[] = {"send", "--as", "scout2", "--no-wait", "late", "hello", NULL};
+	const char *listen[] = {"listen", "late", NULL};
+	const char *flush[] = {"outbox", "--as", "scout2", "flush", "--timeout", "5000", NULL};
+	const char *want[] = {"stored in scout2's outbox: to late",
+	                      "send 1 to late NACKed by beastd: no agent",
+	                      "send 2 routed by beastd: delivered to late's connection",
+	                      "ACK from late relayed to scout2",
+	                      "handled by late (its de-dup window holds the id)",
+	                      "retired: ACK recorded in scout2's outbox", NULL};
+	char *out = NULL, *id;
+	pid_t l;
+
+	/* Stored while late is offline: the first send is NACKed. */
+	ck_assert_int_eq(s_beast_out(send, &out), 0);
+	id = strndup(out, BM_ID_HEX_LEN);
+	free(out);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "scout2", false, 5000), 0);
+	l = s_beast(listen);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "late", true, 5000), 0);
+	ck_assert_int_eq(s_beast_out(flush, &out), 0);
+	free(out);
+	/* Stopped cleanly, the receiver's de-dup window can be read. */
+	ck_assert_int_eq(tu_term(l, 5000), 0);
+	{
+		const char *trace[] = {"trace", id, NULL};
+
+		ck_assert_int_eq(s_beast_out(trace, &out), 0);
+	}
+	s_in_order(out, want);
+	free(out);
+	{
+		const char *trace[] = {"trace", "--json", id, NULL};
+
+		ck_assert_int_eq(s_beast_out(trace, &out), 0);
+		ck_assert_msg(strstr(out, "\"event\":\"nacked\"") && strstr(out, "\"event\":\"routed\"") &&
+		                      strstr(out, "\"event\":\"handled\"") &&
+		                      strstr(out, "\"event\":\"retired\""),
+		              "%s", out);
+	}
+	free(out);
+	free(id);
+}
+END_TEST
+
+START_TEST(trace_shows_a_dead_letters_timeline)
+{
+	const char *send[] = {"send", "--as", "scout3", "--attempts", "2", "--trace", "nobody", "x",
+	                      NULL};
+	const char *want[] = {"stored in scout3's outbox: to nobody, type msg, 2 attempts at most",
+	                      "send 1 to nobody NACKed by beastd: no agent",
+	                      "send 2 to nobody NACKed by beastd: no agent",
+	                      "DEAD in scout3's outbox after 2 attempts", NULL};
+	char *out = NULL;
+
+	ck_assert_int_eq(s_beast_out(send, &out), 1);
+	s_in_order(out, want);
+	ck_assert(strstr(out, "routed") == NULL && strstr(out, "retired") == NULL);
+	free(out);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -466,9 +648,19 @@ s_suite(void)
 	tcase_add_checked_fixture(t, s_up, s_down);
 	tcase_set_timeout(t, 60);
 	tcase_add_test(t, metrics_pass_promtool_and_move_with_traffic);
+	tcase_add_test(t, an_agents_outbox_report_reaches_agents_and_metrics);
 	tcase_add_test(t, healthz_turns_unhealthy_when_paused_or_socket_gone);
 	tcase_add_test(t, bad_requests_get_4xx_and_non_loopback_is_refused);
 	tcase_add_test(t, unix_socket_serves_the_endpoints);
+	suite_add_tcase(s, t);
+
+	t = tcase_create("trace");
+	tcase_add_unchecked_fixture(t, tu_root_setup, tu_root_teardown);
+	tcase_add_checked_fixture(t, s_up, s_down);
+	tcase_set_timeout(t, 60);
+	tcase_add_test(t, trace_shows_an_acked_messages_timeline);
+	tcase_add_test(t, trace_shows_a_retried_messages_timeline);
+	tcase_add_test(t, trace_shows_a_dead_letters_timeline);
 	suite_add_tcase(s, t);
 
 	t = tcase_create("flood");
