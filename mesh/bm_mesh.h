@@ -44,6 +44,8 @@ extern "C" {
 #define BM_INLINE_MAX 4096      /* largest body carried inside frame 0 */
 #define BM_FEAT_ACKS 1u         /* HELLO/WELCOME features bit: takes ACKS */
 #define BM_FEAT_INLINE 2u       /* ... takes SEND/DELIVER with an inline body */
+#define BM_TRACEPARENT_MAX 127  /* W3C traceparent carried by SEND/DELIVER (55 in version 00) */
+#define BM_TRACESTATE_MAX 512   /* W3C tracestate */
 
 /* Wire commands (frame 0, element 1). */
 enum bm_cmd {
@@ -106,6 +108,8 @@ typedef struct bm_msg {
 	int64_t ts_ms;                  /* wall ms when first sent */
 	zmq_msg_t body;                 /* the frame holding the body (zero copy) */
 	size_t body_at;                 /* where the body starts in it (inline: past the header) */
+	char traceparent[BM_TRACEPARENT_MAX + 1]; /* W3C trace context as sent; "" = none */
+	char *tracestate;               /* W3C tracestate as sent (owned), or NULL */
 } bm_msg_t;
 
 static inline const void *
@@ -158,6 +162,8 @@ typedef struct bm_send_opts {
 	uint32_t ttl_ms;
 	uint32_t attempt;
 	int64_t ts_ms;         /* 0 = now */
+	const char *traceparent; /* W3C traceparent to carry untouched; NULL = none */
+	const char *tracestate;  /* W3C tracestate to carry untouched; NULL = none */
 } bm_send_opts_t;
 
 /*

@@ -88,6 +88,7 @@ bm_msg_destroy(bm_msg_t **self_p)
 		return;
 	}
 	zmq_msg_close(&(*self_p)->body);
+	free((*self_p)->tracestate);
 	free(*self_p);
 	*self_p = NULL;
 }
@@ -360,6 +361,16 @@ s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body, size_t body_at)
 		m->ttl_ms = e->ttl_ms;
 		m->attempt = e->attempt;
 		m->ts_ms = e->ts_ms;
+		m->traceparent[0] = '\0';
+		m->tracestate = NULL;
+		if (e->tp != NULL) {
+			memcpy(m->traceparent, e->tp, e->tp_len); /* <= BM_TRACEPARENT_MAX */
+			m->traceparent[e->tp_len] = '\0';
+		}
+		if (e->ts != NULL && (m->tracestate = malloc((size_t)e->ts_len + 1)) != NULL) {
+			memcpy(m->tracestate, e->ts, e->ts_len);
+			m->tracestate[e->ts_len] = '\0';
+		}
 		zmq_msg_init(&m->body);
 		m->body_at = body != NULL ? body_at : 0;
 		if (body != NULL) {
@@ -886,6 +897,24 @@ s_send_msg(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, const void 
 	e.priority = o->priority;
 	e.ttl_ms = o->ttl_ms;
 	e.attempt = o->attempt;
+	if (o->traceparent != NULL && o->traceparent[0] != '\0') {
+		size_t n = strlen(o->traceparent);
+
+		if (n > BM_TRACEPARENT_MAX) {
+			return -EINVAL;
+		}
+		e.tp = o->traceparent;
+		e.tp_len = (uint16_t)n;
+	}
+	if (o->tracestate != NULL && o->tracestate[0] != '\0') {
+		size_t n = strlen(o->tracestate);
+
+		if (n > BM_TRACESTATE_MAX) {
+			return -EINVAL;
+		}
+		e.ts = o->tracestate;
+		e.ts_len = (uint16_t)n;
+	}
 	if (body != NULL) {
 		rc = s_send_env(c, &e, body);
 	} else if (c->broker_inline && len <= BM_INLINE_MAX) {
@@ -1003,6 +1032,9 @@ bm_client_reply(bm_client_t *c, const bm_msg_t *req, const char *type, const voi
 	if (req == NULL) {
 		return -EINVAL;
 	}
+	/* A reply belongs to its request's trace. */
+	o.traceparent = req->traceparent;
+	o.tracestate = req->tracestate;
 	return bm_client_send(c, &o, body, len, NULL);
 }
 

@@ -12,7 +12,9 @@
  *   WELCOME   name:str  heartbeat_ms:uint  max_body:uint
  *   DENIED    code:uint  text:str
  *   SEND      id:bin16  corr:bin16|nil  to:str  type:str  priority:uint
- *             ttl_ms:uint  attempt:uint  ts_ms:uint           + body frame
+ *             ttl_ms:uint  attempt:uint  ts_ms:uint
+ *             [traceparent:str|nil  [tracestate:str|nil]]     + body frame
+ *             (the W3C trace context, optional: carried untouched)
  *   DELIVER   as SEND, with from:str in place of to           + body frame
  *   ACK       id:bin16  peer:str
  *   NACK      id:bin16  peer:str  code:uint  text:str
@@ -139,6 +141,24 @@ s_w_str(s_w_t *w, const char *str)
 	s_w_bytes(w, str, n);
 }
 
+/* n bytes of s as a str, or nil for NULL. */
+static void
+s_w_strn(s_w_t *w, const char *s, size_t n)
+{
+	if (s == NULL) {
+		s_w_tag(w, 0xc0, 0, 0);
+		return;
+	}
+	if (n <= 31) {
+		s_w_tag(w, (uint8_t)(0xa0 | n), 0, 0);
+	} else if (n <= UINT8_MAX) {
+		s_w_tag(w, 0xd9, n, 1);
+	} else {
+		s_w_tag(w, 0xda, n, 2);
+	}
+	s_w_bytes(w, s, n);
+}
+
 static void
 s_w_id(s_w_t *w, const bm_id_t *id, bool nil_if_zero)
 {
@@ -203,6 +223,10 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 	}
 	/* PONG's optional name and HELLO/WELCOME's features are always sent. */
 	s_w_array(&w, 2 + (size_t)s_field_count(e->cmd) +
+	                  ((e->cmd == BM_CMD_SEND || e->cmd == BM_CMD_DELIVER) &&
+	                           (e->tp != NULL || e->ts != NULL)
+	                       ? 2
+	                       : 0) +
 	                  (e->cmd == BM_CMD_PONG || e->cmd == BM_CMD_HELLO || e->cmd == BM_CMD_WELCOME) +
 	                  (e->cmd == BM_CMD_PING && e->has_report ? 3 : 0));
 	s_w_uint(&w, BM_PROTO_VERSION);
@@ -238,6 +262,10 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 		s_w_uint(&w, e->ttl_ms);
 		s_w_uint(&w, e->attempt);
 		s_w_uint(&w, (uint64_t)(e->ts_ms < 0 ? 0 : e->ts_ms));
+		if (e->tp != NULL || e->ts != NULL) {
+			s_w_strn(&w, e->tp, e->tp_len);
+			s_w_strn(&w, e->ts, e->ts_len);
+		}
 		break;
 	case BM_CMD_ACK:
 		s_w_id(&w, &e->id, false);
@@ -658,6 +686,43 @@ s_message(s_cur_t *c, bm_env_t *e)
 }
 
 /*
+ * An optional trace-context field: nil, or a str of 1..max bytes from
+ * 0x20 (space allowed only when space_ok) to 0x7e.  Its bytes stay in the
+ * buffer; *ret_s is NULL for nil or a bin (padding).
+ */
+static bool
+s_trace_field(s_cur_t *c, size_t max, bool space_ok, const char **ret_s, uint16_t *ret_n,
+              const char *why)
+{
+	const char *s;
+	size_t n;
+
+	*ret_s = NULL;
+	*ret_n = 0;
+	if (s_is_nil(c)) {
+		return true;
+	}
+	/* A bin here is the padding a broker appends to a DELIVER that had
+	 * no trace context (bm__env_pad, protocol.md §3): absent. */
+	if (c->p < c->end && (*c->p == 0xc4 || *c->p == 0xc5 || *c->p == 0xc6)) {
+		return s_skip(c, 0);
+	}
+	if (!s_rd_str(c, max, &s, &n, why) || n == 0) {
+		return s_fail(c, why);
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint8_t ch = (uint8_t)s[i];
+
+		if (ch > 0x7e || ch < 0x20 || (ch == 0x20 && !space_ok)) {
+			return s_fail(c, why);
+		}
+	}
+	*ret_s = s;
+	*ret_n = (uint16_t)n;
+	return true;
+}
+
+/*
  * Walks a msgpack encoding once, without allocating, and checks that it is
  * exactly one complete object whose every declared length fits in what is
  * left.  msgpack-c sizes its allocations by declared counts, so without
@@ -823,6 +888,17 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 	case BM_CMD_SEND:
 	case BM_CMD_DELIVER:
 		ok = s_message(&c, e);
+		/* W3C trace context, optional: traceparent, then tracestate. */
+		if (ok && n > 2 + (uint64_t)fields) {
+			ok = s_trace_field(&c, BM_TRACEPARENT_MAX, false, &e->tp, &e->tp_len,
+			                   "bad traceparent");
+			fields++;
+		}
+		if (ok && n > 2 + (uint64_t)fields) {
+			ok = s_trace_field(&c, BM_TRACESTATE_MAX, true, &e->ts, &e->ts_len,
+			                   "bad tracestate");
+			fields++;
+		}
 		break;
 	case BM_CMD_ACK:
 		ok = s_id(&c, &e->id, false, "bad message id") &&

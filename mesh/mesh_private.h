@@ -36,6 +36,9 @@ typedef struct bm_env {
 	                                /*   inline body (SEND/DELIVER) follows it */
 	const uint8_t *ids;             /* ACKS: nids ids of 16 bytes (decode: into */
 	uint16_t nids;                  /*   the frame; encode: the caller's) */
+	const char *tp;                 /* SEND/DELIVER: W3C traceparent (not NUL- */
+	const char *ts;                 /*   terminated; decode: into the buffer), */
+	uint16_t tp_len, ts_len;        /*   tracestate, their lengths; NULL = none */
 	bool has_report;                /* PING: carries an outbox report */
 	uint64_t report[3];             /* PING: outbox pending, dead, retries */
 	char text[BM_TEXT_MAX + 1];     /* NACK/DENIED/ERROR */

@@ -638,6 +638,74 @@ START_TEST(trace_shows_a_dead_letters_timeline)
 }
 END_TEST
 
+/* Receives the next message on c within 3 s (ACKing it). */
+static bm_msg_t *
+s_next_msg(bm_client_t *c)
+{
+	int64_t deadline = bm_mono_ms() + 3000;
+
+	while (bm_mono_ms() < deadline) {
+		bm_event_t ev = {0};
+
+		if (bm_client_recv(c, 100, &ev) == 0 && ev.kind == BM_EV_MESSAGE) {
+			bm_msg_t *m = ev.msg;
+
+			ev.msg = NULL;
+			(void)bm_client_ack(c, m);
+			bm_event_clear(&ev);
+			return m;
+		}
+		bm_event_clear(&ev);
+	}
+	return NULL;
+}
+
+START_TEST(traceparent_crosses_beastd_untouched_and_rides_the_reply)
+{
+	static const char tp[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+	static const char ts[] = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
+	bm_client_t *a = tu_client(s_dir, "a-rather-long-sender-name", NULL, 1000);
+	bm_client_t *b = tu_client(s_dir, "b", NULL, 1000);
+	bm_send_opts_t so = {.to = "b", .traceparent = tp, .tracestate = ts};
+	static char big[10000];
+	bm_msg_t *m;
+
+	ck_assert_ptr_nonnull(a);
+	ck_assert_ptr_nonnull(b);
+	/* Inline (small) and in a frame of its own (big); a sender name longer
+	 * than the address, so beastd re-encodes the header. */
+	for (int i = 0; i < 2; i++) {
+		ck_assert_int_eq(bm_client_send(a, &so, big, i ? sizeof big : 10, NULL), 0);
+		m = s_next_msg(b);
+		ck_assert_ptr_nonnull(m);
+		ck_assert_str_eq(m->traceparent, tp);
+		ck_assert_ptr_nonnull(m->tracestate);
+		ck_assert_str_eq(m->tracestate, ts);
+		ck_assert_uint_eq(bm_msg_size(m), i ? sizeof big : 10);
+		if (i == 0) {
+			ck_assert_int_eq(bm_client_reply(b, m, "re", "ok", 2), 0);
+		}
+		bm_msg_destroy(&m);
+		if (i == 0) {
+			m = s_next_msg(a);
+			ck_assert_ptr_nonnull(m);
+			ck_assert_str_eq(m->traceparent, tp);
+			bm_msg_destroy(&m);
+		}
+	}
+	/* Without one, none arrives. */
+	so.traceparent = so.tracestate = NULL;
+	ck_assert_int_eq(bm_client_send(a, &so, "x", 1, NULL), 0);
+	m = s_next_msg(b);
+	ck_assert_ptr_nonnull(m);
+	ck_assert_str_eq(m->traceparent, "");
+	ck_assert_ptr_null(m->tracestate);
+	bm_msg_destroy(&m);
+	bm_client_destroy(&a);
+	bm_client_destroy(&b);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -661,6 +729,7 @@ s_suite(void)
 	tcase_add_test(t, trace_shows_an_acked_messages_timeline);
 	tcase_add_test(t, trace_shows_a_retried_messages_timeline);
 	tcase_add_test(t, trace_shows_a_dead_letters_timeline);
+	tcase_add_test(t, traceparent_crosses_beastd_untouched_and_rides_the_reply);
 	suite_add_tcase(s, t);
 
 	t = tcase_create("flood");
