@@ -60,6 +60,7 @@ static const s_cmd_t s_cmds[] = {
 	{"bench", s_bench, "measure transports side by side (runs beast-bench)"},
 	{"outbox", bm_cli_outbox, "an agent's pending and dead messages (ls, dead, requeue, flush ...)"},
 	{"trace", bm_cli_trace, "a message's timeline: outbox, beastd, receiver"},
+	{"top", bm_cli_top, "the swarm live: agents, rates, outboxes, topics, blobs"},
 };
 
 static void

@@ -100,10 +100,16 @@ bm_cli_ls(int argc, char **argv, const char *dir)
 				bm_cli_json_str(stdout, v[i].caps[k], strlen(v[i].caps[k]));
 			}
 			printf("],\"idle_ms\":%lld,\"inflight\":%llu,\"sent\":%llu,\"delivered\":%llu,"
-			       "\"acked\":%llu}\n",
+			       "\"acked\":%llu,\"unacked_bytes\":%llu",
 			       (long long)v[i].idle_ms, (unsigned long long)v[i].inflight,
 			       (unsigned long long)v[i].sent, (unsigned long long)v[i].delivered,
-			       (unsigned long long)v[i].acked);
+			       (unsigned long long)v[i].acked, (unsigned long long)v[i].unacked_bytes);
+			if (v[i].outbox_pending >= 0) {
+				printf(",\"outbox_pending\":%lld,\"outbox_dead\":%lld,\"outbox_retries\":%lld",
+				       (long long)v[i].outbox_pending, (long long)v[i].outbox_dead,
+				       (long long)v[i].outbox_retries);
+			}
+			printf("}\n");
 		} else {
 			printf("%-24s %-32s %6lldms %8llu %10llu %10llu %10llu\n", v[i].name,
 			       caps[0] ? caps : "-", (long long)v[i].idle_ms,

@@ -274,6 +274,10 @@ typedef struct bm_agent_info {
 	uint64_t sent;         /* SENDs it made */
 	uint64_t delivered;    /* DELIVERs it got */
 	uint64_t acked;        /* ACKs it gave */
+	uint64_t unacked_bytes; /* bytes delivered to it, not yet ACKed (estimate) */
+	int64_t outbox_pending; /* its outbox as it last reported (PING); -1 = never */
+	int64_t outbox_dead;    /* dead letters it reported; -1 = never */
+	int64_t outbox_retries; /* resends it reported; -1 = never */
 } bm_agent_info_t;
 
 /* Asks the broker for its directory.  *ret_agents is malloc'd (free()). */

@@ -702,7 +702,7 @@ s_on_list(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_array(&pk, bm__map_size(b->by_name));
 	for (s_agent_t *a; (a = bm__map_next(b->by_name, &cur)) != NULL;) {
-		msgpack_pack_map(&pk, 7);
+		msgpack_pack_map(&pk, a->ob_pending >= 0 ? 11 : 8);
 		s_pack_kv_str(&pk, "name", a->name);
 		msgpack_pack_str(&pk, 4);
 		msgpack_pack_str_body(&pk, "caps", 4);
@@ -716,6 +716,12 @@ s_on_list(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
 		s_pack_kv_int(&pk, "sent", (int64_t)a->sent);
 		s_pack_kv_int(&pk, "delivered", (int64_t)a->delivered);
 		s_pack_kv_int(&pk, "acked", (int64_t)a->acked);
+		s_pack_kv_int(&pk, "unacked_bytes", (int64_t)a->pending_bytes);
+		if (a->ob_pending >= 0) {
+			s_pack_kv_int(&pk, "outbox_pending", a->ob_pending);
+			s_pack_kv_int(&pk, "outbox_dead", a->ob_dead);
+			s_pack_kv_int(&pk, "outbox_retries", a->ob_retries);
+		}
 	}
 	s_reply_body(b, rid, rid_len, BM_CMD_DIRECTORY, &sb);
 	msgpack_sbuffer_destroy(&sb);

@@ -1228,6 +1228,11 @@ bm_client_list(bm_client_t *c, int timeout_ms, bm_agent_info_t **ret_agents, siz
 		v[i].sent = (uint64_t)s_map_int(m, "sent");
 		v[i].delivered = (uint64_t)s_map_int(m, "delivered");
 		v[i].acked = (uint64_t)s_map_int(m, "acked");
+		v[i].unacked_bytes = (uint64_t)s_map_int(m, "unacked_bytes");
+		/* Absent (an old beastd, or no report yet): -1. */
+		v[i].outbox_pending = s_map_get(m, "outbox_pending") ? s_map_int(m, "outbox_pending") : -1;
+		v[i].outbox_dead = s_map_get(m, "outbox_dead") ? s_map_int(m, "outbox_dead") : -1;
+		v[i].outbox_retries = s_map_get(m, "outbox_retries") ? s_map_int(m, "outbox_retries") : -1;
 	}
 	*ret_agents = v;
 	*ret_count = n;

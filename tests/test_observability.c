@@ -553,6 +553,49 @@ START_TEST(http_flood_never_delays_a_ping)
 }
 END_TEST
 
+/* ---- beast top ---- */
+
+START_TEST(top_prints_plain_refreshes_and_stops_after_count)
+{
+	const char *echo[] = {"echo", "--caps", "plan", "planner", NULL};
+	const char *req[] = {"request", "--as", "scout", "@plan", "plan.request", "go", NULL};
+	const char *top[] = {"top", "--count", "3", "--interval", "300", NULL};
+	const char *want[] = {"beast top", "mesh       routed", "broadcast  in", "blobs",
+	                      "AGENT", "planner", "online", "plan", "TOPIC (tap)", NULL};
+	pid_t e = s_beast(echo), t;
+	char *out = NULL, path[BM_PATH_MAX + 16];
+	int refreshes = 0;
+	FILE *f;
+	long n;
+
+	ck_assert_int_ge(tu_wait_agent(s_dir, "planner", true, 5000), 0);
+	snprintf(path, sizeof path, "%s/top.out", s_dir);
+	t = s_beast_to(top, path);
+	for (int i = 0; i < 5; i++) {
+		ck_assert_int_eq(s_beast_run(req), 0);
+	}
+	ck_assert_int_eq(tu_wait(t, 10000), 0);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	out = calloc(1, (size_t)n + 1);
+	ck_assert_int_eq(fread(out, 1, (size_t)n, f), n);
+	fclose(f);
+	s_in_order(out, want);
+	/* Not a terminal: plain lines, no escape sequences; one block per
+	 * refresh. */
+	ck_assert(strchr(out, '\033') == NULL);
+	for (const char *p = out; (p = strstr(p, "beast top  ")) != NULL; p++) {
+		refreshes++;
+	}
+	ck_assert_int_eq(refreshes, 3);
+	free(out);
+	tu_kill9(e);
+}
+END_TEST
+
 /* ---- beast trace ---- */
 
 START_TEST(trace_shows_an_acked_messages_timeline)
@@ -720,6 +763,7 @@ s_suite(void)
 	tcase_add_test(t, healthz_turns_unhealthy_when_paused_or_socket_gone);
 	tcase_add_test(t, bad_requests_get_4xx_and_non_loopback_is_refused);
 	tcase_add_test(t, unix_socket_serves_the_endpoints);
+	tcase_add_test(t, top_prints_plain_refreshes_and_stops_after_count);
 	suite_add_tcase(s, t);
 
 	t = tcase_create("trace");
