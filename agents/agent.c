@@ -523,6 +523,8 @@ bm_agent_send(bm_agent_t *a, const char *to, const bm_agent_send_opts_t *o, cons
 		so.ttl_ms = o->ttl_ms;
 		so.max_attempts = o->max_attempts;
 		so.expire = o->expire;
+		so.traceparent = o->traceparent;
+		so.tracestate = o->tracestate;
 	}
 	if ((rc = bm_outbox_put(a->outbox, &so, body, len, &id)) < 0) {
 		return rc;
@@ -624,7 +626,10 @@ bm_agent_reply(bm_agent_t *a, const bm_msg_t *req, const char *type, const void 
 	if (a == NULL || req == NULL) {
 		return -EINVAL;
 	}
-	so = (bm_outbox_send_opts_t){.to = req->from, .type = type, .corr = &req->id};
+	/* A reply belongs to its request's trace. */
+	so = (bm_outbox_send_opts_t){.to = req->from, .type = type, .corr = &req->id,
+	                             .traceparent = req->traceparent[0] ? req->traceparent : NULL,
+	                             .tracestate = req->tracestate};
 	if (req->ttl_ms > 0) {
 		/* The requester waits until ts_ms + ttl_ms (its clock, near ours:
 		 * one machine).  Past that the reply would only linger. */

@@ -228,7 +228,8 @@ s_body(const char *cmd, const char *arg, size_t max, char **ret_buf, size_t *ret
 
 static const char s_send_help[] =
 	"usage: beast send [--as NAME] [--type TYPE] [--timeout MS] [--no-wait]\n"
-	"                  [--ttl MS] [--priority N] [--attempts N] [--trace] TO [BODY]\n"
+	"                  [--ttl MS] [--priority N] [--attempts N] [--trace]\n"
+	"                  [--traceparent TP [--tracestate TS]] TO [BODY]\n"
 	"\n"
 	"Sends one message to the agent TO (or to any agent with a capability: @CAP)\n"
 	"reliably: it is first stored in NAME's outbox journal, then sent, retried\n"
@@ -244,6 +245,8 @@ static const char s_send_help[] =
 	"  --priority N   0..255, higher goes first among NAME's pending messages\n"
 	"  --attempts N   dead-letter it after N unacknowledged attempts (default 20)\n"
 	"  --trace        then print the message's timeline (as `beast trace ID`)\n"
+	"  --traceparent TP, --tracestate TS   the W3C trace context to carry (stored\n"
+	"                 with the message, sent with every attempt)\n"
 	"\n"
 	"Exit status: 0 acknowledged (or stored, with --no-wait), 1 dead-lettered or\n"
 	"an error (reason on stderr), 2 usage, 3 no ACK in time (still stored),\n"
@@ -277,7 +280,8 @@ bm_cli_send(int argc, char **argv, const char *dir)
 		{"timeout", required_argument, NULL, 'T'},  {"no-wait", no_argument, NULL, 'W'},
 		{"ttl", required_argument, NULL, 'L'},      {"priority", required_argument, NULL, 'P'},
 		{"attempts", required_argument, NULL, 'N'}, {"help", no_argument, NULL, 'h'},
-		{"trace", no_argument, NULL, 'R'},          {0}};
+		{"trace", no_argument, NULL, 'R'},          {"traceparent", required_argument, NULL, 'p'},
+		{"tracestate", required_argument, NULL, 's'}, {0}};
 	char defname[BM_NAME_MAX + 1], *body = NULL;
 	const char *name = NULL, *type = "msg", *to;
 	bm_outbox_send_opts_t so = {0};
@@ -306,6 +310,12 @@ bm_cli_send(int argc, char **argv, const char *dir)
 			break;
 		case 'R':
 			trace = true;
+			break;
+		case 'p':
+			so.traceparent = optarg;
+			break;
+		case 's':
+			so.tracestate = optarg;
 			break;
 		case 'T':
 			if ((timeout = bm_cli_num(optarg, 1, 86400000)) > 0) {
@@ -513,6 +523,14 @@ s_print_msg(bm_msg_t *m, bool json)
 	if (!bm_id_is_zero(&m->corr)) {
 		bm_id_hex(&m->corr, corr);
 		printf(",\"corr\":\"%s\"", corr);
+	}
+	if (m->traceparent[0] != '\0') {
+		printf(",\"traceparent\":");
+		bm_cli_json_str(stdout, m->traceparent, strlen(m->traceparent));
+	}
+	if (m->tracestate != NULL) {
+		printf(",\"tracestate\":");
+		bm_cli_json_str(stdout, m->tracestate, strlen(m->tracestate));
 	}
 	printf(",\"attempt\":%u,\"ts_ms\":%lld,", m->attempt, (long long)m->ts_ms);
 	bm_cli_json_body(stdout, bm_msg_data(m), bm_msg_size(m));

@@ -30,7 +30,7 @@ typedef struct {
 	const char *source;           /* outbox, beastd, dedup */
 	const char *event;            /* stored, routed, nacked, acked, refused, handled, ... */
 	uint32_t attempt;             /* 1-based; 0 = not an attempt */
-	char text[256];               /* the line's words */
+	char text[512];               /* the line's words */
 	char reason[128];             /* NACK / dead reason, or "" */
 } s_line_t;
 
@@ -182,8 +182,9 @@ bm_cli_trace_print(const char *dir, const bm_id_t *id, const char *sender_in,
 		l->source = "outbox";
 		l->event = "stored";
 		snprintf(l->text, sizeof l->text, "stored in %s's outbox: to %s, type %s, %u attempts "
-		                                  "at most%s",
-		         sender, ot.to, ot.type, ot.max_attempts, ot.ttl_ms ? ", with a TTL" : "");
+		                                  "at most%s%s%s",
+		         sender, ot.to, ot.type, ot.max_attempts, ot.ttl_ms ? ", with a TTL" : "",
+		         ot.traceparent[0] ? ", traceparent " : "", ot.traceparent);
 		if (ot.requeued_ms != 0) {
 			l = &lines[n++];
 			l->t_us = ot.requeued_ms * 1000;

@@ -621,6 +621,10 @@ typedef struct bm_outbox_send_opts {
 	uint32_t max_attempts;   /* 0 = the outbox default */
 	bool expire;             /* at the TTL, withdraw it (stats: expired) rather
 	                          * than keep a dead letter: for replies */
+	const char *traceparent; /* W3C trace context, stored with it and sent on
+	                          * every attempt; NULL = none (-EINVAL when over
+	                          * BM_TRACEPARENT_MAX) */
+	const char *tracestate;  /* with a traceparent only; NULL = none */
 } bm_outbox_send_opts_t;
 
 /*
@@ -756,6 +760,7 @@ typedef struct bm_outbox_trace {
 	int fate;                     /* enum bm_outbox_fate */
 	int dead_code;                /* DEAD: BM_E* or BM_OUTBOX_DEAD_* reason */
 	uint64_t records;             /* journal records about it */
+	char traceparent[BM_TRACEPARENT_MAX + 1]; /* W3C trace context stored; "" = none */
 } bm_outbox_trace_t;
 
 /*

@@ -749,6 +749,53 @@ START_TEST(traceparent_crosses_beastd_untouched_and_rides_the_reply)
 }
 END_TEST
 
+START_TEST(the_outbox_stores_the_trace_context_and_resends_it)
+{
+	static const char tp[] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+	const char *send[] = {"send", "--as", "tp1", "--no-wait", "--traceparent", tp,
+	                      "--tracestate", "congo=t61rcWkgMzE", "late2", "hello", NULL};
+	const char *listen[] = {"listen", "--json", "--count", "1", "late2", NULL};
+	const char *flush[] = {"outbox", "--as", "tp1", "flush", "--timeout", "5000", NULL};
+	char path[BM_PATH_MAX + 16], *out = NULL, *id, want[128];
+	pid_t l;
+	FILE *f;
+	long n;
+
+	/* Stored while late2 is offline; the flush is another process that
+	 * reads it back from the journal. */
+	ck_assert_int_eq(s_beast_out(send, &out), 0);
+	id = strndup(out, BM_ID_HEX_LEN);
+	free(out);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "tp1", false, 5000), 0);
+	snprintf(path, sizeof path, "%s/listen.out", s_dir);
+	l = s_beast_to(listen, path);
+	ck_assert_int_ge(tu_wait_agent(s_dir, "late2", true, 5000), 0);
+	ck_assert_int_eq(s_beast_out(flush, &out), 0);
+	free(out);
+	ck_assert_int_eq(tu_wait(l, 5000), 0);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	out = calloc(1, (size_t)n + 1);
+	ck_assert_int_eq(fread(out, 1, (size_t)n, f), n);
+	fclose(f);
+	snprintf(want, sizeof want, "\"traceparent\":\"%s\"", tp);
+	ck_assert_msg(strstr(out, want) != NULL, "%s", out);
+	ck_assert(strstr(out, "\"tracestate\":\"congo=t61rcWkgMzE\"") != NULL);
+	free(out);
+	{
+		const char *trace[] = {"trace", id, NULL};
+
+		ck_assert_int_eq(s_beast_out(trace, &out), 0);
+		ck_assert_msg(strstr(out, tp) != NULL, "%s", out);
+		free(out);
+	}
+	free(id);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -774,6 +821,7 @@ s_suite(void)
 	tcase_add_test(t, trace_shows_a_retried_messages_timeline);
 	tcase_add_test(t, trace_shows_a_dead_letters_timeline);
 	tcase_add_test(t, traceparent_crosses_beastd_untouched_and_rides_the_reply);
+	tcase_add_test(t, the_outbox_stores_the_trace_context_and_resends_it);
 	suite_add_tcase(s, t);
 
 	t = tcase_create("flood");
