@@ -37,6 +37,7 @@ static volatile sig_atomic_t s_wake;  /* ends a run of the broker loop */
 static volatile sig_atomic_t s_term;  /* SIGINT/SIGTERM seen */
 static volatile sig_atomic_t s_steer; /* 0, or the last SIGUSR1/SIGUSR2 */
 static bm_broker_t *s_broker;          /* for the tick hook */
+static bm_proxy_t *s_proxy;            /* for the tick hook */
 
 static void
 s_on_signal(int sig)
@@ -91,10 +92,25 @@ s_proxy_stats(void *arg, bm_stat_t *ret, size_t max)
 static void
 s_publish(void *arg)
 {
+	/* Topics need a scan of the proxy's cache, on its thread: with each
+	 * snapshot while the cache is small, once a second past 4,096 topics. */
+	static bm_proxy_topic_t topics[BM_PROXY_TOPICS_MAX];
+	static int ntopics, turn;
+	static int64_t cached;
 	bm_broker_snap_t *snap = NULL;
 
+	if (turn++ % (1000 / S_SNAP_MS) == 0 || cached <= 4096) {
+		int n = bm_proxy_topics(s_proxy, topics, BM_PROXY_TOPICS_MAX);
+
+		ntopics = n < 0 ? 0 : n;
+	}
 	if (bm_broker_snap(s_broker, &snap) == 0) {
-		bm_httpd_publish(arg, &snap);
+		for (size_t i = 0; i < snap->nstats; i++) {
+			if (strcmp(snap->stats[i].key, "bcast_lvc_topics") == 0) {
+				cached = snap->stats[i].value;
+			}
+		}
+		bm_httpd_publish(arg, &snap, topics, (size_t)ntopics);
 	}
 }
 
@@ -149,9 +165,9 @@ s_usage(FILE *out)
 	        "  --no-lvc          broadcast: no last-value cache for late joiners\n"
 	        "  --lvc-max BYTES   broadcast: last-value cache memory bound (67108864)\n"
 	        "  --http ADDR       serve read-only HTTP: /metrics (Prometheus), /healthz, /varz,\n"
-	        "                    /agents, /flows and the dashboard at /; ADDR is loopback only:\n"
-	        "                    127.0.0.1:PORT, [::1]:PORT or unix:PATH (PORT 0: any free\n"
-	        "                    port; the address bound is written to DIR/http.addr)\n"
+	        "                    /agents, /flows, /topics and the dashboard at /; ADDR is\n"
+	        "                    loopback only: 127.0.0.1:PORT, [::1]:PORT or unix:PATH (PORT 0:\n"
+	        "                    any free port; the address bound is written to DIR/http.addr)\n"
 	        "  -v, --verbose     log agents coming and going (-vv: debug)\n"
 	        "  -h, --help        this text\n"
 	        "\n"
@@ -368,10 +384,11 @@ main(int argc, char **argv)
 			return 1;
 		}
 		s_broker = b;
+		s_proxy = p;
 		s_publish(h); /* the endpoints answer from the start */
 		bm_broker_set_tick_hook(b, s_publish, h, S_SNAP_MS);
 		s_write_addr(bm_broker_dir(b), bm_httpd_address(h), addr_file, sizeof addr_file);
-		bm_log(BM_LOG_INFO, "HTTP on %s (/metrics /healthz /varz /agents /flows /)",
+		bm_log(BM_LOG_INFO, "HTTP on %s (/metrics /healthz /varz /agents /flows /topics /)",
 		       bm_httpd_address(h));
 	}
 	bm_log(BM_LOG_INFO, "listening on %s%s%s%s; broadcast on %s/pub.sock -> %s/sub.sock%s",

@@ -24,6 +24,7 @@
  *   /varz      the counters of `beast stats --json`, one JSON object
  *   /agents    the directory of `beast ls --json`, as one JSON array
  *   /flows     messages per (from, to) pair, JSON
+ *   /topics    the busiest broadcast topics (from the last-value cache), JSON
  *   /          the dashboard page (agents/dashboard/index.html, embedded)
  */
 #include <arpa/inet.h>
@@ -52,6 +53,8 @@ extern const size_t bm_dashboard_html_len;
 typedef struct {
 	atomic_int refs;              /* the server's + one per request */
 	bm_broker_snap_t *snap;       /* owned */
+	size_t ntopics;               /* the proxy's busiest topics */
+	bm_proxy_topic_t topics[BM_PROXY_TOPICS_MAX];
 } s_pub_t;
 
 struct bm_httpd {
@@ -88,7 +91,8 @@ s_take(bm_httpd_t *h)
 }
 
 void
-bm_httpd_publish(bm_httpd_t *h, bm_broker_snap_t **snap_p)
+bm_httpd_publish(bm_httpd_t *h, bm_broker_snap_t **snap_p, const bm_proxy_topic_t *topics,
+                 size_t ntopics)
 {
 	s_pub_t *p, *old;
 
@@ -103,6 +107,10 @@ bm_httpd_publish(bm_httpd_t *h, bm_broker_snap_t **snap_p)
 	atomic_init(&p->refs, 1);
 	p->snap = *snap_p;
 	*snap_p = NULL;
+	p->ntopics = topics && ntopics <= BM_PROXY_TOPICS_MAX ? ntopics : 0;
+	if (p->ntopics > 0) {
+		memcpy(p->topics, topics, p->ntopics * sizeof *topics);
+	}
 	pthread_mutex_lock(&h->lock);
 	old = h->cur;
 	h->cur = p;
@@ -276,6 +284,19 @@ s_render_flows(const bm_broker_snap_t *s, FILE *f)
 		s_json_str(f, s->flows[i].to);
 		fprintf(f, ",\"msgs\":%llu,\"bytes\":%llu}", (unsigned long long)s->flows[i].msgs,
 		        (unsigned long long)s->flows[i].bytes);
+	}
+	fputs("]}\n", f);
+}
+
+static void
+s_render_topics(const s_pub_t *p, FILE *f)
+{
+	fprintf(f, "{\"uptime_ms\":%lld,\"topics\":[", (long long)s_stat(p->snap, "uptime_ms"));
+	for (size_t i = 0; i < p->ntopics; i++) {
+		fputs(i ? ",\n{\"topic\":" : "{\"topic\":", f);
+		s_json_str(f, p->topics[i].topic);
+		fprintf(f, ",\"msgs\":%llu,\"bytes\":%llu}", (unsigned long long)p->topics[i].msgs,
+		        (unsigned long long)p->topics[i].bytes);
 	}
 	fputs("]}\n", f);
 }
@@ -517,9 +538,9 @@ s_on_request(void *cls, struct MHD_Connection *conn, const char *url, const char
 	}
 	if (strcmp(url, "/metrics") != 0 && strcmp(url, "/healthz") != 0 &&
 	    strcmp(url, "/varz") != 0 && strcmp(url, "/agents") != 0 &&
-	    strcmp(url, "/flows") != 0) {
+	    strcmp(url, "/flows") != 0 && strcmp(url, "/topics") != 0) {
 		return s_text(conn, MHD_HTTP_NOT_FOUND,
-		              "not found: try /metrics /healthz /varz /agents /flows or /\n");
+		              "not found: try /metrics /healthz /varz /agents /flows /topics or /\n");
 	}
 	p = s_take(h);
 	f = open_memstream(&buf, &len);
@@ -540,6 +561,8 @@ s_on_request(void *cls, struct MHD_Connection *conn, const char *url, const char
 		s_render_varz(p->snap, f);
 	} else if (strcmp(url, "/agents") == 0) {
 		s_render_agents(p->snap, f);
+	} else if (strcmp(url, "/topics") == 0) {
+		s_render_topics(p, f);
 	} else {
 		s_render_flows(p->snap, f);
 	}

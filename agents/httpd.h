@@ -1,6 +1,6 @@
 /*
  * httpd.h - beastd's read-only HTTP endpoints (agents/httpd.c): Prometheus
- * /metrics, /healthz, /varz, /agents, /flows and the dashboard page, served
+ * /metrics, /healthz, /varz, /agents, /flows, /topics and the dashboard page, served
  * by libmicrohttpd on a thread of its own from snapshots the broker
  * publishes.  Private to beastd; docs/observability.md describes the
  * endpoints.
@@ -9,6 +9,7 @@
 #define BM_HTTPD_H
 
 #include "bm_mesh.h"
+#include "bm_proxy.h"
 
 #define BM_HTTPD_AGENTS_LABELLED 64 /* agents with their own label in /metrics */
 #define BM_HTTPD_CONN_MAX 64        /* simultaneous connections */
@@ -39,11 +40,13 @@ int bm_httpd_open(const char *addr, const char *dir, bm_httpd_t **ret_httpd);
 const char *bm_httpd_address(const bm_httpd_t *h);
 
 /*
- * Hands a fresh snapshot over (takes *snap_p and NULLs it); the one it
- * replaces is freed once the last request reading it is done.  Never
+ * Hands a fresh snapshot over (takes *snap_p and NULLs it), with the
+ * proxy's busiest topics (copied; ntopics <= BM_PROXY_TOPICS_MAX); the one
+ * it replaces is freed once the last request reading it is done.  Never
  * waits on a request: the lock only guards a pointer swap.  Thread safe.
  */
-void bm_httpd_publish(bm_httpd_t *h, bm_broker_snap_t **snap_p);
+void bm_httpd_publish(bm_httpd_t *h, bm_broker_snap_t **snap_p, const bm_proxy_topic_t *topics,
+                      size_t ntopics);
 
 /* Stops the thread (waits for requests in hand), closes, frees; removes a
  * unix socket it made.  NULL-safe. */

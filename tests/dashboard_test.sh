@@ -45,13 +45,14 @@ done
 ( for i in $(seq 1 400); do
 	"$beast" --dir "$dir" request --as scout --timeout 2000 @plan plan.request "route $i" >/dev/null 2>&1 || true
 	"$beast" --dir "$dir" send --as scout --timeout 2000 mapper "tile $i" >/dev/null 2>&1 || true
+	"$beast" --dir "$dir" pub --as explorer tot/7/2 "branch $i" >/dev/null 2>&1 || true
   done ) &
 pids+=($!)
 sleep 1
 
 flags=(--headless --no-sandbox --disable-gpu --disable-quic --no-first-run
        --disable-background-networking --disable-component-update --disable-sync
-       --virtual-time-budget=6000 --window-size=1280,900)
+       --virtual-time-budget=8000 --window-size=1280,900)
 url="http://$addr/?poll=400"
 timeout 90 "$chromium" "${flags[@]}" --user-data-dir="$dir/chrome-dom" --dump-dom "$url" \
 	>"$dir/dom.html" 2>"$dir/chrome.log"
@@ -76,6 +77,7 @@ check "flow edge scout -> planner" 'class="edge"[^>]*data-from="scout" data-to="
 check "flow edge planner -> scout" 'class="edge"[^>]*data-from="planner" data-to="scout"'
 check "flow edge scout -> mapper with a rate" 'class="edge"[^>]*data-from="scout" data-to="mapper" data-rate="[0-9.]*[1-9]'
 check "graph node for mapper" 'class="node" data-agent="mapper"'
+check "broadcast topic tot/7/2 listed with a rate" '<tr data-topic="tot/7/2/?" data-rate="[0-9.]*[1-9]'
 if [ -s "$shot" ] && [ "$(head -c 8 "$shot" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; then
 	echo "ok: screenshot $shot ($(stat -c %s "$shot") bytes)"
 else

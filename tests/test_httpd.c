@@ -79,7 +79,7 @@ s_publish(bm_httpd_t *h, bm_broker_snap_t *s)
 	free(s->agents);
 	free(s->flows);
 	free(s);
-	bm_httpd_publish(h, &d);
+	bm_httpd_publish(h, &d, NULL, 0);
 	ck_assert_ptr_null(d);
 }
 

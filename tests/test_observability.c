@@ -251,6 +251,26 @@ START_TEST(metrics_pass_promtool_and_move_with_traffic)
 	flows = s_get("/flows", 200);
 	ck_assert_msg(strstr(flows, "{\"from\":\"r1\",\"to\":\"e1\",\"msgs\":5") != NULL, "%s", flows);
 	ck_assert(strstr(flows, "{\"from\":\"e1\",\"to\":\"r1\",\"msgs\":5") != NULL);
+	{
+		/* A broadcast's topic shows in /topics (from the proxy's cache). */
+		const char *pub[] = {"pub", "--as", "explorer", "tot/7/2", "west ridge", NULL};
+		int64_t deadline = bm_mono_ms() + 3000;
+		char *topics = NULL;
+
+		ck_assert_int_eq(s_beast_run(pub), 0);
+		ck_assert_int_eq(s_beast_run(pub), 0);
+		while (bm_mono_ms() < deadline) {
+			free(topics);
+			topics = s_get("/topics", 200);
+			if (strstr(topics, "{\"topic\":\"tot/7/2/\",\"msgs\":2,") != NULL) {
+				break;
+			}
+			usleep(100000);
+		}
+		ck_assert_msg(strstr(topics, "{\"topic\":\"tot/7/2/\",\"msgs\":2,") != NULL, "%s",
+		              topics);
+		free(topics);
+	}
 	varz = s_get("/varz", 200);
 	ck_assert(strstr(varz, "\"delivers\":") != NULL && strstr(varz, "\"bcast_in\":") != NULL);
 	free(m0);
