@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,39 +80,59 @@ s_run(bm_broker_t *b, bm_proxy_t *p)
 	}
 }
 
-/* Broker STATS hook: the proxy's counters, on the broker's thread (the
- * proxy's owner thread, as bm_proxy_stats requires). */
+/*
+ * Broker STATS hook: the proxy's counters, on the broker's thread (the
+ * proxy's owner thread, as bm_proxy_stats requires).  Each call is a round
+ * trip to the proxy's thread; a STATS request gets fresh counters, but the
+ * snapshots taken every 250 ms for HTTP reuse the last ones for up to a
+ * second, so the broker's thread waits on the proxy's at most once a second
+ * for them.
+ */
+static bool s_snapping;                     /* inside s_publish */
+
 static int
 s_proxy_stats(void *arg, bm_stat_t *ret, size_t max)
 {
-	return bm_proxy_stats(arg, ret, max);
+	static bm_stat_t last[BM_PROXY_STATS_MAX];
+	static int nlast = -1;
+	static int64_t last_ms;
+	int64_t now = bm_mono_ms();
+	int n;
+
+	if (s_snapping && nlast >= 0 && now - last_ms < 1000) {
+		n = nlast < (int)max ? nlast : (int)max;
+		memcpy(ret, last, (size_t)n * sizeof *ret);
+		return n;
+	}
+	n = bm_proxy_stats(arg, ret, max);
+	if (n >= 0) {
+		nlast = n < BM_PROXY_STATS_MAX ? n : BM_PROXY_STATS_MAX;
+		memcpy(last, ret, (size_t)nlast * sizeof *ret);
+		last_ms = now;
+	}
+	return n;
 }
 
 /* Tick hook, on the broker's thread: a fresh snapshot for the HTTP
- * endpoints. */
+ * endpoints.  The proxy's part (counters, busiest topics) is refreshed
+ * once a second: asking costs a round trip to the proxy's thread. */
 static void
 s_publish(void *arg)
 {
-	/* Topics need a scan of the proxy's cache, on its thread: with each
-	 * snapshot while the cache is small, once a second past 4,096 topics. */
 	static bm_proxy_topic_t topics[BM_PROXY_TOPICS_MAX];
 	static int ntopics, turn;
-	static int64_t cached;
 	bm_broker_snap_t *snap = NULL;
 
-	if (turn++ % (1000 / S_SNAP_MS) == 0 || cached <= 4096) {
+	if (turn++ % (1000 / S_SNAP_MS) == 0) {
 		int n = bm_proxy_topics(s_proxy, topics, BM_PROXY_TOPICS_MAX);
 
 		ntopics = n < 0 ? 0 : n;
 	}
+	s_snapping = true;
 	if (bm_broker_snap(s_broker, &snap) == 0) {
-		for (size_t i = 0; i < snap->nstats; i++) {
-			if (strcmp(snap->stats[i].key, "bcast_lvc_topics") == 0) {
-				cached = snap->stats[i].value;
-			}
-		}
 		bm_httpd_publish(arg, &snap, topics, (size_t)ntopics);
 	}
+	s_snapping = false;
 }
 
 /* Writes DIR/http.addr (mode 0600): the address served, one line. */
