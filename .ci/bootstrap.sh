@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(gcc libc6-dev pkg-config meson ninja-build libzmq3-dev libczmq-dev libsodium-dev
-      libmsgpack-dev check python3-zmq python3-msgpack python3-cffi python3-numpy python3-pytest)
+      libmsgpack-dev check python3-zmq python3-msgpack python3-cffi python3-numpy python3-pytest
+      python3-venv python3-pip python3-setuptools)
 [ "${BM_WITH_CLANG:-0}" = 1 ] && PKGS+=(clang libclang-rt-dev)
 # Benchmark peers (optional; each bench says when one is missing).
 [ "${BM_WITH_PEERS:-0}" = 1 ] && PKGS+=(nats-server libnats-dev redis-server libhiredis-dev
