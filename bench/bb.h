@@ -197,7 +197,7 @@ int bb_free_port(void);
 /* Finds a program on PATH or in the usual sbin dirs: its path in out, 0 or -1. */
 int bb_find_program(const char *name, char *out, size_t outlen);
 
-/* ---- the transports (one table, in bench.c) ---- */
+/* ---- the transports (one table, in bb_table.c) ---- */
 extern const bb_transport_t *const bb_transports[];
 
 #endif

@@ -95,6 +95,42 @@ bb_latency_stats(bb_row_t *r, double *us, int n)
 	r->has_cdf = 1;
 }
 
+/* ---- children to kill on Ctrl-C ---- */
+
+#define S_MAX_TRACK 64
+static volatile pid_t s_tracked[S_MAX_TRACK];
+
+static void
+s_track(pid_t pid)
+{
+	for (int i = 0; i < S_MAX_TRACK; i++) {
+		if (s_tracked[i] == 0) {
+			s_tracked[i] = pid;
+			return;
+		}
+	}
+}
+
+static void
+s_untrack(pid_t pid)
+{
+	for (int i = 0; i < S_MAX_TRACK; i++) {
+		if (s_tracked[i] == pid) {
+			s_tracked[i] = 0;
+		}
+	}
+}
+
+void
+bb_core_kill_tracked(void)
+{
+	for (int i = 0; i < S_MAX_TRACK; i++) {
+		if (s_tracked[i] > 0) {
+			kill(s_tracked[i], SIGKILL);
+		}
+	}
+}
+
 /* ---- sides ---- */
 
 pid_t
@@ -122,7 +158,7 @@ bb_side_spawn(int cpu, int (*fn)(void *arg, int wfd), void *arg, int *rfd)
 	}
 	close(p[1]);
 	*rfd = p[0];
-	bb_core_track(pid);
+	s_track(pid);
 	return pid;
 }
 
@@ -152,7 +188,7 @@ bb_side_reap(pid_t pid, double timeout_s, bb_row_t *r, int side)
 		}
 		usleep(1000);
 	}
-	bb_core_untrack(pid);
+	s_untrack(pid);
 	if (w != pid)
 		return -1;
 	if (r && side >= 0 && side < BB_NSIDES) {
@@ -278,7 +314,7 @@ bb_server_spawn(char *const argv[], int cpu, const char *logpath)
 		execvp(argv[0], argv);
 		_exit(127);
 	}
-	bb_core_track(pid);
+	s_track(pid);
 	return pid;
 }
 
@@ -298,7 +334,7 @@ bb_server_stop(pid_t pid)
 		}
 		usleep(2000);
 	}
-	bb_core_untrack(pid);
+	s_untrack(pid);
 }
 
 int

@@ -37,41 +37,13 @@
 
 #define S_MAX_ROWS 1024
 #define S_MAX_ROUNDS 9
-#define S_MAX_TRACK 64
-
-/* ---- children to kill on Ctrl-C ---- */
-
-static volatile pid_t s_track[S_MAX_TRACK];
-
-void
-bb_core_track(pid_t pid)
-{
-	for (int i = 0; i < S_MAX_TRACK; i++) {
-		if (s_track[i] == 0) {
-			s_track[i] = pid;
-			return;
-		}
-	}
-}
-
-void
-bb_core_untrack(pid_t pid)
-{
-	for (int i = 0; i < S_MAX_TRACK; i++) {
-		if (s_track[i] == pid)
-			s_track[i] = 0;
-	}
-}
 
 static char s_dir[64];
 
 static void
 s_on_signal(int sig)
 {
-	for (int i = 0; i < S_MAX_TRACK; i++) {
-		if (s_track[i] > 0)
-			kill(s_track[i], SIGKILL);
-	}
+	bb_core_kill_tracked();
 	if (s_dir[0]) { /* the scratch dir goes too (fork and exec are safe here) */
 		pid_t pid = fork();
 		if (pid == 0) {

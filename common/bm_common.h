@@ -11,7 +11,8 @@
  * Logging: libraries log at debug level only; programs (beastd, beast) pick
  * the level and log an error once, where they handle it.
  *
- * This header is libc-only: the shm floor uses it too.
+ * This header is libc-only: it is the ground floor (common/) every other
+ * floor, shm/ included, builds on.
  */
 #ifndef BM_COMMON_H
 #define BM_COMMON_H
