@@ -67,6 +67,10 @@ BM_EXPORT const char *bm_strerror(int err);
 /* Symbolic name: "BM_ENOAGENT", "ENOENT", ...; "EUNKNOWN" when unknown. */
 BM_EXPORT const char *bm_err_name(int err);
 
+/* The release beastmesh was built from ("0.1.0"): meson's project version.
+ * Never NULL, never freed.  Programs print "NAME beastmesh VERSION". */
+BM_EXPORT const char *bm_version(void);
+
 /* ---- logging ---- */
 enum bm_log_level {
 	BM_LOG_ERROR = 0,
