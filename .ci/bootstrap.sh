@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(gcc libc6-dev pkg-config meson ninja-build libzmq3-dev libczmq-dev libsodium-dev
-      libmsgpack-dev check python3-zmq python3-msgpack)
+      libmsgpack-dev check python3-zmq python3-msgpack
+      man-db groff-base) # the install test renders the manual pages
 [ "${BM_WITH_CLANG:-0}" = 1 ] && PKGS+=(clang libclang-rt-dev)
 # Benchmark peers (optional; each bench says when one is missing).
 [ "${BM_WITH_PEERS:-0}" = 1 ] && PKGS+=(nats-server libnats-dev redis-server libhiredis-dev
