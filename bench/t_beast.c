@@ -60,8 +60,6 @@ static s_bd_t s_bd; /* the group's beastd (parent side; copied into children by 
 static pid_t
 s_beastd_start(const bb_env_t *env)
 {
-	char log[300];
-	snprintf(log, sizeof log, "%s/beastd.log", env->dir);
 	char *argv[8];
 	int n = 0;
 	argv[n++] = (char *)env->beastd;
@@ -72,14 +70,9 @@ s_beastd_start(const bb_env_t *env)
 		argv[n++] = s_bd.tcp;
 	}
 	argv[n] = NULL;
-	pid_t pid = bb_server_spawn(argv, env->cpu_srv, log);
 	char sock[300];
 	snprintf(sock, sizeof sock, "%s/mesh.sock", s_bd.dir);
-	if (pid > 0 && bb_wait_listen(0, sock, S_START_S) != 0) {
-		bb_server_stop(pid);
-		return -1;
-	}
-	return pid;
+	return bb_server_start(env, argv, "beastd.log", &(bb_ready_t){.sock = sock, .timeout_s = S_START_S});
 }
 
 static int
@@ -95,9 +88,12 @@ s_up(bb_env_t *env, char *why, size_t whylen, int tcp)
 		int port = bb_free_port();
 		snprintf(s_bd.tcp, sizeof s_bd.tcp, "tcp://127.0.0.1:%d", port);
 	}
+	/* beastd restarts under the reconnect row (s_beastd_start), which
+	 * keeps srv_pid[0] current */
 	pid_t pid = s_beastd_start(env);
 	if (pid < 0) {
-		snprintf(why, whylen, "beastd (%s) did not start", env->beastd);
+		snprintf(why, whylen, "beastd (%s) did not start (its log: beastd.log in the scratch dir)",
+		         env->beastd);
 		return -1;
 	}
 	env->srv_pid[env->nsrv++] = pid;
@@ -114,14 +110,6 @@ static int
 s_up_tcp(bb_env_t *env, char *why, size_t whylen)
 {
 	return s_up(env, why, whylen, 1);
-}
-
-static void
-s_down(bb_env_t *env)
-{
-	for (int i = 0; i < env->nsrv; i++)
-		bb_server_stop(env->srv_pid[i]);
-	env->nsrv = 0;
 }
 
 /* ---- mesh links ---- */
@@ -393,7 +381,7 @@ s_durable_main(void *arg, int wfd)
 	s_dur_t *d = arg;
 	static bb_row_t res;
 	memset(&res, 0, sizeof res);
-	long n = d->env->quick ? 10000 : 100000;
+	long n = bb_counts(d->env, BB_DURABLE, d->row->payload).n;
 	size_t size = d->row->payload;
 	double *t0 = calloc((size_t)n, sizeof *t0), *lat = calloc((size_t)n, sizeof *lat);
 	char *body = calloc(1, size);
@@ -717,7 +705,6 @@ const bb_transport_t bb_t_beast_mesh_ipc = {
 	.about = "beastmesh mesh: bm_client -> beastd (ROUTER) -> bm_client over ipc://, ACKed",
 	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT) | BB_S(BB_DURABLE) | BB_S(BB_RECONNECT),
 	.up = s_up_ipc,
-	.down = s_down,
 	.refuse = s_mesh_refuse,
 	.ops = &s_mesh_ops,
 	.run = s_mesh_run,
@@ -728,7 +715,6 @@ const bb_transport_t bb_t_beast_mesh_tcp = {
 	.about = "beastmesh mesh over tcp://127.0.0.1 (beastd --tcp)",
 	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT),
 	.up = s_up_tcp,
-	.down = s_down,
 	.refuse = s_mesh_refuse,
 	.ops = &s_mesh_ops,
 };
@@ -758,7 +744,6 @@ const bb_transport_t bb_t_beast_outbox_always = {
 	.about = "beastmesh outbox, sync always: each message fsync'd (group commit) before it is sent",
 	.scens = BB_S(BB_DURABLE),
 	.up = s_up_ipc,
-	.down = s_down,
 	.run = s_ob_always,
 };
 
@@ -767,7 +752,6 @@ const bb_transport_t bb_t_beast_outbox_interval = {
 	.about = "beastmesh outbox, sync every 100 ms",
 	.scens = BB_S(BB_DURABLE),
 	.up = s_up_ipc,
-	.down = s_down,
 	.run = s_ob_interval,
 };
 
@@ -776,7 +760,6 @@ const bb_transport_t bb_t_beast_outbox_never = {
 	.about = "beastmesh outbox, journal written, never synced",
 	.scens = BB_S(BB_DURABLE),
 	.up = s_up_ipc,
-	.down = s_down,
 	.run = s_ob_never,
 };
 
@@ -885,6 +868,5 @@ const bb_transport_t bb_t_beast_proxy = {
 	.about = "beastmesh broadcast: bm_pub -> beastd's XSUB/XPUB proxy (LVC on) -> bm_sub",
 	.scens = BB_S(BB_FANOUT1) | BB_S(BB_FANOUT8) | BB_S(BB_FANOUT32) | BB_S(BB_OVERLOAD),
 	.up = s_up_ipc,
-	.down = s_down,
 	.ops = &s_proxy_ops,
 };
