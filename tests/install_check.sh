@@ -72,9 +72,16 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 	# path exists only once installed) and man finding the staged pages.
 	mkdir -p "$stage/verify"
 	sed "s|^ExecStart=$exe|ExecStart=$bin/beastd|" "$unit" >"$stage/verify/beastd.service"
-	out=$(MANPATH=$man_dir systemd-analyze verify "$stage/verify/beastd.service" 2>&1) ||
+	# A warning (an unknown key, a missing man page) fails the check too.
+	if out=$(MANPATH=$man_dir systemd-analyze verify "$stage/verify/beastd.service" 2>&1) &&
+		[ -z "$out" ]; then
+		echo "ok: beastd.service passes systemd-analyze verify"
+	elif grep -q '^Failed to initialize manager\|^Failed to connect to bus' <<<"$out"; then
+		# a container without a systemd to ask: the keys above stand
+		echo "ok: beastd.service has its keys (systemd-analyze cannot run here: $out)"
+	else
 		fail "systemd-analyze verify: $out"
-	echo "ok: beastd.service passes systemd-analyze verify"
+	fi
 else
 	echo "ok: beastd.service has its keys (systemd-analyze not installed)"
 fi
