@@ -13,9 +13,11 @@
  * agent would learn so only from its next PING, up to a heartbeat interval
  * later.  So the client watches its own connection (a socket monitor on an
  * inproc PAIR, polled beside the DEALER whenever the client waits, and
- * bm_client_monitor() for callers with a loop of their own): when the
- * connection comes back after a loss it says HELLO at once (a broker that
- * still knows us just answers WELCOME).  libzmq retries a lost connection
+ * bm_client_monitor() for callers with a loop of their own).  A lost
+ * connection makes the client unregistered (what was in flight on it may
+ * be lost); when the connection comes back it says HELLO at once (a broker
+ * that still knows us just answers WELCOME) and the WELCOME becomes a
+ * BM_EV_REGISTERED event, on which an outbox resends what was in flight.  libzmq retries a lost connection
  * after 10 ms, doubling up to 100 ms (ZMQ_RECONNECT_IVL / _MAX), so the
  * first delivery after a restart waits for beastd to bind, at most one
  * retry interval, and one HELLO -> WELCOME round trip; heartbeats are not
@@ -515,7 +517,12 @@ s_mon_drain(bm_client_t *c)
 		}
 		zmq_msg_close(&ev);
 		if (id == ZMQ_EVENT_DISCONNECTED) {
+			/* Whatever was in flight on that connection may be gone,
+			 * and the broker at the other end may be gone with it:
+			 * sends wait for a WELCOME, which then tells the caller
+			 * (BM_EV_REGISTERED: an outbox resends at once). */
 			c->lost = true;
+			c->registered = false;
 		} else if (id == ZMQ_EVENT_CONNECTED && c->lost) {
 			c->lost = false;
 			c->reconnects++;
