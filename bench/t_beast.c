@@ -612,7 +612,7 @@ s_reconnect(bb_row_t *r, bb_env_t *env)
 	char ok = 0;
 	s_rc_seen_t e = {-1, -1};
 	int tries = env->quick ? 1 : 3, n = 0;
-	double took[3];
+	double took[3], up[3];
 	long received = -1, acked = -1;
 	if (tx < 0 || bb_read_full(txfd, &ok, 1, bb_now() + S_START_S) != 0 || !ok ||
 	    bb_read_full(rxfd, &e, sizeof e, bb_now() + S_START_S) != 0 || e.got < 0) {
@@ -633,6 +633,7 @@ s_reconnect(bb_row_t *r, bb_env_t *env)
 			break;
 		}
 		env->srv_pid[0] = pid;
+		up[n] = (bb_now() - t_restart) * 1e3; /* beastd listens (the clients' part follows) */
 		/* the first receipt of a message sent after the kill */
 		int got = 0;
 		while (bb_read_full(rxfd, &e, sizeof e, bb_now() + BB_DEADLINE_S) == 0 && e.sent >= 0) {
@@ -676,9 +677,12 @@ s_reconnect(bb_row_t *r, bb_env_t *env)
 		r->has_cdf = 0;
 		r->sent = acked;
 		r->lost = acked > received ? acked - received : 0;
+		double up_max = 0;
+		for (int i = 0; i < n; i++)
+			up_max = up[i] > up_max ? up[i] : up_max;
 		snprintf(r->note, sizeof r->note,
-		         "kill -9 + restart of beastd, %d tr%s; heartbeat 1000 ms (default)", n,
-		         n == 1 ? "y" : "ies");
+		         "kill -9 + restart of beastd, %d tr%s, beastd up in <= %.0f ms; heartbeat 1000 ms", n,
+		         n == 1 ? "y" : "ies", up_max);
 		snprintf(r->status, sizeof r->status, "ok");
 	}
 	return 1;

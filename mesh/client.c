@@ -17,11 +17,12 @@
  * connection makes the client unregistered (what was in flight on it may
  * be lost); when the connection comes back it says HELLO at once (a broker
  * that still knows us just answers WELCOME) and the WELCOME becomes a
- * BM_EV_REGISTERED event, on which an outbox resends what was in flight.  libzmq retries a lost connection
- * after 10 ms, doubling up to 100 ms (ZMQ_RECONNECT_IVL / _MAX), so the
- * first delivery after a restart waits for beastd to bind, at most one
- * retry interval, and one HELLO -> WELCOME round trip; heartbeats are not
- * involved.
+ * BM_EV_REGISTERED event, on which an outbox resends what was in flight.
+ * libzmq retries a lost connection after 10 ms, doubling up to 50 ms
+ * (ZMQ_RECONNECT_IVL / _MAX, plus up to 10 ms of jitter): while beastd is
+ * down that is 20 cheap failed connects a second per client, and once it
+ * listens again the first delivery waits at most one retry interval and
+ * one HELLO -> WELCOME round trip; heartbeats are not involved.
  *
  * Everything that arrives is turned into events in a FIFO inside the
  * client.  bm_client_recv() pops it; bm_client_request(), _list(), _stats()
@@ -719,7 +720,7 @@ bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client)
 {
 	bm_client_opts_t o = opts ? *opts : (bm_client_opts_t){0};
 	bm_client_t *c;
-	int rc, hwm, linger = 1000, ivl = 10, ivl_max = 100, zero = 0;
+	int rc, hwm, linger = 1000, ivl = 10, ivl_max = 50, zero = 0;
 	char mon_ep[64];
 	static _Atomic unsigned s_mon_seq;
 	int64_t maxmsg;
