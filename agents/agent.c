@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,7 @@
 #include <unistd.h>
 
 #include <czmq.h>
+#include <sodium.h>
 
 #include "bm_agent.h"
 
@@ -75,6 +77,11 @@ typedef struct {
 } s_follow_t;
 
 typedef struct {
+	bm_id_t id; /* a message sent, not yet ACKed */
+	int64_t ns; /* when (bm_mono_ns); 0 = empty slot */
+} s_sent_t;
+
+typedef struct {
 	char to[BM_NAME_MAX + 1]; /* consumer's name */
 	bm_channel_t *ch;         /* producer end */
 } s_out_t;
@@ -107,7 +114,10 @@ struct bm_agent {
 	size_t nreqs, reqcap;            /* count, capacity */
 	bm_msg_t **toack;                /* handled this turn, ACK after the commit */
 	size_t ntoack, toackcap;         /* count, capacity */
-	zhashx_t *sent_at;               /* id hex -> mono ns of the send */
+	s_sent_t *sent;                  /* id -> mono ns of the send (s_note_sent) */
+	size_t sent_cap, nsent;          /* slots (a power of two, or 0), used */
+	const bm_id_t *cause;            /* the message whose handler runs, or NULL */
+	uint32_t ncaused;                /* sends its handler made so far */
 	bool dirty;                      /* sends put since the last commit */
 	bool in_handler;                 /* a handler is running */
 	volatile sig_atomic_t stopped;   /* bm_agent_stop */
@@ -234,9 +244,8 @@ bm_agent_open(const bm_agent_opts_t *opts, bm_agent_t **ret_agent)
 	if ((rc = s_state_dir(opts->state_dir, a->name, a->state, sizeof a->state)) < 0) {
 		goto fail;
 	}
-	a->sent_at = zhashx_new();
 	a->zctx = zmq_ctx_new();
-	if (a->sent_at == NULL || a->zctx == NULL) {
+	if (a->zctx == NULL) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -334,7 +343,7 @@ bm_agent_destroy(bm_agent_t **self_p)
 	if (a->zctx != NULL) {
 		zmq_ctx_term(a->zctx);
 	}
-	zhashx_destroy(&a->sent_at);
+	free(a->sent);
 	free(a->handlers);
 	free(a->reqs);
 	for (int i = 0; i < 5; i++) {
@@ -478,32 +487,126 @@ bm_agent_on_blob(bm_agent_t *a, bm_agent_blob_fn fn, void *arg)
 
 /* ---- sending ---- */
 
+/*
+ * Sends made by a message's handler get ids derived from that message's
+ * id and their order in the handler (BLAKE2b of both; the time part is
+ * the cause's), not fresh ones.  A handler that runs again for the same
+ * message — the agent died after its effects were stored but before the
+ * de-dup mark was, or the handler failed and the message came back —
+ * makes the same sends with the same ids: the outbox already holds them
+ * (EEXIST: kept, not stored twice) or, if they were ACKed and retired,
+ * the receiver's de-dup window knows them.  So effects that travel as
+ * messages happen once, end to end, across a kill -9 in that gap.
+ */
+static bool
+s_derive_id(bm_agent_t *a, bm_id_t *ret_id)
+{
+	uint8_t in[20], out[16];
+
+	if (!a->in_handler || a->cause == NULL) {
+		return false;
+	}
+	memcpy(in, a->cause->b, 16);
+	memcpy(in + 16, &a->ncaused, 4);
+	a->ncaused++;
+	crypto_generichash(out, sizeof out, in, sizeof in, NULL, 0);
+	memcpy(ret_id->b, a->cause->b, 6);
+	memcpy(ret_id->b + 6, out, 10);
+	return true;
+}
+
+/*
+ * Send times for the send -> ACK histogram: an open-addressing table keyed
+ * by the id itself (its random tail is the hash), linear probing with
+ * backward-shift deletion, doubled at half load, at most S_SENT_AT_MAX
+ * entries (past that a send is not timed).  One slot write per send, no
+ * allocation, no string: this is on every send's path.
+ */
+static size_t
+s_sent_home(const bm_agent_t *a, const bm_id_t *id)
+{
+	uint64_t h;
+
+	memcpy(&h, id->b + 8, sizeof h);
+	return (size_t)h & (a->sent_cap - 1);
+}
+
+static bool
+s_sent_grow(bm_agent_t *a)
+{
+	size_t cap = a->sent_cap ? a->sent_cap * 2 : 1024;
+	s_sent_t *old = a->sent, *v = calloc(cap, sizeof *v);
+	size_t oldcap = a->sent_cap;
+
+	if (v == NULL) {
+		return false;
+	}
+	a->sent = v;
+	a->sent_cap = cap;
+	for (size_t i = 0; i < oldcap; i++) {
+		if (old[i].ns != 0) {
+			size_t j = s_sent_home(a, &old[i].id);
+
+			while (v[j].ns != 0) {
+				j = (j + 1) & (cap - 1);
+			}
+			v[j] = old[i];
+		}
+	}
+	free(old);
+	return true;
+}
+
 static void
 s_note_sent(bm_agent_t *a, const bm_id_t *id)
 {
-	char hex[BM_ID_HEX_LEN + 1];
+	size_t i;
 
-	if (zhashx_size(a->sent_at) >= S_SENT_AT_MAX) {
+	if (a->nsent >= S_SENT_AT_MAX ||
+	    ((a->nsent + 1) * 2 > a->sent_cap && !s_sent_grow(a))) {
 		return;
 	}
-	bm_id_hex(id, hex);
-	/* The value is the send time itself, not a pointer. */
-	(void)zhashx_insert(a->sent_at, hex, (void *)(intptr_t)bm_mono_ns());
+	for (i = s_sent_home(a, id); a->sent[i].ns != 0; i = (i + 1) & (a->sent_cap - 1)) {
+		if (bm_id_equal(&a->sent[i].id, id)) {
+			return; /* noted already (a resend of the same id) */
+		}
+	}
+	a->sent[i] = (s_sent_t){.id = *id, .ns = bm_mono_ns()};
+	a->nsent++;
 }
 
 static int64_t
 s_take_sent(bm_agent_t *a, const bm_id_t *id)
 {
-	char hex[BM_ID_HEX_LEN + 1];
-	void *v;
+	size_t mask = a->sent_cap - 1, i, j;
+	int64_t ns;
 
-	bm_id_hex(id, hex);
-	v = zhashx_lookup(a->sent_at, hex);
-	if (v == NULL) {
+	if (a->nsent == 0) {
 		return -1;
 	}
-	zhashx_delete(a->sent_at, hex);
-	return (int64_t)(intptr_t)v;
+	for (i = s_sent_home(a, id); a->sent[i].ns != 0; i = (i + 1) & mask) {
+		if (bm_id_equal(&a->sent[i].id, id)) {
+			break;
+		}
+	}
+	if (a->sent[i].ns == 0) {
+		return -1;
+	}
+	ns = a->sent[i].ns;
+	/* Backward shift: pull later entries of the run into the hole when
+	 * the hole lies between their home and where they sit. */
+	for (j = (i + 1) & mask; a->sent[j].ns != 0; j = (j + 1) & mask) {
+		size_t k = s_sent_home(a, &a->sent[j].id);
+
+		if (i <= j ? (i < k && k <= j) : (i < k || k <= j)) {
+			continue; /* its home is after the hole: it stays */
+		}
+		a->sent[i] = a->sent[j];
+		i = j;
+	}
+	a->sent[i].ns = 0;
+	a->nsent--;
+	return ns;
 }
 
 int
@@ -526,21 +629,27 @@ bm_agent_send(bm_agent_t *a, const char *to, const bm_agent_send_opts_t *o, cons
 		so.traceparent = o->traceparent;
 		so.tracestate = o->tracestate;
 	}
-	if ((rc = bm_outbox_put(a->outbox, &so, body, len, &id)) < 0) {
-		return rc;
+	if (s_derive_id(a, &id)) {
+		so.id = &id;
 	}
-	a->dirty = true;
-	s_note_sent(a, &id);
-	if (ret_id != NULL) {
+	rc = bm_outbox_put(a->outbox, &so, body, len, &id);
+	if (rc == -EEXIST) {
+		rc = 0; /* made before by this handler for this message: kept */
+	} else if (rc == 0) {
+		a->dirty = true;
+		s_note_sent(a, &id);
+	}
+	if (rc == 0 && ret_id != NULL) {
 		*ret_id = id;
 	}
-	return 0;
+	return rc;
 }
 
 int
 bm_agent_send_batch(bm_agent_t *a, const bm_agent_item_t *items, size_t n, bm_id_t *ret_ids)
 {
 	bm_outbox_item_t *v;
+	bm_outbox_entry_t ent;
 	bm_id_t *ids;
 	int rc;
 
@@ -559,6 +668,19 @@ bm_agent_send_batch(bm_agent_t *a, const bm_agent_item_t *items, size_t n, bm_id
 		v[i].opts.type = items[i].type;
 		v[i].body = items[i].body;
 		v[i].len = items[i].len;
+		if (s_derive_id(a, &ids[i])) {
+			v[i].opts.id = &ids[i];
+		}
+	}
+	if (v[0].opts.id != NULL && bm_outbox_get(a->outbox, v[0].opts.id, &ent) == 0) {
+		/* This handler stored the batch before (it is one record: all
+		 * of it is there). */
+		if (ret_ids != NULL) {
+			memcpy(ret_ids, ids, n * sizeof *ids);
+		}
+		free(v);
+		free(ids);
+		return 0;
 	}
 	rc = bm_outbox_put_batch(a->outbox, v, n, ids);
 	if (rc == 0) {
@@ -630,6 +752,9 @@ bm_agent_reply(bm_agent_t *a, const bm_msg_t *req, const char *type, const void 
 	so = (bm_outbox_send_opts_t){.to = req->from, .type = type, .corr = &req->id,
 	                             .traceparent = req->traceparent[0] ? req->traceparent : NULL,
 	                             .tracestate = req->tracestate};
+	if (s_derive_id(a, &id)) {
+		so.id = &id;
+	}
 	if (req->ttl_ms > 0) {
 		/* The requester waits until ts_ms + ttl_ms (its clock, near ours:
 		 * one machine).  Past that the reply would only linger. */
@@ -644,7 +769,11 @@ bm_agent_reply(bm_agent_t *a, const bm_msg_t *req, const char *type, const void 
 		so.ttl_ms = (uint32_t)left;
 		so.expire = true;
 	}
-	if ((rc = bm_outbox_put(a->outbox, &so, body, len, &id)) < 0) {
+	rc = bm_outbox_put(a->outbox, &so, body, len, &id);
+	if (rc == -EEXIST) {
+		return 0; /* made before by this handler for this request: kept */
+	}
+	if (rc < 0) {
 		return rc;
 	}
 	a->dirty = true;
@@ -780,6 +909,17 @@ bm_agent_send_blob(bm_agent_t *a, const char *to, const char *name, const void *
 }
 
 int
+bm_agent_send_blob_take(bm_agent_t *a, const char *to, const char *name, bm_blob_t **blob_p,
+                        uint32_t content, int timeout_ms)
+{
+	if (blob_p == NULL || *blob_p == NULL) {
+		return -EINVAL;
+	}
+	return s_send_blob(a, to, name, bm_blob_wdata(*blob_p), bm_blob_size(*blob_p), blob_p,
+	                   content, timeout_ms);
+}
+
+int
 bm_agent_send_cloud(bm_agent_t *a, const char *to, const char *name, const bm_cloud_t *cloud,
                     int timeout_ms)
 {
@@ -853,6 +993,12 @@ bm_agent_pollitems(bm_agent_t *a, zmq_pollitem_t *items, int max)
 	for (int i = 0; i < a->nin && n < max; i++) {
 		items[n++] = (zmq_pollitem_t){.fd = bm_channel_fd(a->in[i]), .events = ZMQ_POLLIN};
 	}
+	/* Last, so the indexes above stay put: the mesh connection's events,
+	 * so a restarted beastd hears this agent's HELLO at once. */
+	if (n < max && bm_client_monitor(a->client) != NULL) {
+		items[n++] = (zmq_pollitem_t){.socket = bm_client_monitor(a->client),
+		                              .events = ZMQ_POLLIN};
+	}
 	return n;
 }
 
@@ -894,6 +1040,142 @@ bm_agent_timeout(bm_agent_t *a)
 		}
 	}
 	return t;
+}
+
+int
+bm_agent_fds(bm_agent_t *a, int *fds, int max)
+{
+	zmq_pollitem_t items[BM_AGENT_POLLITEMS_MAX];
+	int n, k = 0;
+
+	if (a == NULL || fds == NULL || max < 1) {
+		return -EINVAL;
+	}
+	n = bm_agent_pollitems(a, items, BM_AGENT_POLLITEMS_MAX);
+	for (int i = 0; i < n && k < max; i++) {
+		if (items[i].socket != NULL) {
+			int fd = -1;
+			size_t len = sizeof fd;
+
+			if (zmq_getsockopt(items[i].socket, ZMQ_FD, &fd, &len) < 0) {
+				return -errno;
+			}
+			fds[k++] = fd;
+		} else {
+			fds[k++] = items[i].fd;
+		}
+	}
+	return k;
+}
+
+int
+bm_agent_ready(bm_agent_t *a)
+{
+	zmq_pollitem_t items[BM_AGENT_POLLITEMS_MAX];
+	int n, rc;
+
+	if (a == NULL) {
+		return -EINVAL;
+	}
+	if (bm_agent_timeout(a) == 0) {
+		return 1;
+	}
+	n = bm_agent_pollitems(a, items, BM_AGENT_POLLITEMS_MAX);
+	rc = zmq_poll(items, n, 0);
+	if (rc < 0) {
+		return errno == EINTR ? 1 : -errno;
+	}
+	return rc > 0 ? 1 : 0;
+}
+
+int
+bm_agent_status(bm_agent_t *a, const bm_id_t *id, int *ret_dead_code)
+{
+	bm_outbox_entry_t ent;
+
+	if (a == NULL || id == NULL) {
+		return -EINVAL;
+	}
+	if (bm_outbox_get(a->outbox, id, &ent) < 0) {
+		return 0; /* retired: ACKed (or withdrawn, purged) */
+	}
+	if (ent.dead_code == 0) {
+		return 1;
+	}
+	if (ret_dead_code != NULL) {
+		*ret_dead_code = ent.dead_code;
+	}
+	return 2;
+}
+
+const void *
+bm_agent_msg_body(bm_msg_t *m, size_t *ret_len)
+{
+	*ret_len = bm_msg_size(m);
+	return bm_msg_data(m);
+}
+
+const void *
+bm_agent_bcast_body(bm_bcast_t *b, size_t *ret_len)
+{
+	*ret_len = bm_bcast_size(b);
+	return bm_bcast_data(b);
+}
+
+/* "type:size:field@offset,..." for every struct a binding declares: the
+ * Python package compares it with its own declarations on load. */
+const char *
+bm_agent_abi(void)
+{
+	static char buf[2048];
+
+	if (buf[0] == '\0') {
+		snprintf(buf, sizeof buf,
+		         "bm_msg_t:%zu:id@%zu,corr@%zu,from@%zu,to@%zu,type@%zu,priority@%zu,"
+		         "ttl_ms@%zu,attempt@%zu,ts_ms@%zu;"
+		         "bm_bcast_t:%zu:kind@%zu,topic@%zu,from@%zu,session@%zu,seq@%zu,tseq@%zu,"
+		         "ts_ms@%zu,replay@%zu,gap@%zu;"
+		         "bm_agent_opts_t:%zu:name@%zu,caps@%zu,dir@%zu,state_dir@%zu,sync@%zu,"
+		         "heartbeat_ms@%zu,connect_timeout_ms@%zu,ack_timeout_ms@%zu,"
+		         "channel_capacity@%zu,stop@%zu,user@%zu,endpoint@%zu,key_file@%zu;"
+		         "bm_agent_send_opts_t:%zu:type@%zu,priority@%zu,ttl_ms@%zu,"
+		         "max_attempts@%zu,expire@%zu;"
+		         "bm_agent_item_t:%zu:to@%zu,type@%zu,body@%zu,len@%zu;"
+		         "bm_agent_stats_t:%zu:sent@%zu,blob_errors@%zu,ack_hist@%zu,req_hist@%zu;"
+		         "bm_blob_info_t:%zu:name@%zu,id@%zu,size@%zu,content@%zu,crc@%zu,"
+		         "has_crc@%zu,via_fd@%zu",
+		         sizeof(bm_msg_t), offsetof(bm_msg_t, id), offsetof(bm_msg_t, corr),
+		         offsetof(bm_msg_t, from), offsetof(bm_msg_t, to), offsetof(bm_msg_t, type),
+		         offsetof(bm_msg_t, priority), offsetof(bm_msg_t, ttl_ms),
+		         offsetof(bm_msg_t, attempt), offsetof(bm_msg_t, ts_ms), sizeof(bm_bcast_t),
+		         offsetof(bm_bcast_t, kind), offsetof(bm_bcast_t, topic),
+		         offsetof(bm_bcast_t, from), offsetof(bm_bcast_t, session),
+		         offsetof(bm_bcast_t, seq), offsetof(bm_bcast_t, tseq),
+		         offsetof(bm_bcast_t, ts_ms), offsetof(bm_bcast_t, replay),
+		         offsetof(bm_bcast_t, gap), sizeof(bm_agent_opts_t),
+		         offsetof(bm_agent_opts_t, name), offsetof(bm_agent_opts_t, caps),
+		         offsetof(bm_agent_opts_t, dir), offsetof(bm_agent_opts_t, state_dir),
+		         offsetof(bm_agent_opts_t, sync), offsetof(bm_agent_opts_t, heartbeat_ms),
+		         offsetof(bm_agent_opts_t, connect_timeout_ms),
+		         offsetof(bm_agent_opts_t, ack_timeout_ms),
+		         offsetof(bm_agent_opts_t, channel_capacity), offsetof(bm_agent_opts_t, stop),
+		         offsetof(bm_agent_opts_t, user), offsetof(bm_agent_opts_t, endpoint),
+		         offsetof(bm_agent_opts_t, key_file), sizeof(bm_agent_send_opts_t),
+		         offsetof(bm_agent_send_opts_t, type), offsetof(bm_agent_send_opts_t, priority),
+		         offsetof(bm_agent_send_opts_t, ttl_ms),
+		         offsetof(bm_agent_send_opts_t, max_attempts),
+		         offsetof(bm_agent_send_opts_t, expire), sizeof(bm_agent_item_t),
+		         offsetof(bm_agent_item_t, to), offsetof(bm_agent_item_t, type),
+		         offsetof(bm_agent_item_t, body), offsetof(bm_agent_item_t, len),
+		         sizeof(bm_agent_stats_t), offsetof(bm_agent_stats_t, sent),
+		         offsetof(bm_agent_stats_t, blob_errors), offsetof(bm_agent_stats_t, ack_hist),
+		         offsetof(bm_agent_stats_t, req_hist), sizeof(bm_blob_info_t),
+		         offsetof(bm_blob_info_t, name), offsetof(bm_blob_info_t, id),
+		         offsetof(bm_blob_info_t, size), offsetof(bm_blob_info_t, content),
+		         offsetof(bm_blob_info_t, crc), offsetof(bm_blob_info_t, has_crc),
+		         offsetof(bm_blob_info_t, via_fd));
+	}
+	return buf;
 }
 
 static s_request_t *
@@ -998,7 +1280,10 @@ s_on_message(bm_agent_t *a, bm_event_t *ev)
 			a->st.unhandled++;
 		} else {
 			a->in_handler = true;
+			a->cause = &m->id;
+			a->ncaused = 0;
 			rc = h->fn(a, m, h->arg);
+			a->cause = NULL;
 			a->in_handler = false;
 		}
 	}
@@ -1147,9 +1432,11 @@ s_blobs(bm_agent_t *a, bool accept)
 			a->st.blob_bytes_received += bm_blob_size(blob);
 			bytes += bm_blob_size(blob);
 			a->in_handler = true;
-			(void)a->blob_fn(a, bm_channel_peer_name(ch), blob, a->blob_arg);
+			rc = a->blob_fn(a, bm_channel_peer_name(ch), blob, a->blob_arg);
 			a->in_handler = false;
-			bm_blob_destroy(&blob);
+			if (rc != BM_AGENT_BLOB_KEEP) {
+				bm_blob_destroy(&blob);
+			} /* else the handler owns it now (a view that outlives the call) */
 		}
 	}
 	return handled;

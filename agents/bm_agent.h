@@ -98,7 +98,11 @@ BM_EXPORT bm_client_t *bm_agent_client(bm_agent_t *a);
 
 typedef int (*bm_agent_msg_fn)(bm_agent_t *a, bm_msg_t *m, void *arg);
 typedef void (*bm_agent_bcast_fn)(bm_agent_t *a, bm_bcast_t *b, void *arg);
+/* A blob handler returns 0 (the blob is freed after the call) or
+ * BM_AGENT_BLOB_KEEP: it keeps the blob (and every view of its mapped
+ * pages) and frees it later with bm_blob_destroy(). */
 typedef int (*bm_agent_blob_fn)(bm_agent_t *a, const char *from, bm_blob_t *blob, void *arg);
+#define BM_AGENT_BLOB_KEEP 1
 /* A request's outcome: err 0 and the reply, or err -ETIMEDOUT, or the
  * dead letter's reason (reply NULL). */
 typedef void (*bm_agent_reply_fn)(bm_agent_t *a, int err, bm_msg_t *reply, void *arg);
@@ -201,6 +205,11 @@ BM_EXPORT int bm_agent_publish(bm_agent_t *a, const char *topic, const void *bod
  */
 BM_EXPORT int bm_agent_send_blob(bm_agent_t *a, const char *to, const char *name,
                                  const void *data, size_t len, uint32_t content, int timeout_ms);
+/* Zero copy: sends a blob filled by the caller (bm_blob_new, then
+ * bm_blob_wdata) as it is — sealed and handed over as a memfd.  Takes
+ * *blob_p (NULLs it) once handed over.  Returns as bm_agent_send_blob. */
+BM_EXPORT int bm_agent_send_blob_take(bm_agent_t *a, const char *to, const char *name,
+                                      bm_blob_t **blob_p, uint32_t content, int timeout_ms);
 /* The same for a point cloud, sent as a binary PLY. */
 BM_EXPORT int bm_agent_send_cloud(bm_agent_t *a, const char *to, const char *name,
                                   const bm_cloud_t *cloud, int timeout_ms);
@@ -231,14 +240,44 @@ BM_EXPORT int bm_agent_flush(bm_agent_t *a);
 
 /*
  * Embedding: fills up to max poll items (the mesh socket, the subscriber
- * socket, the blob listener and channels), returns how many.  Poll them
+ * socket, the blob listener and channels, the mesh connection monitor),
+ * returns how many.  Poll them
  * (ZMQ_POLLIN) for at most bm_agent_timeout() ms (-1 = no timer), then
  * call bm_agent_step(a, 0).  Call both again before every poll: the set
  * changes as channels come and go.
  */
 BM_EXPORT int bm_agent_pollitems(bm_agent_t *a, zmq_pollitem_t *items, int max);
 BM_EXPORT int bm_agent_timeout(bm_agent_t *a);
-#define BM_AGENT_POLLITEMS_MAX 36
+#define BM_AGENT_POLLITEMS_MAX 37
+
+/*
+ * Event loops that wait on plain file descriptors (Python's asyncio,
+ * libuv, epoll): fills up to max fds that turn readable when the agent
+ * may have work (for its zmq sockets, their ZMQ_FD — edge-triggered: after
+ * a wake-up, and after any send, call bm_agent_step(a, 0) while
+ * bm_agent_ready() says 1).  The set changes as channels come and go:
+ * fetch it again after each step.  Returns the count or -errno.
+ */
+BM_EXPORT int bm_agent_fds(bm_agent_t *a, int *fds, int max);
+/* 1 when a step would find work now (something readable, or a timer that
+ * is due), 0 when not, or -errno. */
+BM_EXPORT int bm_agent_ready(bm_agent_t *a);
+
+/*
+ * What became of a message this agent sent (its id from bm_agent_send):
+ * 1 still pending (stored, awaiting its ACK), 0 retired (ACKed — or
+ * withdrawn at its TTL, or purged), 2 dead, with *ret_dead_code its reason
+ * (bm_outbox_reason()).  -EINVAL on bad arguments.
+ */
+BM_EXPORT int bm_agent_status(bm_agent_t *a, const bm_id_t *id, int *ret_dead_code);
+
+/* For bindings without a C compiler (cffi's ABI mode): a delivered
+ * message's or broadcast's body, and the layout of every struct a binding
+ * declares ("type:size:field@offset,...;...") so that it can refuse a
+ * library that does not match it. */
+BM_EXPORT const void *bm_agent_msg_body(bm_msg_t *m, size_t *ret_len);
+BM_EXPORT const void *bm_agent_bcast_body(bm_bcast_t *b, size_t *ret_len);
+BM_EXPORT const char *bm_agent_abi(void);
 
 /* ---- statistics ---- */
 #define BM_AGENT_HIST 128 /* latency buckets: 4 per octave of microseconds */

@@ -78,6 +78,7 @@ typedef struct {
 	char clouds[S_MAX_CLOUDS][64]; /* distinct clouds mapped with a good checksum */
 	int nclouds, bad_clouds;
 	char scratch[PATH_MAX], bindir[PATH_MAX - 64];
+	char pyscript[PATH_MAX];      /* python/examples/thinker.py, for --python-thinkers */
 } s_demo_t;
 
 /* ---- reports from the swarm ---- */
@@ -280,6 +281,8 @@ s_kid(s_demo_t *d, const char *role, const char *name)
 	snprintf(k->role, sizeof k->role, "%s", role);
 	if (strcmp(role, "beastd") == 0) {
 		snprintf(bin, PATH_MAX, "%s/beastd", d->bindir);
+	} else if (strcmp(role, "pythinker") == 0) {
+		snprintf(bin, PATH_MAX, "/usr/bin/python3");
 	} else {
 		snprintf(bin, PATH_MAX, "%s/examples/beast-%s", d->bindir, role);
 		if (access(bin, X_OK) < 0) {
@@ -462,18 +465,63 @@ s_progress(const s_demo_t *d, int64_t t0, bool tty, uint64_t *last_msgs, uint64_
 	*last_ms = now;
 }
 
+/* The Python thinkers: the beastmesh package and its examples live in
+ * $BEAST_PYTHON, else the source tree this beast was built from, else the
+ * installed data dir; the library is the one beside this program when
+ * there is one (a build tree), else the system's. */
+static int
+s_find_python(s_demo_t *d)
+{
+	const char *tries[] = {getenv("BEAST_PYTHON"), BM_SOURCE_PYTHON, BM_DATA_PYTHON};
+	char lib[PATH_MAX];
+
+	if (access("/usr/bin/python3", X_OK) < 0) {
+		fprintf(stderr, "beast demo: --python-thinkers needs /usr/bin/python3 (apt-get install "
+		                "python3 python3-cffi python3-numpy)\n");
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
+		if (tries[i] == NULL || tries[i][0] == '\0') {
+			continue;
+		}
+		snprintf(d->pyscript, sizeof d->pyscript, "%.*s/examples/thinker.py",
+		         (int)sizeof d->pyscript - 24, tries[i]);
+		if (access(d->pyscript, R_OK) == 0) {
+			const char *old = getenv("PYTHONPATH");
+			char *path = NULL;
+
+			if (asprintf(&path, "%s%s%s", tries[i], old ? ":" : "", old ? old : "") < 0) {
+				return -1;
+			}
+			setenv("PYTHONPATH", path, 1);
+			free(path);
+			snprintf(lib, sizeof lib, "%.*s/../libbeastmesh.so", (int)sizeof lib - 24,
+			         d->bindir);
+			if (getenv("BEASTMESH_LIB") == NULL && access(lib, R_OK) == 0) {
+				setenv("BEASTMESH_LIB", lib, 1);
+			}
+			return 0;
+		}
+	}
+	fprintf(stderr, "beast demo: cannot find the Python thinker (examples/thinker.py) in "
+	                "$BEAST_PYTHON, %s or %s\n", BM_SOURCE_PYTHON, BM_DATA_PYTHON);
+	return -1;
+}
+
 /* ---- the command ---- */
 
 static const char s_help[] =
 	"usage: beast demo [--planners N] [--thinkers N] [--scanners N] [--mappers N]\n"
 	"                  [--depth D] [--clouds N] [--points P] [--duration S]\n"
-	"                  [--sync always|interval|never] [--chaos] [--keep] [--http PORT]\n"
+	"                  [--python-thinkers N] [--sync always|interval|never] [--chaos] [--keep]\n"
+	"                  [--http PORT]\n"
 	"\n"
 	"Starts beastd and a swarm on a private scratch directory: planners solve\n"
 	"8-puzzles as trees of thoughts (scrambled D moves, default 40) with thinkers\n"
 	"scoring branches; scanners stream N point clouds of P points (default 8 of\n"
 	"1000000, ~15 MB each; --clouds 0 streams until the end) over shared\n"
-	"memory to mappers.\n"
+	"memory to mappers.  --python-thinkers N adds N thinkers written in Python\n"
+	"(python/examples/thinker.py, on the beastmesh package).\n"
 	"Shows progress, then a summary it checks.  Defaults: 1 planner, 4 thinkers,\n"
 	"1 scanner, 1 mapper; at most S seconds (default 120).  --chaos kills a thinker\n"
 	"and a scanner with -9 mid-run and restarts them.  --keep keeps the scratch\n"
@@ -499,10 +547,11 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 		{"points", required_argument, NULL, 'p'},   {"duration", required_argument, NULL, 'D'},
 		{"sync", required_argument, NULL, 'y'},     {"chaos", no_argument, NULL, 'x'},
 		{"keep", no_argument, NULL, 'k'},           {"help", no_argument, NULL, 'h'},
+		{"python-thinkers", required_argument, NULL, 'Y'},
 		{"http", required_argument, NULL, 'H'},
 		{0}};
 	long planners = 1, thinkers = 4, scanners = 1, mappers = 1, depth = 40, clouds = 8,
-	     points = 1000000, duration = 120, http_port = -1;
+	     points = 1000000, duration = 120, pythinkers = 0, http_port = -1;
 	const char *sync = "interval";
 	bool chaos = false, keep = false, tty = isatty(1);
 	s_demo_t *d = calloc(1, sizeof *d);
@@ -524,6 +573,7 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 		switch (ch) {
 		case 'P': tgt = &planners; max = 8; break;
 		case 'T': tgt = &thinkers; max = 32; break;
+		case 'Y': tgt = &pythinkers; min = 0; max = 32; break;
 		case 'S': tgt = &scanners; max = 8; break;
 		case 'M': tgt = &mappers; max = 8; break;
 		case 'd': tgt = &depth; min = 0; max = 1000; break;
@@ -546,7 +596,7 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 			}
 		}
 	}
-	if (optind != argc || planners + thinkers + scanners + mappers + 1 > S_MAX_KIDS) {
+	if (optind != argc || planners + thinkers + pythinkers + scanners + mappers + 1 > S_MAX_KIDS) {
 		goto usage;
 	}
 	/* The programs sit beside this one (the build tree or bindir). */
@@ -559,6 +609,10 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 	exe[n] = '\0';
 	snprintf(d->bindir, sizeof d->bindir, "%.*s", (int)sizeof d->bindir - 1, exe);
 	*strrchr(d->bindir, '/') = '\0';
+	if (pythinkers > 0 && s_find_python(d) < 0) {
+		free(d);
+		return BM_EXIT_FAIL;
+	}
 	snprintf(d->scratch, sizeof d->scratch, "/tmp/beast-demo.XXXXXX");
 	if (mkdtemp(d->scratch) == NULL) {
 		fprintf(stderr, "beast demo: cannot make a scratch directory in /tmp: %s\n",
@@ -573,9 +627,10 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 	setenv("BEAST_DIR", d->scratch, 1);
 	setenv("BEAST_STATE", state, 1);
 	bm_cli_signals();
-	printf("beast demo: beastd, %ld planner(s), %ld thinker(s), %ld scanner(s), %ld mapper(s) in "
+	printf("beast demo: beastd, %ld planner(s), %ld thinker(s)%s, %ld scanner(s), %ld mapper(s) in "
 	       "%s%s\n",
-	       planners, thinkers, scanners, mappers, d->scratch, chaos ? " — with chaos" : "");
+	       planners, thinkers + pythinkers, pythinkers > 0 ? " (some in Python)" : "", scanners,
+	       mappers, d->scratch, chaos ? " — with chaos" : "");
 
 	if (http_port >= 0) {
 		snprintf(http, sizeof http, "127.0.0.1:%ld", http_port);
@@ -649,6 +704,16 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 		k->daemon = true;
 		s_args(k, (const char *[]){"--name", name, "--report-to", "demo", "--sync", sync, NULL});
 	}
+	for (long i = 0; i < pythinkers; i++) {
+		char name[32];
+		s_kid_t *k;
+
+		snprintf(name, sizeof name, "pythinker-%ld", i);
+		k = s_kid(d, "pythinker", name);
+		k->daemon = true;
+		s_args(k, (const char *[]){d->pyscript, "--name", name, "--report-to", "demo", "--sync",
+		                           sync, NULL});
+	}
 	for (long i = 0; i < planners; i++) {
 		char name[32], tree[24], start[10];
 
@@ -701,6 +766,7 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 		if (chaos && chaos_stage == 0 && t.v[K_REPLIES] >= 20 && t.clouds >= 1) {
 			for (int i = 1; i < d->nkids; i++) {
 				if ((strcmp(d->kids[i].name, thinkers > 1 ? "thinker-1" : "thinker-0") == 0 ||
+				     strcmp(d->kids[i].name, "pythinker-0") == 0 ||
 				     strcmp(d->kids[i].name, "scanner-0") == 0) &&
 				    d->kids[i].pid > 0) {
 					kill(d->kids[i].pid, SIGKILL);

@@ -8,11 +8,13 @@
 extern const bb_transport_t bb_t_zmq_dealer_ipc, bb_t_zmq_dealer_tcp, bb_t_zmq_forwarder_ipc, bb_t_zmq_proxy,
 	bb_t_zmq_pair_ipc, bb_t_zmq_pair_inproc;
 extern const bb_transport_t bb_t_uds;
-extern const bb_transport_t bb_t_beast_mesh_ipc, bb_t_beast_mesh_ipc_http, bb_t_beast_mesh_tcp, bb_t_beast_proxy, bb_t_beast_outbox_always,
-	bb_t_beast_outbox_interval, bb_t_beast_outbox_never, bb_t_beast_ring, bb_t_beast_ring_copy;
+extern const bb_transport_t bb_t_beast_mesh_ipc, bb_t_beast_mesh_ipc_http, bb_t_beast_mesh_tcp, bb_t_beast_proxy,
+	bb_t_beast_outbox_always, bb_t_beast_outbox_interval, bb_t_beast_outbox_never, bb_t_beast_ring,
+	bb_t_beast_ring_copy, bb_t_memcpy;
 extern const bb_transport_t bb_t_nats, bb_t_nats_js;
 extern const bb_transport_t bb_t_redis_pubsub, bb_t_redis_stream, bb_t_redis_stream_fsync;
 extern const bb_transport_t bb_t_nng_pair, bb_t_iceoryx;
+extern const bb_transport_t bb_t_agent_c, bb_t_agent_py;
 
 const bb_transport_t *const bb_transports[] = {
 	/* beastmesh */
@@ -25,6 +27,8 @@ const bb_transport_t *const bb_transports[] = {
 	&bb_t_beast_outbox_never,
 	&bb_t_beast_ring,
 	&bb_t_beast_ring_copy,
+	&bb_t_agent_c,
+	&bb_t_agent_py,
 	/* raw libzmq: the baselines */
 	&bb_t_zmq_dealer_ipc,
 	&bb_t_zmq_dealer_tcp,
@@ -33,6 +37,7 @@ const bb_transport_t *const bb_transports[] = {
 	&bb_t_zmq_pair_ipc,
 	&bb_t_zmq_pair_inproc,
 	&bb_t_uds,
+	&bb_t_memcpy,
 	/* peers */
 	&bb_t_nats,
 	&bb_t_nats_js,

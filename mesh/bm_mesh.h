@@ -296,13 +296,19 @@ BM_EXPORT int bm_client_stats(bm_client_t *c, int timeout_ms, bm_stat_t **ret_st
 BM_EXPORT int64_t bm_client_ping(bm_client_t *c, int timeout_ms);
 
 /*
- * Polling: put bm_client_socket() in a zmq_pollitem_t (ZMQ_POLLIN) beside
- * your other sockets and fds, with a timeout no longer than
- * bm_client_timeout() (0 when events are already waiting inside the client),
- * then call bm_client_recv(c, 0, &ev) until -ETIMEDOUT.
+ * Polling: put bm_client_socket() and bm_client_monitor() in zmq_pollitem_t
+ * (ZMQ_POLLIN) beside your other sockets and fds, with a timeout no longer
+ * than bm_client_timeout() (0 when events are already waiting inside the
+ * client), then call bm_client_recv(c, 0, &ev) until -ETIMEDOUT.  The
+ * monitor says when the connection to the broker was regained (a
+ * restarted beastd): polling it lets the client register again at once
+ * instead of at its next heartbeat.  Both belong to the client.
  */
 BM_EXPORT void *bm_client_socket(bm_client_t *c);
+BM_EXPORT void *bm_client_monitor(bm_client_t *c);
 BM_EXPORT int bm_client_timeout(bm_client_t *c);
+/* How many times the connection to the broker was lost and regained. */
+BM_EXPORT uint64_t bm_client_reconnects(const bm_client_t *c);
 BM_EXPORT const char *bm_client_name(const bm_client_t *c);
 BM_EXPORT bool bm_client_registered(const bm_client_t *c);
 BM_EXPORT size_t bm_client_max_body(const bm_client_t *c);

@@ -9,6 +9,21 @@
  * intervals it also re-asserts HELLO, but keeps sending meanwhile.  libzmq
  * reconnects the socket underneath; we only re-register.
  *
+ * Reconnect.  A broker killed and started again knows nobody, and an idle
+ * agent would learn so only from its next PING, up to a heartbeat interval
+ * later.  So the client watches its own connection (a socket monitor on an
+ * inproc PAIR, polled beside the DEALER whenever the client waits, and
+ * bm_client_monitor() for callers with a loop of their own).  A lost
+ * connection makes the client unregistered (what was in flight on it may
+ * be lost); when the connection comes back it says HELLO at once (a broker
+ * that still knows us just answers WELCOME) and the WELCOME becomes a
+ * BM_EV_REGISTERED event, on which an outbox resends what was in flight.
+ * libzmq retries a lost connection after 10 ms, doubling up to 50 ms
+ * (ZMQ_RECONNECT_IVL / _MAX, plus up to 10 ms of jitter): while beastd is
+ * down that is 20 cheap failed connects a second per client, and once it
+ * listens again the first delivery waits at most one retry interval and
+ * one HELLO -> WELCOME round trip; heartbeats are not involved.
+ *
  * Everything that arrives is turned into events in a FIFO inside the
  * client.  bm_client_recv() pops it; bm_client_request(), _list(), _stats()
  * and _ping() wait for their own answer and leave everything else queued,
@@ -44,6 +59,9 @@ struct bm_client {
 	void *ctx;                               /* zmq context */
 	bool own_ctx;                            /* we terminate it */
 	void *sock;                              /* DEALER to the broker */
+	void *mon;                               /* PAIR: sock's connect/disconnect events */
+	bool lost;                               /* a disconnect seen, no connect since */
+	uint64_t reconnects;                     /* connections regained */
 	char endpoint[BM_PATH_MAX + 8];          /* where it connects */
 	char name[BM_NAME_MAX + 1];              /* "" = anonymous */
 	char caps[BM_CAPS_MAX][BM_CAP_MAX + 1];  /* capabilities */
@@ -514,6 +532,56 @@ s_ping(bm_client_t *c, int64_t now)
 	return s_send_env(c, &e, NULL);
 }
 
+/* Reads the connection events waiting on the monitor pipe (never
+ * blocks).  A connect after a loss re-registers at once: the broker at
+ * the other end may be a new one that knows nobody. */
+static void
+s_mon_drain(bm_client_t *c)
+{
+	for (int i = 0; c->mon != NULL && i < 64; i++) {
+		zmq_msg_t ev, ep;
+		uint16_t id = 0;
+
+		zmq_msg_init(&ev);
+		if (zmq_msg_recv(&ev, c->mon, ZMQ_DONTWAIT) < 0) {
+			zmq_msg_close(&ev);
+			return;
+		}
+		if (zmq_msg_size(&ev) >= 2) {
+			memcpy(&id, zmq_msg_data(&ev), 2);
+		}
+		/* Event frame, then the endpoint frame. */
+		while (zmq_msg_more(&ev)) {
+			zmq_msg_init(&ep);
+			if (zmq_msg_recv(&ep, c->mon, ZMQ_DONTWAIT) < 0) {
+				zmq_msg_close(&ep);
+				break;
+			}
+			zmq_msg_close(&ev);
+			zmq_msg_init(&ev);
+			zmq_msg_move(&ev, &ep);
+			zmq_msg_close(&ep);
+		}
+		zmq_msg_close(&ev);
+		if (id == ZMQ_EVENT_DISCONNECTED) {
+			/* Whatever was in flight on that connection may be gone,
+			 * and the broker at the other end may be gone with it:
+			 * sends wait for a WELCOME, which then tells the caller
+			 * (BM_EV_REGISTERED: an outbox resends at once). */
+			c->lost = true;
+			c->registered = false;
+		} else if (id == ZMQ_EVENT_CONNECTED && c->lost) {
+			c->lost = false;
+			c->reconnects++;
+			if (c->name[0] != '\0') {
+				(void)s_hello(c);
+			} else {
+				(void)s_send_cmd(c, BM_CMD_PING);
+			}
+		}
+	}
+}
+
 /* Heartbeats and re-registration; cheap to call often. */
 static void
 s_tick(bm_client_t *c)
@@ -579,7 +647,8 @@ s_pump_until(bm_client_t *c, int timeout_ms, bool (*done)(bm_client_t *, void *)
 	int64_t deadline = -2; /* not yet computed */
 
 	for (;;) {
-		zmq_pollitem_t it = {.socket = c->sock, .events = ZMQ_POLLIN};
+		zmq_pollitem_t it[2] = {{.socket = c->sock, .events = ZMQ_POLLIN},
+		                        {.socket = c->mon, .events = ZMQ_POLLIN}};
 		int64_t now, wait;
 		int rc;
 
@@ -610,6 +679,9 @@ s_pump_until(bm_client_t *c, int timeout_ms, bool (*done)(bm_client_t *, void *)
 			deadline = timeout_ms < 0 ? -1 : now + timeout_ms;
 		}
 		if (deadline >= 0 && now >= deadline) {
+			/* A caller polling on its own (bm_client_monitor) was
+			 * woken by a connection event: act on it. */
+			s_mon_drain(c);
 			return -ETIMEDOUT;
 		}
 		wait = bm_client_timeout(c);
@@ -619,8 +691,11 @@ s_pump_until(bm_client_t *c, int timeout_ms, bool (*done)(bm_client_t *, void *)
 		if (deadline >= 0 && deadline - now < wait) {
 			wait = deadline - now;
 		}
-		if (zmq_poll(&it, 1, (long)wait) < 0) {
+		if (zmq_poll(it, c->mon != NULL ? 2 : 1, (long)wait) < 0) {
 			return bm__zmq_err();
+		}
+		if (it[1].revents & ZMQ_POLLIN) {
+			s_mon_drain(c);
 		}
 		c->drained = false;
 	}
@@ -697,7 +772,9 @@ bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client)
 {
 	bm_client_opts_t o = opts ? *opts : (bm_client_opts_t){0};
 	bm_client_t *c;
-	int rc, hwm, linger = 1000, ivl = 100;
+	int rc, hwm, linger = 1000, ivl = 10, ivl_max = 50, zero = 0;
+	char mon_ep[64];
+	static _Atomic unsigned s_mon_seq;
 	int64_t maxmsg;
 	uint64_t pongs = 0;
 
@@ -764,12 +841,23 @@ bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client)
 	    zmq_setsockopt(c->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
 	    zmq_setsockopt(c->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) < 0 ||
 	    zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) < 0 ||
+	    zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max) < 0 ||
 	    zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0) {
 		rc = bm__zmq_err();
 		goto fail;
 	}
 	if ((o.key_file != NULL || o.server_key_file != NULL) &&
 	    (rc = bm__curve_client(c->sock, o.key_file, o.server_key_file)) < 0) {
+		goto fail;
+	}
+	/* The connection's events, read by s_mon_drain(). */
+	snprintf(mon_ep, sizeof mon_ep, "inproc://bm-client-mon-%d-%u", (int)getpid(),
+	         ++s_mon_seq);
+	if (zmq_socket_monitor(c->sock, mon_ep, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) < 0 ||
+	    (c->mon = zmq_socket(c->ctx, ZMQ_PAIR)) == NULL ||
+	    zmq_setsockopt(c->mon, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
+	    zmq_connect(c->mon, mon_ep) < 0) {
+		rc = bm__zmq_err();
 		goto fail;
 	}
 	if (zmq_connect(c->sock, c->endpoint) < 0) {
@@ -821,6 +909,10 @@ bm_client_destroy(bm_client_t **self_p)
 		(void)s_flush_acks(c);
 		if (c->registered) {
 			(void)s_send_cmd(c, BM_CMD_BYE);
+		}
+		if (c->mon != NULL) {
+			zmq_close(c->mon);
+			(void)zmq_socket_monitor(c->sock, NULL, 0);
 		}
 		zmq_close(c->sock);
 	}
@@ -1360,6 +1452,18 @@ void *
 bm_client_socket(bm_client_t *c)
 {
 	return c ? c->sock : NULL;
+}
+
+void *
+bm_client_monitor(bm_client_t *c)
+{
+	return c ? c->mon : NULL;
+}
+
+uint64_t
+bm_client_reconnects(const bm_client_t *c)
+{
+	return c ? c->reconnects : 0;
 }
 
 const char *

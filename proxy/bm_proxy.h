@@ -8,7 +8,7 @@
  * path of segments each followed by '/', e.g. "tot/7/2/" (tree 7, branch
  * 2); a subscription to a prefix such as "tot/7/2/" follows that subtree
  * and, because every topic ends with '/', never matches "tot/7/23/".
- * docs/protocol.md ("Broadcast") and proxy/proxy.c specify the frames byte
+ * docs/protocol.md ("Broadcast") and proxy/wire.c specify the frames byte
  * by byte.
  *
  * Ownership follows CZMQ: bm_x_open() returns an owned object,

@@ -75,7 +75,8 @@ check "routed rate non-zero" 'data-rate="routed" data-value="([1-9][0-9]*\.[0-9]
 check "ACK rate non-zero" 'data-rate="acked" data-value="([1-9][0-9]*\.[0-9]+|0\.[0-9]*[1-9][0-9]*)"'
 check "flow edge scout -> planner" 'class="edge"[^>]*data-from="scout" data-to="planner"'
 check "flow edge planner -> scout" 'class="edge"[^>]*data-from="planner" data-to="scout"'
-check "flow edge scout -> mapper with a rate" 'class="edge"[^>]*data-from="scout" data-to="mapper" data-rate="[0-9.]*[1-9]'
+check "flow edge scout -> mapper" 'class="edge"[^>]*data-from="scout" data-to="mapper" data-rate="[0-9.]+" data-msgs="[1-9]'
+check "a flow edge with a non-zero rate" 'class="edge"[^>]*data-rate="([1-9][0-9]*\.[0-9]+|0\.[0-9]*[1-9][0-9]*)"'
 check "graph node for mapper" 'class="node" data-agent="mapper"'
 check "broadcast topic tot/7/2 listed" '<tr data-topic="tot/7/2/?"'
 if [ -s "$shot" ] && [ "$(head -c 8 "$shot" | od -An -tx1 | tr -d ' \n')" = 89504e470d0a1a0a ]; then

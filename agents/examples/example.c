@@ -31,7 +31,10 @@ ex_parse(int argc, char **argv, ex_opts_t *o, const char *default_name)
 	for (int i = 1; i < argc; i++) {
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 
-		if (strcmp(argv[i], "--dir") == 0 && v != NULL) {
+		if (strcmp(argv[i], "--version") == 0) {
+			printf("beast-%s beastmesh %s\n", default_name, bm_version());
+			exit(0);
+		} else if (strcmp(argv[i], "--dir") == 0 && v != NULL) {
 			o->dir = v;
 			i++;
 		} else if (strcmp(argv[i], "--name") == 0 && v != NULL) {

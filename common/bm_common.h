@@ -11,7 +11,8 @@
  * Logging: libraries log at debug level only; programs (beastd, beast) pick
  * the level and log an error once, where they handle it.
  *
- * This header is libc-only: the shm floor uses it too.
+ * This header is libc-only: it is the ground floor (common/) every other
+ * floor, shm/ included, builds on.
  */
 #ifndef BM_COMMON_H
 #define BM_COMMON_H
@@ -48,7 +49,8 @@ extern "C" {
 	X(RUNNING, "another beastd is already running on this directory")      \
 	X(TTL, "message expired")                                             \
 	X(BADKEY, "key file is missing, not a key, or readable by group/others") \
-	X(NOCURVE, "no answer over CURVE: wrong server key or not in the allow-list?")
+	X(NOCURVE, "no answer over CURVE: wrong server key or not in the allow-list?") \
+	X(HANDLER, "the receiver's handler failed; the message will be retried")
 
 #define BM_EBASE 30000
 
@@ -65,6 +67,10 @@ enum bm_error {
 BM_EXPORT const char *bm_strerror(int err);
 /* Symbolic name: "BM_ENOAGENT", "ENOENT", ...; "EUNKNOWN" when unknown. */
 BM_EXPORT const char *bm_err_name(int err);
+
+/* The release beastmesh was built from ("0.1.0"): meson's project version.
+ * Never NULL, never freed.  Programs print "NAME beastmesh VERSION". */
+BM_EXPORT const char *bm_version(void);
 
 /* ---- logging ---- */
 enum bm_log_level {
