@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,6 +235,16 @@ s_spawn(s_demo_t *d, s_kid_t *k)
 			dup2(fd, 2);
 		}
 		signal(SIGINT, SIG_IGN); /* Ctrl-C is for the demo: it stops us */
+		if (strcmp(k->role, "pythinker") == 0) {
+			sigset_t term;
+
+			/* An interpreter takes tens of ms before it runs a line: a
+			 * SIGTERM then would kill it outright.  Held back until the
+			 * script has its handler (it unblocks SIGTERM then). */
+			sigemptyset(&term);
+			sigaddset(&term, SIGTERM);
+			sigprocmask(SIG_BLOCK, &term, NULL);
+		}
 		execv(k->argv[0], k->argv);
 		_exit(127);
 	}
