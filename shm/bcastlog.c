@@ -937,6 +937,33 @@ bm__bcastlog_cursors(bm_bcastlog_t *self, size_t *ret_len)
 	return self->cbase;
 }
 
+/* Whether a publish of a topic of topic_len bytes and len body bytes would
+ * go through now without waiting (room only grows until the next publish:
+ * readers move forward or are released). */
+int
+bm_bcastlog_room(bm_bcastlog_t *self, size_t topic_len, size_t len)
+{
+	uint64_t slot, off, wrap, end;
+
+	if (self == NULL || topic_len == 0 || topic_len > BM_BCASTLOG_TOPIC_MAX) {
+		return -EINVAL;
+	}
+	if (self->broken) {
+		return BM_ECORRUPT;
+	}
+	if (len > self->cap / 4 || (slot = s_align(S_REC + topic_len + len)) > self->cap / 4) {
+		return BM_ETOOBIG;
+	}
+	off = self->tail % self->cap;
+	wrap = off + slot > self->cap ? self->cap - off : 0;
+	end = self->tail + wrap + slot;
+	if (s_room(self, end)) {
+		return 0;
+	}
+	s_drain_readers(self, true);
+	return s_room(self, end) ? 0 : BM_EFULL;
+}
+
 /* ================= reader ================= */
 
 static int
@@ -1340,6 +1367,24 @@ int
 bm_bcastlog_reader_fd(const bm_bcastlog_reader_t *self)
 {
 	return self ? self->db.fd : -EINVAL;
+}
+
+void
+bm__bcastlog_reader_reset(bm_bcastlog_reader_t *self)
+{
+	self->broken = false;
+	self->jumped = false;
+	self->cursor = 0;
+	self->seq = 1;
+	self->oldest_seen = 0;
+	self->pending_gap = 0;
+	self->lost = 0;
+}
+
+uint64_t
+bm_bcastlog_reader_next_seq(const bm_bcastlog_reader_t *self)
+{
+	return self ? self->seq : 0;
 }
 
 uint64_t

@@ -274,6 +274,11 @@ BM_EXPORT void bm_bcastlog_destroy(bm_bcastlog_t **self_p);
  */
 BM_EXPORT int bm_bcastlog_publish(bm_bcastlog_t *self, const char *topic, uint64_t tseq,
                                   const void *body, size_t len, int timeout_ms);
+/* 0 when a publish of this size would go through now without waiting,
+ * BM_EFULL when a tethered reader holds the space, BM_ETOOBIG, -EINVAL.
+ * Room only grows until the next publish, so a caller may check, do
+ * something that must not be undone, then publish with timeout 0. */
+BM_EXPORT int bm_bcastlog_room(bm_bcastlog_t *self, size_t topic_len, size_t len);
 /* Accepts readers waiting to attach and releases dead ones (never blocks).
  * Call it when bm_bcastlog_fd() is readable, or now and then.  Returns
  * the number of readers attached, or -errno. */
@@ -306,6 +311,9 @@ BM_EXPORT int bm_bcastlog_read(bm_bcastlog_reader_t *self, void *buf, size_t siz
  * bm_bcastlog_reader_fd() for POLLIN, then read with timeout 0. */
 BM_EXPORT int bm_bcastlog_reader_arm(bm_bcastlog_reader_t *self);
 BM_EXPORT int bm_bcastlog_reader_fd(const bm_bcastlog_reader_t *self);
+/* The sequence of the next record this reader expects (at attach: the
+ * publisher's next). */
+BM_EXPORT uint64_t bm_bcastlog_reader_next_seq(const bm_bcastlog_reader_t *self);
 /* Records this reader lost (skipped over) so far. */
 BM_EXPORT uint64_t bm_bcastlog_reader_lost(const bm_bcastlog_reader_t *self);
 /* The publisher's name and instance (random) as the log header says. */

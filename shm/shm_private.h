@@ -124,6 +124,8 @@ int bm__shm_check_peer(int fd);
  * cursor table: what a hostile test scribbles on. */
 uint8_t *bm__bcastlog_base(bm_bcastlog_t *log, size_t *ret_len);
 uint8_t *bm__bcastlog_cursors(bm_bcastlog_t *log, size_t *ret_len);
+/* Puts a reader back at position 0, sequence 1, unbroken (fuzzing). */
+void bm__bcastlog_reader_reset(bm_bcastlog_reader_t *r);
 
 /* Reserved record types (>= BM_RING_TYPE_RESERVED). */
 enum {
