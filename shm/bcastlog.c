@@ -88,7 +88,9 @@
  *      24     4  state      0 free, 1 untethered, 2 tethered (publisher;
  *                           informational: the publisher's own table rules)
  *      28     4  pid        reader's pid from SO_PEERCRED (publisher)
- *      32     4  gen        bumped at every assignment (publisher)
+ *      32     4  gen        bumped at every assignment (publisher); a
+ *                           reader writes its slot only while gen is the
+ *                           one its WELCOME named
  *      36    28  padding
  *      64     4  wait       the reader's doorbell word (own cache line)
  *      68    60  padding
@@ -257,6 +259,7 @@ struct bm_bcastlog_reader {
 	bool tethered;
 	bool broken;               /* a check failed: every call fails */
 	bool jumped;               /* cursor moved to oldest: seq unknown */
+	uint32_t gen;              /* our slot's assignment (WELCOME) */
 	uint64_t cursor;           /* authoritative read position */
 	uint64_t seq;              /* sequence expected at cursor */
 	uint64_t oldest_seen;      /* oldest as last read (only grows) */
@@ -591,7 +594,17 @@ s_accept_one(bm_bcastlog_t *self, int cfd)
 		close(cfd);
 		return;
 	}
-	for (i = 0; i < self->nslots && self->rd[i].fd >= 0; i++) {
+	/* The slot after the last one handed out first: a released reader
+	 * that still writes its old slot meets an empty one as long as
+	 * possible (and readers check gen before they write). */
+	i = self->nslots;
+	for (unsigned k = 0; k < self->nslots; k++) {
+		unsigned j = (self->gen + k) % self->nslots;
+
+		if (self->rd[j].fd < 0) {
+			i = j;
+			break;
+		}
 	}
 	if (i == self->nslots) {
 		(void)s_refuse(cfd, BM_EFULL);
@@ -1004,6 +1017,7 @@ s_reader_map(bm_bcastlog_reader_t *self, int lfd, int cfd, const uint8_t *w)
 	const struct s_loghdr *h;
 
 	memcpy(&slot, w + 4, 4);
+	memcpy(&self->gen, w + 8, 4);
 	memcpy(&cap, w + 16, 8);
 	memcpy(&start, w + 24, 8);
 	memcpy(&start_seq, w + 32, 8);
@@ -1312,6 +1326,11 @@ s_try_read(bm_bcastlog_reader_t *self, void *buf, size_t size, bm_bcastlog_rec_t
 		self->jumped = false;
 		self->seq = seq + 1;
 		self->cursor += slot;
+		/* A slot handed to another reader (the publisher released us)
+		 * is not ours to write any more. */
+		if (atomic_load_explicit(&self->slot->gen, memory_order_relaxed) != self->gen) {
+			return 0;
+		}
 		atomic_store_explicit(&self->slot->cursor_seq, self->seq, memory_order_relaxed);
 		atomic_store_explicit(&self->slot->lost, self->lost, memory_order_relaxed);
 		/* seq_cst: the store half of the publisher's Dekker pair (it
