@@ -626,6 +626,8 @@ bm_agent_send(bm_agent_t *a, const char *to, const bm_agent_send_opts_t *o, cons
 		so.ttl_ms = o->ttl_ms;
 		so.max_attempts = o->max_attempts;
 		so.expire = o->expire;
+		so.traceparent = o->traceparent;
+		so.tracestate = o->tracestate;
 	}
 	if (s_derive_id(a, &id)) {
 		so.id = &id;
@@ -746,7 +748,10 @@ bm_agent_reply(bm_agent_t *a, const bm_msg_t *req, const char *type, const void 
 	if (a == NULL || req == NULL) {
 		return -EINVAL;
 	}
-	so = (bm_outbox_send_opts_t){.to = req->from, .type = type, .corr = &req->id};
+	/* A reply belongs to its request's trace. */
+	so = (bm_outbox_send_opts_t){.to = req->from, .type = type, .corr = &req->id,
+	                             .traceparent = req->traceparent[0] ? req->traceparent : NULL,
+	                             .tracestate = req->tracestate};
 	if (s_derive_id(a, &id)) {
 		so.id = &id;
 	}

@@ -79,6 +79,8 @@ static const s_cmd_t s_cmds[] = {
 	{"keygen", bm_cli_keygen, "make a CURVE key pair (NAME.key, NAME.pub) for TCP"},
 	{"bench", s_bench, "measure transports side by side (runs beast-bench)"},
 	{"outbox", bm_cli_outbox, "an agent's pending and dead messages (ls, dead, requeue, flush ...)"},
+	{"trace", bm_cli_trace, "a message's timeline: outbox, beastd, receiver"},
+	{"top", bm_cli_top, "the swarm live: agents, rates, outboxes, topics, blobs"},
 };
 
 static void

@@ -11,10 +11,18 @@
  * SIGUSR2 resumes it; `beast proxy pause|resume` sends them.  The steering
  * runs on the broker's thread, the proxy's owner, between two runs of the
  * broker loop: a signal ends the run, beastd acts on it and runs again.
+ *
+ * With --http ADDR beastd also serves read-only HTTP (httpd.c) on a thread
+ * of libmicrohttpd's: every 250 ms the broker's thread takes a snapshot
+ * (bm_broker_snap, the proxy's counters included through the stats hook)
+ * and hands it to the server, which never reaches into the broker.  The
+ * address bound (with the port picked for PORT 0) is written to
+ * DIR/http.addr for tools and tests, and removed at exit.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +31,15 @@
 #include "bm_mesh.h"
 #include "bm_proxy.h"
 #include "conf.h"
+#include "httpd.h"
+
+#define S_SNAP_MS 250 /* how often the HTTP endpoints get a fresh snapshot */
 
 static volatile sig_atomic_t s_wake;  /* ends a run of the broker loop */
 static volatile sig_atomic_t s_term;  /* SIGINT/SIGTERM seen */
 static volatile sig_atomic_t s_steer; /* 0, or the last SIGUSR1/SIGUSR2 */
+static bm_broker_t *s_broker;          /* for the tick hook */
+static bm_proxy_t *s_proxy;            /* for the tick hook */
 
 static void
 s_on_signal(int sig)
@@ -68,12 +81,80 @@ s_run(bm_broker_t *b, bm_proxy_t *p)
 	}
 }
 
-/* Broker STATS hook: the proxy's counters, on the broker's thread (the
- * proxy's owner thread, as bm_proxy_stats requires). */
+/*
+ * Broker STATS hook: the proxy's counters, on the broker's thread (the
+ * proxy's owner thread, as bm_proxy_stats requires).  Each call is a round
+ * trip to the proxy's thread; a STATS request gets fresh counters, but the
+ * snapshots taken every 250 ms for HTTP reuse the last ones for up to a
+ * second, so the broker's thread waits on the proxy's at most once a second
+ * for them.
+ */
+static bool s_snapping;                     /* inside s_publish */
+
 static int
 s_proxy_stats(void *arg, bm_stat_t *ret, size_t max)
 {
-	return bm_proxy_stats(arg, ret, max);
+	static bm_stat_t last[BM_PROXY_STATS_MAX];
+	static int nlast = -1;
+	static int64_t last_ms;
+	int64_t now = bm_mono_ms();
+	int n;
+
+	if (s_snapping && nlast >= 0 && now - last_ms < 1000) {
+		n = nlast < (int)max ? nlast : (int)max;
+		memcpy(ret, last, (size_t)n * sizeof *ret);
+		return n;
+	}
+	n = bm_proxy_stats(arg, ret, max);
+	if (n >= 0) {
+		nlast = n < BM_PROXY_STATS_MAX ? n : BM_PROXY_STATS_MAX;
+		memcpy(last, ret, (size_t)nlast * sizeof *ret);
+		last_ms = now;
+	}
+	return n;
+}
+
+/* Tick hook, on the broker's thread: a fresh snapshot for the HTTP
+ * endpoints.  The proxy's part (counters, busiest topics) is refreshed
+ * once a second: asking costs a round trip to the proxy's thread. */
+static void
+s_publish(void *arg)
+{
+	static bm_proxy_topic_t topics[BM_PROXY_TOPICS_MAX];
+	static int ntopics, turn;
+	bm_broker_snap_t *snap = NULL;
+
+	if (turn++ % (1000 / S_SNAP_MS) == 0) {
+		int n = bm_proxy_topics(s_proxy, topics, BM_PROXY_TOPICS_MAX);
+
+		ntopics = n < 0 ? 0 : n;
+	}
+	s_snapping = true;
+	if (bm_broker_snap(s_broker, &snap) == 0) {
+		bm_httpd_publish(arg, &snap, topics, (size_t)ntopics);
+	}
+	s_snapping = false;
+}
+
+/* Writes DIR/http.addr (mode 0600): the address served, one line. */
+static void
+s_write_addr(const char *dir, const char *addr, char *ret_path, size_t size)
+{
+	char tmp[BM_PATH_MAX + 32];
+	FILE *f;
+
+	snprintf(ret_path, size, "%s/http.addr", dir);
+	snprintf(tmp, sizeof tmp, "%s/http.addr.tmp", dir);
+	f = fopen(tmp, "w");
+	if (f == NULL) {
+		ret_path[0] = '\0';
+		return;
+	}
+	fprintf(f, "%s\n", addr);
+	if (fclose(f) != 0 || rename(tmp, ret_path) != 0) {
+		(void)unlink(tmp);
+		ret_path[0] = '\0';
+	}
 }
 
 static void
@@ -83,7 +164,8 @@ s_usage(FILE *out)
 	        "usage: beastd [--config FILE] [--dir DIR] [--tcp ENDPOINT] [--heartbeat MS]\n"
 	        "              [--max-body BYTES] [--max-pending BYTES]\n"
 	        "              [--pub-tcp ENDPOINT] [--sub-tcp ENDPOINT] [--no-lvc] [--lvc-max BYTES]\n"
-	        "              [--curve [--server-key FILE] [--allow DIR]] [-v] [--version]\n"
+	        "              [--curve [--server-key FILE] [--allow DIR]] [--http ADDR] [-v]\n"
+	        "              [--version]\n"
 	        "\n"
 	        "Runs the beastmesh broker in the foreground, logging to stderr.\n"
 	        "\n"
@@ -109,6 +191,10 @@ s_usage(FILE *out)
 	        "                    (with --curve: any address, CURVE and the same allow-list)\n"
 	        "  --no-lvc          broadcast: no last-value cache for late joiners\n"
 	        "  --lvc-max BYTES   broadcast: last-value cache memory bound (67108864)\n"
+	        "  --http ADDR       serve read-only HTTP: /metrics (Prometheus), /healthz, /varz,\n"
+	        "                    /agents, /flows, /topics and the dashboard at /; ADDR is\n"
+	        "                    loopback only: 127.0.0.1:PORT, [::1]:PORT or unix:PATH (PORT 0:\n"
+	        "                    any free port; the address bound is written to DIR/http.addr)\n"
 	        "  -v, --verbose     log agents coming and going (-vv: debug)\n"
 	        "  -h, --help        this text\n"
 	        "  --version         print \"beastd beastmesh VERSION\" and exit\n"
@@ -124,6 +210,7 @@ typedef struct {
 	bm_broker_opts_t o;  /* the broker's */
 	bm_proxy_opts_t po;  /* the broadcast proxy's */
 	int verbose;         /* -v count */
+	const char *http;    /* --http address, or NULL */
 } s_cfg_t;
 
 static const struct option s_longopts[] = {
@@ -139,6 +226,7 @@ static const struct option s_longopts[] = {
 	{"curve", no_argument, NULL, 'C'},
 	{"server-key", required_argument, NULL, 'K'},
 	{"allow", required_argument, NULL, 'A'},
+	{"http", required_argument, NULL, 'T'},
 	{"verbose", no_argument, NULL, 'v'},
 	{"config", required_argument, NULL, 'c'},
 	{"help", no_argument, NULL, 'h'},
@@ -216,6 +304,24 @@ s_set(s_cfg_t *c, int id, const char *val, char *why, size_t whylen)
 	case 'A':
 		c->o.allow_dir = val;
 		break;
+	case 'T': {
+		int rc = bm_httpd_check(val);
+
+		if (rc == -EADDRNOTAVAIL) {
+			snprintf(why, whylen, "http %s: the HTTP endpoints serve loopback only "
+			                      "(127.0.0.1:PORT, [::1]:PORT or unix:PATH)",
+			         val);
+			return -1;
+		}
+		if (rc < 0) {
+			snprintf(why, whylen, "http %s: not an address (127.0.0.1:PORT, [::1]:PORT or "
+			                      "unix:PATH)",
+			         val);
+			return -1;
+		}
+		c->http = val;
+		break;
+	}
 	case 'N':
 	case 'C':
 	case 'v': {
@@ -292,7 +398,7 @@ s_conf_one(void *arg, const char *key, const char *value, int line)
 	}
 	fprintf(stderr, "beastd: %s:%d: unknown key '%s' (keys are beastd's long options: "
 	                "dir, tcp, heartbeat, max-body, max-pending, pub-tcp, sub-tcp, no-lvc, "
-	                "lvc-max, curve, server-key, allow, verbose)\n",
+	                "lvc-max, curve, server-key, allow, http, verbose)\n",
 	        x->path, line, key);
 	return -ECANCELED;
 }
@@ -327,7 +433,8 @@ main(int argc, char **argv)
 	bm_proxy_t *p = NULL;
 	struct sigaction sa = {.sa_handler = s_on_signal};
 	const char *conf_path;
-	char dir[BM_PATH_MAX], why[256];
+	char dir[BM_PATH_MAX], why[256], addr_file[BM_PATH_MAX + 16] = "";
+	bm_httpd_t *h = NULL;
 	int c, rc, verbose;
 
 	bm_log_set_ident("beastd");
@@ -458,11 +565,33 @@ main(int argc, char **argv)
 		return 1;
 	}
 	bm_broker_set_stats_hook(b, s_proxy_stats, p);
+	if (cfg.http != NULL) {
+		rc = bm_httpd_open(cfg.http, bm_broker_dir(b), &h);
+		if (rc < 0) {
+			bm_log(BM_LOG_ERROR, "--http %s: cannot serve: %s", cfg.http, bm_strerror(rc));
+			bm_broker_set_stats_hook(b, NULL, NULL);
+			bm_proxy_destroy(&p);
+			bm_broker_destroy(&b);
+			return 1;
+		}
+		s_broker = b;
+		s_proxy = p;
+		s_publish(h); /* the endpoints answer from the start */
+		bm_broker_set_tick_hook(b, s_publish, h, S_SNAP_MS);
+		s_write_addr(bm_broker_dir(b), bm_httpd_address(h), addr_file, sizeof addr_file);
+		bm_log(BM_LOG_INFO, "HTTP on %s (/metrics /healthz /varz /agents /flows /topics /)",
+		       bm_httpd_address(h));
+	}
 	bm_log(BM_LOG_INFO, "listening on %s%s%s%s; broadcast on %s/pub.sock -> %s/sub.sock%s",
 	       bm_broker_endpoint(b), o.tcp ? " and " : "", o.tcp ? o.tcp : "",
 	       o.curve ? " (CURVE)" : "", bm_broker_dir(b),
 	       bm_broker_dir(b), po.no_lvc ? " (no LVC)" : "");
 	rc = s_run(b, p);
+	bm_broker_set_tick_hook(b, NULL, NULL, 0);
+	bm_httpd_destroy(&h);
+	if (addr_file[0] != '\0') {
+		(void)unlink(addr_file);
+	}
 	bm_broker_set_stats_hook(b, NULL, NULL);
 	bm_proxy_destroy(&p);
 	bm_broker_destroy(&b);

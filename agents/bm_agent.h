@@ -146,6 +146,8 @@ typedef struct bm_agent_send_opts {
 	uint32_t ttl_ms;        /* 0 = none */
 	uint32_t max_attempts;  /* 0 = 20 */
 	bool expire;            /* at the TTL, withdraw it rather than keep a dead letter */
+	const char *traceparent; /* W3C trace context carried with it; NULL = none */
+	const char *tracestate;  /* with a traceparent; NULL = none */
 } bm_agent_send_opts_t;
 
 /*

@@ -15,13 +15,21 @@
  *       and reconnect (kill -9 beastd, start it again: the time to the
  *       first delivery of a message sent after the kill, clients
  *       re-registering by themselves).
+ *   beast-mesh-ipc-http   beast-mesh-ipc with beastd --http on and a scraper
+ *       process reading /metrics every 100 ms (a new connection each time,
+ *       as Prometheus does without keep-alive): what observability costs.
  *   beast-proxy    bm_pub -> beastd's XSUB/XPUB proxy -> bm_sub (header with
  *       publisher id and sequence, gap counting, LVC on in beastd).
  *   beast-outbox-always|interval|never   durable: every message journalled
  *       with that sync policy before it is sent, retired by the ACK.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +60,7 @@
 typedef struct {
 	char dir[200];
 	char tcp[64];
+	int http_port;   /* > 0: beastd --http 127.0.0.1:PORT and a scraper */
 	int generation;
 } s_bd_t;
 
@@ -65,14 +74,69 @@ s_beastd_start(const bb_env_t *env)
 	argv[n++] = (char *)env->beastd;
 	argv[n++] = "--dir";
 	argv[n++] = s_bd.dir;
+	char http[64];
 	if (s_bd.tcp[0]) {
 		argv[n++] = "--tcp";
 		argv[n++] = s_bd.tcp;
+	}
+	if (s_bd.http_port > 0) {
+		snprintf(http, sizeof http, "127.0.0.1:%d", s_bd.http_port);
+		argv[n++] = "--http";
+		argv[n++] = http;
 	}
 	argv[n] = NULL;
 	char sock[300];
 	snprintf(sock, sizeof sock, "%s/mesh.sock", s_bd.dir);
 	return bb_server_start(env, argv, "beastd.log", &(bb_ready_t){.sock = sock, .timeout_s = S_START_S});
+}
+
+/* The scraper: GET /metrics every 100 ms until killed (or its parent
+ * dies), each on a fresh connection, reading the whole answer. */
+static void
+s_scrape_loop(int port)
+{
+	static char buf[65536];
+	struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	static const char req[] = "GET /metrics HTTP/1.0\r\nHost: beastd\r\n\r\n";
+
+	inet_pton(AF_INET, "127.0.0.1", &in.sin_addr);
+	for (;;) {
+		double next = bb_now() + 0.1;
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		if (fd >= 0 && connect(fd, (struct sockaddr *)&in, sizeof in) == 0 &&
+		    write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1)) {
+			struct pollfd p = {.fd = fd, .events = POLLIN};
+
+			while (poll(&p, 1, 2000) > 0 && read(fd, buf, sizeof buf) > 0) {
+			}
+		}
+		if (fd >= 0) {
+			close(fd);
+		}
+		while (bb_now() < next) {
+			usleep((useconds_t)((next - bb_now()) * 1e6) + 1);
+		}
+	}
+}
+
+static pid_t
+s_scraper_start(int port)
+{
+	pid_t parent = getpid(), pid = fork();
+
+	if (pid == 0) {
+		/* beast-bench's handlers remove the scratch dir: not ours. */
+		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent) {
+			_exit(0);
+		}
+		s_scrape_loop(port);
+		_exit(0);
+	}
+	return pid;
 }
 
 static int
@@ -97,18 +161,39 @@ s_up(bb_env_t *env, char *why, size_t whylen, int tcp)
 		return -1;
 	}
 	env->srv_pid[env->nsrv++] = pid;
+	if (s_bd.http_port > 0) {
+		if (bb_wait_listen(s_bd.http_port, NULL, S_START_S) != 0 ||
+		    (pid = s_scraper_start(s_bd.http_port)) < 0) {
+			snprintf(why, whylen, "beastd --http 127.0.0.1:%d did not serve", s_bd.http_port);
+			return -1;
+		}
+		env->srv_pid[env->nsrv++] = pid;
+	}
 	return 0;
 }
 
 static int
 s_up_ipc(bb_env_t *env, char *why, size_t whylen)
 {
+	s_bd.http_port = 0;
+	return s_up(env, why, whylen, 0);
+}
+
+static int
+s_up_ipc_http(bb_env_t *env, char *why, size_t whylen)
+{
+	s_bd.http_port = bb_free_port();
+	if (s_bd.http_port <= 0) {
+		snprintf(why, whylen, "no free port for --http");
+		return -1;
+	}
 	return s_up(env, why, whylen, 0);
 }
 
 static int
 s_up_tcp(bb_env_t *env, char *why, size_t whylen)
 {
+	s_bd.http_port = 0;
 	return s_up(env, why, whylen, 1);
 }
 
@@ -712,6 +797,15 @@ const bb_transport_t bb_t_beast_mesh_ipc = {
 	.refuse = s_mesh_refuse,
 	.ops = &s_mesh_ops,
 	.run = s_mesh_run,
+};
+
+const bb_transport_t bb_t_beast_mesh_ipc_http = {
+	.id = "beast-mesh-ipc-http",
+	.about = "beast-mesh-ipc with beastd --http and a scraper reading /metrics every 100 ms",
+	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT),
+	.up = s_up_ipc_http,
+	.refuse = s_mesh_refuse,
+	.ops = &s_mesh_ops,
 };
 
 const bb_transport_t bb_t_beast_mesh_tcp = {

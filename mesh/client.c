@@ -76,6 +76,10 @@ struct bm_client {
 	 * beside a heartbeat interval. */
 	int64_t last_rx_ms;                      /* last frame from the broker */
 	int64_t last_tx_ms;                      /* last frame to the broker */
+	bool has_report;                         /* an outbox reports through us */
+	uint64_t report[3];                      /* its pending, dead, retries */
+	bool report_sent;                        /* report[] went out unchanged */
+	int64_t next_report_ms;                  /* earliest next report PING */
 	int64_t next_hello_ms;                   /* when to say HELLO again */
 	uint64_t pongs;                          /* PONGs seen */
 	int reply_cmd;                           /* DIRECTORY/STATS waiting */
@@ -102,6 +106,7 @@ bm_msg_destroy(bm_msg_t **self_p)
 		return;
 	}
 	zmq_msg_close(&(*self_p)->body);
+	free((*self_p)->tracestate);
 	free(*self_p);
 	*self_p = NULL;
 }
@@ -374,6 +379,16 @@ s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body, size_t body_at)
 		m->ttl_ms = e->ttl_ms;
 		m->attempt = e->attempt;
 		m->ts_ms = e->ts_ms;
+		m->traceparent[0] = '\0';
+		m->tracestate = NULL;
+		if (e->tp != NULL) {
+			memcpy(m->traceparent, e->tp, e->tp_len); /* <= BM_TRACEPARENT_MAX */
+			m->traceparent[e->tp_len] = '\0';
+		}
+		if (e->ts != NULL && (m->tracestate = malloc((size_t)e->ts_len + 1)) != NULL) {
+			memcpy(m->tracestate, e->ts, e->ts_len);
+			m->tracestate[e->ts_len] = '\0';
+		}
 		zmq_msg_init(&m->body);
 		m->body_at = body != NULL ? body_at : 0;
 		if (body != NULL) {
@@ -424,6 +439,7 @@ s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body, size_t body_at)
 		return 0;
 	case BM_CMD_DIRECTORY:
 	case BM_CMD_STATS:
+	case BM_CMD_TRACE:
 		zmq_msg_close(&c->reply);
 		zmq_msg_init(&c->reply);
 		if (body != NULL) {
@@ -484,6 +500,36 @@ s_read_one(bm_client_t *c)
 		zmq_msg_close(&f[i]);
 	}
 	return rc;
+}
+
+void
+bm__client_report(bm_client_t *c, uint64_t pending, uint64_t dead, uint64_t retries)
+{
+	if (c == NULL) {
+		return;
+	}
+	if (!c->has_report || c->report[0] != pending || c->report[1] != dead ||
+	    c->report[2] != retries) {
+		c->report_sent = false;
+	}
+	c->has_report = true;
+	c->report[0] = pending;
+	c->report[1] = dead;
+	c->report[2] = retries;
+}
+
+/* A heartbeat PING, with the outbox report when there is one. */
+static int
+s_ping(bm_client_t *c, int64_t now)
+{
+	bm_env_t e = {.cmd = BM_CMD_PING, .has_report = c->has_report};
+
+	if (c->has_report) {
+		memcpy(e.report, c->report, sizeof e.report);
+		c->report_sent = true;
+		c->next_report_ms = now + c->heartbeat_ms;
+	}
+	return s_send_env(c, &e, NULL);
 }
 
 /* Reads the connection events waiting on the monitor pipe (never
@@ -554,8 +600,14 @@ s_tick(bm_client_t *c)
 	if (now - c->last_tx_ms >= c->heartbeat_ms || now - c->last_rx_ms >= c->heartbeat_ms) {
 		/* Rate-limited by last_tx: at most one PING per interval. */
 		if (now - c->last_tx_ms >= c->heartbeat_ms / 2) {
-			(void)s_send_cmd(c, BM_CMD_PING);
+			(void)s_ping(c, now);
+			return;
 		}
+	}
+	/* A busy agent sends no heartbeats: a changed report still goes out,
+	 * at most once per interval. */
+	if (c->has_report && !c->report_sent && c->registered && now >= c->next_report_ms) {
+		(void)s_ping(c, now);
 	}
 }
 
@@ -937,6 +989,24 @@ s_send_msg(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, const void 
 	e.priority = o->priority;
 	e.ttl_ms = o->ttl_ms;
 	e.attempt = o->attempt;
+	if (o->traceparent != NULL && o->traceparent[0] != '\0') {
+		size_t n = strlen(o->traceparent);
+
+		if (n > BM_TRACEPARENT_MAX) {
+			return -EINVAL;
+		}
+		e.tp = o->traceparent;
+		e.tp_len = (uint16_t)n;
+	}
+	if (o->tracestate != NULL && o->tracestate[0] != '\0') {
+		size_t n = strlen(o->tracestate);
+
+		if (n > BM_TRACESTATE_MAX) {
+			return -EINVAL;
+		}
+		e.ts = o->tracestate;
+		e.ts_len = (uint16_t)n;
+	}
 	if (body != NULL) {
 		rc = s_send_env(c, &e, body);
 	} else if (c->broker_inline && len <= BM_INLINE_MAX) {
@@ -1054,6 +1124,9 @@ bm_client_reply(bm_client_t *c, const bm_msg_t *req, const char *type, const voi
 	if (req == NULL) {
 		return -EINVAL;
 	}
+	/* A reply belongs to its request's trace. */
+	o.traceparent = req->traceparent;
+	o.tracestate = req->tracestate;
 	return bm_client_send(c, &o, body, len, NULL);
 }
 
@@ -1130,15 +1203,16 @@ s_got_reply(bm_client_t *c, void *arg)
 	return c->reply_cmd == *(int *)arg;
 }
 
+/* Sends a request (e: LIST, STATS or TRACE) and unpacks its reply's body. */
 static int
-s_query(bm_client_t *c, int cmd, int timeout_ms, msgpack_object *ret_obj)
+s_query_env(bm_client_t *c, const bm_env_t *e, int timeout_ms, msgpack_object *ret_obj)
 {
-	int want = cmd == BM_CMD_LIST ? BM_CMD_DIRECTORY : cmd;
+	int want = e->cmd == BM_CMD_LIST ? BM_CMD_DIRECTORY : e->cmd;
 	size_t off = 0;
 	int rc;
 
 	c->reply_cmd = 0;
-	if ((rc = s_send_cmd(c, cmd)) < 0) {
+	if ((rc = s_send_env(c, e, NULL)) < 0) {
 		return rc;
 	}
 	if ((rc = s_pump_until(c, timeout_ms, s_got_reply, &want)) < 0) {
@@ -1152,6 +1226,14 @@ s_query(bm_client_t *c, int cmd, int timeout_ms, msgpack_object *ret_obj)
 		return BM_EPROTO;
 	}
 	return 0;
+}
+
+static int
+s_query(bm_client_t *c, int cmd, int timeout_ms, msgpack_object *ret_obj)
+{
+	bm_env_t e = {.cmd = (uint8_t)cmd};
+
+	return s_query_env(c, &e, timeout_ms, ret_obj);
 }
 
 static const msgpack_object *
@@ -1238,6 +1320,11 @@ bm_client_list(bm_client_t *c, int timeout_ms, bm_agent_info_t **ret_agents, siz
 		v[i].sent = (uint64_t)s_map_int(m, "sent");
 		v[i].delivered = (uint64_t)s_map_int(m, "delivered");
 		v[i].acked = (uint64_t)s_map_int(m, "acked");
+		v[i].unacked_bytes = (uint64_t)s_map_int(m, "unacked_bytes");
+		/* Absent (an old beastd, or no report yet): -1. */
+		v[i].outbox_pending = s_map_get(m, "outbox_pending") ? s_map_int(m, "outbox_pending") : -1;
+		v[i].outbox_dead = s_map_get(m, "outbox_dead") ? s_map_int(m, "outbox_dead") : -1;
+		v[i].outbox_retries = s_map_get(m, "outbox_retries") ? s_map_int(m, "outbox_retries") : -1;
 	}
 	*ret_agents = v;
 	*ret_count = n;
@@ -1277,6 +1364,65 @@ bm_client_stats(bm_client_t *c, int timeout_ms, bm_stat_t **ret_stats, size_t *r
 		}
 	}
 	*ret_stats = v;
+	*ret_count = n;
+	return 0;
+}
+
+int
+bm_client_trace(bm_client_t *c, const bm_id_t *id, int timeout_ms, bm_trace_event_t **ret_events,
+                size_t *ret_count)
+{
+	static const char *const kinds[] = {"routed", "nacked", "acked", "refused"};
+	bm_env_t e = {.cmd = BM_CMD_TRACE};
+	msgpack_object root;
+	bm_trace_event_t *v;
+	size_t n = 0;
+	int rc;
+
+	if (c == NULL || id == NULL || ret_events == NULL || ret_count == NULL) {
+		return -EINVAL;
+	}
+	e.id = *id;
+	if ((rc = s_query_env(c, &e, timeout_ms, &root)) < 0) {
+		return rc;
+	}
+	if (root.type != MSGPACK_OBJECT_ARRAY) {
+		return BM_EPROTO;
+	}
+	v = calloc(root.via.array.size ? root.via.array.size : 1, sizeof *v);
+	if (v == NULL) {
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < root.via.array.size; i++) {
+		const msgpack_object *m = &root.via.array.ptr[i], *ev;
+		int64_t code;
+
+		if (m->type != MSGPACK_OBJECT_MAP || (ev = s_map_get(m, "ev")) == NULL ||
+		    ev->type != MSGPACK_OBJECT_STR) {
+			continue;
+		}
+		for (int k = 0; k < 4; k++) {
+			if (ev->via.str.size == strlen(kinds[k]) &&
+			    memcmp(ev->via.str.ptr, kinds[k], ev->via.str.size) == 0) {
+				v[n].kind = k + 1;
+			}
+		}
+		if (v[n].kind == 0) {
+			continue; /* a kind a newer beastd records */
+		}
+		v[n].t_us = s_map_int(m, "t_us");
+		if (s_map_get(m, "from") != NULL) {
+			s_copy_str(s_map_get(m, "from"), v[n].from, sizeof v[n].from);
+		}
+		if (s_map_get(m, "to") != NULL) {
+			s_copy_str(s_map_get(m, "to"), v[n].to, sizeof v[n].to);
+		}
+		v[n].attempt = (uint32_t)s_map_int(m, "attempt");
+		code = s_map_int(m, "code");
+		v[n].code = code > 0 ? bm__code_from_wire((uint64_t)code) : 0;
+		n++;
+	}
+	*ret_events = v;
 	*ret_count = n;
 	return 0;
 }

@@ -122,6 +122,24 @@ BM_EXPORT int bm_proxy_resume(bm_proxy_t *p);
 BM_EXPORT int bm_proxy_stats(bm_proxy_t *p, bm_stat_t *ret, size_t max);
 #define BM_PROXY_STATS_MAX 16
 
+/* A topic the last-value cache holds, with its traffic. */
+typedef struct bm_proxy_topic {
+	char topic[BM_TOPIC_MAX + 1];  /* the topic (thought path) */
+	uint64_t msgs;                 /* broadcasts on it since it was cached */
+	uint64_t bytes;                /* their bytes (topic, header and body) */
+} bm_proxy_topic_t;
+#define BM_PROXY_TOPICS_MAX 32
+
+/*
+ * The busiest topics in the last-value cache, most broadcasts first: at
+ * most min(max, BM_PROXY_TOPICS_MAX).  Counts start when a topic enters the
+ * cache and go with it when it is evicted; with --no-lvc there are none.
+ * Scans the cache on the proxy's thread (call it about once a second, not
+ * per message).  Call from the owner thread.  Returns how many, or
+ * -ETIMEDOUT.
+ */
+BM_EXPORT int bm_proxy_topics(bm_proxy_t *p, bm_proxy_topic_t *ret, size_t max);
+
 /* ---- a received broadcast ---- */
 enum bm_bcast_kind {
 	BM_BCAST_MSG = 1,   /* a broadcast (live, or replayed from the LVC) */

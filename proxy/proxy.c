@@ -87,6 +87,8 @@ typedef struct s_lvc {
 	zmq_msg_t f[2];                  /* the message's frames (shared) */
 	int nf;                          /* 1 or 2 */
 	size_t bytes;                    /* what it counts in lvc_bytes */
+	uint64_t msgs;                   /* broadcasts on it since cached */
+	uint64_t msg_bytes;              /* their bytes */
 	size_t tlen;                     /* topic length */
 	char topic[BM_TOPIC_MAX + 1];    /* the key, NUL-terminated */
 } s_lvc_t;
@@ -229,6 +231,8 @@ s_lvc_put(bm_proxy_t *p, zmq_msg_t *f, int n, size_t tlen)
 	}
 	e->nf = n;
 	e->bytes = zmq_msg_size(&f[0]) + (n == 2 ? zmq_msg_size(&f[1]) : 0) + S_LVC_OVERHEAD;
+	e->msgs++;
+	e->msg_bytes += e->bytes - S_LVC_OVERHEAD;
 	p->st.lvc_bytes += e->bytes;
 	s_lru_append(p, e);
 	p->lvc_last = e;
@@ -492,13 +496,47 @@ s_forward_one(bm_proxy_t *p)
 
 /* ---- control ---- */
 
-enum { S_CMD_PAUSE = 'P', S_CMD_RESUME = 'R', S_CMD_STATS = 'S', S_CMD_STOP = 'X' };
+enum { S_CMD_PAUSE = 'P', S_CMD_RESUME = 'R', S_CMD_STATS = 'S', S_CMD_STOP = 'X',
+       S_CMD_TOPICS = 'T' };
+
+/* The largest control reply: the counters, or the busiest topics. */
+#define S_CTL_REP_MAX                                                         \
+	(4 + (sizeof(s_stats_t) > BM_PROXY_TOPICS_MAX * sizeof(bm_proxy_topic_t)  \
+	          ? sizeof(s_stats_t)                                             \
+	          : BM_PROXY_TOPICS_MAX * sizeof(bm_proxy_topic_t)))
+
+/* The busiest cached topics into out (sorted, at most BM_PROXY_TOPICS_MAX,
+ * the rest zeroed); one pass over the cache keeping the best so far. */
+static void
+s_topics(bm_proxy_t *p, bm_proxy_topic_t *out)
+{
+	size_t n = 0;
+
+	memset(out, 0, BM_PROXY_TOPICS_MAX * sizeof *out);
+	for (s_lvc_t *e = p->lru_old; e != NULL; e = e->next) {
+		size_t k;
+
+		if (n == BM_PROXY_TOPICS_MAX && e->msgs <= out[n - 1].msgs) {
+			continue;
+		}
+		k = n < BM_PROXY_TOPICS_MAX ? n++ : n - 1;
+		while (k > 0 && out[k - 1].msgs < e->msgs) {
+			out[k] = out[k - 1];
+			k--;
+		}
+		memcpy(out[k].topic, e->topic, e->tlen);
+		out[k].topic[e->tlen] = '\0';
+		out[k].msgs = e->msgs;
+		out[k].bytes = e->msg_bytes;
+	}
+}
 
 /* Returns true on stop. */
 static bool
 s_on_ctl(bm_proxy_t *p)
 {
-	uint8_t req[8], rep[4 + sizeof(s_stats_t)];
+	uint8_t req[8];
+	static uint8_t rep[S_CTL_REP_MAX]; /* the proxy thread's only */
 	int n = zmq_recv(p->ctl, req, sizeof req, ZMQ_DONTWAIT);
 	size_t rlen = 4;
 
@@ -518,6 +556,14 @@ s_on_ctl(bm_proxy_t *p)
 		memcpy(rep + 4, &p->st, sizeof p->st);
 		rlen += sizeof p->st;
 		break;
+	case S_CMD_TOPICS: {
+		bm_proxy_topic_t t[BM_PROXY_TOPICS_MAX];
+
+		s_topics(p, t);
+		memcpy(rep + 4, t, sizeof t);
+		rlen += sizeof t;
+		break;
+	}
 	case S_CMD_STOP:
 		(void)zmq_send(p->ctl, rep, rlen, 0);
 		return true;
@@ -573,7 +619,8 @@ s_main(void *arg)
 static int
 s_ctl(bm_proxy_t *p, uint8_t cmd, void *out, size_t out_len)
 {
-	uint8_t req[5], rep[4 + sizeof(s_stats_t)];
+	uint8_t req[5];
+	static _Thread_local uint8_t rep[S_CTL_REP_MAX];
 	int64_t deadline;
 	uint32_t id;
 
@@ -646,6 +693,26 @@ bm_proxy_stats(bm_proxy_t *p, bm_stat_t *ret, size_t max)
 	S_STATS(S_OUT)
 #undef S_OUT
 	return (int)k;
+}
+
+int
+bm_proxy_topics(bm_proxy_t *p, bm_proxy_topic_t *ret, size_t max)
+{
+	bm_proxy_topic_t t[BM_PROXY_TOPICS_MAX];
+	size_t n = 0;
+	int rc;
+
+	if (ret == NULL) {
+		return -EINVAL;
+	}
+	if ((rc = s_ctl(p, S_CMD_TOPICS, t, sizeof t)) < 0) {
+		return rc;
+	}
+	while (n < max && n < BM_PROXY_TOPICS_MAX && t[n].msgs > 0) {
+		ret[n] = t[n];
+		n++;
+	}
+	return (int)n;
 }
 
 /* ---- set-up and tear-down ---- */
