@@ -5,11 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(gcc libc6-dev pkg-config meson ninja-build libzmq3-dev libczmq-dev libsodium-dev
-      libmsgpack-dev check python3-zmq python3-msgpack python3-cffi python3-numpy python3-pytest)
+      libmsgpack-dev libmicrohttpd-dev check python3-zmq python3-msgpack
+      python3-cffi python3-numpy python3-pytest python3-venv python3-pip python3-setuptools
+      man-db groff-base # the install test renders the manual pages
+      curl prometheus chromium)
+# curl, prometheus (promtool) and chromium: the observability suite fetches
+# beastd's endpoints, checks /metrics and renders the dashboard headless.
 [ "${BM_WITH_CLANG:-0}" = 1 ] && PKGS+=(clang libclang-rt-dev)
-# Benchmark peers (optional; each bench says when one is missing).
+# Benchmark peers (optional; each bench says when one is missing), and
+# gnuplot for beast-bench's plots (latency-cdf.svg, throughput.svg).
 [ "${BM_WITH_PEERS:-0}" = 1 ] && PKGS+=(nats-server libnats-dev redis-server libhiredis-dev
-	iceoryx libiceoryx-binding-c-dev libnng-dev)
+	iceoryx libiceoryx-binding-c-dev libnng-dev gnuplot-nox)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

@@ -77,6 +77,11 @@ typedef struct {
 } s_follow_t;
 
 typedef struct {
+	bm_id_t id; /* a message sent, not yet ACKed */
+	int64_t ns; /* when (bm_mono_ns); 0 = empty slot */
+} s_sent_t;
+
+typedef struct {
 	char to[BM_NAME_MAX + 1]; /* consumer's name */
 	bm_channel_t *ch;         /* producer end */
 } s_out_t;
@@ -109,7 +114,8 @@ struct bm_agent {
 	size_t nreqs, reqcap;            /* count, capacity */
 	bm_msg_t **toack;                /* handled this turn, ACK after the commit */
 	size_t ntoack, toackcap;         /* count, capacity */
-	zhashx_t *sent_at;               /* id hex -> mono ns of the send */
+	s_sent_t *sent;                  /* id -> mono ns of the send (s_note_sent) */
+	size_t sent_cap, nsent;          /* slots (a power of two, or 0), used */
 	const bm_id_t *cause;            /* the message whose handler runs, or NULL */
 	uint32_t ncaused;                /* sends its handler made so far */
 	bool dirty;                      /* sends put since the last commit */
@@ -238,9 +244,8 @@ bm_agent_open(const bm_agent_opts_t *opts, bm_agent_t **ret_agent)
 	if ((rc = s_state_dir(opts->state_dir, a->name, a->state, sizeof a->state)) < 0) {
 		goto fail;
 	}
-	a->sent_at = zhashx_new();
 	a->zctx = zmq_ctx_new();
-	if (a->sent_at == NULL || a->zctx == NULL) {
+	if (a->zctx == NULL) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -338,7 +343,7 @@ bm_agent_destroy(bm_agent_t **self_p)
 	if (a->zctx != NULL) {
 		zmq_ctx_term(a->zctx);
 	}
-	zhashx_destroy(&a->sent_at);
+	free(a->sent);
 	free(a->handlers);
 	free(a->reqs);
 	for (int i = 0; i < 5; i++) {
@@ -510,32 +515,98 @@ s_derive_id(bm_agent_t *a, bm_id_t *ret_id)
 	return true;
 }
 
+/*
+ * Send times for the send -> ACK histogram: an open-addressing table keyed
+ * by the id itself (its random tail is the hash), linear probing with
+ * backward-shift deletion, doubled at half load, at most S_SENT_AT_MAX
+ * entries (past that a send is not timed).  One slot write per send, no
+ * allocation, no string: this is on every send's path.
+ */
+static size_t
+s_sent_home(const bm_agent_t *a, const bm_id_t *id)
+{
+	uint64_t h;
+
+	memcpy(&h, id->b + 8, sizeof h);
+	return (size_t)h & (a->sent_cap - 1);
+}
+
+static bool
+s_sent_grow(bm_agent_t *a)
+{
+	size_t cap = a->sent_cap ? a->sent_cap * 2 : 1024;
+	s_sent_t *old = a->sent, *v = calloc(cap, sizeof *v);
+	size_t oldcap = a->sent_cap;
+
+	if (v == NULL) {
+		return false;
+	}
+	a->sent = v;
+	a->sent_cap = cap;
+	for (size_t i = 0; i < oldcap; i++) {
+		if (old[i].ns != 0) {
+			size_t j = s_sent_home(a, &old[i].id);
+
+			while (v[j].ns != 0) {
+				j = (j + 1) & (cap - 1);
+			}
+			v[j] = old[i];
+		}
+	}
+	free(old);
+	return true;
+}
+
 static void
 s_note_sent(bm_agent_t *a, const bm_id_t *id)
 {
-	char hex[BM_ID_HEX_LEN + 1];
+	size_t i;
 
-	if (zhashx_size(a->sent_at) >= S_SENT_AT_MAX) {
+	if (a->nsent >= S_SENT_AT_MAX ||
+	    ((a->nsent + 1) * 2 > a->sent_cap && !s_sent_grow(a))) {
 		return;
 	}
-	bm_id_hex(id, hex);
-	/* The value is the send time itself, not a pointer. */
-	(void)zhashx_insert(a->sent_at, hex, (void *)(intptr_t)bm_mono_ns());
+	for (i = s_sent_home(a, id); a->sent[i].ns != 0; i = (i + 1) & (a->sent_cap - 1)) {
+		if (bm_id_equal(&a->sent[i].id, id)) {
+			return; /* noted already (a resend of the same id) */
+		}
+	}
+	a->sent[i] = (s_sent_t){.id = *id, .ns = bm_mono_ns()};
+	a->nsent++;
 }
 
 static int64_t
 s_take_sent(bm_agent_t *a, const bm_id_t *id)
 {
-	char hex[BM_ID_HEX_LEN + 1];
-	void *v;
+	size_t mask = a->sent_cap - 1, i, j;
+	int64_t ns;
 
-	bm_id_hex(id, hex);
-	v = zhashx_lookup(a->sent_at, hex);
-	if (v == NULL) {
+	if (a->nsent == 0) {
 		return -1;
 	}
-	zhashx_delete(a->sent_at, hex);
-	return (int64_t)(intptr_t)v;
+	for (i = s_sent_home(a, id); a->sent[i].ns != 0; i = (i + 1) & mask) {
+		if (bm_id_equal(&a->sent[i].id, id)) {
+			break;
+		}
+	}
+	if (a->sent[i].ns == 0) {
+		return -1;
+	}
+	ns = a->sent[i].ns;
+	/* Backward shift: pull later entries of the run into the hole when
+	 * the hole lies between their home and where they sit. */
+	for (j = (i + 1) & mask; a->sent[j].ns != 0; j = (j + 1) & mask) {
+		size_t k = s_sent_home(a, &a->sent[j].id);
+
+		if (i <= j ? (i < k && k <= j) : (i < k || k <= j)) {
+			continue; /* its home is after the hole: it stays */
+		}
+		a->sent[i] = a->sent[j];
+		i = j;
+	}
+	a->sent[i].ns = 0;
+	a->nsent--;
+	return ns;
 }
 
 int
@@ -555,6 +626,8 @@ bm_agent_send(bm_agent_t *a, const char *to, const bm_agent_send_opts_t *o, cons
 		so.ttl_ms = o->ttl_ms;
 		so.max_attempts = o->max_attempts;
 		so.expire = o->expire;
+		so.traceparent = o->traceparent;
+		so.tracestate = o->tracestate;
 	}
 	if (s_derive_id(a, &id)) {
 		so.id = &id;
@@ -675,7 +748,10 @@ bm_agent_reply(bm_agent_t *a, const bm_msg_t *req, const char *type, const void 
 	if (a == NULL || req == NULL) {
 		return -EINVAL;
 	}
-	so = (bm_outbox_send_opts_t){.to = req->from, .type = type, .corr = &req->id};
+	/* A reply belongs to its request's trace. */
+	so = (bm_outbox_send_opts_t){.to = req->from, .type = type, .corr = &req->id,
+	                             .traceparent = req->traceparent[0] ? req->traceparent : NULL,
+	                             .tracestate = req->tracestate};
 	if (s_derive_id(a, &id)) {
 		so.id = &id;
 	}
@@ -916,6 +992,12 @@ bm_agent_pollitems(bm_agent_t *a, zmq_pollitem_t *items, int max)
 	}
 	for (int i = 0; i < a->nin && n < max; i++) {
 		items[n++] = (zmq_pollitem_t){.fd = bm_channel_fd(a->in[i]), .events = ZMQ_POLLIN};
+	}
+	/* Last, so the indexes above stay put: the mesh connection's events,
+	 * so a restarted beastd hears this agent's HELLO at once. */
+	if (n < max && bm_client_monitor(a->client) != NULL) {
+		items[n++] = (zmq_pollitem_t){.socket = bm_client_monitor(a->client),
+		                              .events = ZMQ_POLLIN};
 	}
 	return n;
 }

@@ -4,6 +4,7 @@
  * the subcommand and hands over; the subcommands live in cli_*.c.
  */
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -36,6 +37,25 @@ s_bench(int argc, char **argv, const char *dir)
 	return BM_EXIT_FAIL;
 }
 
+static int
+s_version(void)
+{
+	printf("beast beastmesh %s\n", bm_version());
+	return BM_EXIT_OK;
+}
+
+/* Whether a subcommand's options (up to a "--") hold --version. */
+static bool
+s_asks_version(int argc, char **argv)
+{
+	for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+		if (strcmp(argv[i], "--version") == 0) {
+			return true;
+		}
+	}
+	return false;
+}
+
 typedef struct {
 	const char *name;                                /* subcommand */
 	int (*run)(int argc, char **argv, const char *dir); /* its entry */
@@ -59,6 +79,8 @@ static const s_cmd_t s_cmds[] = {
 	{"keygen", bm_cli_keygen, "make a CURVE key pair (NAME.key, NAME.pub) for TCP"},
 	{"bench", s_bench, "measure transports side by side (runs beast-bench)"},
 	{"outbox", bm_cli_outbox, "an agent's pending and dead messages (ls, dead, requeue, flush ...)"},
+	{"trace", bm_cli_trace, "a message's timeline: outbox, beastd, receiver"},
+	{"top", bm_cli_top, "the swarm live: agents, rates, outboxes, topics, blobs"},
 };
 
 static void
@@ -66,7 +88,8 @@ s_usage(FILE *out)
 {
 	fprintf(out, "usage: beast [--dir DIR] [--connect EP] [--pub-connect EP] [--sub-connect EP]\n"
 	             "             [--key FILE --server-key FILE]\n"
-	             "             COMMAND [ARGS]   (beast COMMAND --help for more)\n\n");
+	             "             COMMAND [ARGS]   (beast COMMAND --help for more)\n"
+	             "       beast --version\n\n");
 	for (size_t i = 0; i < sizeof s_cmds / sizeof s_cmds[0]; i++) {
 		fprintf(out, "  %-8s %s\n", s_cmds[i].name, s_cmds[i].summary);
 	}
@@ -85,7 +108,8 @@ main(int argc, char **argv)
 
 	bm_log_set_ident("beast");
 	bm_cli_blob_announce = bm_cli_blob_mesh_announce;
-	while (i < argc && strncmp(argv[i], "--", 2) == 0 && strcmp(argv[i], "--help") != 0) {
+	while (i < argc && strncmp(argv[i], "--", 2) == 0 && strcmp(argv[i], "--help") != 0 &&
+	       strcmp(argv[i], "--version") != 0) {
 		static const char *const names[] = {"--dir", "--connect", "--key", "--server-key",
 		                                    "--pub-connect", "--sub-connect"};
 		const char **slot[] = {&dir, &bm_cli_connect, &bm_cli_key, &bm_cli_server_key,
@@ -121,6 +145,9 @@ main(int argc, char **argv)
 		s_usage(stderr);
 		return BM_EXIT_USAGE;
 	}
+	if (strcmp(argv[i], "--version") == 0) {
+		return s_version();
+	}
 	if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0 ||
 	    strcmp(argv[i], "help") == 0) {
 		s_usage(stdout);
@@ -128,6 +155,11 @@ main(int argc, char **argv)
 	}
 	for (size_t k = 0; k < sizeof s_cmds / sizeof s_cmds[0]; k++) {
 		if (strcmp(argv[i], s_cmds[k].name) == 0) {
+			/* beast CMD --version: answered here for every subcommand
+			 * but bench, whose program answers for itself. */
+			if (s_cmds[k].run != s_bench && s_asks_version(argc - i, argv + i)) {
+				return s_version();
+			}
 			return s_cmds[k].run(argc - i, argv + i, dir);
 		}
 	}

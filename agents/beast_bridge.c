@@ -36,6 +36,7 @@ s_usage(FILE *out)
 	      "  --directory-domain DOMAIN  JetStream domain of the shared directory (hub)\n"
 	      "  --topics P,P    broadcast prefixes shared with the other hosts (e.g. tot/)\n"
 	      "  -v              log start and stop (-vv more)\n"
+	      "  --version       print \"beast-bridge beastmesh VERSION\" and exit\n"
 	      "See docs/multihost.md.  Exit: 0 after SIGINT/SIGTERM, 1 error, 2 usage.\n",
 	      out);
 }
@@ -49,6 +50,7 @@ main(int argc, char **argv)
 		{"ack-wait", required_argument, NULL, 'a'}, {"help", no_argument, NULL, 'h'},
 		{"directory-domain", required_argument, NULL, 'D'},
 		{"topics", required_argument, NULL, 't'},
+		{"version", no_argument, NULL, 'V'},
 		{"verbose", no_argument, NULL, 'v'},     {NULL, 0, NULL, 0},
 	};
 	bm_bridge_opts_t o = {.nats_url = "nats://127.0.0.1:4222"};
@@ -84,6 +86,9 @@ main(int argc, char **argv)
 			break;
 		case 'h':
 			s_usage(stdout);
+			return 0;
+		case 'V':
+			printf("beast-bridge beastmesh %s\n", bm_version());
 			return 0;
 		default:
 			s_usage(stderr);

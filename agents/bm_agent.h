@@ -146,6 +146,8 @@ typedef struct bm_agent_send_opts {
 	uint32_t ttl_ms;        /* 0 = none */
 	uint32_t max_attempts;  /* 0 = 20 */
 	bool expire;            /* at the TTL, withdraw it rather than keep a dead letter */
+	const char *traceparent; /* W3C trace context carried with it; NULL = none */
+	const char *tracestate;  /* with a traceparent; NULL = none */
 } bm_agent_send_opts_t;
 
 /*
@@ -238,14 +240,15 @@ BM_EXPORT int bm_agent_flush(bm_agent_t *a);
 
 /*
  * Embedding: fills up to max poll items (the mesh socket, the subscriber
- * socket, the blob listener and channels), returns how many.  Poll them
+ * socket, the blob listener and channels, the mesh connection monitor),
+ * returns how many.  Poll them
  * (ZMQ_POLLIN) for at most bm_agent_timeout() ms (-1 = no timer), then
  * call bm_agent_step(a, 0).  Call both again before every poll: the set
  * changes as channels come and go.
  */
 BM_EXPORT int bm_agent_pollitems(bm_agent_t *a, zmq_pollitem_t *items, int max);
 BM_EXPORT int bm_agent_timeout(bm_agent_t *a);
-#define BM_AGENT_POLLITEMS_MAX 36
+#define BM_AGENT_POLLITEMS_MAX 37
 
 /*
  * Event loops that wait on plain file descriptors (Python's asyncio,

@@ -76,5 +76,11 @@ int bm_cli_proxy(int argc, char **argv, const char *dir);
 int bm_cli_outbox(int argc, char **argv, const char *dir);
 int bm_cli_demo(int argc, char **argv, const char *dir);
 int bm_cli_keygen(int argc, char **argv, const char *dir);
+int bm_cli_trace(int argc, char **argv, const char *dir);
+int bm_cli_top(int argc, char **argv, const char *dir);
+/* Prints message id's timeline (cli_trace.c); sender and receiver may be
+ * NULL (found in beastd's events).  Returns the exit code. */
+int bm_cli_trace_print(const char *dir, const bm_id_t *id, const char *sender,
+                       const char *receiver, bool json);
 
 #endif

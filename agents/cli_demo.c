@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,6 +235,16 @@ s_spawn(s_demo_t *d, s_kid_t *k)
 			dup2(fd, 2);
 		}
 		signal(SIGINT, SIG_IGN); /* Ctrl-C is for the demo: it stops us */
+		if (strcmp(k->role, "pythinker") == 0) {
+			sigset_t term;
+
+			/* An interpreter takes tens of ms before it runs a line: a
+			 * SIGTERM then would kill it outright.  Held back until the
+			 * script has its handler (it unblocks SIGTERM then). */
+			sigemptyset(&term);
+			sigaddset(&term, SIGTERM);
+			sigprocmask(SIG_BLOCK, &term, NULL);
+		}
 		execv(k->argv[0], k->argv);
 		_exit(127);
 	}
@@ -514,6 +525,7 @@ static const char s_help[] =
 	"usage: beast demo [--planners N] [--thinkers N] [--scanners N] [--mappers N]\n"
 	"                  [--depth D] [--clouds N] [--points P] [--duration S]\n"
 	"                  [--python-thinkers N] [--sync always|interval|never] [--chaos] [--keep]\n"
+	"                  [--http PORT]\n"
 	"\n"
 	"Starts beastd and a swarm on a private scratch directory: planners solve\n"
 	"8-puzzles as trees of thoughts (scrambled D moves, default 40) with thinkers\n"
@@ -525,7 +537,10 @@ static const char s_help[] =
 	"1 scanner, 1 mapper; at most S seconds (default 120).  --chaos kills a thinker\n"
 	"and a scanner with -9 mid-run and restarts them.  --keep keeps the scratch\n"
 	"directory (logs of every agent).  Exit 0 only when nothing was lost, every\n"
-	"checksum matched and every answer is a shortest solution.\n";
+	"checksum matched and every answer is a shortest solution.\n"
+	"--http PORT: beastd serves its dashboard and endpoints on 127.0.0.1:PORT\n"
+	"during the run; with --keep it goes on serving after the summary until\n"
+	"Ctrl-C.\n";
 
 static void
 s_usage_row(const char *what, const char *value)
@@ -544,14 +559,15 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 		{"sync", required_argument, NULL, 'y'},     {"chaos", no_argument, NULL, 'x'},
 		{"keep", no_argument, NULL, 'k'},           {"help", no_argument, NULL, 'h'},
 		{"python-thinkers", required_argument, NULL, 'Y'},
+		{"http", required_argument, NULL, 'H'},
 		{0}};
 	long planners = 1, thinkers = 4, scanners = 1, mappers = 1, depth = 40, clouds = 8,
-	     points = 1000000, duration = 120, pythinkers = 0;
+	     points = 1000000, duration = 120, pythinkers = 0, http_port = -1;
 	const char *sync = "interval";
 	bool chaos = false, keep = false, tty = isatty(1);
 	s_demo_t *d = calloc(1, sizeof *d);
 	bm_agent_t *a = NULL;
-	char exe[PATH_MAX], state[PATH_MAX + 16], logs[PATH_MAX + 16], buf[64];
+	char exe[PATH_MAX], state[PATH_MAX + 16], logs[PATH_MAX + 16], buf[64], http[32] = "", http_addr[64] = "";
 	int ch, status = BM_EXIT_OK, chaos_stage = 0;
 	int64_t t0, deadline, chaos_at = 0, last_ms, next_print = 0;
 	uint64_t last_msgs = 0, last_bc = 0;
@@ -578,6 +594,7 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 		case 'y': sync = optarg; break;
 		case 'x': chaos = true; break;
 		case 'k': keep = true; break;
+		case 'H': tgt = &http_port; min = 0; max = 65535; break;
 		case 'h': fputs(s_help, stdout); free(d); return BM_EXIT_OK;
 		default: goto usage;
 		}
@@ -626,10 +643,13 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 	       planners, thinkers + pythinkers, pythinkers > 0 ? " (some in Python)" : "", scanners,
 	       mappers, d->scratch, chaos ? " — with chaos" : "");
 
+	if (http_port >= 0) {
+		snprintf(http, sizeof http, "127.0.0.1:%ld", http_port);
+	}
 	/* beastd, then the demo's own agent once it answers. */
 	{
 		s_kid_t *k = s_kid(d, "beastd", "beastd");
-		const char *args[] = {"--dir", d->scratch, NULL};
+		const char *args[] = {"--dir", d->scratch, http_port >= 0 ? "--http" : NULL, http, NULL};
 		bm_agent_opts_t ao = {.name = "demo", .dir = d->scratch, .sync = BM_JOURNAL_SYNC_NEVER};
 		int64_t until = bm_mono_ms() + 5000;
 
@@ -648,6 +668,29 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 			status = BM_EXIT_NOBROKER;
 			goto out;
 		}
+	}
+	if (http_port >= 0) {
+		char *addr = http_addr, path[PATH_MAX + 16];
+		FILE *f;
+
+		/* beastd wrote the address it bound (the port picked for 0). */
+		snprintf(path, sizeof path, "%s/http.addr", d->scratch);
+		for (int i = 0; i < 100 && addr[0] == '\0'; i++) {
+			if ((f = fopen(path, "r")) != NULL) {
+				if (fgets(addr, sizeof http_addr, f) == NULL) {
+					addr[0] = '\0';
+				}
+				fclose(f);
+			}
+			if (addr[0] == '\0') {
+				usleep(20000);
+			}
+		}
+		addr[strcspn(addr, "\n")] = '\0';
+		if (addr[0] == '\0') {
+			snprintf(http_addr, sizeof http_addr, "%s", http);
+		}
+		printf("beast demo: dashboard at http://%s/ (metrics at /metrics)\n", http_addr);
 	}
 	bm_agent_on_message(a, "stats.report", s_on_report, d);
 	bm_agent_on_message(a, "tot.answer", s_on_answer, d);
@@ -884,6 +927,15 @@ bm_cli_demo(int argc, char **argv, const char *dir_unused)
 out:
 	bm_agent_destroy(&a);
 	s_reap(d);
+	if (keep && http_port >= 0 && d->nkids > 0 && d->kids[0].pid > 0 && !bm_cli_stop) {
+		/* beastd is our child (it dies with us): we stay to keep it up. */
+		printf("beast demo: beastd keeps serving http://%s/ — Ctrl-C stops it\n", http_addr);
+		fflush(stdout);
+		while (!bm_cli_stop && d->kids[0].pid > 0) {
+			usleep(100000);
+			s_reap(d);
+		}
+	}
 	if (d->nkids > 0 && d->kids[0].pid > 0) {
 		kill(d->kids[0].pid, SIGTERM);
 		for (int k = 0; k < 200 && d->kids[0].pid > 0; k++) {

@@ -180,10 +180,16 @@ bm_cli_ls(int argc, char **argv, const char *dir)
 				bm_cli_json_str(stdout, v[i].caps[k], strlen(v[i].caps[k]));
 			}
 			printf("],\"idle_ms\":%lld,\"inflight\":%llu,\"sent\":%llu,\"delivered\":%llu,"
-			       "\"acked\":%llu}\n",
+			       "\"acked\":%llu,\"unacked_bytes\":%llu",
 			       (long long)v[i].idle_ms, (unsigned long long)v[i].inflight,
 			       (unsigned long long)v[i].sent, (unsigned long long)v[i].delivered,
-			       (unsigned long long)v[i].acked);
+			       (unsigned long long)v[i].acked, (unsigned long long)v[i].unacked_bytes);
+			if (v[i].outbox_pending >= 0) {
+				printf(",\"outbox_pending\":%lld,\"outbox_dead\":%lld,\"outbox_retries\":%lld",
+				       (long long)v[i].outbox_pending, (long long)v[i].outbox_dead,
+				       (long long)v[i].outbox_retries);
+			}
+			printf("}\n");
 		} else {
 			printf("%-24s %-32s %6lldms %8llu %10llu %10llu %10llu\n", v[i].name,
 			       caps[0] ? caps : "-", (long long)v[i].idle_ms,
@@ -302,7 +308,8 @@ s_body(const char *cmd, const char *arg, size_t max, char **ret_buf, size_t *ret
 
 static const char s_send_help[] =
 	"usage: beast send [--as NAME] [--type TYPE] [--timeout MS] [--no-wait]\n"
-	"                  [--ttl MS] [--priority N] [--attempts N] TO [BODY]\n"
+	"                  [--ttl MS] [--priority N] [--attempts N] [--trace]\n"
+	"                  [--traceparent TP [--tracestate TS]] TO [BODY]\n"
 	"\n"
 	"Sends one message to the agent TO (or to any agent with a capability: @CAP)\n"
 	"reliably: it is first stored in NAME's outbox journal, then sent, retried\n"
@@ -317,6 +324,9 @@ static const char s_send_help[] =
 	"  --ttl MS       dead-letter it if not ACKed within MS (default: never)\n"
 	"  --priority N   0..255, higher goes first among NAME's pending messages\n"
 	"  --attempts N   dead-letter it after N unacknowledged attempts (default 20)\n"
+	"  --trace        then print the message's timeline (as `beast trace ID`)\n"
+	"  --traceparent TP, --tracestate TS   the W3C trace context to carry (stored\n"
+	"                 with the message, sent with every attempt)\n"
 	"\n"
 	"Exit status: 0 acknowledged (or stored, with --no-wait), 1 dead-lettered or\n"
 	"an error (reason on stderr), 2 usage, 3 no ACK in time (still stored),\n"
@@ -350,7 +360,8 @@ bm_cli_send(int argc, char **argv, const char *dir)
 		{"timeout", required_argument, NULL, 'T'},  {"no-wait", no_argument, NULL, 'W'},
 		{"ttl", required_argument, NULL, 'L'},      {"priority", required_argument, NULL, 'P'},
 		{"attempts", required_argument, NULL, 'N'}, {"help", no_argument, NULL, 'h'},
-		{0}};
+		{"trace", no_argument, NULL, 'R'},          {"traceparent", required_argument, NULL, 'p'},
+		{"tracestate", required_argument, NULL, 's'}, {0}};
 	char defname[BM_NAME_MAX + 1], *body = NULL;
 	const char *name = NULL, *type = "msg", *to;
 	bm_outbox_send_opts_t so = {0};
@@ -361,7 +372,7 @@ bm_cli_send(int argc, char **argv, const char *dir)
 	char hex[BM_ID_HEX_LEN + 1], peer[BM_ADDR_MAX + 1] = "";
 	size_t len = 0;
 	long timeout = S_DEFAULT_TIMEOUT, v;
-	bool no_wait = false, throwaway = false, told_offline = false;
+	bool no_wait = false, throwaway = false, told_offline = false, trace = false;
 	int ch, rc, status;
 	int64_t deadline;
 
@@ -376,6 +387,15 @@ bm_cli_send(int argc, char **argv, const char *dir)
 			break;
 		case 'W':
 			no_wait = true;
+			break;
+		case 'R':
+			trace = true;
+			break;
+		case 'p':
+			so.traceparent = optarg;
+			break;
+		case 's':
+			so.tracestate = optarg;
 			break;
 		case 'T':
 			if ((timeout = bm_cli_num(optarg, 1, 86400000)) > 0) {
@@ -535,6 +555,10 @@ bm_cli_send(int argc, char **argv, const char *dir)
 		bm_outbox_stats(ob, &st);
 		bm_outbox_destroy(&ob);
 		bm_client_destroy(&c);
+		if (trace) {
+			/* The outbox is closed: its journal can be read. */
+			(void)bm_cli_trace_print(dir, &id, name, NULL, false);
+		}
 		if (throwaway && st.pending + st.inflight + st.dead == 0) {
 			s_forget_state(name);
 		}
@@ -579,6 +603,14 @@ s_print_msg(bm_msg_t *m, bool json)
 	if (!bm_id_is_zero(&m->corr)) {
 		bm_id_hex(&m->corr, corr);
 		printf(",\"corr\":\"%s\"", corr);
+	}
+	if (m->traceparent[0] != '\0') {
+		printf(",\"traceparent\":");
+		bm_cli_json_str(stdout, m->traceparent, strlen(m->traceparent));
+	}
+	if (m->tracestate != NULL) {
+		printf(",\"tracestate\":");
+		bm_cli_json_str(stdout, m->tracestate, strlen(m->tracestate));
 	}
 	printf(",\"attempt\":%u,\"ts_ms\":%lld,", m->attempt, (long long)m->ts_ms);
 	bm_cli_json_body(stdout, bm_msg_data(m), bm_msg_size(m));

@@ -145,7 +145,9 @@ typedef struct {
 	/* NULL when usable, else why not ("not installed: nats-server"). */
 	const char *(*missing)(void);
 	/* Start / stop what the group needs (NULL: nothing).  up() returns 0,
-	 * or -1 with a reason in why (the group's rows then fail with it). */
+	 * or -1 with a reason in why (the group's rows then fail with it).
+	 * After down() the core stops every server still in env->srv_pid, so
+	 * a module that only starts servers (bb_server_up) needs no down(). */
 	int (*up)(bb_env_t *env, char *why, size_t whylen);
 	void (*down)(bb_env_t *env);
 	/* Payloads this transport cannot carry in a scenario: a reason, or NULL. */
@@ -160,6 +162,19 @@ typedef struct {
 #define BB_LATLOAD_RATE 20000 /* messages per second of a latency-load row */
 
 /* ---- what the core lends modules ---- */
+
+/* How many messages a row measures, one rule for every module so rows
+ * compare: latency, `warm` unmeasured round trips then `n` samples (100
+ * from 1 MiB up); bulk, `n` blobs (3 from 64 MiB up); throughput, 256 MiB
+ * worth, at least 8, at most 50,000 (quick) or 1,000,000; durable, n
+ * sends; latency-load, n paced sends (2 s at BB_LATLOAD_RATE, a quarter
+ * second quick); fan-out and overload, n publishes (a quarter of it to 32
+ * subscribers). */
+typedef struct {
+	long warm; /* round trips before the measured ones (latency) */
+	long n;    /* messages (or blobs) measured */
+} bb_counts_t;
+bb_counts_t bb_counts(const bb_env_t *env, int scen, size_t payload);
 
 double bb_now(void); /* CLOCK_MONOTONIC, seconds; the same clock in every process */
 void bb_pin(int cpu); /* -1: leaves affinity alone */
@@ -192,12 +207,31 @@ void bb_server_stop(pid_t pid);
 /* Polls until connect() to a TCP port on 127.0.0.1 (or a Unix socket
  * path when port is 0) succeeds, or timeout_s passes: 0 or -1. */
 int bb_wait_listen(int port, const char *path, double timeout_s);
+/* When a server counts as started: it accepts on 127.0.0.1:port (port >
+ * 0), else on the Unix stream socket sock, else the file exists (then
+ * settle_s more: iox-roudi makes its segment before it listens). */
+typedef struct {
+	int port;
+	const char *sock;
+	const char *file;
+	double settle_s;
+	double timeout_s; /* give up after this */
+} bb_ready_t;
+/* bb_server_spawn pinned to env->cpu_srv, logging to DIR/logname, then
+ * waits until ready: its pid, or -1 (it is stopped). */
+pid_t bb_server_start(const bb_env_t *env, char *const argv[], const char *logname,
+                      const bb_ready_t *ready);
+/* The same, and the pid goes into env->srv_pid: the core samples its CPU
+ * and RSS and stops it after the group (a module needs no down() for it).
+ * 0, or -1 with why (naming the log). */
+int bb_server_up(bb_env_t *env, char *const argv[], const char *logname, const bb_ready_t *ready,
+                 char *why, size_t whylen);
 /* A free TCP port on 127.0.0.1 (bound and released), or -1. */
 int bb_free_port(void);
 /* Finds a program on PATH or in the usual sbin dirs: its path in out, 0 or -1. */
 int bb_find_program(const char *name, char *out, size_t outlen);
 
-/* ---- the transports (one table, in bench.c) ---- */
+/* ---- the transports (one table, in bb_table.c) ---- */
 extern const bb_transport_t *const bb_transports[];
 
 #endif

@@ -95,6 +95,42 @@ bb_latency_stats(bb_row_t *r, double *us, int n)
 	r->has_cdf = 1;
 }
 
+/* ---- children to kill on Ctrl-C ---- */
+
+#define S_MAX_TRACK 64
+static volatile pid_t s_tracked[S_MAX_TRACK];
+
+static void
+s_track(pid_t pid)
+{
+	for (int i = 0; i < S_MAX_TRACK; i++) {
+		if (s_tracked[i] == 0) {
+			s_tracked[i] = pid;
+			return;
+		}
+	}
+}
+
+static void
+s_untrack(pid_t pid)
+{
+	for (int i = 0; i < S_MAX_TRACK; i++) {
+		if (s_tracked[i] == pid) {
+			s_tracked[i] = 0;
+		}
+	}
+}
+
+void
+bb_core_kill_tracked(void)
+{
+	for (int i = 0; i < S_MAX_TRACK; i++) {
+		if (s_tracked[i] > 0) {
+			kill(s_tracked[i], SIGKILL);
+		}
+	}
+}
+
 /* ---- sides ---- */
 
 pid_t
@@ -122,7 +158,7 @@ bb_side_spawn(int cpu, int (*fn)(void *arg, int wfd), void *arg, int *rfd)
 	}
 	close(p[1]);
 	*rfd = p[0];
-	bb_core_track(pid);
+	s_track(pid);
 	return pid;
 }
 
@@ -152,7 +188,7 @@ bb_side_reap(pid_t pid, double timeout_s, bb_row_t *r, int side)
 		}
 		usleep(1000);
 	}
-	bb_core_untrack(pid);
+	s_untrack(pid);
 	if (w != pid)
 		return -1;
 	if (r && side >= 0 && side < BB_NSIDES) {
@@ -278,7 +314,7 @@ bb_server_spawn(char *const argv[], int cpu, const char *logpath)
 		execvp(argv[0], argv);
 		_exit(127);
 	}
-	bb_core_track(pid);
+	s_track(pid);
 	return pid;
 }
 
@@ -298,7 +334,7 @@ bb_server_stop(pid_t pid)
 		}
 		usleep(2000);
 	}
-	bb_core_untrack(pid);
+	s_untrack(pid);
 }
 
 int
@@ -328,6 +364,52 @@ bb_wait_listen(int port, const char *path, double timeout_s)
 		usleep(10000);
 	}
 	return -1;
+}
+
+pid_t
+bb_server_start(const bb_env_t *env, char *const argv[], const char *logname,
+                const bb_ready_t *ready)
+{
+	char log[600];
+	snprintf(log, sizeof log, "%s/%s", env->dir, logname);
+	pid_t pid = bb_server_spawn(argv, env->cpu_srv, log);
+	if (pid < 0)
+		return -1;
+	int ok;
+	if (ready->file) {
+		struct stat st;
+		double end = bb_now() + ready->timeout_s;
+		while ((ok = stat(ready->file, &st) == 0) == 0 && bb_now() < end &&
+		       waitpid(pid, NULL, WNOHANG) == 0)
+			usleep(10000);
+		if (ok && ready->settle_s > 0)
+			usleep((useconds_t)(ready->settle_s * 1e6));
+	} else {
+		ok = bb_wait_listen(ready->port, ready->sock, ready->timeout_s) == 0;
+	}
+	if (!ok) {
+		bb_server_stop(pid);
+		return -1;
+	}
+	return pid;
+}
+
+int
+bb_server_up(bb_env_t *env, char *const argv[], const char *logname, const bb_ready_t *ready,
+             char *why, size_t whylen)
+{
+	const char *prog = strrchr(argv[0], '/') ? strrchr(argv[0], '/') + 1 : argv[0];
+	if (env->nsrv >= BB_MAX_SRV) {
+		snprintf(why, whylen, "too many servers for one group");
+		return -1;
+	}
+	pid_t pid = bb_server_start(env, argv, logname, ready);
+	if (pid < 0) {
+		snprintf(why, whylen, "%s did not start (its log: %s in the scratch dir)", prog, logname);
+		return -1;
+	}
+	env->srv_pid[env->nsrv++] = pid;
+	return 0;
 }
 
 int
@@ -386,10 +468,54 @@ typedef struct {
 	int nsubs;
 } s_arg_t;
 
-static int
-s_quick_count(const bb_env_t *env, int quick, int full)
+static long
+s_quick_count(const bb_env_t *env, long quick, long full)
 {
 	return env->quick ? quick : full;
+}
+
+bb_counts_t
+bb_counts(const bb_env_t *env, int scen, size_t payload)
+{
+	bb_counts_t c = {0, 0};
+	long n;
+
+	switch (scen) {
+	case BB_LATENCY:
+		c.warm = s_quick_count(env, 200, 1000);
+		c.n = payload >= (1u << 20) ? 100 : s_quick_count(env, 2000, 20000);
+		break;
+	case BB_BULK:
+		c.n = payload >= (64u << 20) ? 3 : s_quick_count(env, 5, 10);
+		break;
+	case BB_THROUGHPUT:
+		n = (long)((256ull << 20) / (payload > 0 ? payload : 1));
+		c.n = s_quick_count(env, 50000, 1000000);
+		c.n = n > c.n ? c.n : n < 8 ? 8 : n;
+		break;
+	case BB_DURABLE:
+		c.n = s_quick_count(env, 10000, 100000);
+		break;
+	case BB_LATLOAD:
+		c.n = s_quick_count(env, S_LATLOAD_MAX / 8, S_LATLOAD_MAX);
+		break;
+	case BB_FANOUT1:
+	case BB_FANOUT8:
+	case BB_FANOUT32:
+	case BB_OVERLOAD:
+		if (scen == BB_OVERLOAD)
+			c.n = s_quick_count(env, 100000, 400000);
+		else if (payload <= 1024)
+			c.n = s_quick_count(env, 20000, 100000);
+		else
+			c.n = s_quick_count(env, 5000, 20000);
+		if (scen == BB_FANOUT32)
+			c.n /= 4;
+		break;
+	default:
+		break;
+	}
+	return c;
 }
 
 static void
@@ -520,8 +646,8 @@ s_tx_main(void *arg, int wfd)
 	if (!buf) {
 		bb_fail(&res.r, "out of memory");
 	} else if (scen == BB_LATENCY) {
-		int warm = s_quick_count(a->env, 200, 1000);
-		int iters = payload >= (1u << 20) ? 100 : s_quick_count(a->env, 2000, 20000);
+		bb_counts_t k = bb_counts(a->env, scen, payload);
+		int warm = (int)k.warm, iters = (int)k.n;
 		double *lat = calloc((size_t)iters, sizeof *lat);
 		memset(buf, 'x', payload);
 		buf[0] = BB_TAG_DATA;
@@ -546,7 +672,7 @@ s_tx_main(void *arg, int wfd)
 		res.n = (uint64_t)n;
 		free(lat);
 	} else if (scen == BB_BULK) {
-		int blobs = payload >= (64u << 20) ? 3 : s_quick_count(a->env, 5, 10);
+		int blobs = (int)bb_counts(a->env, scen, payload).n;
 		for (int i = 0; i < blobs && bb_now() < end; i++) {
 			memset(buf, 'a' + i, payload); /* the producer writes every byte */
 			buf[0] = BB_TAG_DATA;
@@ -562,7 +688,7 @@ s_tx_main(void *arg, int wfd)
 		/* a steady BB_LATLOAD_RATE: message i is due at t0 + i / rate and
 		 * carries that time, so a send that waited behind a slow one is
 		 * measured from when it was due, not from when it got out */
-		int count = a->env->quick ? S_LATLOAD_MAX / 8 : S_LATLOAD_MAX;
+		int count = (int)bb_counts(a->env, scen, payload).n;
 		memset(buf, 'x', payload);
 		buf[0] = BB_TAG_DATA;
 		res.t0 = bb_now() + 0.05;
@@ -579,12 +705,7 @@ s_tx_main(void *arg, int wfd)
 			res.n++;
 		}
 	} else {
-		uint64_t count = (256ull << 20) / payload;
-		uint64_t most = (uint64_t)s_quick_count(a->env, 50000, 1000000);
-		if (count > most)
-			count = most;
-		if (count < 8)
-			count = 8;
+		uint64_t count = (uint64_t)bb_counts(a->env, scen, payload).n;
 		memset(buf, 'x', payload);
 		buf[0] = BB_TAG_DATA;
 		res.t0 = bb_now();
@@ -776,15 +897,7 @@ s_pub_main(void *arg, int wfd)
 	if (!go) {
 		bb_fail(&res.r, "subscribers not all connected in %.0f s", BB_DEADLINE_S);
 	} else {
-		uint64_t count;
-		if (a->row->scen == BB_OVERLOAD)
-			count = (uint64_t)s_quick_count(a->env, 100000, 400000);
-		else if (payload <= 1024)
-			count = (uint64_t)s_quick_count(a->env, 20000, 100000);
-		else
-			count = (uint64_t)s_quick_count(a->env, 5000, 20000);
-		if (a->nsubs >= 32)
-			count /= 4;
+		uint64_t count = (uint64_t)bb_counts(a->env, a->row->scen, payload).n;
 		buf[0] = BB_TAG_DATA;
 		res.t0 = bb_now();
 		end = res.t0 + BB_DEADLINE_S;

@@ -10,8 +10,8 @@
  * generic driver of the row's scenario through the transport's ops. */
 void bb_core_measure(const bb_transport_t *t, bb_row_t *r, bb_env_t *env);
 
-/* Children the core knows of, killed on SIGINT/SIGTERM. */
-void bb_core_track(pid_t pid);
-void bb_core_untrack(pid_t pid);
+/* SIGKILLs every side and server the core has forked and not yet reaped.
+ * Async-signal-safe: main's SIGINT/SIGTERM handler calls it. */
+void bb_core_kill_tracked(void);
 
 #endif

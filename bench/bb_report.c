@@ -294,6 +294,10 @@ static const s_target_t s_targets[] = {
 	{"fan-out to 8 >= 1.5x NATS (4 KiB)", "fanout-8", 4096, "unpinned", "", "beast-proxy", "nats", 1, 1.5,
 	 "a bare zmq_proxy itself reaches only about 0.8-1.1x NATS here: 1.5x needs another fan-out (one shared-memory "
 	 "log read by all local subscribers), not a cheaper proxy hop"},
+	{"shm log fan-out to 8 >= 1.5x NATS (64 B)", "fanout-8", 64, "unpinned", "", "beast-shmlog", "nats", 1, 1.5,
+	 "every subscriber wakes through its doorbell when it sleeps; on 2 vCPUs 9 processes share the cores"},
+	{"shm log fan-out to 8 >= 1.5x NATS (4 KiB)", "fanout-8", 4096, "unpinned", "", "beast-shmlog", "nats", 1,
+	 1.5, "every subscriber copies each 4 KiB record out of the log; on 2 vCPUs 9 processes share the cores"},
 	{"shm ring 64 B p50 <= iceoryx, blocking", "latency", 64, "cross-cpu", "blocking", "beast-ring", "iceoryx", 0,
 	 1.0, "both wake the consumer through the kernel; see the row notes"},
 	{"shm ring 64 B p50 <= iceoryx, spinning", "latency", 64, "cross-cpu", "spinning", "beast-ring", "iceoryx", 0,

@@ -37,41 +37,13 @@
 
 #define S_MAX_ROWS 1024
 #define S_MAX_ROUNDS 9
-#define S_MAX_TRACK 64
-
-/* ---- children to kill on Ctrl-C ---- */
-
-static volatile pid_t s_track[S_MAX_TRACK];
-
-void
-bb_core_track(pid_t pid)
-{
-	for (int i = 0; i < S_MAX_TRACK; i++) {
-		if (s_track[i] == 0) {
-			s_track[i] = pid;
-			return;
-		}
-	}
-}
-
-void
-bb_core_untrack(pid_t pid)
-{
-	for (int i = 0; i < S_MAX_TRACK; i++) {
-		if (s_track[i] == pid)
-			s_track[i] = 0;
-	}
-}
 
 static char s_dir[64];
 
 static void
 s_on_signal(int sig)
 {
-	for (int i = 0; i < S_MAX_TRACK; i++) {
-		if (s_track[i] > 0)
-			kill(s_track[i], SIGKILL);
-	}
+	bb_core_kill_tracked();
 	if (s_dir[0]) { /* the scratch dir goes too (fork and exec are safe here) */
 		pid_t pid = fork();
 		if (pid == 0) {
@@ -380,6 +352,7 @@ s_usage(FILE *f)
 	fprintf(f,
 	        "usage: beast-bench [--quick] [--rounds N] [--only PATTERN] [--baseline TRANSPORT]\n"
 	        "                   [--unpinned] [--json FILE] [--out DIR] [--list] [--check FILE]\n"
+	        "                   [--version]\n"
 	        "  --quick        every transport, a few payloads, one round (about a minute)\n"
 	        "  --rounds N     repetitions of every row; the median is reported (default 3; quick 1)\n"
 	        "  --only PAT     rows whose scenario or transport matches a glob; a comma list;\n"
@@ -389,7 +362,8 @@ s_usage(FILE *f)
 	        "  --json FILE    also write the rows as JSON to FILE\n"
 	        "  --out DIR      results.csv, results.json, report.md, plots (default bench/results/<UTC time>)\n"
 	        "  --list         the transports and what they measure, then exit\n"
-	        "  --check FILE   check the targets against a results.json, then exit (1 when one is missed)\n");
+	        "  --check FILE   check the targets against a results.json, then exit (1 when one is missed)\n"
+	        "  --version      print \"beast-bench beastmesh VERSION\" and exit\n");
 }
 
 static void
@@ -419,6 +393,9 @@ main(int argc, char **argv)
 			unpinned = 1;
 		} else if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
 			s_usage(stdout);
+			return 0;
+		} else if (!strcmp(a, "--version")) {
+			printf("beast-bench beastmesh %s\n", bm_version());
 			return 0;
 		} else if (!strcmp(a, "--list")) {
 			s_list();

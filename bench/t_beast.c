@@ -13,14 +13,23 @@
  *       throughput, latency-load; on ipc also
  *       durable (send -> ACK, nothing stored: the reference for the outbox)
  *       and reconnect (kill -9 beastd, start it again: the time to the
- *       first delivery, clients re-registering by themselves).
+ *       first delivery of a message sent after the kill, clients
+ *       re-registering by themselves).
+ *   beast-mesh-ipc-http   beast-mesh-ipc with beastd --http on and a scraper
+ *       process reading /metrics every 100 ms (a new connection each time,
+ *       as Prometheus does without keep-alive): what observability costs.
  *   beast-proxy    bm_pub -> beastd's XSUB/XPUB proxy -> bm_sub (header with
  *       publisher id and sequence, gap counting, LVC on in beastd).
  *   beast-outbox-always|interval|never   durable: every message journalled
  *       with that sync policy before it is sent, retired by the ACK.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +60,7 @@
 typedef struct {
 	char dir[200];
 	char tcp[64];
+	int http_port;   /* > 0: beastd --http 127.0.0.1:PORT and a scraper */
 	int generation;
 } s_bd_t;
 
@@ -59,24 +69,72 @@ static s_bd_t s_bd; /* the group's beastd (parent side; copied into children by 
 static pid_t
 s_beastd_start(const bb_env_t *env)
 {
-	char log[300];
-	snprintf(log, sizeof log, "%s/beastd.log", env->dir);
 	char *argv[8];
 	int n = 0;
 	argv[n++] = (char *)env->beastd;
 	argv[n++] = "--dir";
 	argv[n++] = s_bd.dir;
+	char http[64];
 	if (s_bd.tcp[0]) {
 		argv[n++] = "--tcp";
 		argv[n++] = s_bd.tcp;
 	}
+	if (s_bd.http_port > 0) {
+		snprintf(http, sizeof http, "127.0.0.1:%d", s_bd.http_port);
+		argv[n++] = "--http";
+		argv[n++] = http;
+	}
 	argv[n] = NULL;
-	pid_t pid = bb_server_spawn(argv, env->cpu_srv, log);
 	char sock[300];
 	snprintf(sock, sizeof sock, "%s/mesh.sock", s_bd.dir);
-	if (pid > 0 && bb_wait_listen(0, sock, S_START_S) != 0) {
-		bb_server_stop(pid);
-		return -1;
+	return bb_server_start(env, argv, "beastd.log", &(bb_ready_t){.sock = sock, .timeout_s = S_START_S});
+}
+
+/* The scraper: GET /metrics every 100 ms until killed (or its parent
+ * dies), each on a fresh connection, reading the whole answer. */
+static void
+s_scrape_loop(int port)
+{
+	static char buf[65536];
+	struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	static const char req[] = "GET /metrics HTTP/1.0\r\nHost: beastd\r\n\r\n";
+
+	inet_pton(AF_INET, "127.0.0.1", &in.sin_addr);
+	for (;;) {
+		double next = bb_now() + 0.1;
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+		if (fd >= 0 && connect(fd, (struct sockaddr *)&in, sizeof in) == 0 &&
+		    write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1)) {
+			struct pollfd p = {.fd = fd, .events = POLLIN};
+
+			while (poll(&p, 1, 2000) > 0 && read(fd, buf, sizeof buf) > 0) {
+			}
+		}
+		if (fd >= 0) {
+			close(fd);
+		}
+		while (bb_now() < next) {
+			usleep((useconds_t)((next - bb_now()) * 1e6) + 1);
+		}
+	}
+}
+
+static pid_t
+s_scraper_start(int port)
+{
+	pid_t parent = getpid(), pid = fork();
+
+	if (pid == 0) {
+		/* beast-bench's handlers remove the scratch dir: not ours. */
+		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent) {
+			_exit(0);
+		}
+		s_scrape_loop(port);
+		_exit(0);
 	}
 	return pid;
 }
@@ -94,33 +152,49 @@ s_up(bb_env_t *env, char *why, size_t whylen, int tcp)
 		int port = bb_free_port();
 		snprintf(s_bd.tcp, sizeof s_bd.tcp, "tcp://127.0.0.1:%d", port);
 	}
+	/* beastd restarts under the reconnect row (s_beastd_start), which
+	 * keeps srv_pid[0] current */
 	pid_t pid = s_beastd_start(env);
 	if (pid < 0) {
-		snprintf(why, whylen, "beastd (%s) did not start", env->beastd);
+		snprintf(why, whylen, "beastd (%s) did not start (its log: beastd.log in the scratch dir)",
+		         env->beastd);
 		return -1;
 	}
 	env->srv_pid[env->nsrv++] = pid;
+	if (s_bd.http_port > 0) {
+		if (bb_wait_listen(s_bd.http_port, NULL, S_START_S) != 0 ||
+		    (pid = s_scraper_start(s_bd.http_port)) < 0) {
+			snprintf(why, whylen, "beastd --http 127.0.0.1:%d did not serve", s_bd.http_port);
+			return -1;
+		}
+		env->srv_pid[env->nsrv++] = pid;
+	}
 	return 0;
 }
 
 static int
 s_up_ipc(bb_env_t *env, char *why, size_t whylen)
 {
+	s_bd.http_port = 0;
+	return s_up(env, why, whylen, 0);
+}
+
+static int
+s_up_ipc_http(bb_env_t *env, char *why, size_t whylen)
+{
+	s_bd.http_port = bb_free_port();
+	if (s_bd.http_port <= 0) {
+		snprintf(why, whylen, "no free port for --http");
+		return -1;
+	}
 	return s_up(env, why, whylen, 0);
 }
 
 static int
 s_up_tcp(bb_env_t *env, char *why, size_t whylen)
 {
+	s_bd.http_port = 0;
 	return s_up(env, why, whylen, 1);
-}
-
-static void
-s_down(bb_env_t *env)
-{
-	for (int i = 0; i < env->nsrv; i++)
-		bb_server_stop(env->srv_pid[i]);
-	env->nsrv = 0;
 }
 
 /* ---- mesh links ---- */
@@ -392,7 +466,7 @@ s_durable_main(void *arg, int wfd)
 	s_dur_t *d = arg;
 	static bb_row_t res;
 	memset(&res, 0, sizeof res);
-	long n = d->env->quick ? 10000 : 100000;
+	long n = bb_counts(d->env, BB_DURABLE, d->row->payload).n;
 	size_t size = d->row->payload;
 	double *t0 = calloc((size_t)n, sizeof *t0), *lat = calloc((size_t)n, sizeof *lat);
 	char *body = calloc(1, size);
@@ -518,41 +592,56 @@ s_durable(bb_row_t *r, bb_env_t *env, int policy)
 	return 1;
 }
 
-/* ---- reconnect: kill -9 beastd mid-stream, start it again ---- */
+/* ---- reconnect: kill -9 beastd mid-stream, start it again ----
+ *
+ * The sender sends a stamped message every millisecond (refused while
+ * beastd is down: this is the plain mesh, no outbox); the receiver
+ * reports (send stamp, receipt time) of every message.  A message that
+ * crossed the restarted beastd was sent after the kill (one queued before
+ * it reaches the new broker from a sender it does not know, and is
+ * refused), so the first receipt stamped after the kill, minus the time
+ * of the restart, is the row's number.  Lost: messages the sender saw
+ * ACKed that the receiver never reported (must be 0). */
 
 typedef struct {
 	char rx[32];
 	int ctl; /* sender: read end of the parent's stop pipe */
 } s_rc_t;
 
-/* The receiver reports the receipt time of every message that ends a
- * silence of 50 ms or more (the first after a restart among them). */
+typedef struct {
+	double sent, got; /* sender's stamp, receipt; sent < 0: the end, got = count */
+} s_rc_seen_t;
+
 static int
 s_rc_rx_main(void *arg, int wfd)
 {
 	s_rc_t *a = arg;
 	bb_link_t l = {.fd = -1, .scen = BB_RECONNECT};
-	double first = -1;
+	s_rc_seen_t e = {-1, -1};
 	if (s_mesh_open(&l, a->rx) != 0) {
-		bb_write_full(wfd, &first, sizeof first);
+		bb_write_full(wfd, &e, sizeof e);
 		return 1;
 	}
+	e.got = 0; /* the stream is up: the parent may kill */
+	bb_write_full(wfd, &e, sizeof e);
 	char buf[256];
-	double last = bb_now(), end = bb_now() + 4 * BB_DEADLINE_S;
+	long count = 0;
+	double end = bb_now() + 4 * BB_DEADLINE_S;
 	while (bb_now() < end) {
 		long n = s_mesh_recv(&l, buf, sizeof buf, 200);
-		if (n < 1)
+		if (n < 16)
 			continue;
+		count++; /* the end too: the sender counts its ACK */
 		if (buf[0] == BB_TAG_END)
 			break;
-		double now = bb_now();
-		if (now - last >= 0.05 || first < 0) {
-			if (bb_write_full(wfd, &now, sizeof now) != 0)
-				break;
-			first = now;
-		}
-		last = now;
+		s_rc_seen_t seen = {0, bb_now()};
+		memcpy(&seen.sent, buf + 8, sizeof seen.sent);
+		if (bb_write_full(wfd, &seen, sizeof seen) != 0)
+			break;
 	}
+	e.sent = -1;
+	e.got = (double)count;
+	bb_write_full(wfd, &e, sizeof e);
 	s_mesh_close(&l);
 	return 0;
 }
@@ -570,12 +659,21 @@ s_rc_tx_main(void *arg, int wfd)
 		char c;
 		if (read(a->ctl, &c, 1) == 1)
 			break; /* the parent says stop */
+		double now = bb_now();
+		memcpy(buf + 8, &now, sizeof now);
 		(void)s_mesh_send(&l, buf, sizeof buf); /* refused while beastd is down: fine */
 		s_drain(l.impl);
 		usleep(1000);
 	}
 	buf[0] = BB_TAG_END;
 	(void)s_mesh_send(&l, buf, sizeof buf);
+	/* The last ACKs, so every message seen ACKed is counted. */
+	s_ml_t *m = l.impl;
+	double quiet = bb_now() + 0.3;
+	while (ok && bb_now() < quiet)
+		(void)s_take(m, 50);
+	long acks = ok ? m->acks : -1;
+	bb_write_full(wfd, &acks, sizeof acks);
 	s_mesh_close(&l);
 	return 0;
 }
@@ -597,17 +695,19 @@ s_reconnect(bb_row_t *r, bb_env_t *env)
 	pid_t rx = bb_side_spawn(env->cpu_rx, s_rc_rx_main, &a, &rxfd);
 	pid_t tx = rx > 0 ? bb_side_spawn(env->cpu_tx, s_rc_tx_main, &a, &txfd) : -1;
 	char ok = 0;
-	double t, first;
+	s_rc_seen_t e = {-1, -1};
 	int tries = env->quick ? 1 : 3, n = 0;
-	double took[3];
+	double took[3], up[3];
+	long received = -1, acked = -1;
 	if (tx < 0 || bb_read_full(txfd, &ok, 1, bb_now() + S_START_S) != 0 || !ok ||
-	    bb_read_full(rxfd, &first, sizeof first, bb_now() + S_START_S) != 0 || first < 0) {
+	    bb_read_full(rxfd, &e, sizeof e, bb_now() + S_START_S) != 0 || e.got < 0) {
 		bb_fail(r, "the stream did not start");
 		tries = 0;
 	}
 	for (int i = 0; i < tries; i++) {
 		usleep(300000);
 		pid_t old = env->srv_pid[0];
+		double t_kill = bb_now();
 		kill(old, SIGKILL);
 		waitpid(old, NULL, 0);
 		env->srv_pid[0] = -1;
@@ -618,10 +718,11 @@ s_reconnect(bb_row_t *r, bb_env_t *env)
 			break;
 		}
 		env->srv_pid[0] = pid;
-		/* the first receipt after the restart */
+		up[n] = (bb_now() - t_restart) * 1e3; /* beastd listens (the clients' part follows) */
+		/* the first receipt of a message sent after the kill */
 		int got = 0;
-		while (bb_read_full(rxfd, &t, sizeof t, bb_now() + BB_DEADLINE_S) == 0) {
-			if (t >= t_restart) {
+		while (bb_read_full(rxfd, &e, sizeof e, bb_now() + BB_DEADLINE_S) == 0 && e.sent >= 0) {
+			if (e.sent >= t_kill) {
 				got = 1;
 				break;
 			}
@@ -630,11 +731,22 @@ s_reconnect(bb_row_t *r, bb_env_t *env)
 			bb_fail(r, "no delivery within %.0f s of restart %d", BB_DEADLINE_S, i + 1);
 			break;
 		}
-		took[n++] = (t - t_restart) * 1e6;
+		took[n++] = (e.got - t_restart) * 1e6;
 	}
 	(void)write(ctl[1], "s", 1);
 	close(ctl[1]);
 	close(ctl[0]);
+	/* The receiver's count ends its reports; the sender's ACK count. */
+	while (n == tries && n > 0 &&
+	       bb_read_full(rxfd, &e, sizeof e, bb_now() + BB_DEADLINE_S) == 0) {
+		if (e.sent < 0) {
+			received = (long)e.got;
+			break;
+		}
+	}
+	if (tx > 0 && n == tries && n > 0 &&
+	    bb_read_full(txfd, &acked, sizeof acked, bb_now() + 3.0) != 0)
+		acked = -1;
 	if (tx > 0) {
 		close(txfd);
 		bb_side_reap(tx, 3.0, r, BB_SIDE_TX);
@@ -643,12 +755,19 @@ s_reconnect(bb_row_t *r, bb_env_t *env)
 		close(rxfd);
 		bb_side_reap(rx, 3.0, r, BB_SIDE_RX);
 	}
-	if (n == tries && n > 0) {
+	if (n == tries && n > 0 && (received < 0 || acked < 0)) {
+		bb_fail(r, "no final counts from the %s", received < 0 ? "receiver" : "sender");
+	} else if (n == tries && n > 0) {
 		bb_latency_stats(r, took, n);
 		r->has_cdf = 0;
-		r->sent = n;
-		snprintf(r->note, sizeof r->note, "kill -9 + restart of beastd, %d tr%s; heartbeat 1000 ms (default)", n,
-		         n == 1 ? "y" : "ies");
+		r->sent = acked;
+		r->lost = acked > received ? acked - received : 0;
+		double up_max = 0;
+		for (int i = 0; i < n; i++)
+			up_max = up[i] > up_max ? up[i] : up_max;
+		snprintf(r->note, sizeof r->note,
+		         "kill -9 + restart of beastd, %d tr%s, beastd up in <= %.0f ms; heartbeat 1000 ms", n,
+		         n == 1 ? "y" : "ies", up_max);
 		snprintf(r->status, sizeof r->status, "ok");
 	}
 	return 1;
@@ -675,10 +794,18 @@ const bb_transport_t bb_t_beast_mesh_ipc = {
 	.about = "beastmesh mesh: bm_client -> beastd (ROUTER) -> bm_client over ipc://, ACKed",
 	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT) | BB_S(BB_DURABLE) | BB_S(BB_RECONNECT),
 	.up = s_up_ipc,
-	.down = s_down,
 	.refuse = s_mesh_refuse,
 	.ops = &s_mesh_ops,
 	.run = s_mesh_run,
+};
+
+const bb_transport_t bb_t_beast_mesh_ipc_http = {
+	.id = "beast-mesh-ipc-http",
+	.about = "beast-mesh-ipc with beastd --http and a scraper reading /metrics every 100 ms",
+	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT),
+	.up = s_up_ipc_http,
+	.refuse = s_mesh_refuse,
+	.ops = &s_mesh_ops,
 };
 
 const bb_transport_t bb_t_beast_mesh_tcp = {
@@ -686,7 +813,6 @@ const bb_transport_t bb_t_beast_mesh_tcp = {
 	.about = "beastmesh mesh over tcp://127.0.0.1 (beastd --tcp)",
 	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT),
 	.up = s_up_tcp,
-	.down = s_down,
 	.refuse = s_mesh_refuse,
 	.ops = &s_mesh_ops,
 };
@@ -716,7 +842,6 @@ const bb_transport_t bb_t_beast_outbox_always = {
 	.about = "beastmesh outbox, sync always: each message fsync'd (group commit) before it is sent",
 	.scens = BB_S(BB_DURABLE),
 	.up = s_up_ipc,
-	.down = s_down,
 	.run = s_ob_always,
 };
 
@@ -725,7 +850,6 @@ const bb_transport_t bb_t_beast_outbox_interval = {
 	.about = "beastmesh outbox, sync every 100 ms",
 	.scens = BB_S(BB_DURABLE),
 	.up = s_up_ipc,
-	.down = s_down,
 	.run = s_ob_interval,
 };
 
@@ -734,7 +858,6 @@ const bb_transport_t bb_t_beast_outbox_never = {
 	.about = "beastmesh outbox, journal written, never synced",
 	.scens = BB_S(BB_DURABLE),
 	.up = s_up_ipc,
-	.down = s_down,
 	.run = s_ob_never,
 };
 
@@ -843,6 +966,5 @@ const bb_transport_t bb_t_beast_proxy = {
 	.about = "beastmesh broadcast: bm_pub -> beastd's XSUB/XPUB proxy (LVC on) -> bm_sub",
 	.scens = BB_S(BB_FANOUT1) | BB_S(BB_FANOUT8) | BB_S(BB_FANOUT32) | BB_S(BB_OVERLOAD),
 	.up = s_up_ipc,
-	.down = s_down,
 	.ops = &s_proxy_ops,
 };

@@ -60,7 +60,6 @@ s_missing(void)
 
 #ifdef BB_HAVE_ICEORYX
 
-#define S_MAX_SAMPLES 20000
 
 typedef struct {
 	_Atomic uint64_t acked;
@@ -263,15 +262,11 @@ s_run(bb_row_t *r, bb_env_t *env)
 		snprintf(r->status, sizeof r->status, "skipped: two spinners on one CPU only trade time slices");
 		return 1;
 	}
-	if (r->scen == BB_LATENCY)
-		a.iters = r->payload >= (1u << 20) ? 100 : env->quick ? 2000 : S_MAX_SAMPLES;
-	else if (r->scen == BB_BULK)
-		a.iters = r->payload >= (64u << 20) ? 3 : env->quick ? 5 : 10;
-	else if (r->scen == BB_THROUGHPUT) {
-		long n = (long)((256ull << 20) / r->payload), most = env->quick ? 100000 : 1000000;
-		a.iters = (int)(n > most ? most : n < 8 ? 8 : n);
+	if (r->scen == BB_LATENCY || r->scen == BB_BULK || r->scen == BB_THROUGHPUT)
+		a.iters = (int)bb_counts(env, r->scen, r->payload).n;
+	if (r->scen == BB_THROUGHPUT)
 		a.stream = 1;
-	} else
+	else if (r->scen != BB_LATENCY && r->scen != BB_BULK)
 		return 0;
 	a.sh = mmap(NULL, sizeof *a.sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (a.sh == MAP_FAILED) {
@@ -359,9 +354,8 @@ s_up(bb_env_t *env, char *why, size_t whylen)
 		snprintf(why, whylen, "an iox-roudi runs already (or a stale /dev/shm/iceoryx_mgmt): not ours to use");
 		return -1;
 	}
-	char cfg[300], log[300];
+	char cfg[300];
 	snprintf(cfg, sizeof cfg, "%s/roudi.toml", env->dir);
-	snprintf(log, sizeof log, "%s/roudi.log", env->dir);
 	FILE *f = fopen(cfg, "w");
 	if (!f) {
 		snprintf(why, whylen, "cannot write %s", cfg);
@@ -372,18 +366,12 @@ s_up(bb_env_t *env, char *why, size_t whylen)
 		fprintf(f, "\n[[segment.mempool]]\nsize = %zu\ncount = %d\n", mp->size, mp->count);
 	fclose(f);
 	char *argv[] = {s_roudi, "-c", cfg, "-m", "off", "-l", "error", NULL};
-	pid_t pid = bb_server_spawn(argv, env->cpu_srv, log);
-	double end = bb_now() + 10.0;
-	while (pid > 0 && stat("/dev/shm/iceoryx_mgmt", &st) != 0 && bb_now() < end)
-		usleep(10000);
-	if (pid < 0 || stat("/dev/shm/iceoryx_mgmt", &st) != 0) {
-		bb_server_stop(pid);
+	/* the segment appears before RouDi listens: 300 ms more */
+	bb_ready_t ready = {.file = "/dev/shm/iceoryx_mgmt", .settle_s = 0.3, .timeout_s = 10.0};
+	if (bb_server_up(env, argv, "roudi.log", &ready, why, whylen) != 0) {
 		s_cleanup();
-		snprintf(why, whylen, "iox-roudi did not start (its log is in the scratch dir)");
 		return -1;
 	}
-	usleep(300000); /* the segment appears before RouDi listens */
-	env->srv_pid[env->nsrv++] = pid;
 	return 0;
 }
 

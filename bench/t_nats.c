@@ -47,10 +47,9 @@ static int
 s_up_js(bb_env_t *env, char *why, size_t whylen, int js)
 {
 	int port = bb_free_port();
-	char conf[300], store[300], log[300];
+	char conf[300], store[300];
 	snprintf(conf, sizeof conf, "%s/nats-%d.conf", env->dir, port);
 	snprintf(store, sizeof store, "%s/nats-js-%d", env->dir, port);
-	snprintf(log, sizeof log, "%s/nats-server.log", env->dir);
 	FILE *f = fopen(conf, "w");
 	if (!f) {
 		snprintf(why, whylen, "cannot write %s", conf);
@@ -65,13 +64,9 @@ s_up_js(bb_env_t *env, char *why, size_t whylen, int js)
 		fprintf(f, "jetstream {\n  store_dir: \"%s\"\n}\n", store);
 	fclose(f);
 	char *argv[] = {s_server, "-c", conf, NULL};
-	pid_t pid = bb_server_spawn(argv, env->cpu_srv, log);
-	if (pid < 0 || bb_wait_listen(port, NULL, 5.0) != 0) {
-		bb_server_stop(pid);
-		snprintf(why, whylen, "nats-server did not start (see its log in the scratch dir)");
+	if (bb_server_up(env, argv, "nats-server.log", &(bb_ready_t){.port = port, .timeout_s = 5.0},
+	                 why, whylen) != 0)
 		return -1;
-	}
-	env->srv_pid[env->nsrv++] = pid;
 	snprintf(env->ep[0], sizeof env->ep[0], "nats://127.0.0.1:%d", port);
 	return 0;
 }
@@ -86,14 +81,6 @@ static int
 s_up_jetstream(bb_env_t *env, char *why, size_t whylen)
 {
 	return s_up_js(env, why, whylen, 1);
-}
-
-static void
-s_down(bb_env_t *env)
-{
-	for (int i = 0; i < env->nsrv; i++)
-		bb_server_stop(env->srv_pid[i]);
-	env->nsrv = 0;
 }
 
 /* ---- links ---- */
@@ -249,7 +236,7 @@ s_js_main(void *arg, int wfd)
 	s_js_arg_t *a = arg;
 	static bb_row_t res;
 	memset(&res, 0, sizeof res);
-	long n = a->env->quick ? 10000 : 100000;
+	long n = bb_counts(a->env, BB_DURABLE, a->row->payload).n;
 	size_t size = a->row->payload;
 	s_t0 = calloc((size_t)n, sizeof *s_t0);
 	s_lat = calloc((size_t)n, sizeof *s_lat);
@@ -337,13 +324,11 @@ s_js_run(bb_row_t *r, bb_env_t *env)
 
 #define S_UP s_up
 #define S_UP_JS s_up_jetstream
-#define S_DOWN s_down
 #define S_OPS (&s_ops)
 #define S_JS_RUN s_js_run
 #else
 #define S_UP NULL
 #define S_UP_JS NULL
-#define S_DOWN NULL
 #define S_OPS NULL
 #define S_JS_RUN NULL
 #endif
@@ -362,7 +347,6 @@ const bb_transport_t bb_t_nats = {
 	         BB_S(BB_OVERLOAD),
 	.missing = s_missing,
 	.up = S_UP,
-	.down = S_DOWN,
 	.refuse = s_refuse,
 	.ops = S_OPS,
 };
@@ -373,6 +357,5 @@ const bb_transport_t bb_t_nats_js = {
 	.scens = BB_S(BB_DURABLE),
 	.missing = s_missing,
 	.up = S_UP_JS,
-	.down = S_DOWN,
 	.run = S_JS_RUN,
 };

@@ -48,10 +48,9 @@ static int
 s_start(bb_env_t *env, char *why, size_t whylen, const char *fsync)
 {
 	int port = bb_free_port();
-	char ps[16], dir[300], log[300];
+	char ps[16], dir[300];
 	snprintf(ps, sizeof ps, "%d", port);
 	snprintf(dir, sizeof dir, "%s", env->dir);
-	snprintf(log, sizeof log, "%s/redis-server.log", env->dir);
 	char aof[32];
 	snprintf(aof, sizeof aof, "bench-%d.aof", port);
 	/* overload rows keep the server's default output limits for pub/sub
@@ -82,13 +81,9 @@ s_start(bb_env_t *env, char *why, size_t whylen, const char *fsync)
 		argv[n++] = "pubsub 0 0 0";
 	}
 	argv[n] = NULL;
-	pid_t pid = bb_server_spawn(argv, env->cpu_srv, log);
-	if (pid < 0 || bb_wait_listen(port, NULL, 5.0) != 0) {
-		bb_server_stop(pid);
-		snprintf(why, whylen, "redis-server did not start (see its log in the scratch dir)");
+	if (bb_server_up(env, argv, "redis-server.log", &(bb_ready_t){.port = port, .timeout_s = 5.0},
+	                 why, whylen) != 0)
 		return -1;
-	}
-	env->srv_pid[env->nsrv++] = pid;
 	snprintf(env->ep[0], sizeof env->ep[0], "%d", port);
 	return 0;
 }
@@ -109,14 +104,6 @@ static int
 s_up_always(bb_env_t *env, char *why, size_t whylen)
 {
 	return s_start(env, why, whylen, "always");
-}
-
-static void
-s_down(bb_env_t *env)
-{
-	for (int i = 0; i < env->nsrv; i++)
-		bb_server_stop(env->srv_pid[i]);
-	env->nsrv = 0;
 }
 
 /* ---- pub/sub links: one connection subscribed, one publishing ---- */
@@ -309,7 +296,7 @@ s_xadd_main(void *arg, int wfd)
 	s_x_arg_t *a = arg;
 	static bb_row_t res;
 	memset(&res, 0, sizeof res);
-	long n = a->env->quick ? 10000 : 100000;
+	long n = bb_counts(a->env, BB_DURABLE, a->row->payload).n;
 	size_t size = a->row->payload;
 	double *t0 = calloc((size_t)n, sizeof *t0), *lat = calloc((size_t)n, sizeof *lat);
 	char *body = calloc(1, size);
@@ -390,7 +377,6 @@ s_run_always(bb_row_t *r, bb_env_t *env)
 #define S_UP s_up
 #define S_UP_EVERYSEC s_up_everysec
 #define S_UP_ALWAYS s_up_always
-#define S_DOWN s_down
 #define S_OPS (&s_ops)
 #define S_RUN_EVERYSEC s_run_everysec
 #define S_RUN_ALWAYS s_run_always
@@ -398,7 +384,6 @@ s_run_always(bb_row_t *r, bb_env_t *env)
 #define S_UP NULL
 #define S_UP_EVERYSEC NULL
 #define S_UP_ALWAYS NULL
-#define S_DOWN NULL
 #define S_OPS NULL
 #define S_RUN_EVERYSEC NULL
 #define S_RUN_ALWAYS NULL
@@ -418,7 +403,6 @@ const bb_transport_t bb_t_redis_pubsub = {
 	         BB_S(BB_OVERLOAD),
 	.missing = s_missing,
 	.up = S_UP,
-	.down = S_DOWN,
 	.refuse = s_refuse,
 	.ops = S_OPS,
 };
@@ -429,7 +413,6 @@ const bb_transport_t bb_t_redis_stream = {
 	.scens = BB_S(BB_DURABLE),
 	.missing = s_missing,
 	.up = S_UP_EVERYSEC,
-	.down = S_DOWN,
 	.run = S_RUN_EVERYSEC,
 };
 
@@ -439,6 +422,5 @@ const bb_transport_t bb_t_redis_stream_fsync = {
 	.scens = BB_S(BB_DURABLE),
 	.missing = s_missing,
 	.up = S_UP_ALWAYS,
-	.down = S_DOWN,
 	.run = S_RUN_ALWAYS,
 };

@@ -29,7 +29,6 @@
 #include "bb.h"
 #include "bm_shm.h"
 
-#define S_MAX_SAMPLES 20000
 
 typedef struct {
 	_Atomic uint64_t acked; /* records the consumer has finished */
@@ -266,22 +265,19 @@ s_run(bb_row_t *r, bb_env_t *env, int copy)
 	a.copy = copy;
 	a.spin = !strcmp(r->mode, "spinning");
 	snprintf(a.name, sizeof a.name, "bb%d", (int)getpid());
-	int quick = env->quick;
 	if (a.spin && !strcmp(r->placement, "same-cpu")) {
 		snprintf(r->status, sizeof r->status, "skipped: two spinners on one CPU only trade time slices");
 		return 1;
 	}
 	if (r->scen == BB_LATENCY) {
 		a.paced = 1;
-		a.iters = r->payload >= (1u << 20) ? 100 : quick ? 2000 : S_MAX_SAMPLES;
+		a.iters = (int)bb_counts(env, r->scen, r->payload).n;
 		a.handoff = 0;
 	} else if (r->scen == BB_BULK) {
 		a.paced = 1;
-		a.handoff = a.iters = r->payload >= (64u << 20) ? 3 : quick ? 5 : 10; /* handoff: e2e ones */
+		a.handoff = a.iters = (int)bb_counts(env, r->scen, r->payload).n; /* handoff: e2e ones */
 	} else if (r->scen == BB_THROUGHPUT) {
-		long n = (long)((256ull << 20) / r->payload);
-		long most = quick ? 50000 : 1000000;
-		a.iters = (int)(n > most ? most : n < 8 ? 8 : n);
+		a.iters = (int)bb_counts(env, r->scen, r->payload).n;
 	} else {
 		return 0;
 	}
@@ -322,6 +318,76 @@ s_run_copy(bb_row_t *r, bb_env_t *env)
 {
 	return s_run(r, env, 1);
 }
+
+/* ---- memcpy: the floor under every copying transport ----
+ *
+ * One process copies a warm buffer of the payload's size into another
+ * (every page touched before the clock starts), once per "message": what
+ * a bulk row of a transport that copies can at best approach, and what
+ * beast-ring's zero-copy row does not pay. */
+
+typedef struct {
+	const bb_row_t *row;
+	const bb_env_t *env;
+} s_mc_t;
+
+static int
+s_memcpy_main(void *arg, int wfd)
+{
+	s_mc_t *a = arg;
+	static bb_row_t res;
+	memset(&res, 0, sizeof res);
+	size_t len = a->row->payload;
+	long n = bb_counts(a->env, BB_BULK, len).n;
+	char *src = malloc(len), *dst = malloc(len);
+	double *lat = calloc((size_t)n, sizeof *lat), total = 0;
+	if (!src || !dst || !lat) {
+		bb_fail(&res, "out of memory");
+	} else {
+		memset(src, 'x', len);
+		memset(dst, 0, len);
+		memcpy(dst, src, len);
+		for (long i = 0; i < n; i++) {
+			double t = bb_now();
+			memcpy(dst, src, len);
+			__asm__ volatile("" : : "r"(dst) : "memory"); /* the copy is not dead */
+			lat[i] = (bb_now() - t) * 1e6;
+			total += lat[i];
+			src[(size_t)i % len]++;
+		}
+		bb_latency_stats(&res, lat, (int)n);
+		res.sent = n;
+		res.msgs_per_s = total > 0 ? n / (total / 1e6) : 0;
+		res.mb_per_s = res.msgs_per_s * (double)len / 1e6;
+		snprintf(res.note, sizeof res.note, "one warm copy per message, one process: the floor under copying rows");
+	}
+	free(src);
+	free(dst);
+	free(lat);
+	return bb_side_result(wfd, &res) ? 1 : 0;
+}
+
+static int
+s_run_memcpy(bb_row_t *r, bb_env_t *env)
+{
+	static s_mc_t a;
+	a.row = r;
+	a.env = env;
+	int fd = -1;
+	pid_t pid = bb_side_spawn(env->cpu_tx, s_memcpy_main, &a, &fd);
+	if (pid < 0)
+		bb_fail(r, "fork");
+	else if (bb_side_collect(pid, fd, 4 * BB_DEADLINE_S, r, BB_SIDE_TX) == 0 && !r->status[0])
+		snprintf(r->status, sizeof r->status, "ok");
+	return 1;
+}
+
+const bb_transport_t bb_t_memcpy = {
+	.id = "memcpy",
+	.about = "memcpy of a warm buffer in one process: the floor under every copying transport",
+	.scens = BB_S(BB_BULK),
+	.run = s_run_memcpy,
+};
 
 static const char *const s_modes[] = {"blocking", "spinning", NULL};
 

@@ -287,8 +287,8 @@ s_inproc_main(void *arg, int wfd)
 	buf[0] = BB_TAG_DATA;
 	double end = bb_now() + BB_DEADLINE_S;
 	if (row->scen == BB_LATENCY) {
-		int warm = env->quick ? 200 : 1000;
-		int n = payload >= (1u << 20) ? 100 : env->quick ? 2000 : 20000, k = 0;
+		bb_counts_t kc = bb_counts(env, BB_LATENCY, payload);
+		int warm = (int)kc.warm, n = (int)kc.n, k = 0;
 		int timeout = (int)(BB_DEADLINE_S * 1000);
 		lat = malloc((size_t)n * sizeof *lat);
 		zmq_setsockopt(tx, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
@@ -306,8 +306,7 @@ s_inproc_main(void *arg, int wfd)
 		res.sent = k;
 		snprintf(res.note, sizeof res.note, "one way = round trip / 2; threads of one process");
 	} else {
-		long count = (long)((256ull << 20) / payload), most = env->quick ? 50000 : 1000000;
-		count = count > most ? most : count < 8 ? 8 : count;
+		long count = bb_counts(env, BB_THROUGHPUT, payload).n;
 		double t0 = bb_now();
 		long i = 0;
 		for (; i < count && bb_now() < end; i++)
@@ -479,14 +478,6 @@ s_fwd_up(bb_env_t *env, char *why, size_t whylen)
 	return s_up_child(env, s_forwarder_main, why, whylen);
 }
 
-static void
-s_down(bb_env_t *env)
-{
-	for (int i = 0; i < env->nsrv; i++)
-		bb_server_stop(env->srv_pid[i]);
-	env->nsrv = 0;
-}
-
 /* A forwarded DEALER has an identity the other side addresses it by. */
 static int
 s_fwd_open(bb_link_t *l, const bb_env_t *env, const char *self)
@@ -540,7 +531,6 @@ const bb_transport_t bb_t_zmq_forwarder_ipc = {
 	.about = "raw libzmq DEALER -> ROUTER forwarder -> DEALER over ipc:// (two hops, like a broker)",
 	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT),
 	.up = s_fwd_up,
-	.down = s_down,
 	.ops = &s_fwd_ops,
 };
 
@@ -613,6 +603,5 @@ const bb_transport_t bb_t_zmq_proxy = {
 	.about = "bare libzmq zmq_proxy(XSUB, XPUB) over ipc://, PUB and SUB sockets",
 	.scens = BB_S(BB_FANOUT1) | BB_S(BB_FANOUT8) | BB_S(BB_FANOUT32) | BB_S(BB_OVERLOAD),
 	.up = s_proxy_up,
-	.down = s_down,
 	.ops = &s_proxy_ops,
 };

@@ -45,6 +45,8 @@ extern "C" {
 #define BM_INLINE_MAX 4096      /* largest body carried inside frame 0 */
 #define BM_FEAT_ACKS 1u         /* HELLO/WELCOME features bit: takes ACKS */
 #define BM_FEAT_INLINE 2u       /* ... takes SEND/DELIVER with an inline body */
+#define BM_TRACEPARENT_MAX 127  /* W3C traceparent carried by SEND/DELIVER (55 in version 00) */
+#define BM_TRACESTATE_MAX 512   /* W3C tracestate */
 
 /* Wire commands (frame 0, element 1). */
 enum bm_cmd {
@@ -64,7 +66,8 @@ enum bm_cmd {
 	BM_CMD_ERROR = 14,
 	BM_CMD_NOTICE = 15,
 	BM_CMD_ACKS = 16,
-	BM_CMD__MAX = 16,
+	BM_CMD_TRACE = 17,
+	BM_CMD__MAX = 17,
 };
 BM_EXPORT const char *bm_cmd_name(int cmd);
 
@@ -117,6 +120,8 @@ typedef struct bm_msg {
 	int64_t ts_ms;                  /* wall ms when first sent */
 	zmq_msg_t body;                 /* the frame holding the body (zero copy) */
 	size_t body_at;                 /* where the body starts in it (inline: past the header) */
+	char traceparent[BM_TRACEPARENT_MAX + 1]; /* W3C trace context as sent; "" = none */
+	char *tracestate;               /* W3C tracestate as sent (owned), or NULL */
 } bm_msg_t;
 
 static inline const void *
@@ -169,6 +174,8 @@ typedef struct bm_send_opts {
 	uint32_t ttl_ms;
 	uint32_t attempt;
 	int64_t ts_ms;         /* 0 = now */
+	const char *traceparent; /* W3C traceparent to carry untouched; NULL = none */
+	const char *tracestate;  /* W3C tracestate to carry untouched; NULL = none */
 } bm_send_opts_t;
 
 /*
@@ -247,6 +254,38 @@ BM_EXPORT int bm_client_request(bm_client_t *c, const char *to, const char *type
                                 const void *body, size_t len, int timeout_ms,
                                 bm_msg_t **ret_reply);
 
+/* ---- tracing (docs/observability.md) ---- */
+
+/* What beastd's trace ring records about a message. */
+enum bm_trace_kind {
+	BM_TRACE_ROUTED = 1,   /* a SEND handed to its receiver's connection */
+	BM_TRACE_NACKED = 2,   /* beastd refused a SEND (code: why) */
+	BM_TRACE_ACKED = 3,    /* the receiver's ACK, relayed to the sender */
+	BM_TRACE_REFUSED = 4,  /* the receiver's NACK, relayed (code: why) */
+};
+#define BM_TRACE_RING 16384 /* events beastd keeps (all messages together) */
+#define BM_TRACE_MAX 64     /* events one TRACE reply carries at most */
+
+typedef struct bm_trace_event {
+	int kind;                     /* enum bm_trace_kind */
+	int64_t t_us;                 /* wall-clock microseconds since the epoch */
+	char from[BM_NAME_MAX + 1];   /* sender (ACK/REFUSED: the receiver) */
+	char to[BM_ADDR_MAX + 1];     /* receiver or address (ACK/REFUSED: the sender) */
+	uint32_t attempt;             /* the SEND's attempt number (0 = first) */
+	int code;                     /* NACKED/REFUSED: BM_E* reason, else 0 */
+} bm_trace_event_t;
+BM_EXPORT const char *bm_trace_kind_name(int kind);
+
+/*
+ * Asks beastd what its trace ring holds about message id (TRACE): at most
+ * BM_TRACE_MAX events, oldest first.  *ret_events is malloc'd (free()); a
+ * count of 0 means beastd saw nothing of it (or forgot: the ring keeps the
+ * last BM_TRACE_RING events).  BM_EPROTO from a beastd too old for TRACE
+ * (it answers ERROR: the call then times out), -ETIMEDOUT.
+ */
+BM_EXPORT int bm_client_trace(bm_client_t *c, const bm_id_t *id, int timeout_ms,
+                              bm_trace_event_t **ret_events, size_t *ret_count);
+
 /* One directory entry (LIST -> DIRECTORY). */
 typedef struct bm_agent_info {
 	char name[BM_NAME_MAX + 1];
@@ -257,6 +296,10 @@ typedef struct bm_agent_info {
 	uint64_t sent;         /* SENDs it made */
 	uint64_t delivered;    /* DELIVERs it got */
 	uint64_t acked;        /* ACKs it gave */
+	uint64_t unacked_bytes; /* bytes delivered to it, not yet ACKed (estimate) */
+	int64_t outbox_pending; /* its outbox as it last reported (PING); -1 = never */
+	int64_t outbox_dead;    /* dead letters it reported; -1 = never */
+	int64_t outbox_retries; /* resends it reported; -1 = never */
 } bm_agent_info_t;
 
 /* Asks the broker for its directory.  *ret_agents is malloc'd (free()). */
@@ -275,13 +318,19 @@ BM_EXPORT int bm_client_stats(bm_client_t *c, int timeout_ms, bm_stat_t **ret_st
 BM_EXPORT int64_t bm_client_ping(bm_client_t *c, int timeout_ms);
 
 /*
- * Polling: put bm_client_socket() in a zmq_pollitem_t (ZMQ_POLLIN) beside
- * your other sockets and fds, with a timeout no longer than
- * bm_client_timeout() (0 when events are already waiting inside the client),
- * then call bm_client_recv(c, 0, &ev) until -ETIMEDOUT.
+ * Polling: put bm_client_socket() and bm_client_monitor() in zmq_pollitem_t
+ * (ZMQ_POLLIN) beside your other sockets and fds, with a timeout no longer
+ * than bm_client_timeout() (0 when events are already waiting inside the
+ * client), then call bm_client_recv(c, 0, &ev) until -ETIMEDOUT.  The
+ * monitor says when the connection to the broker was regained (a
+ * restarted beastd): polling it lets the client register again at once
+ * instead of at its next heartbeat.  Both belong to the client.
  */
 BM_EXPORT void *bm_client_socket(bm_client_t *c);
+BM_EXPORT void *bm_client_monitor(bm_client_t *c);
 BM_EXPORT int bm_client_timeout(bm_client_t *c);
+/* How many times the connection to the broker was lost and regained. */
+BM_EXPORT uint64_t bm_client_reconnects(const bm_client_t *c);
 BM_EXPORT const char *bm_client_name(const bm_client_t *c);
 BM_EXPORT bool bm_client_registered(const bm_client_t *c);
 BM_EXPORT size_t bm_client_max_body(const bm_client_t *c);
@@ -364,6 +413,76 @@ BM_EXPORT const char *bm_broker_dir(const bm_broker_t *b);
 typedef int (*bm_broker_stats_fn)(void *arg, bm_stat_t *ret, size_t max);
 BM_EXPORT void bm_broker_set_stats_hook(bm_broker_t *b, bm_broker_stats_fn fn, void *arg);
 BM_EXPORT const char *bm_broker_endpoint(const bm_broker_t *b);
+
+/* ---- broker snapshots (observability, docs/observability.md) ---- */
+
+#define BM_SNAP_FLOWS_MAX 256   /* (from, to) pairs counted; more go to "_other" */
+#define BM_LAT_BUCKETS 16       /* SEND->ACK histogram: 15 bounds + overflow */
+/* Upper bounds of the histogram's buckets, microseconds. */
+#define BM_LAT_BOUNDS_US                                                      \
+	{100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000,    \
+	 500000, 1000000, 2500000, 5000000}
+
+/* One agent as the broker saw it when the snapshot was taken. */
+typedef struct bm_snap_agent {
+	char name[BM_NAME_MAX + 1];               /* registered name */
+	char caps[BM_CAPS_MAX][BM_CAP_MAX + 1];   /* capabilities */
+	int ncaps;                                /* how many */
+	int64_t idle_ms;                          /* since last heard from */
+	uint64_t inflight;                        /* delivered, not yet (N)ACKed */
+	uint64_t pending_bytes;                   /* their bytes (an estimate, see broker.c) */
+	uint64_t sent;                            /* SENDs it made */
+	uint64_t delivered;                       /* DELIVERs it got */
+	uint64_t acked;                           /* ACKs it gave */
+	int64_t outbox_pending;                   /* reported in its PING; -1 = never */
+	int64_t outbox_dead;                      /* dead letters it holds; -1 = never */
+	int64_t outbox_retries;                   /* resends it made; -1 = never */
+} bm_snap_agent_t;
+
+/* Messages routed from one agent to another (anycast counted at the
+ * agent picked). */
+typedef struct bm_snap_flow {
+	char from[BM_NAME_MAX + 1];               /* sender, or "_other" */
+	char to[BM_NAME_MAX + 1];                 /* receiver, or "_other" */
+	uint64_t msgs;                            /* deliveries */
+	uint64_t bytes;                           /* their body bytes */
+} bm_snap_flow_t;
+
+/* What the broker publishes for readers on other threads: plain data,
+ * owned by whoever holds the pointer. */
+typedef struct bm_broker_snap {
+	int64_t taken_ms;                         /* bm_mono_ms() when taken */
+	bm_stat_t *stats;                         /* the STATS reply, in order */
+	size_t nstats;                            /* entries */
+	bm_snap_agent_t *agents;                  /* the directory */
+	size_t nagents;                           /* entries */
+	bm_snap_flow_t *flows;                    /* pairs, busiest first */
+	size_t nflows;                            /* entries (<= BM_SNAP_FLOWS_MAX + 1) */
+	uint64_t lat_buckets[BM_LAT_BUCKETS];     /* SEND->ACK samples per bucket (not cumulative) */
+	uint64_t lat_count;                       /* samples */
+	uint64_t lat_sum_us;                      /* their sum */
+	uint64_t blobs;                           /* blob.announce messages routed */
+	uint64_t blob_bytes;                      /* the sizes they announced */
+} bm_broker_snap_t;
+
+/*
+ * Takes a snapshot of the broker's counters, directory, flows and SEND->ACK
+ * histogram (the STATS hook's counters included).  Call on the broker's
+ * thread (from a tick hook).  Returns 0 and an owned snapshot, or -ENOMEM.
+ */
+BM_EXPORT int bm_broker_snap(bm_broker_t *b, bm_broker_snap_t **ret_snap);
+/* Frees a snapshot; NULL-safe.  Thread safe (it touches only the snapshot). */
+BM_EXPORT void bm_broker_snap_destroy(bm_broker_snap_t **self_p);
+
+/*
+ * Calls fn(arg) on the broker's thread about every period_ms while
+ * bm_broker_run runs (between two polls; the loop never waits longer than
+ * period_ms), so fn may call bm_broker_snap.  fn must not block.  NULL fn
+ * removes the hook.
+ */
+typedef void (*bm_broker_tick_fn)(void *arg);
+BM_EXPORT void bm_broker_set_tick_hook(bm_broker_t *b, bm_broker_tick_fn fn, void *arg,
+                                       int period_ms);
 
 /* ======================================================================
  * journal - an append-only, segmented, checksummed log (mesh/journal.c,
@@ -530,6 +649,10 @@ typedef struct bm_outbox_send_opts {
 	uint32_t max_attempts;   /* 0 = the outbox default */
 	bool expire;             /* at the TTL, withdraw it (stats: expired) rather
 	                          * than keep a dead letter: for replies */
+	const char *traceparent; /* W3C trace context, stored with it and sent on
+	                          * every attempt; NULL = none (-EINVAL when over
+	                          * BM_TRACEPARENT_MAX) */
+	const char *tracestate;  /* with a traceparent only; NULL = none */
 } bm_outbox_send_opts_t;
 
 /*
@@ -645,6 +768,37 @@ typedef struct bm_outbox_stats {
 	uint64_t segments;       /* journal segments */
 	uint64_t journal_bytes;  /* journal bytes on disk */
 } bm_outbox_stats_t;
+
+/* What an outbox journal says about one message (bm_outbox_trace). */
+enum bm_outbox_fate {
+	BM_OUTBOX_FATE_PENDING = 1, /* stored, not yet ACKed (in flight or waiting) */
+	BM_OUTBOX_FATE_ACKED = 2,   /* ACK record: retired */
+	BM_OUTBOX_FATE_DEAD = 3,    /* dead letter (dead_code says why) */
+	BM_OUTBOX_FATE_PURGED = 4,  /* dead letter removed */
+};
+
+typedef struct bm_outbox_trace {
+	char to[BM_ADDR_MAX + 1];     /* destination */
+	char type[BM_TYPE_MAX + 1];   /* message type */
+	int64_t stored_ms;            /* wall ms it was stored (first PUT) */
+	int64_t requeued_ms;          /* wall ms of the last requeue; 0 = none */
+	uint32_t attempts;            /* sends made, as last recorded */
+	uint32_t max_attempts;        /* allowed */
+	uint32_t ttl_ms;              /* 0 = none */
+	int fate;                     /* enum bm_outbox_fate */
+	int dead_code;                /* DEAD: BM_E* or BM_OUTBOX_DEAD_* reason */
+	uint64_t records;             /* journal records about it */
+	char traceparent[BM_TRACEPARENT_MAX + 1]; /* W3C trace context stored; "" = none */
+} bm_outbox_trace_t;
+
+/*
+ * Reads the outbox journal in dir (not while its agent runs: -EBUSY) for
+ * the records about message id.  Returns 0 with *ret filled, -ENOENT when
+ * the journal holds nothing about it (never stored here, or retired in a
+ * segment already deleted), -EBUSY, -errno.  Opening recovers the journal
+ * as bm_outbox_open would (a torn tail is cut).
+ */
+BM_EXPORT int bm_outbox_trace(const char *dir, const bm_id_t *id, bm_outbox_trace_t *ret);
 BM_EXPORT void bm_outbox_stats(const bm_outbox_t *ob, bm_outbox_stats_t *ret);
 /* Live (pending + in flight) messages. */
 BM_EXPORT size_t bm_outbox_count(const bm_outbox_t *ob);

@@ -71,6 +71,9 @@ typedef struct s_agent {
 	uint64_t acked;                        /* ACKs it gave */
 	bool acks;                             /* takes ACKS (BM_FEAT_ACKS) */
 	bool inl;                              /* takes inline bodies (BM_FEAT_INLINE) */
+	int64_t ob_pending;                    /* outbox report (PING): pending, -1 = none */
+	int64_t ob_dead;                       /* ... dead letters */
+	int64_t ob_retries;                    /* ... resends made */
 } s_agent_t;
 
 /* X(field): broker counters, reported by STATS in this order. */
@@ -125,6 +128,11 @@ struct bm_broker {
 	uint8_t relay[BM_HEADER_MAX + BM_INLINE_MAX + 128]; /* rewritten headers (one thread) */
 	bm_broker_stats_fn stats_fn;       /* extra STATS counters, or NULL */
 	void *stats_arg;                   /* its argument */
+	bm_obs_t *obs;                     /* flows, SEND->ACK histogram (obs.c) */
+	bm_broker_tick_fn tick_fn;         /* periodic hook, or NULL */
+	void *tick_arg;                    /* its argument */
+	int tick_ms;                       /* its period */
+	int64_t next_tick_ms;              /* when it runs next */
 };
 
 static void
@@ -230,14 +238,14 @@ s_reply_error(bm_broker_t *b, const uint8_t *rid, size_t rid_len, int cmd, int c
 }
 
 static void
-s_nack(bm_broker_t *b, const s_agent_t *to, const bm_id_t *id, const char *peer, int code,
+s_nack(bm_broker_t *b, const s_agent_t *to, const bm_env_t *in, const char *peer, int code,
        const char *fmt, ...) BM_PRINTF(6, 7);
 
 static void
-s_nack(bm_broker_t *b, const s_agent_t *to, const bm_id_t *id, const char *peer, int code,
+s_nack(bm_broker_t *b, const s_agent_t *to, const bm_env_t *in, const char *peer, int code,
        const char *fmt, ...)
 {
-	bm_env_t e = {.cmd = BM_CMD_NACK, .id = *id, .code = code};
+	bm_env_t e = {.cmd = BM_CMD_NACK, .id = in->id, .code = code};
 	va_list ap;
 
 	snprintf(e.name, sizeof e.name, "%s", peer);
@@ -245,6 +253,8 @@ s_nack(bm_broker_t *b, const s_agent_t *to, const bm_id_t *id, const char *peer,
 	vsnprintf(e.text, sizeof e.text, fmt, ap);
 	va_end(ap);
 	b->st.nacks++;
+	bm__obs_trace(b->obs, BM_TRACE_NACKED, &in->id, to->name, peer, in->attempt, code,
+	              bm_mono_ns());
 	if (s_send(b, to->rid, to->rid_len, &e, NULL) < 0) {
 		b->st.unroutable++;
 	}
@@ -410,6 +420,7 @@ s_on_hello(bm_broker_t *b, const uint8_t *rid, size_t rid_len, s_agent_t *self,
 		memcpy(self->name, in->name, sizeof self->name);
 		memcpy(self->rid, rid, rid_len);
 		self->rid_len = rid_len;
+		self->ob_pending = self->ob_dead = self->ob_retries = -1;
 		if (bm__map_put(b->by_name, self->name, strlen(self->name), self) < 0 ||
 		    bm__map_put(b->by_rid, self->rid, self->rid_len, self) < 0) {
 			bm__map_del(b->by_name, self->name, strlen(self->name));
@@ -452,7 +463,7 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 	from->sent++;
 	if (blen > b->max_body) {
 		b->st.nack_toobig++;
-		s_nack(b, from, &in->id, in->name, BM_ETOOBIG,
+		s_nack(b, from, in, in->name, BM_ETOOBIG,
 		       "body of %zu bytes is over the %zu-byte cap; send bulk data through shm",
 		       blen, b->max_body);
 		return;
@@ -482,13 +493,21 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 		if (to->inflight > 0 && to->pending_bytes + blen > b->max_pending) {
 			b->st.nack_busy++;
 			b->st.nack_pending++;
-			s_nack(b, from, &in->id, addr, BM_EBUSY,
+			s_nack(b, from, in, addr, BM_EBUSY,
 			       "agent '%s' has %llu bytes not yet acknowledged (cap %zu, beastd "
 			       "--max-pending); retry later",
 			       to->name, (unsigned long long)to->pending_bytes, b->max_pending);
 			return;
 		}
 
+		if (in->type[0] == 'b' && strcmp(in->type, "blob.announce") == 0) {
+			/* Read before the frames are moved out by the send. */
+			if (ilen > 0) {
+				bm__obs_blob(b->obs, (const uint8_t *)zmq_msg_data(hdr) + in->hdr_len, ilen);
+			} else {
+				bm__obs_blob(b->obs, zmq_msg_data(body), zmq_msg_size(body));
+			}
+		}
 		if (rebuild) {
 			n = bm__env_deliver(zmq_msg_data(hdr), in, origin ? origin : from->name,
 			                    remote ? addr : NULL, b->relay,
@@ -498,7 +517,7 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 			                     from->name, b->relay, sizeof b->relay - BM_INLINE_MAX);
 		}
 		if (n < 0) {
-			s_nack(b, from, &in->id, addr, BM_EPROTO, "header cannot be relayed: %s",
+			s_nack(b, from, in, addr, BM_EPROTO, "header cannot be relayed: %s",
 			       bm_strerror(n));
 			return;
 		}
@@ -514,7 +533,7 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 			rc = s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n + ilen, NULL);
 		} else if (ilen > 0) {
 			if (zmq_msg_init_size(&split, ilen) < 0) {
-				s_nack(b, from, &in->id, addr, BM_EBUSY, "broker is out of memory");
+				s_nack(b, from, in, addr, BM_EBUSY, "broker is out of memory");
 				return;
 			}
 			memcpy(zmq_msg_data(&split), (const uint8_t *)zmq_msg_data(hdr) + in->hdr_len, ilen);
@@ -524,6 +543,12 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 			rc = s_send_raw(b, to->rid, to->rid_len, b->relay, (size_t)n, body);
 		}
 		if (rc == 0) {
+			int64_t now_ns = bm_mono_ns();
+
+			bm__obs_flow(b->obs, from->name, to->name, blen);
+			bm__obs_delivered(b->obs, &in->id, now_ns);
+			bm__obs_trace(b->obs, BM_TRACE_ROUTED, &in->id, from->name, to->name, in->attempt,
+			              0, now_ns);
 			b->st.delivers++;
 			to->inflight++;
 			to->pending_bytes += blen;
@@ -532,7 +557,7 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 		}
 		if (rc == -EAGAIN) {
 			b->st.nack_busy++;
-			s_nack(b, from, &in->id, addr, BM_EBUSY,
+			s_nack(b, from, in, addr, BM_EBUSY,
 			       "agent '%s' is not keeping up (its queue is full); retry later",
 			       to->name);
 			return;
@@ -552,12 +577,12 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 	}
 	b->st.nack_noagent++;
 	if (remote) {
-		s_nack(b, from, &in->id, addr, BM_ENOAGENT,
+		s_nack(b, from, in, addr, BM_ENOAGENT,
 		       "no bridge (an agent with capability '" S_BRIDGE "') is online to reach '%s'",
 		       addr);
 		return;
 	}
-	s_nack(b, from, &in->id, addr, BM_ENOAGENT,
+	s_nack(b, from, in, addr, BM_ENOAGENT,
 	       any ? "no agent with capability '%s' is online" : "no agent named '%s' is online",
 	       addr + any);
 }
@@ -598,7 +623,12 @@ s_on_ack(bm_broker_t *b, s_agent_t *self, bm_env_t *in, zmq_msg_t *hdr)
 	s_agent_t *to = s_peer(b, in->name);
 	int n;
 
+	int64_t now_ns = bm_mono_ns();
+
 	s_settle(self, 1);
+	bm__obs_settled(b->obs, &in->id, in->cmd == BM_CMD_ACK, now_ns);
+	bm__obs_trace(b->obs, in->cmd == BM_CMD_ACK ? BM_TRACE_ACKED : BM_TRACE_REFUSED, &in->id,
+	              self->name, in->name, 0, in->cmd == BM_CMD_ACK ? 0 : in->code, now_ns);
 	if (in->cmd == BM_CMD_ACK) {
 		self->acked++;
 		b->st.acks++;
@@ -631,6 +661,17 @@ s_on_acks(bm_broker_t *b, s_agent_t *self, bm_env_t *in, zmq_msg_t *hdr)
 	int n;
 
 	s_settle(self, in->nids);
+	if (in->nids > 0) {
+		int64_t now = bm_mono_ns();
+
+		for (size_t i = 0; i < in->nids; i++) {
+			bm_id_t id;
+
+			memcpy(id.b, in->ids + i * sizeof id.b, sizeof id.b);
+			bm__obs_settled(b->obs, &id, true, now);
+			bm__obs_trace(b->obs, BM_TRACE_ACKED, &id, self->name, in->name, 0, 0, now);
+		}
+	}
 	self->acked += in->nids;
 	b->st.acks += in->nids;
 	b->st.ack_frames++;
@@ -700,7 +741,7 @@ s_on_list(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_array(&pk, bm__map_size(b->by_name));
 	for (s_agent_t *a; (a = bm__map_next(b->by_name, &cur)) != NULL;) {
-		msgpack_pack_map(&pk, 7);
+		msgpack_pack_map(&pk, a->ob_pending >= 0 ? 11 : 8);
 		s_pack_kv_str(&pk, "name", a->name);
 		msgpack_pack_str(&pk, 4);
 		msgpack_pack_str_body(&pk, "caps", 4);
@@ -714,9 +755,53 @@ s_on_list(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
 		s_pack_kv_int(&pk, "sent", (int64_t)a->sent);
 		s_pack_kv_int(&pk, "delivered", (int64_t)a->delivered);
 		s_pack_kv_int(&pk, "acked", (int64_t)a->acked);
+		s_pack_kv_int(&pk, "unacked_bytes", (int64_t)a->pending_bytes);
+		if (a->ob_pending >= 0) {
+			s_pack_kv_int(&pk, "outbox_pending", a->ob_pending);
+			s_pack_kv_int(&pk, "outbox_dead", a->ob_dead);
+			s_pack_kv_int(&pk, "outbox_retries", a->ob_retries);
+		}
 	}
 	s_reply_body(b, rid, rid_len, BM_CMD_DIRECTORY, &sb);
 	msgpack_sbuffer_destroy(&sb);
+}
+
+#define S_STATS_MAX 64 /* uptime, agents, S_STATS and the hook's */
+
+/* The STATS counters in reply order; returns how many were written. */
+static size_t
+s_stats_fill(bm_broker_t *b, bm_stat_t *out, size_t max)
+{
+	bm_stat_t extra[32];
+	int nextra = b->stats_fn ? b->stats_fn(b->stats_arg, extra, 32) : 0;
+	size_t n = 0;
+
+	nextra = nextra < 0 ? 0 : (nextra > 32 ? 32 : nextra);
+#define S_PUT(k, v)                                                           \
+	if (n < max) {                                                        \
+		size_t kl_ = strnlen(k, sizeof out[n].key - 1);               \
+		memcpy(out[n].key, k, kl_);                                   \
+		out[n].key[kl_] = '\0';                                       \
+		out[n++].value = (int64_t)(v);                                \
+	}
+	S_PUT("uptime_ms", bm_mono_ms() - b->started_ms);
+	S_PUT("agents", bm__map_size(b->by_name));
+#define S_ONE(f) S_PUT(#f, b->st.f)
+	S_STATS(S_ONE)
+#undef S_ONE
+	{
+		uint64_t blobs, blob_bytes;
+
+		bm__obs_blobs(b->obs, &blobs, &blob_bytes);
+		S_PUT("blobs_announced", blobs);
+		S_PUT("blob_bytes_announced", blob_bytes);
+	}
+	for (int i = 0; i < nextra; i++) {
+		extra[i].key[sizeof extra[i].key - 1] = '\0';
+		S_PUT(extra[i].key, extra[i].value);
+	}
+#undef S_PUT
+	return n;
 }
 
 static void
@@ -724,28 +809,114 @@ s_on_stats(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
 {
 	msgpack_sbuffer sb;
 	msgpack_packer pk;
-	bm_stat_t extra[32];
-	int count = 2, nextra = b->stats_fn ? b->stats_fn(b->stats_arg, extra, 32) : 0;
+	bm_stat_t v[S_STATS_MAX];
+	size_t n = s_stats_fill(b, v, S_STATS_MAX);
 
-	nextra = nextra < 0 ? 0 : (nextra > 32 ? 32 : nextra);
-	count += nextra;
-#define S_COUNT(n) count++;
-	S_STATS(S_COUNT)
-#undef S_COUNT
 	msgpack_sbuffer_init(&sb);
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-	msgpack_pack_map(&pk, (size_t)count);
-	s_pack_kv_int(&pk, "uptime_ms", bm_mono_ms() - b->started_ms);
-	s_pack_kv_int(&pk, "agents", (int64_t)bm__map_size(b->by_name));
-#define S_PACK(n) s_pack_kv_int(&pk, #n, (int64_t)b->st.n);
-	S_STATS(S_PACK)
-#undef S_PACK
-	for (int i = 0; i < nextra; i++) {
-		extra[i].key[sizeof extra[i].key - 1] = '\0';
-		s_pack_kv_int(&pk, extra[i].key, extra[i].value);
+	msgpack_pack_map(&pk, n);
+	for (size_t i = 0; i < n; i++) {
+		s_pack_kv_int(&pk, v[i].key, v[i].value);
 	}
 	s_reply_body(b, rid, rid_len, BM_CMD_STATS, &sb);
 	msgpack_sbuffer_destroy(&sb);
+}
+
+/* TRACE: what the trace ring holds about one message id. */
+static void
+s_on_trace(bm_broker_t *b, const uint8_t *rid, size_t rid_len, const bm_id_t *id)
+{
+	bm_trace_event_t v[BM_TRACE_MAX];
+	size_t n = bm__obs_trace_find(b->obs, id, v, BM_TRACE_MAX);
+	msgpack_sbuffer sb;
+	msgpack_packer pk;
+	bm_env_t e = {.cmd = BM_CMD_TRACE, .id = *id};
+	zmq_msg_t body;
+
+	msgpack_sbuffer_init(&sb);
+	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+	msgpack_pack_array(&pk, n);
+	for (size_t i = 0; i < n; i++) {
+		msgpack_pack_map(&pk, 6);
+		s_pack_kv_str(&pk, "ev", bm_trace_kind_name(v[i].kind));
+		s_pack_kv_int(&pk, "t_us", v[i].t_us);
+		s_pack_kv_str(&pk, "from", v[i].from);
+		s_pack_kv_str(&pk, "to", v[i].to);
+		s_pack_kv_int(&pk, "attempt", v[i].attempt);
+		s_pack_kv_int(&pk, "code", bm__code_to_wire(v[i].code));
+	}
+	if (zmq_msg_init_size(&body, sb.size) == 0) {
+		memcpy(zmq_msg_data(&body), sb.data, sb.size);
+		if (s_send(b, rid, rid_len, &e, &body) < 0) {
+			zmq_msg_close(&body);
+		}
+	}
+	msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---- snapshots ---- */
+
+int
+bm_broker_snap(bm_broker_t *b, bm_broker_snap_t **ret_snap)
+{
+	size_t na = b ? bm__map_size(b->by_name) : 0, cur = 0, i = 0;
+	bm_broker_snap_t *s;
+	int64_t now = bm_mono_coarse_ms();
+
+	if (b == NULL || ret_snap == NULL) {
+		return -EINVAL;
+	}
+	/* One allocation: the struct, then its three arrays. */
+	s = calloc(1, sizeof *s + S_STATS_MAX * sizeof s->stats[0] + na * sizeof s->agents[0] +
+	                  (BM_SNAP_FLOWS_MAX + 1) * sizeof s->flows[0]);
+	if (s == NULL) {
+		return -ENOMEM;
+	}
+	s->stats = (bm_stat_t *)(s + 1);
+	s->agents = (bm_snap_agent_t *)(s->stats + S_STATS_MAX);
+	s->flows = (bm_snap_flow_t *)(s->agents + na);
+	s->taken_ms = bm_mono_ms();
+	s->nstats = s_stats_fill(b, s->stats, S_STATS_MAX);
+	for (s_agent_t *a; i < na && (a = bm__map_next(b->by_name, &cur)) != NULL; i++) {
+		bm_snap_agent_t *d = &s->agents[i];
+
+		memcpy(d->name, a->name, sizeof d->name);
+		memcpy(d->caps, a->caps, sizeof d->caps);
+		d->ncaps = a->ncaps;
+		d->idle_ms = now - a->last_seen_ms;
+		d->inflight = a->inflight;
+		d->pending_bytes = a->pending_bytes;
+		d->sent = a->sent;
+		d->delivered = a->delivered;
+		d->acked = a->acked;
+		d->outbox_pending = a->ob_pending;
+		d->outbox_dead = a->ob_dead;
+		d->outbox_retries = a->ob_retries;
+	}
+	s->nagents = i;
+	bm__obs_copy(b->obs, s);
+	*ret_snap = s;
+	return 0;
+}
+
+void
+bm_broker_snap_destroy(bm_broker_snap_t **self_p)
+{
+	if (self_p != NULL) {
+		free(*self_p);
+		*self_p = NULL;
+	}
+}
+
+void
+bm_broker_set_tick_hook(bm_broker_t *b, bm_broker_tick_fn fn, void *arg, int period_ms)
+{
+	if (b != NULL) {
+		b->tick_fn = fn;
+		b->tick_arg = arg;
+		b->tick_ms = period_ms > 0 ? period_ms : 250;
+		b->next_tick_ms = 0;
+	}
 }
 
 /* ---- the loop ---- */
@@ -790,7 +961,7 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 			bm_log(BM_LOG_DEBUG, "malformed frame from %s: %s", hex, why);
 		}
 		if (in.cmd == BM_CMD_SEND && self != NULL && !bm_id_is_zero(&in.id)) {
-			s_nack(b, self, &in.id, "beastd", rc, "malformed SEND: %s", why);
+			s_nack(b, self, &in, "beastd", rc, "malformed SEND: %s", why);
 		} else {
 			s_reply_error(b, rid, rid_len, BM_CMD_ERROR, rc, why);
 		}
@@ -804,7 +975,13 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 		/* The PONG says whom we know the peer as, so an agent whose
 		 * broker restarted learns it must say HELLO again. */
 		b->st.pings++;
+		if (in.has_report && self != NULL) {
+			self->ob_pending = (int64_t)(in.report[0] & INT64_MAX);
+			self->ob_dead = (int64_t)(in.report[1] & INT64_MAX);
+			self->ob_retries = (int64_t)(in.report[2] & INT64_MAX);
+		}
 		in.cmd = BM_CMD_PONG;
+		in.has_report = false;
 		memcpy(in.name, self ? self->name : "", self ? sizeof self->name : 1);
 		(void)s_send(b, rid, rid_len, &in, NULL);
 		return;
@@ -813,6 +990,9 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 		return;
 	case BM_CMD_STATS:
 		s_on_stats(b, rid, rid_len);
+		return;
+	case BM_CMD_TRACE:
+		s_on_trace(b, rid, rid_len, &in.id);
 		return;
 	case BM_CMD_SEND:
 	case BM_CMD_ACK:
@@ -980,7 +1160,8 @@ bm_broker_run(bm_broker_t *b, volatile sig_atomic_t *stop)
 		zmq_pollitem_t it[2] = {{.socket = b->router, .events = ZMQ_POLLIN},
 		                        {.socket = b->curve_router, .events = ZMQ_POLLIN}};
 		int64_t now;
-		int rc = zmq_poll(it, b->curve_router ? 2 : 1, (long)tick);
+		long wait = b->tick_fn && b->tick_ms < tick ? b->tick_ms : tick;
+		int rc = zmq_poll(it, b->curve_router ? 2 : 1, wait);
 
 		if (rc < 0) {
 			rc = bm__zmq_err();
@@ -1015,6 +1196,10 @@ bm_broker_run(bm_broker_t *b, volatile sig_atomic_t *stop)
 		if (now >= b->next_sweep_ms && !backlog) {
 			s_sweep(b, now);
 			b->next_sweep_ms = now + tick;
+		}
+		if (b->tick_fn != NULL && now >= b->next_tick_ms) {
+			b->next_tick_ms = now + b->tick_ms;
+			b->tick_fn(b->tick_arg);
 		}
 	}
 	return 0;
@@ -1124,7 +1309,8 @@ bm_broker_open(const bm_broker_opts_t *opts, bm_broker_t **ret_broker)
 	hwm = o.hwm > 0 ? o.hwm : 100000;
 	b->by_name = bm__map_new();
 	b->by_rid = bm__map_new();
-	if (b->by_name == NULL || b->by_rid == NULL) {
+	b->obs = bm__obs_new();
+	if (b->by_name == NULL || b->by_rid == NULL || b->obs == NULL) {
 		rc = -ENOMEM;
 		goto fail;
 	}
@@ -1214,6 +1400,7 @@ bm_broker_destroy(bm_broker_t **self_p)
 	}
 	bm__map_destroy(&b->by_rid);
 	bm__map_destroy(&b->by_name);
+	bm__obs_destroy(&b->obs);
 	if (b->lock_fd >= 0) {
 		close(b->lock_fd);
 	}

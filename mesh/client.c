@@ -9,6 +9,21 @@
  * intervals it also re-asserts HELLO, but keeps sending meanwhile.  libzmq
  * reconnects the socket underneath; we only re-register.
  *
+ * Reconnect.  A broker killed and started again knows nobody, and an idle
+ * agent would learn so only from its next PING, up to a heartbeat interval
+ * later.  So the client watches its own connection (a socket monitor on an
+ * inproc PAIR, polled beside the DEALER whenever the client waits, and
+ * bm_client_monitor() for callers with a loop of their own).  A lost
+ * connection makes the client unregistered (what was in flight on it may
+ * be lost); when the connection comes back it says HELLO at once (a broker
+ * that still knows us just answers WELCOME) and the WELCOME becomes a
+ * BM_EV_REGISTERED event, on which an outbox resends what was in flight.
+ * libzmq retries a lost connection after 10 ms, doubling up to 50 ms
+ * (ZMQ_RECONNECT_IVL / _MAX, plus up to 10 ms of jitter): while beastd is
+ * down that is 20 cheap failed connects a second per client, and once it
+ * listens again the first delivery waits at most one retry interval and
+ * one HELLO -> WELCOME round trip; heartbeats are not involved.
+ *
  * Everything that arrives is turned into events in a FIFO inside the
  * client.  bm_client_recv() pops it; bm_client_request(), _list(), _stats()
  * and _ping() wait for their own answer and leave everything else queued,
@@ -44,6 +59,9 @@ struct bm_client {
 	void *ctx;                               /* zmq context */
 	bool own_ctx;                            /* we terminate it */
 	void *sock;                              /* DEALER to the broker */
+	void *mon;                               /* PAIR: sock's connect/disconnect events */
+	bool lost;                               /* a disconnect seen, no connect since */
+	uint64_t reconnects;                     /* connections regained */
 	char endpoint[BM_PATH_MAX + 8];          /* where it connects */
 	char name[BM_NAME_MAX + 1];              /* "" = anonymous */
 	char caps[BM_CAPS_MAX][BM_CAP_MAX + 1];  /* capabilities */
@@ -58,6 +76,10 @@ struct bm_client {
 	 * beside a heartbeat interval. */
 	int64_t last_rx_ms;                      /* last frame from the broker */
 	int64_t last_tx_ms;                      /* last frame to the broker */
+	bool has_report;                         /* an outbox reports through us */
+	uint64_t report[3];                      /* its pending, dead, retries */
+	bool report_sent;                        /* report[] went out unchanged */
+	int64_t next_report_ms;                  /* earliest next report PING */
 	int64_t next_hello_ms;                   /* when to say HELLO again */
 	uint64_t pongs;                          /* PONGs seen */
 	int reply_cmd;                           /* DIRECTORY/STATS waiting */
@@ -84,6 +106,7 @@ bm_msg_destroy(bm_msg_t **self_p)
 		return;
 	}
 	zmq_msg_close(&(*self_p)->body);
+	free((*self_p)->tracestate);
 	free(*self_p);
 	*self_p = NULL;
 }
@@ -362,6 +385,16 @@ s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body, size_t body_at)
 		m->ttl_ms = e->ttl_ms;
 		m->attempt = e->attempt;
 		m->ts_ms = e->ts_ms;
+		m->traceparent[0] = '\0';
+		m->tracestate = NULL;
+		if (e->tp != NULL) {
+			memcpy(m->traceparent, e->tp, e->tp_len); /* <= BM_TRACEPARENT_MAX */
+			m->traceparent[e->tp_len] = '\0';
+		}
+		if (e->ts != NULL && (m->tracestate = malloc((size_t)e->ts_len + 1)) != NULL) {
+			memcpy(m->tracestate, e->ts, e->ts_len);
+			m->tracestate[e->ts_len] = '\0';
+		}
 		zmq_msg_init(&m->body);
 		m->body_at = body != NULL ? body_at : 0;
 		if (body != NULL) {
@@ -412,6 +445,7 @@ s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body, size_t body_at)
 		return 0;
 	case BM_CMD_DIRECTORY:
 	case BM_CMD_STATS:
+	case BM_CMD_TRACE:
 		zmq_msg_close(&c->reply);
 		zmq_msg_init(&c->reply);
 		if (body != NULL) {
@@ -474,6 +508,86 @@ s_read_one(bm_client_t *c)
 	return rc;
 }
 
+void
+bm__client_report(bm_client_t *c, uint64_t pending, uint64_t dead, uint64_t retries)
+{
+	if (c == NULL) {
+		return;
+	}
+	if (!c->has_report || c->report[0] != pending || c->report[1] != dead ||
+	    c->report[2] != retries) {
+		c->report_sent = false;
+	}
+	c->has_report = true;
+	c->report[0] = pending;
+	c->report[1] = dead;
+	c->report[2] = retries;
+}
+
+/* A heartbeat PING, with the outbox report when there is one. */
+static int
+s_ping(bm_client_t *c, int64_t now)
+{
+	bm_env_t e = {.cmd = BM_CMD_PING, .has_report = c->has_report};
+
+	if (c->has_report) {
+		memcpy(e.report, c->report, sizeof e.report);
+		c->report_sent = true;
+		c->next_report_ms = now + c->heartbeat_ms;
+	}
+	return s_send_env(c, &e, NULL);
+}
+
+/* Reads the connection events waiting on the monitor pipe (never
+ * blocks).  A connect after a loss re-registers at once: the broker at
+ * the other end may be a new one that knows nobody. */
+static void
+s_mon_drain(bm_client_t *c)
+{
+	for (int i = 0; c->mon != NULL && i < 64; i++) {
+		zmq_msg_t ev, ep;
+		uint16_t id = 0;
+
+		zmq_msg_init(&ev);
+		if (zmq_msg_recv(&ev, c->mon, ZMQ_DONTWAIT) < 0) {
+			zmq_msg_close(&ev);
+			return;
+		}
+		if (zmq_msg_size(&ev) >= 2) {
+			memcpy(&id, zmq_msg_data(&ev), 2);
+		}
+		/* Event frame, then the endpoint frame. */
+		while (zmq_msg_more(&ev)) {
+			zmq_msg_init(&ep);
+			if (zmq_msg_recv(&ep, c->mon, ZMQ_DONTWAIT) < 0) {
+				zmq_msg_close(&ep);
+				break;
+			}
+			zmq_msg_close(&ev);
+			zmq_msg_init(&ev);
+			zmq_msg_move(&ev, &ep);
+			zmq_msg_close(&ep);
+		}
+		zmq_msg_close(&ev);
+		if (id == ZMQ_EVENT_DISCONNECTED) {
+			/* Whatever was in flight on that connection may be gone,
+			 * and the broker at the other end may be gone with it:
+			 * sends wait for a WELCOME, which then tells the caller
+			 * (BM_EV_REGISTERED: an outbox resends at once). */
+			c->lost = true;
+			c->registered = false;
+		} else if (id == ZMQ_EVENT_CONNECTED && c->lost) {
+			c->lost = false;
+			c->reconnects++;
+			if (c->name[0] != '\0') {
+				(void)s_hello(c);
+			} else {
+				(void)s_send_cmd(c, BM_CMD_PING);
+			}
+		}
+	}
+}
+
 /* Heartbeats and re-registration; cheap to call often. */
 static void
 s_tick(bm_client_t *c)
@@ -492,8 +606,14 @@ s_tick(bm_client_t *c)
 	if (now - c->last_tx_ms >= c->heartbeat_ms || now - c->last_rx_ms >= c->heartbeat_ms) {
 		/* Rate-limited by last_tx: at most one PING per interval. */
 		if (now - c->last_tx_ms >= c->heartbeat_ms / 2) {
-			(void)s_send_cmd(c, BM_CMD_PING);
+			(void)s_ping(c, now);
+			return;
 		}
+	}
+	/* A busy agent sends no heartbeats: a changed report still goes out,
+	 * at most once per interval. */
+	if (c->has_report && !c->report_sent && c->registered && now >= c->next_report_ms) {
+		(void)s_ping(c, now);
 	}
 }
 
@@ -533,7 +653,8 @@ s_pump_until(bm_client_t *c, int timeout_ms, bool (*done)(bm_client_t *, void *)
 	int64_t deadline = -2; /* not yet computed */
 
 	for (;;) {
-		zmq_pollitem_t it = {.socket = c->sock, .events = ZMQ_POLLIN};
+		zmq_pollitem_t it[2] = {{.socket = c->sock, .events = ZMQ_POLLIN},
+		                        {.socket = c->mon, .events = ZMQ_POLLIN}};
 		int64_t now, wait;
 		int rc;
 
@@ -564,6 +685,9 @@ s_pump_until(bm_client_t *c, int timeout_ms, bool (*done)(bm_client_t *, void *)
 			deadline = timeout_ms < 0 ? -1 : now + timeout_ms;
 		}
 		if (deadline >= 0 && now >= deadline) {
+			/* A caller polling on its own (bm_client_monitor) was
+			 * woken by a connection event: act on it. */
+			s_mon_drain(c);
 			return -ETIMEDOUT;
 		}
 		wait = bm_client_timeout(c);
@@ -573,8 +697,11 @@ s_pump_until(bm_client_t *c, int timeout_ms, bool (*done)(bm_client_t *, void *)
 		if (deadline >= 0 && deadline - now < wait) {
 			wait = deadline - now;
 		}
-		if (zmq_poll(&it, 1, (long)wait) < 0) {
+		if (zmq_poll(it, c->mon != NULL ? 2 : 1, (long)wait) < 0) {
 			return bm__zmq_err();
+		}
+		if (it[1].revents & ZMQ_POLLIN) {
+			s_mon_drain(c);
 		}
 		c->drained = false;
 	}
@@ -651,7 +778,9 @@ bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client)
 {
 	bm_client_opts_t o = opts ? *opts : (bm_client_opts_t){0};
 	bm_client_t *c;
-	int rc, hwm, linger = 1000, ivl = 100;
+	int rc, hwm, linger = 1000, ivl = 10, ivl_max = 50, zero = 0;
+	char mon_ep[64];
+	static _Atomic unsigned s_mon_seq;
 	int64_t maxmsg;
 	uint64_t pongs = 0;
 
@@ -718,12 +847,23 @@ bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client)
 	    zmq_setsockopt(c->sock, ZMQ_SNDHWM, &hwm, sizeof hwm) < 0 ||
 	    zmq_setsockopt(c->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) < 0 ||
 	    zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) < 0 ||
+	    zmq_setsockopt(c->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max) < 0 ||
 	    zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0) {
 		rc = bm__zmq_err();
 		goto fail;
 	}
 	if ((o.key_file != NULL || o.server_key_file != NULL) &&
 	    (rc = bm__curve_client(c->sock, o.key_file, o.server_key_file)) < 0) {
+		goto fail;
+	}
+	/* The connection's events, read by s_mon_drain(). */
+	snprintf(mon_ep, sizeof mon_ep, "inproc://bm-client-mon-%d-%u", (int)getpid(),
+	         ++s_mon_seq);
+	if (zmq_socket_monitor(c->sock, mon_ep, ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) < 0 ||
+	    (c->mon = zmq_socket(c->ctx, ZMQ_PAIR)) == NULL ||
+	    zmq_setsockopt(c->mon, ZMQ_LINGER, &zero, sizeof zero) < 0 ||
+	    zmq_connect(c->mon, mon_ep) < 0) {
+		rc = bm__zmq_err();
 		goto fail;
 	}
 	if (zmq_connect(c->sock, c->endpoint) < 0) {
@@ -775,6 +915,10 @@ bm_client_destroy(bm_client_t **self_p)
 		(void)s_flush_acks(c);
 		if (c->registered) {
 			(void)s_send_cmd(c, BM_CMD_BYE);
+		}
+		if (c->mon != NULL) {
+			zmq_close(c->mon);
+			(void)zmq_socket_monitor(c->sock, NULL, 0);
 		}
 		zmq_close(c->sock);
 	}
@@ -854,6 +998,24 @@ s_send_msg(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, const void 
 	e.priority = o->priority;
 	e.ttl_ms = o->ttl_ms;
 	e.attempt = o->attempt;
+	if (o->traceparent != NULL && o->traceparent[0] != '\0') {
+		size_t n = strlen(o->traceparent);
+
+		if (n > BM_TRACEPARENT_MAX) {
+			return -EINVAL;
+		}
+		e.tp = o->traceparent;
+		e.tp_len = (uint16_t)n;
+	}
+	if (o->tracestate != NULL && o->tracestate[0] != '\0') {
+		size_t n = strlen(o->tracestate);
+
+		if (n > BM_TRACESTATE_MAX) {
+			return -EINVAL;
+		}
+		e.ts = o->tracestate;
+		e.ts_len = (uint16_t)n;
+	}
 	if (body != NULL) {
 		rc = s_send_env(c, &e, body);
 	} else if (c->broker_inline && len <= BM_INLINE_MAX) {
@@ -971,6 +1133,9 @@ bm_client_reply(bm_client_t *c, const bm_msg_t *req, const char *type, const voi
 	if (req == NULL) {
 		return -EINVAL;
 	}
+	/* A reply belongs to its request's trace. */
+	o.traceparent = req->traceparent;
+	o.tracestate = req->tracestate;
 	return bm_client_send(c, &o, body, len, NULL);
 }
 
@@ -1047,15 +1212,16 @@ s_got_reply(bm_client_t *c, void *arg)
 	return c->reply_cmd == *(int *)arg;
 }
 
+/* Sends a request (e: LIST, STATS or TRACE) and unpacks its reply's body. */
 static int
-s_query(bm_client_t *c, int cmd, int timeout_ms, msgpack_object *ret_obj)
+s_query_env(bm_client_t *c, const bm_env_t *e, int timeout_ms, msgpack_object *ret_obj)
 {
-	int want = cmd == BM_CMD_LIST ? BM_CMD_DIRECTORY : cmd;
+	int want = e->cmd == BM_CMD_LIST ? BM_CMD_DIRECTORY : e->cmd;
 	size_t off = 0;
 	int rc;
 
 	c->reply_cmd = 0;
-	if ((rc = s_send_cmd(c, cmd)) < 0) {
+	if ((rc = s_send_env(c, e, NULL)) < 0) {
 		return rc;
 	}
 	if ((rc = s_pump_until(c, timeout_ms, s_got_reply, &want)) < 0) {
@@ -1069,6 +1235,14 @@ s_query(bm_client_t *c, int cmd, int timeout_ms, msgpack_object *ret_obj)
 		return BM_EPROTO;
 	}
 	return 0;
+}
+
+static int
+s_query(bm_client_t *c, int cmd, int timeout_ms, msgpack_object *ret_obj)
+{
+	bm_env_t e = {.cmd = (uint8_t)cmd};
+
+	return s_query_env(c, &e, timeout_ms, ret_obj);
 }
 
 static const msgpack_object *
@@ -1155,6 +1329,11 @@ bm_client_list(bm_client_t *c, int timeout_ms, bm_agent_info_t **ret_agents, siz
 		v[i].sent = (uint64_t)s_map_int(m, "sent");
 		v[i].delivered = (uint64_t)s_map_int(m, "delivered");
 		v[i].acked = (uint64_t)s_map_int(m, "acked");
+		v[i].unacked_bytes = (uint64_t)s_map_int(m, "unacked_bytes");
+		/* Absent (an old beastd, or no report yet): -1. */
+		v[i].outbox_pending = s_map_get(m, "outbox_pending") ? s_map_int(m, "outbox_pending") : -1;
+		v[i].outbox_dead = s_map_get(m, "outbox_dead") ? s_map_int(m, "outbox_dead") : -1;
+		v[i].outbox_retries = s_map_get(m, "outbox_retries") ? s_map_int(m, "outbox_retries") : -1;
 	}
 	*ret_agents = v;
 	*ret_count = n;
@@ -1198,6 +1377,65 @@ bm_client_stats(bm_client_t *c, int timeout_ms, bm_stat_t **ret_stats, size_t *r
 	return 0;
 }
 
+int
+bm_client_trace(bm_client_t *c, const bm_id_t *id, int timeout_ms, bm_trace_event_t **ret_events,
+                size_t *ret_count)
+{
+	static const char *const kinds[] = {"routed", "nacked", "acked", "refused"};
+	bm_env_t e = {.cmd = BM_CMD_TRACE};
+	msgpack_object root;
+	bm_trace_event_t *v;
+	size_t n = 0;
+	int rc;
+
+	if (c == NULL || id == NULL || ret_events == NULL || ret_count == NULL) {
+		return -EINVAL;
+	}
+	e.id = *id;
+	if ((rc = s_query_env(c, &e, timeout_ms, &root)) < 0) {
+		return rc;
+	}
+	if (root.type != MSGPACK_OBJECT_ARRAY) {
+		return BM_EPROTO;
+	}
+	v = calloc(root.via.array.size ? root.via.array.size : 1, sizeof *v);
+	if (v == NULL) {
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < root.via.array.size; i++) {
+		const msgpack_object *m = &root.via.array.ptr[i], *ev;
+		int64_t code;
+
+		if (m->type != MSGPACK_OBJECT_MAP || (ev = s_map_get(m, "ev")) == NULL ||
+		    ev->type != MSGPACK_OBJECT_STR) {
+			continue;
+		}
+		for (int k = 0; k < 4; k++) {
+			if (ev->via.str.size == strlen(kinds[k]) &&
+			    memcmp(ev->via.str.ptr, kinds[k], ev->via.str.size) == 0) {
+				v[n].kind = k + 1;
+			}
+		}
+		if (v[n].kind == 0) {
+			continue; /* a kind a newer beastd records */
+		}
+		v[n].t_us = s_map_int(m, "t_us");
+		if (s_map_get(m, "from") != NULL) {
+			s_copy_str(s_map_get(m, "from"), v[n].from, sizeof v[n].from);
+		}
+		if (s_map_get(m, "to") != NULL) {
+			s_copy_str(s_map_get(m, "to"), v[n].to, sizeof v[n].to);
+		}
+		v[n].attempt = (uint32_t)s_map_int(m, "attempt");
+		code = s_map_int(m, "code");
+		v[n].code = code > 0 ? bm__code_from_wire((uint64_t)code) : 0;
+		n++;
+	}
+	*ret_events = v;
+	*ret_count = n;
+	return 0;
+}
+
 int64_t
 bm_client_ping(bm_client_t *c, int timeout_ms)
 {
@@ -1223,6 +1461,18 @@ void *
 bm_client_socket(bm_client_t *c)
 {
 	return c ? c->sock : NULL;
+}
+
+void *
+bm_client_monitor(bm_client_t *c)
+{
+	return c ? c->mon : NULL;
+}
+
+uint64_t
+bm_client_reconnects(const bm_client_t *c)
+{
+	return c ? c->reconnects : 0;
 }
 
 const char *

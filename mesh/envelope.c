@@ -12,17 +12,22 @@
  *   WELCOME   name:str  heartbeat_ms:uint  max_body:uint
  *   DENIED    code:uint  text:str
  *   SEND      id:bin16  corr:bin16|nil  to:str  type:str  priority:uint
- *             ttl_ms:uint  attempt:uint  ts_ms:uint           + body frame
+ *             ttl_ms:uint  attempt:uint  ts_ms:uint
+ *             [traceparent:str|nil  [tracestate:str|nil]]     + body frame
+ *             (the W3C trace context, optional: carried untouched)
  *   DELIVER   as SEND, with from:str in place of to           + body frame
  *   ACK       id:bin16  peer:str
  *   NACK      id:bin16  peer:str  code:uint  text:str
- *   PING LIST BYE   (no fields)
+ *   PING      [pending:uint  dead:uint  retries:uint]  (optional, all three
+ *             or none: the sender's outbox as it stands; observability)
+ *   LIST BYE  (no fields)
  *   PONG      [name:str|nil]  (the caller's registered name; nil or absent =
  *             not registered)
  *   DIRECTORY (no fields)                   + body frame: msgpack [ {..}, ... ]
  *   STATS     (no fields)          reply:   + body frame: msgpack { key: int }
  *   ERROR     code:uint  text:str
  *   NOTICE    event:str  name:str
+ *   TRACE     id:bin16     (reply: + body frame: msgpack [ {..}, ... ])
  *
  * Error codes travel as small positive numbers: wire = BM_E* + BM_EBASE
  * (BM_EPROTO = 1 ...); 0 means "other".  Fields after the last one a
@@ -40,7 +45,7 @@
 
 static const char *const s_cmd_names[] = {
 	"?", "HELLO", "WELCOME", "DENIED", "SEND", "DELIVER", "ACK", "NACK", "PING",
-	"PONG", "LIST", "DIRECTORY", "STATS", "BYE", "ERROR", "NOTICE", "ACKS",
+	"PONG", "LIST", "DIRECTORY", "STATS", "BYE", "ERROR", "NOTICE", "ACKS", "TRACE",
 };
 
 const char *
@@ -56,7 +61,7 @@ bool
 bm__cmd_has_body(int cmd)
 {
 	return cmd == BM_CMD_SEND || cmd == BM_CMD_DELIVER || cmd == BM_CMD_DIRECTORY ||
-	       cmd == BM_CMD_STATS;
+	       cmd == BM_CMD_STATS || cmd == BM_CMD_TRACE;
 }
 
 /* ---- encode ----
@@ -136,6 +141,24 @@ s_w_str(s_w_t *w, const char *str)
 	s_w_bytes(w, str, n);
 }
 
+/* n bytes of s as a str, or nil for NULL. */
+static void
+s_w_strn(s_w_t *w, const char *s, size_t n)
+{
+	if (s == NULL) {
+		s_w_tag(w, 0xc0, 0, 0);
+		return;
+	}
+	if (n <= 31) {
+		s_w_tag(w, (uint8_t)(0xa0 | n), 0, 0);
+	} else if (n <= UINT8_MAX) {
+		s_w_tag(w, 0xd9, n, 1);
+	} else {
+		s_w_tag(w, 0xda, n, 2);
+	}
+	s_w_bytes(w, s, n);
+}
+
 static void
 s_w_id(s_w_t *w, const bm_id_t *id, bool nil_if_zero)
 {
@@ -183,6 +206,8 @@ s_field_count(int cmd)
 		return 8;
 	case BM_CMD_NACK:
 		return 4;
+	case BM_CMD_TRACE:
+		return 1;
 	default:
 		return 0;
 	}
@@ -198,8 +223,13 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 	}
 	/* PONG's optional name and HELLO/WELCOME's features are always sent. */
 	s_w_array(&w, 2 + (size_t)s_field_count(e->cmd) +
+	                  ((e->cmd == BM_CMD_SEND || e->cmd == BM_CMD_DELIVER) &&
+	                           (e->tp != NULL || e->ts != NULL || e->route[0] != '\0')
+	                       ? 2
+	                       : 0) +
+	                  ((e->cmd == BM_CMD_SEND || e->cmd == BM_CMD_DELIVER) && e->route[0] ? 1 : 0) +
 	                  (e->cmd == BM_CMD_PONG || e->cmd == BM_CMD_HELLO || e->cmd == BM_CMD_WELCOME) +
-	                  ((e->cmd == BM_CMD_SEND || e->cmd == BM_CMD_DELIVER) && e->route[0] ? 3 : 0));
+	                  (e->cmd == BM_CMD_PING && e->has_report ? 3 : 0));
 	s_w_uint(&w, BM_PROTO_VERSION);
 	s_w_uint(&w, e->cmd);
 	switch (e->cmd) {
@@ -233,9 +263,12 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 		s_w_uint(&w, e->ttl_ms);
 		s_w_uint(&w, e->attempt);
 		s_w_uint(&w, (uint64_t)(e->ts_ms < 0 ? 0 : e->ts_ms));
+		if (e->tp != NULL || e->ts != NULL || e->route[0] != '\0') {
+			s_w_strn(&w, e->tp, e->tp_len);
+			s_w_strn(&w, e->ts, e->ts_len);
+		}
 		if (e->route[0] != '\0') {
-			/* Trace fields absent, then the route (element 12). */
-			s_w_bytes(&w, "\xc0\xc0", 2);
+			/* Element 12, after the two trace fields. */
 			s_w_str(&w, e->route);
 		}
 		break;
@@ -260,6 +293,16 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 		s_w_tag(&w, 0xc5, (uint64_t)e->nids * sizeof(bm_id_t), 2);
 		s_w_bytes(&w, e->ids, (size_t)e->nids * sizeof(bm_id_t));
 		s_w_str(&w, e->name);
+		break;
+	case BM_CMD_TRACE:
+		s_w_id(&w, &e->id, false);
+		break;
+	case BM_CMD_PING:
+		if (e->has_report) {
+			s_w_uint(&w, e->report[0]);
+			s_w_uint(&w, e->report[1]);
+			s_w_uint(&w, e->report[2]);
+		}
 		break;
 	case BM_CMD_PONG:
 		if (e->name[0] != '\0') {
@@ -655,6 +698,43 @@ s_message(s_cur_t *c, bm_env_t *e)
 }
 
 /*
+ * An optional trace-context field: nil, or a str of 1..max bytes from
+ * 0x20 (space allowed only when space_ok) to 0x7e.  Its bytes stay in the
+ * buffer; *ret_s is NULL for nil or a bin (padding).
+ */
+static bool
+s_trace_field(s_cur_t *c, size_t max, bool space_ok, const char **ret_s, uint16_t *ret_n,
+              const char *why)
+{
+	const char *s;
+	size_t n;
+
+	*ret_s = NULL;
+	*ret_n = 0;
+	if (s_is_nil(c)) {
+		return true;
+	}
+	/* A bin here is the padding a broker appends to a DELIVER that had
+	 * no trace context (bm__env_pad, protocol.md §3): absent. */
+	if (c->p < c->end && (*c->p == 0xc4 || *c->p == 0xc5 || *c->p == 0xc6)) {
+		return s_skip(c, 0);
+	}
+	if (!s_rd_str(c, max, &s, &n, why) || n == 0) {
+		return s_fail(c, why);
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint8_t ch = (uint8_t)s[i];
+
+		if (ch > 0x7e || ch < 0x20 || (ch == 0x20 && !space_ok)) {
+			return s_fail(c, why);
+		}
+	}
+	*ret_s = s;
+	*ret_n = (uint16_t)n;
+	return true;
+}
+
+/*
  * Walks a msgpack encoding once, without allocating, and checks that it is
  * exactly one complete object whose every declared length fits in what is
  * left.  msgpack-c sizes its allocations by declared counts, so without
@@ -761,16 +841,12 @@ s_route(s_cur_t *c, bm_env_t *e, uint64_t n, int *fields)
 	bool ok;
 
 	e->route[0] = '\0';
-	e->nelem = (uint16_t)(n > 0xffff ? 0xffff : n);
-	e->tail_at = (uint16_t)(c->p - c->base);
 	e->route_at = e->route_end = 0;
-	if (n < 2 + (uint64_t)*fields + 3) {
+	/* Only after both trace fields (elements 10 and 11). */
+	if (*fields != 10 || n < 2 + (uint64_t)*fields + 1) {
 		return true;
 	}
-	if (!s_skip(c, 0) || !s_skip(c, 0)) {
-		return s_fail(c, "malformed trailing field");
-	}
-	*fields += 3;
+	(*fields)++;
 	e->route_at = (uint16_t)(c->p - c->base);
 	if (s_is_nil(c)) {
 		ok = true;
@@ -852,7 +928,22 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 		break;
 	case BM_CMD_SEND:
 	case BM_CMD_DELIVER:
-		ok = s_message(&c, e) && s_route(&c, e, n, &fields);
+		ok = s_message(&c, e);
+		e->nelem = (uint16_t)(n > 0xffff ? 0xffff : n);
+		e->tail_at = (uint16_t)(c.p - c.base);
+		/* W3C trace context, optional: traceparent, then tracestate. */
+		if (ok && n > 2 + (uint64_t)fields) {
+			ok = s_trace_field(&c, BM_TRACEPARENT_MAX, false, &e->tp, &e->tp_len,
+			                   "bad traceparent");
+			fields++;
+		}
+		if (ok && n > 2 + (uint64_t)fields) {
+			ok = s_trace_field(&c, BM_TRACESTATE_MAX, true, &e->ts, &e->ts_len,
+			                   "bad tracestate");
+			fields++;
+		}
+		/* Then the route (bridges, protocol.md §15). */
+		ok = ok && s_route(&c, e, n, &fields);
 		break;
 	case BM_CMD_ACK:
 		ok = s_id(&c, &e->id, false, "bad message id") &&
@@ -869,6 +960,20 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 		break;
 	case BM_CMD_ACKS:
 		ok = s_ids(&c, e) && s_name_at(&c, e, true, "bad peer name");
+		break;
+	case BM_CMD_TRACE:
+		ok = s_id(&c, &e->id, false, "bad message id");
+		break;
+	case BM_CMD_PING:
+		/* Optional outbox report: all three fields, or none read (fewer
+		 * are skipped as trailing fields). */
+		if (n >= 5) {
+			ok = s_rd_uint(&c, UINT64_MAX, &e->report[0], "bad outbox report") &&
+			     s_rd_uint(&c, UINT64_MAX, &e->report[1], "bad outbox report") &&
+			     s_rd_uint(&c, UINT64_MAX, &e->report[2], "bad outbox report");
+			e->has_report = ok;
+			fields = 3;
+		}
 		break;
 	case BM_CMD_PONG:
 		/* Optional: absent or nil means "not registered". */
@@ -990,4 +1095,16 @@ bm__env_pad(uint8_t *buf, size_t len, size_t want)
 		memset(buf + len + 2, 0, d - 2);
 	}
 	return true;
+}
+
+uint32_t
+bm__code_to_wire(int code)
+{
+	return s_code_to_wire(code);
+}
+
+int
+bm__code_from_wire(uint64_t w)
+{
+	return s_code_from_wire(w);
 }

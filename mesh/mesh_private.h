@@ -40,6 +40,11 @@ typedef struct bm_env {
 	                                /*   inline body (SEND/DELIVER) follows it */
 	const uint8_t *ids;             /* ACKS: nids ids of 16 bytes (decode: into */
 	uint16_t nids;                  /*   the frame; encode: the caller's) */
+	const char *tp;                 /* SEND/DELIVER: W3C traceparent (not NUL- */
+	const char *ts;                 /*   terminated; decode: into the buffer), */
+	uint16_t tp_len, ts_len;        /*   tracestate, their lengths; NULL = none */
+	bool has_report;                /* PING: carries an outbox report */
+	uint64_t report[3];             /* PING: outbox pending, dead, retries */
 	char text[BM_TEXT_MAX + 1];     /* NACK/DENIED/ERROR */
 	int ncaps;                      /* HELLO */
 	char caps[BM_CAPS_MAX][BM_CAP_MAX + 1]; /* HELLO */
@@ -135,5 +140,41 @@ int bm__curve_server_cert(const char *path, zcert_t **ret_cert);
 /* Makes sock a CURVE client with the key pair in key_file, trusting the
  * server public key in server_key_file. */
 int bm__curve_client(void *sock, const char *key_file, const char *server_key_file);
+
+/*
+ * The outbox that sends through c reports its state (live messages, dead
+ * letters, resends made) for the heartbeat PINGs to carry to the broker
+ * (protocol.md, PING).  Cheap: three stores; the client sends them at most
+ * once per heartbeat interval.
+ */
+void bm__client_report(bm_client_t *c, uint64_t pending, uint64_t dead, uint64_t retries);
+
+/* Error codes on the wire: BM_E* + BM_EBASE, 0 = other (protocol.md §6). */
+uint32_t bm__code_to_wire(int code);
+int bm__code_from_wire(uint64_t w);
+
+/* ---- observability tables (obs.c): broker thread only ---- */
+typedef struct bm_obs bm_obs_t;
+bm_obs_t *bm__obs_new(void);
+void bm__obs_destroy(bm_obs_t **self_p);
+/* One delivery of bytes from one agent to another. */
+void bm__obs_flow(bm_obs_t *o, const char *from, const char *to, uint64_t bytes);
+/* A delivery left at now_ns; its ACK (acked) or NACK settles it. */
+void bm__obs_delivered(bm_obs_t *o, const bm_id_t *id, int64_t now_ns);
+void bm__obs_settled(bm_obs_t *o, const bm_id_t *id, bool acked, int64_t now_ns);
+/* A blob.announce was routed; body is its JSON. */
+void bm__obs_blob(bm_obs_t *o, const void *body, size_t len);
+/* One event for the trace ring: kind is enum bm_trace_kind. */
+void bm__obs_trace(bm_obs_t *o, int kind, const bm_id_t *id, const char *from, const char *to,
+                   uint32_t attempt, int code, int64_t now_ns);
+/* Writes the ring's events about id, oldest first, at most max; returns
+ * how many.  t_us of each is wall-clock microseconds. */
+size_t bm__obs_trace_find(const bm_obs_t *o, const bm_id_t *id, bm_trace_event_t *ret,
+                          size_t max);
+/* blob.announce messages routed so far, and the bytes they announced. */
+void bm__obs_blobs(const bm_obs_t *o, uint64_t *ret_count, uint64_t *ret_bytes);
+/* Copies flows (s->flows must hold BM_SNAP_FLOWS_MAX + 1), histogram and
+ * blob counts into s; returns the flows copied. */
+size_t bm__obs_copy(const bm_obs_t *o, bm_broker_snap_t *s);
 
 #endif

@@ -33,10 +33,14 @@
  *   PUT (1, LIVE): one message
  *      0 16 id | 16 16 corr (zero = none) | 32 1 priority | 33 1 to length T
  *      | 34 1 type length Y | 35 1 flags (bit 0: expire — at the TTL it
- *      is withdrawn, not dead-lettered; other bits 0) | 36 4 ttl_ms (0 = none)
+ *      is withdrawn, not dead-lettered; bit 1: a trace context follows
+ *      the body; other bits 0) | 36 4 ttl_ms (0 = none)
  *      | 40 4 max attempts | 44 4 attempts made | 48 8 created, wall ms
  *      | 56 4 dead code (0 = live; else the BM_E* / reason it died of)
  *      | 60 4 body length B | 64 T to | Y type | B body
+ *      [bit 1: 1 traceparent length P (1..127) | P traceparent
+ *      | 2 tracestate length S (0..512) | S tracestate]  (the W3C trace
+ *      context the message is sent with, protocol.md section 4)
  *     A second PUT with the same id (compaction: re-written forward so an
  *     old segment can go) replaces the first.
  *   BATCH (2, LIVE): u32 count N, then N times (u32 length L, L bytes of a
@@ -86,6 +90,8 @@ enum {
 
 #define S_PUT_FIXED 64
 #define S_MSG_EXPIRE 0x01 /* at its TTL: withdrawn (expired), not dead-lettered */
+#define S_MSG_TRACE 0x02  /* a trace context follows the body in the PUT */
+#define S_TRACE_MAX (1 + BM_TRACEPARENT_MAX + 2 + BM_TRACESTATE_MAX)
 #define S_COMPACT_SEGMENTS 8
 
 typedef struct s_batch {
@@ -113,6 +119,8 @@ typedef struct s_msg {
 	struct s_msg *prev, *next;    /* ready, unstored or sent list */
 	size_t len;                   /* body bytes */
 	uint8_t *body;                /* body: the bytes right after this struct */
+	uint8_t *trace;               /* S_MSG_TRACE: its PUT encoding, after the body */
+	size_t trace_len;             /* its bytes; 0 = none */
 } s_msg_t;
 
 typedef struct {
@@ -408,7 +416,7 @@ s_ttl(bm_outbox_t *ob, s_msg_t *m)
 static size_t
 s_put_size(const s_msg_t *m)
 {
-	return S_PUT_FIXED + strlen(m->to) + strlen(m->type) + m->len;
+	return S_PUT_FIXED + strlen(m->to) + strlen(m->type) + m->len + m->trace_len;
 }
 
 /* The fixed 64 bytes of a PUT payload. */
@@ -441,6 +449,9 @@ s_put_encode(const s_msg_t *m, uint8_t *p)
 	if (m->len > 0) {
 		memcpy(p + S_PUT_FIXED + tl + yl, m->body, m->len);
 	}
+	if (m->trace_len > 0) {
+		memcpy(p + S_PUT_FIXED + tl + yl + m->len, m->trace, m->trace_len);
+	}
 }
 
 /* Appends m as one PUT record, without an intermediate copy. */
@@ -448,20 +459,57 @@ static int
 s_put_append(bm_outbox_t *ob, const s_msg_t *m, uint64_t *ret_seq)
 {
 	uint8_t fixed[S_PUT_FIXED];
-	bm_journal_iov_t v[4] = {{fixed, S_PUT_FIXED},
+	bm_journal_iov_t v[5] = {{fixed, S_PUT_FIXED},
 	                         {m->to, strlen(m->to)},
 	                         {m->type, strlen(m->type)},
-	                         {m->body, m->len}};
+	                         {m->body, m->len},
+	                         {m->trace, m->trace_len}};
 
 	s_put_fixed(m, fixed);
-	return bm_journal_appendv(ob->j, S_REC_PUT, BM_JOURNAL_LIVE, v, 4, ret_seq);
+	return bm_journal_appendv(ob->j, S_REC_PUT, BM_JOURNAL_LIVE, v, m->trace_len ? 5 : 4,
+	                          ret_seq);
+}
+
+/*
+ * A PUT's trace context (len bytes at p; 0 = none): 1 traceparent length
+ * (1..127), traceparent, 2 tracestate length (0..512), tracestate, nothing
+ * after.  Returns 0 or BM_ECORRUPT.
+ */
+static int
+s_trace_check(const uint8_t *p, size_t len)
+{
+	size_t pl, sl;
+
+	if (len == 0) {
+		return 0;
+	}
+	if (len < 3 || (pl = p[0]) == 0 || pl > BM_TRACEPARENT_MAX || len < 1 + pl + 2) {
+		return BM_ECORRUPT;
+	}
+	sl = (size_t)p[1 + pl] | (size_t)p[2 + pl] << 8;
+	return sl <= BM_TRACESTATE_MAX && len == 1 + pl + 2 + sl ? 0 : BM_ECORRUPT;
+}
+
+/* Splits a checked trace context into NUL-terminated strings. */
+static void
+s_trace_split(const uint8_t *p, size_t len, char tp[BM_TRACEPARENT_MAX + 1],
+              char ts[BM_TRACESTATE_MAX + 1])
+{
+	size_t pl = len ? p[0] : 0, sl = len ? ((size_t)p[1 + pl] | (size_t)p[2 + pl] << 8) : 0;
+
+	memcpy(tp, p + 1, pl);
+	tp[pl] = '\0';
+	if (sl > 0) {
+		memcpy(ts, p + 3 + pl, sl);
+	}
+	ts[sl] = '\0';
 }
 
 /* Decodes a PUT payload into a new message. */
 static int
 s_put_decode(const uint8_t *p, size_t len, s_msg_t **ret)
 {
-	size_t tl, yl, bl;
+	size_t tl, yl, bl, xl;
 	s_msg_t *m;
 
 	if (len < S_PUT_FIXED) {
@@ -471,10 +519,13 @@ s_put_decode(const uint8_t *p, size_t len, s_msg_t **ret)
 	yl = p[34];
 	bl = s_get32(p + 60);
 	if (tl == 0 || tl > BM_ADDR_MAX || yl == 0 || yl > BM_TYPE_MAX ||
-	    len != S_PUT_FIXED + tl + yl + bl) {
+	    len < S_PUT_FIXED + tl + yl || len - S_PUT_FIXED - tl - yl < bl ||
+	    (len - S_PUT_FIXED - tl - yl - bl != 0) != ((p[35] & S_MSG_TRACE) != 0) ||
+	    (s_trace_check(p + S_PUT_FIXED + tl + yl + bl, len - S_PUT_FIXED - tl - yl - bl) < 0)) {
 		return BM_ECORRUPT;
 	}
-	m = malloc(sizeof *m + bl);
+	xl = len - S_PUT_FIXED - tl - yl - bl;
+	m = malloc(sizeof *m + bl + xl);
 	if (m == NULL) {
 		return -ENOMEM;
 	}
@@ -483,7 +534,12 @@ s_put_decode(const uint8_t *p, size_t len, s_msg_t **ret)
 	memcpy(m->id.b, p, 16);
 	memcpy(m->corr.b, p + 16, 16);
 	m->priority = p[32];
-	m->flags = p[35] & S_MSG_EXPIRE;
+	m->flags = p[35] & (S_MSG_EXPIRE | S_MSG_TRACE);
+	if (xl > 0) {
+		m->trace = m->body + bl;
+		m->trace_len = xl;
+		memcpy(m->trace, p + S_PUT_FIXED + tl + yl + bl, xl);
+	}
 	memcpy(m->to, p + S_PUT_FIXED, tl);
 	memcpy(m->type, p + S_PUT_FIXED + tl, yl);
 	m->ttl_ms = s_get32(p + 36);
@@ -734,6 +790,7 @@ s_new_msg(bm_outbox_t *ob, const bm_outbox_send_opts_t *o, const void *body, siz
           s_msg_t **ret)
 {
 	s_msg_t *m;
+	size_t pl, sl, xl;
 	int rc;
 
 	if (o == NULL || (body == NULL && len > 0)) {
@@ -746,11 +803,17 @@ s_new_msg(bm_outbox_t *ob, const bm_outbox_send_opts_t *o, const void *body, siz
 	if (o->id != NULL && bm__map_get(ob->by_id, o->id->b, 16) != NULL) {
 		return -EEXIST;
 	}
-	if (len > BM_JOURNAL_RECORD_MAX - S_PUT_FIXED - 256 ||
+	if (len > BM_JOURNAL_RECORD_MAX - S_PUT_FIXED - 256 - S_TRACE_MAX ||
 	    (ob->client != NULL && len > bm_client_max_body(ob->client))) {
 		return BM_ETOOBIG;
 	}
-	m = malloc(sizeof *m + len);
+	pl = o->traceparent ? strlen(o->traceparent) : 0;
+	sl = pl > 0 && o->tracestate ? strlen(o->tracestate) : 0;
+	if (pl > BM_TRACEPARENT_MAX || sl > BM_TRACESTATE_MAX) {
+		return -EINVAL;
+	}
+	xl = pl > 0 ? 1 + pl + 2 + sl : 0;
+	m = malloc(sizeof *m + len + xl);
 	if (m == NULL) {
 		return -ENOMEM;
 	}
@@ -760,6 +823,18 @@ s_new_msg(bm_outbox_t *ob, const bm_outbox_send_opts_t *o, const void *body, siz
 		memcpy(m->body, body, len);
 	}
 	m->len = len;
+	if (xl > 0) {
+		/* Kept as the PUT carries it (see the top). */
+		m->trace = m->body + len;
+		m->trace_len = xl;
+		m->trace[0] = (uint8_t)pl;
+		memcpy(m->trace + 1, o->traceparent, pl);
+		m->trace[1 + pl] = (uint8_t)(sl & 0xff);
+		m->trace[2 + pl] = (uint8_t)(sl >> 8);
+		if (sl > 0) {
+			memcpy(m->trace + 3 + pl, o->tracestate, sl);
+		}
+	}
 	if (o->id != NULL) {
 		m->id = *o->id;
 	} else {
@@ -772,7 +847,7 @@ s_new_msg(bm_outbox_t *ob, const bm_outbox_send_opts_t *o, const void *body, siz
 	memcpy(m->to, o->to, strlen(o->to) + 1);
 	memcpy(m->type, o->type ? o->type : "msg", strlen(o->type ? o->type : "msg") + 1);
 	m->priority = o->priority;
-	m->flags = o->expire ? S_MSG_EXPIRE : 0;
+	m->flags = (o->expire ? S_MSG_EXPIRE : 0) | (xl > 0 ? S_MSG_TRACE : 0);
 	m->ttl_ms = o->ttl_ms ? o->ttl_ms : ob->o.ttl_ms;
 	m->max_attempts = o->max_attempts ? o->max_attempts : ob->o.max_attempts;
 	m->created_ms = bm_wall_ms();
@@ -1048,6 +1123,7 @@ static int
 s_send_one(bm_outbox_t *ob, s_msg_t *m, int64_t now, int64_t now_wall)
 {
 	bm_send_opts_t so = {0};
+	char tp[BM_TRACEPARENT_MAX + 1], ts[BM_TRACESTATE_MAX + 1];
 	int rc;
 
 	if (s_expired(m, now_wall)) {
@@ -1062,6 +1138,11 @@ s_send_one(bm_outbox_t *ob, s_msg_t *m, int64_t now, int64_t now_wall)
 	so.ttl_ms = m->ttl_ms;
 	so.attempt = m->attempts;
 	so.ts_ms = m->created_ms;
+	if (m->trace_len > 0) {
+		s_trace_split(m->trace, m->trace_len, tp, ts);
+		so.traceparent = tp;
+		so.tracestate = ts[0] ? ts : NULL;
+	}
 	rc = bm_client_send(ob->client, &so, m->body, m->len, NULL);
 	if (rc == BM_ETOOBIG) {
 		s_kill(ob, m, BM_OUTBOX_DEAD_TOOBIG);
@@ -1103,6 +1184,7 @@ bm_outbox_pump(bm_outbox_t *ob)
 	if ((rc = bm_journal_tick(ob->j)) < 0) {
 		return rc;
 	}
+	bm__client_report(ob->client, ob->live, ob->dead, ob->st.retries);
 	s_compact(ob);
 	if ((rc = bm_outbox_commit(ob)) < 0) {
 		return rc;
@@ -1475,4 +1557,141 @@ bm_outbox_reason(int code)
 	default:
 		return bm_strerror(code);
 	}
+}
+
+/* ---- reading one message's history (beast trace) ---- */
+
+typedef struct {
+	bm_id_t id;              /* the message asked about */
+	bm_outbox_trace_t *t;    /* what was found */
+} s_trace_arg_t;
+
+static void
+s_trace_put(s_trace_arg_t *a, const uint8_t *p, size_t len)
+{
+	bm_outbox_trace_t *t = a->t;
+	size_t tl, yl;
+
+	if (len < S_PUT_FIXED || memcmp(p, a->id.b, 16) != 0) {
+		return;
+	}
+	tl = p[33];
+	yl = p[34];
+	if (tl == 0 || tl > BM_ADDR_MAX || yl == 0 || yl > BM_TYPE_MAX ||
+	    len < S_PUT_FIXED + tl + yl) {
+		return;
+	}
+	/* A compaction re-PUT carries the state as it was then. */
+	if (t->records == 0) {
+		t->stored_ms = (int64_t)s_get64(p + 48);
+	}
+	t->records++;
+	memcpy(t->to, p + S_PUT_FIXED, tl);
+	t->to[tl] = '\0';
+	memcpy(t->type, p + S_PUT_FIXED + tl, yl);
+	t->type[yl] = '\0';
+	t->ttl_ms = s_get32(p + 36);
+	t->max_attempts = s_get32(p + 40);
+	if (s_get32(p + 44) > t->attempts) {
+		t->attempts = s_get32(p + 44);
+	}
+	t->dead_code = (int32_t)s_get32(p + 56);
+	t->fate = t->dead_code != 0 ? BM_OUTBOX_FATE_DEAD : BM_OUTBOX_FATE_PENDING;
+	if ((p[35] & S_MSG_TRACE) && len >= S_PUT_FIXED + tl + yl + (size_t)s_get32(p + 60)) {
+		const uint8_t *x = p + S_PUT_FIXED + tl + yl + s_get32(p + 60);
+		size_t xl = len - S_PUT_FIXED - tl - yl - s_get32(p + 60);
+		char ts[BM_TRACESTATE_MAX + 1];
+
+		if (s_trace_check(x, xl) == 0 && xl > 0) {
+			s_trace_split(x, xl, t->traceparent, ts);
+		}
+	}
+}
+
+static int
+s_trace_replay(void *arg, const bm_journal_rec_t *r)
+{
+	s_trace_arg_t *a = arg;
+	bm_outbox_trace_t *t = a->t;
+	const uint8_t *p = r->data;
+
+	if (r->type == S_REC_PUT) {
+		s_trace_put(a, p, r->len);
+		return 0;
+	}
+	if (r->type == S_REC_BATCH) {
+		size_t off = 4, n = r->len >= 4 ? s_get32(p) : 0;
+
+		for (size_t i = 0; i < n && off + 4 <= r->len; i++) {
+			size_t l = s_get32(p + off);
+
+			if (l > r->len - off - 4) {
+				break;
+			}
+			s_trace_put(a, p + off + 4, l);
+			off += 4 + l;
+		}
+		return 0;
+	}
+	if (r->len < 16 || memcmp(p, a->id.b, 16) != 0) {
+		return 0;
+	}
+	t->records++;
+	switch (r->type) {
+	case S_REC_ACK:
+		t->fate = BM_OUTBOX_FATE_ACKED;
+		break;
+	case S_REC_PURGE:
+		t->fate = BM_OUTBOX_FATE_PURGED;
+		break;
+	case S_REC_ATTEMPT:
+		if (r->len >= 20 && s_get32(p + 16) > t->attempts) {
+			t->attempts = s_get32(p + 16);
+		}
+		break;
+	case S_REC_DEAD:
+		if (r->len >= 24) {
+			t->fate = BM_OUTBOX_FATE_DEAD;
+			t->dead_code = (int32_t)s_get32(p + 16);
+			if (s_get32(p + 20) > t->attempts) {
+				t->attempts = s_get32(p + 20);
+			}
+		}
+		break;
+	case S_REC_REQUEUE:
+		if (r->len >= 24) {
+			t->fate = BM_OUTBOX_FATE_PENDING;
+			t->dead_code = 0;
+			t->attempts = 0;
+			t->requeued_ms = (int64_t)s_get64(p + 16);
+		}
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+int
+bm_outbox_trace(const char *dir, const bm_id_t *id, bm_outbox_trace_t *ret)
+{
+	bm_outbox_trace_t t = {0};
+	s_trace_arg_t a = {.t = &t};
+	bm_journal_opts_t jo = {.sync = BM_JOURNAL_SYNC_NEVER, .replay = s_trace_replay, .arg = &a};
+	bm_journal_t *j = NULL;
+	int rc;
+
+	if (dir == NULL || id == NULL || ret == NULL) {
+		return -EINVAL;
+	}
+	a.id = *id;
+	if ((rc = bm_journal_open(dir, &jo, &j)) < 0) {
+		return rc;
+	}
+	bm_journal_destroy(&j);
+	if (t.records == 0) {
+		return -ENOENT;
+	}
+	*ret = t;
+	return 0;
 }

@@ -8,7 +8,7 @@
  * path of segments each followed by '/', e.g. "tot/7/2/" (tree 7, branch
  * 2); a subscription to a prefix such as "tot/7/2/" follows that subtree
  * and, because every topic ends with '/', never matches "tot/7/23/".
- * docs/protocol.md ("Broadcast") and proxy/proxy.c specify the frames byte
+ * docs/protocol.md ("Broadcast") and proxy/wire.c specify the frames byte
  * by byte.
  *
  * Ownership follows CZMQ: bm_x_open() returns an owned object,
@@ -122,6 +122,24 @@ BM_EXPORT int bm_proxy_resume(bm_proxy_t *p);
 BM_EXPORT int bm_proxy_stats(bm_proxy_t *p, bm_stat_t *ret, size_t max);
 #define BM_PROXY_STATS_MAX 16
 
+/* A topic the last-value cache holds, with its traffic. */
+typedef struct bm_proxy_topic {
+	char topic[BM_TOPIC_MAX + 1];  /* the topic (thought path) */
+	uint64_t msgs;                 /* broadcasts on it since it was cached */
+	uint64_t bytes;                /* their bytes (topic, header and body) */
+} bm_proxy_topic_t;
+#define BM_PROXY_TOPICS_MAX 32
+
+/*
+ * The busiest topics in the last-value cache, most broadcasts first: at
+ * most min(max, BM_PROXY_TOPICS_MAX).  Counts start when a topic enters the
+ * cache and go with it when it is evicted; with --no-lvc there are none.
+ * Scans the cache on the proxy's thread (call it about once a second, not
+ * per message).  Call from the owner thread.  Returns how many, or
+ * -ETIMEDOUT.
+ */
+BM_EXPORT int bm_proxy_topics(bm_proxy_t *p, bm_proxy_topic_t *ret, size_t max);
+
 /* ---- a received broadcast ---- */
 enum bm_bcast_kind {
 	BM_BCAST_MSG = 1,   /* a broadcast (live, or replayed from the LVC) */
@@ -168,6 +186,11 @@ typedef struct bm_pub_opts {
 	void *zmq_ctx;            /* share a zmq context; NULL = own one */
 	const char *key_file;     /* CURVE over tcp: own key pair (NAME.key) */
 	const char *server_key_file; /* CURVE: beastd's public key (.pub) */
+	size_t shm_log;           /* also offer a shared-memory log of this many
+	                           * bytes (>= 64 KiB) to local subscribers at
+	                           * DIR/shm/pub-NAME.sock (bm_sub_opts_t.shm_from);
+	                           * bodies are then limited to a quarter of it.
+	                           * 0 = none (the proxy only) */
 } bm_pub_opts_t;
 
 /*
@@ -192,6 +215,18 @@ BM_EXPORT int bm_pub_send(bm_pub_t *p, const char *topic, const void *body, size
 BM_EXPORT int bm_pub_send_frame(bm_pub_t *p, const char *topic, zmq_msg_t *body);
 /* The socket, for zmq_poll with ZMQ_POLLOUT. */
 BM_EXPORT void *bm_pub_socket(bm_pub_t *p);
+/*
+ * With shm_log: accepts local subscribers attaching to the log and
+ * releases dead ones (never blocks).  Sends do it too (every 5 ms at
+ * most); a publisher that sends rarely calls it when bm_pub_shm_fd() is
+ * readable.  Returns the subscribers attached, 0 without a log, or -errno.
+ * With a log, a send also returns BM_EFULL while a tethered local
+ * subscriber holds the log (nothing was sent, to the proxy either), and
+ * BM_ETOOBIG for a body over a quarter of the log.
+ */
+BM_EXPORT int bm_pub_service(bm_pub_t *p);
+/* The log's listening socket (POLLIN: a subscriber attaches), or -ENOENT. */
+BM_EXPORT int bm_pub_shm_fd(const bm_pub_t *p);
 BM_EXPORT const char *bm_pub_name(const bm_pub_t *p);
 /* Messages published so far (the last per-publisher sequence number). */
 BM_EXPORT uint64_t bm_pub_count(const bm_pub_t *p);
@@ -211,10 +246,21 @@ typedef struct bm_sub_opts {
 	void *zmq_ctx;            /* share a zmq context; NULL = own one */
 	const char *key_file;     /* CURVE over tcp: own key pair (NAME.key) */
 	const char *server_key_file; /* CURVE: beastd's public key (.pub) */
+	const char *shm_from;     /* read only publisher NAME, from its shared-memory
+	                           * log (bm_pub_opts_t.shm_log), instead of the
+	                           * proxy: local, no last-value cache, no reports;
+	                           * messages as from the proxy (topic, from, seq,
+	                           * tseq, gap).  NULL = the proxy */
+	bool shm_tethered;        /* with shm_from: hold the publisher (its sends
+	                           * return BM_EFULL) rather than lose messages */
 } bm_sub_opts_t;
 
 /* Connects to the proxy (no waiting: see BM_BCAST_SYNC).  Returns 0,
- * BM_EUNSAFEDIR, -ENAMETOOLONG, -ENOMEM, -EINVAL. */
+ * BM_EUNSAFEDIR, -ENAMETOOLONG, -ENOMEM, -EINVAL.  With shm_from it
+ * attaches to that publisher's log instead, waiting up to 3 s for the
+ * publisher to answer (it does when it sends or calls bm_pub_service):
+ * -ENOENT/-ECONNREFUSED (no such log), -ETIMEDOUT, BM_EFULL (no free
+ * slot), BM_ECORRUPT. */
 BM_EXPORT int bm_sub_open(const bm_sub_opts_t *opts, bm_sub_t **ret_sub);
 /* Sends a final report to the proxy, closes, frees.  NULL-safe. */
 BM_EXPORT void bm_sub_destroy(bm_sub_t **self_p);
@@ -238,8 +284,17 @@ BM_EXPORT int bm_sub_unsubscribe(bm_sub_t *s, const char *prefix);
  * it (the queue overflowed somewhere on the way).
  */
 BM_EXPORT int bm_sub_recv(bm_sub_t *s, int timeout_ms, bm_bcast_t *ret);
-/* The socket, for zmq_poll with ZMQ_POLLIN; then bm_sub_recv(s, 0, …). */
+/* The socket, for zmq_poll with ZMQ_POLLIN; then bm_sub_recv(s, 0, …).
+ * NULL for a shm_from subscriber: it has bm_sub_arm and bm_sub_fd. */
 BM_EXPORT void *bm_sub_socket(bm_sub_t *s);
+/* shm_from subscribers, in a poll loop: bm_sub_arm() returns 1 when a
+ * recv would find something now, 0 when the caller should poll
+ * bm_sub_fd() for POLLIN first; -EINVAL for a proxy subscriber.  A
+ * shm_from subscriber's recv returns -ESHUTDOWN once the publisher is
+ * gone and its last message read, BM_ECORRUPT when the log failed a
+ * check. */
+BM_EXPORT int bm_sub_arm(bm_sub_t *s);
+BM_EXPORT int bm_sub_fd(const bm_sub_t *s);
 
 typedef struct bm_sub_stats {
 	uint64_t received;   /* broadcasts returned (live + replayed) */

@@ -19,76 +19,11 @@
  *                       XSUB/XPUB.
  *   inproc control      PAIR: pause, resume, stats, stop from the owner.
  *
- * Wire format, version 2 (docs/protocol.md "Broadcast" is its twin).
- * A broadcast is one frame, or two when its body is over 64 KiB:
- *
- *   frame 0  topic, header, then (one frame) the body:
- *     topic  1..255 bytes, segments of 1..64 bytes in 0x21..0x7e except
- *            '/', each followed by '/', at most 16 segments: "tot/7/2/"
- *            (never "tot/7/2").  ZeroMQ prefix matching on frame 0 then
- *            follows whole segments: the subscription "tot/7/2/" gets
- *            "tot/7/2/" and "tot/7/2/5/", never "tot/7/23/".  The topic
- *            ends where the first byte outside 0x21..0x7e is: the
- *            header's first byte, 0x97.
- *     header msgpack array of exactly 7:
- *              [0] version   uint, 2
- *              [1] from      str, publisher name [A-Za-z0-9._-]{1,64}
- *              [2] session   uint64, random per publisher instance
- *              [3] seq       uint64, per (session): 1, 2, 3, ...
- *              [4] tseq      uint64, per (session, topic): 1, 2, 3, ...
- *              [5] ts_ms     int64, wall-clock ms when published
- *              [6] flags     uint, 0 (bit 0 = sync marker, proxy only)
- *            bytes: 0x97 0x02 <str from> <uint> <uint> <uint> <int> 0x00
- *     body   opaque bytes to the end of the frame (one-frame form)
- *   frame 1  (two-frame form only) the body, at most 16 MiB by default;
- *            frame 0 then ends with the header.
- *
- * One frame rather than three because every frame costs each hop and
- * each subscriber's pipe about as much as a message: with 8 subscribers
- * the one-frame form doubled the deliveries per second of small
- * broadcasts.  A large body keeps a frame of its own so it is not copied.
- *
- * Anything else arriving on pub.sock (other frame counts, a bad topic, a
- * header not starting 0x97 0x02, a body over the cap) is counted as
- * malformed and dropped; the proxy goes on.
- *
- * Gap accounting: a subscriber keeps, per (session, topic), the last tseq
- * it saw; a jump of k > 1 means k - 1 messages were lost (XPUB drops
- * silently at a subscriber's high-water mark).  Per topic, because a
- * prefix subscriber does not see the publisher's other topics: a hole in
- * seq proves nothing there, a hole in tseq does.
- *
- * Sync and LVC.  A subscriber that wants the cache (and to know when its
- * subscription is in force) subscribes, after the prefix P itself, to a
- * request string R + P where R is 19 bytes:
- *
- *   0x00  token (16 lowercase hex digits, random per subscriber)
- *   mode ('L' = replay the LVC then sync, 'S' = sync only)  '/'
- *
- * The XPUB is verbose, so the proxy sees "\x01" R P even when P is
- * followed already.  It then sends, only to that subscriber (nobody else
- * holds the token):
- *   - for 'L', the cached last message of every topic T starting with P,
- *     oldest first: R + the message exactly as published (R + frame 0,
- *     and frame 1 when it has one);
- *   - then the sync marker: one frame R + P + header with from "" and
- *     flags 1, no body.
- * Since the proxy handles the plain subscription P before R + P (same
- * pipe, in order) and publishers already send everything, every live
- * message after the marker reaches the subscriber.  The subscriber then
- * unsubscribes R + P.  A subscriber to the empty prefix receives other
- * subscribers' replays too: a frame 0 starting 0x00 with another token
- * must be skipped.
- *
- * Subscriber reports, upstream on sub.sock (an XSUB can send them; a SUB
- * cannot and simply does not report): one frame
- *   0x02, msgpack [2, name, token, received, gaps]
- * with the subscriber's cumulative counts.  The proxy keeps the last
- * report per token (at most 4096 tokens; beyond that it forgets them all,
- * and a forgotten subscriber that reports again is counted twice) and
- * shows the sums as bcast_sub_received and bcast_sub_gaps in beast stats.
- * Frames on sub.sock that are neither a (un)subscription nor a report are
- * counted as malformed.
+ * The wire format (frames, header, sync requests, subscriber reports) is
+ * specified in wire.c, beside its codec; docs/protocol.md "Broadcast" is
+ * its twin.  Anything else arriving on pub.sock (other frame counts, a bad
+ * topic, a header not starting 0x97 0x02, a body over the cap) is counted
+ * as malformed and dropped; the proxy goes on.
  *
  * LVC: topic -> the frames of its latest message, shared with the
  * forwarded message by libzmq's reference counting (no copy for frames
@@ -152,6 +87,8 @@ typedef struct s_lvc {
 	zmq_msg_t f[2];                  /* the message's frames (shared) */
 	int nf;                          /* 1 or 2 */
 	size_t bytes;                    /* what it counts in lvc_bytes */
+	uint64_t msgs;                   /* broadcasts on it since cached */
+	uint64_t msg_bytes;              /* their bytes */
 	size_t tlen;                     /* topic length */
 	char topic[BM_TOPIC_MAX + 1];    /* the key, NUL-terminated */
 } s_lvc_t;
@@ -294,6 +231,8 @@ s_lvc_put(bm_proxy_t *p, zmq_msg_t *f, int n, size_t tlen)
 	}
 	e->nf = n;
 	e->bytes = zmq_msg_size(&f[0]) + (n == 2 ? zmq_msg_size(&f[1]) : 0) + S_LVC_OVERHEAD;
+	e->msgs++;
+	e->msg_bytes += e->bytes - S_LVC_OVERHEAD;
 	p->st.lvc_bytes += e->bytes;
 	s_lru_append(p, e);
 	p->lvc_last = e;
@@ -557,13 +496,47 @@ s_forward_one(bm_proxy_t *p)
 
 /* ---- control ---- */
 
-enum { S_CMD_PAUSE = 'P', S_CMD_RESUME = 'R', S_CMD_STATS = 'S', S_CMD_STOP = 'X' };
+enum { S_CMD_PAUSE = 'P', S_CMD_RESUME = 'R', S_CMD_STATS = 'S', S_CMD_STOP = 'X',
+       S_CMD_TOPICS = 'T' };
+
+/* The largest control reply: the counters, or the busiest topics. */
+#define S_CTL_REP_MAX                                                         \
+	(4 + (sizeof(s_stats_t) > BM_PROXY_TOPICS_MAX * sizeof(bm_proxy_topic_t)  \
+	          ? sizeof(s_stats_t)                                             \
+	          : BM_PROXY_TOPICS_MAX * sizeof(bm_proxy_topic_t)))
+
+/* The busiest cached topics into out (sorted, at most BM_PROXY_TOPICS_MAX,
+ * the rest zeroed); one pass over the cache keeping the best so far. */
+static void
+s_topics(bm_proxy_t *p, bm_proxy_topic_t *out)
+{
+	size_t n = 0;
+
+	memset(out, 0, BM_PROXY_TOPICS_MAX * sizeof *out);
+	for (s_lvc_t *e = p->lru_old; e != NULL; e = e->next) {
+		size_t k;
+
+		if (n == BM_PROXY_TOPICS_MAX && e->msgs <= out[n - 1].msgs) {
+			continue;
+		}
+		k = n < BM_PROXY_TOPICS_MAX ? n++ : n - 1;
+		while (k > 0 && out[k - 1].msgs < e->msgs) {
+			out[k] = out[k - 1];
+			k--;
+		}
+		memcpy(out[k].topic, e->topic, e->tlen);
+		out[k].topic[e->tlen] = '\0';
+		out[k].msgs = e->msgs;
+		out[k].bytes = e->msg_bytes;
+	}
+}
 
 /* Returns true on stop. */
 static bool
 s_on_ctl(bm_proxy_t *p)
 {
-	uint8_t req[8], rep[4 + sizeof(s_stats_t)];
+	uint8_t req[8];
+	static uint8_t rep[S_CTL_REP_MAX]; /* the proxy thread's only */
 	int n = zmq_recv(p->ctl, req, sizeof req, ZMQ_DONTWAIT);
 	size_t rlen = 4;
 
@@ -583,6 +556,14 @@ s_on_ctl(bm_proxy_t *p)
 		memcpy(rep + 4, &p->st, sizeof p->st);
 		rlen += sizeof p->st;
 		break;
+	case S_CMD_TOPICS: {
+		bm_proxy_topic_t t[BM_PROXY_TOPICS_MAX];
+
+		s_topics(p, t);
+		memcpy(rep + 4, t, sizeof t);
+		rlen += sizeof t;
+		break;
+	}
 	case S_CMD_STOP:
 		(void)zmq_send(p->ctl, rep, rlen, 0);
 		return true;
@@ -638,7 +619,8 @@ s_main(void *arg)
 static int
 s_ctl(bm_proxy_t *p, uint8_t cmd, void *out, size_t out_len)
 {
-	uint8_t req[5], rep[4 + sizeof(s_stats_t)];
+	uint8_t req[5];
+	static _Thread_local uint8_t rep[S_CTL_REP_MAX];
 	int64_t deadline;
 	uint32_t id;
 
@@ -711,6 +693,26 @@ bm_proxy_stats(bm_proxy_t *p, bm_stat_t *ret, size_t max)
 	S_STATS(S_OUT)
 #undef S_OUT
 	return (int)k;
+}
+
+int
+bm_proxy_topics(bm_proxy_t *p, bm_proxy_topic_t *ret, size_t max)
+{
+	bm_proxy_topic_t t[BM_PROXY_TOPICS_MAX];
+	size_t n = 0;
+	int rc;
+
+	if (ret == NULL) {
+		return -EINVAL;
+	}
+	if ((rc = s_ctl(p, S_CMD_TOPICS, t, sizeof t)) < 0) {
+		return rc;
+	}
+	while (n < max && n < BM_PROXY_TOPICS_MAX && t[n].msgs > 0) {
+		ret[n] = t[n];
+		n++;
+	}
+	return (int)n;
 }
 
 /* ---- set-up and tear-down ---- */
@@ -922,20 +924,4 @@ bm_proxy_destroy(bm_proxy_t **self_p)
 	}
 	free(p);
 	*self_p = NULL;
-}
-
-int
-bm__proxy_endpoint(const char *dir, const char *endpoint, const char *sock, char *ret,
-                   size_t size)
-{
-	char path[BM_PATH_MAX];
-	int rc;
-
-	if (endpoint != NULL) {
-		return snprintf(ret, size, "%s", endpoint) < (int)size ? 0 : -ENAMETOOLONG;
-	}
-	if ((rc = bm_rundir_resolve(dir, false, path)) < 0) {
-		return rc == -ENOENT ? BM_ENOBROKER : rc;
-	}
-	return bm_rundir_path(path, sock, true, ret, size);
 }

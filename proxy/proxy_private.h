@@ -15,7 +15,7 @@
 
 #include "bm_proxy.h"
 
-/* ---- wire constants (proxy.c specifies them byte by byte) ---- */
+/* ---- wire constants (wire.c specifies them byte by byte) ---- */
 #define BM__SYNC_TOKEN_LEN 16            /* lowercase hex digits */
 #define BM__SYNC_HEAD (1 + BM__SYNC_TOKEN_LEN + 2) /* 0x00 token mode '/' */
 #define BM__SYNC_MODE_LVC 'L'            /* replay the LVC, then sync */

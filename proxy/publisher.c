@@ -16,6 +16,15 @@
  * as a restart, not a loss.  Numbers are consumed only by a send that
  * succeeded.
  *
+ * With shm_log the publisher also offers its messages in a shared-memory
+ * broadcast log (shm/bcastlog.c) at DIR/shm/pub-NAME.sock, for local
+ * subscribers opened with shm_from.  Every message that goes to the proxy
+ * goes to the log and no other, so the log's sequence is the publisher's
+ * seq: a send first checks the log has room (room only grows until our
+ * next append), then sends to the proxy, then appends.  Should the append
+ * still fail (a reader scribbled its cursor), the log is closed: its
+ * readers see the end, never a wrong sequence.
+ *
  * Threading: one thread at a time.
  */
 #include <stdio.h>
@@ -25,9 +34,11 @@
 
 #include <sodium.h>
 
+#include "bm_shm.h"
 #include "proxy_private.h"
 
 #define S_TOPICS_MAX 65536
+#define S_SERVICE_MS 5
 
 struct bm_pub {
 	void *ctx;                        /* zmq context */
@@ -38,6 +49,8 @@ struct bm_pub {
 	uint64_t seq;                     /* last seq used */
 	bm__tab_t *tseq;                  /* topic -> last tseq */
 	int linger_ms;                    /* on destroy */
+	bm_bcastlog_t *log;               /* shm_log: local subscribers' log */
+	int64_t serviced_ms;              /* its last service (monotonic) */
 };
 
 /* Waits for the proxy's subscription on the XPUB. */
@@ -129,6 +142,13 @@ bm_pub_open(const bm_pub_opts_t *opts, bm_pub_t **ret_pub)
 	if (rc < 0) {
 		goto fail;
 	}
+	if (o.shm_log > 0) {
+		bm_bcastlog_opts_t lo = {.capacity = o.shm_log};
+
+		if ((rc = bm_bcastlog_open(o.dir, p->name, &lo, &p->log)) < 0) {
+			goto fail;
+		}
+	}
 	*ret_pub = p;
 	return 0;
 fail:
@@ -153,6 +173,7 @@ bm_pub_destroy(bm_pub_t **self_p)
 	if (p->own_ctx && p->ctx != NULL) {
 		zmq_ctx_term(p->ctx);
 	}
+	bm_bcastlog_destroy(&p->log);
 	bm__tab_destroy(&p->tseq);
 	free(p);
 	*self_p = NULL;
@@ -203,6 +224,21 @@ s_publish(bm_pub_t *p, const char *topic, const void *data, size_t len, zmq_msg_
 		data = zmq_msg_data(body);
 		len = zmq_msg_size(body);
 	}
+	if (p->log != NULL) {
+		int64_t now = bm_mono_ms();
+		int room;
+
+		if (now - p->serviced_ms >= S_SERVICE_MS) {
+			(void)bm_bcastlog_service(p->log);
+			p->serviced_ms = now;
+		}
+		/* Before anything leaves: a message the log cannot take now
+		 * goes nowhere (BM_EFULL, no sequence used). */
+		room = bm_bcastlog_room(p->log, (size_t)tlen, len);
+		if (room < 0) {
+			return room;
+		}
+	}
 	inl = len <= BM__BCAST_INLINE_MAX;
 	if (zmq_msg_init_size(&f0, (size_t)tlen + (size_t)hlen + (inl ? len : 0)) < 0) {
 		return -ENOMEM;
@@ -220,6 +256,13 @@ s_publish(bm_pub_t *p, const char *topic, const void *data, size_t len, zmq_msg_
 		zmq_msg_close(&f0);
 		return rc == -EAGAIN ? BM_EFULL : rc;
 	}
+	/* Frame 0 is taken: the message is going.  Into the log now, while
+	 * the body (maybe a frame zmq is about to take) is still ours. */
+	if (p->log != NULL && bm_bcastlog_publish(p->log, t, h.tseq, data, len, 0) < 0) {
+		bm_debug("pub: the shared-memory log refused message %llu; log closed",
+		         (unsigned long long)h.seq);
+		bm_bcastlog_destroy(&p->log);
+	}
 	if (!inl) {
 		zmq_msg_t f1;
 		int rc = 0;
@@ -236,12 +279,37 @@ s_publish(bm_pub_t *p, const char *topic, const void *data, size_t len, zmq_msg_
 			}
 		}
 		if (rc < 0) {
+			/* The log has it, the proxy not: the log's sequence
+			 * would no longer be ours.  Close it. */
+			bm_bcastlog_destroy(&p->log);
 			return bm__pzerr();
 		}
 	}
 	p->seq = h.seq;
 	*slot = (void *)(uintptr_t)h.tseq;
 	return 0;
+}
+
+int
+bm_pub_service(bm_pub_t *p)
+{
+	if (p == NULL) {
+		return -EINVAL;
+	}
+	if (p->log == NULL) {
+		return 0;
+	}
+	p->serviced_ms = bm_mono_ms();
+	return bm_bcastlog_service(p->log);
+}
+
+int
+bm_pub_shm_fd(const bm_pub_t *p)
+{
+	if (p == NULL) {
+		return -EINVAL;
+	}
+	return p->log != NULL ? bm_bcastlog_fd(p->log) : -ENOENT;
 }
 
 int

@@ -23,6 +23,15 @@
  * subscriber sends the proxy its cumulative counts, which beast stats
  * sums as bcast_sub_received / bcast_sub_gaps.
  *
+ * shm_from: the subscriber reads one local publisher's shared-memory
+ * broadcast log (shm/bcastlog.c) instead of the proxy, and opens no zmq
+ * socket at all.  Prefixes are matched here (the log holds every topic of
+ * that publisher); a subscription is in force at once, so its SYNC event
+ * comes with the next recv; messages go through the same loss accounting
+ * (per topic tseq), so handlers see the same bm_bcast_t either way.  The
+ * body is copied out of the log (the log may be overwritten under a slow
+ * untethered reader; the copy is validated after it is made).
+ *
  * Threading: one thread at a time.
  */
 #include <stdio.h>
@@ -32,6 +41,7 @@
 
 #include <sodium.h>
 
+#include "bm_shm.h"
 #include "proxy_private.h"
 
 #define S_SUBS_MAX 64
@@ -57,7 +67,14 @@ struct bm_sub {
 	uint64_t reported_gaps;             /* gaps in the last report */
 	uint64_t reported_received;         /* received in the last report */
 	int64_t last_report_ms;             /* monotonic */
+	bm_bcastlog_reader_t *rd;           /* shm_from: the publisher's log */
+	int synced;                         /* shm_from: subs whose SYNC went out */
+	uint8_t *scratch;                   /* shm_from: a record's body */
+	size_t scratch_cap;                 /* its size */
 };
+
+#define S_SHM_ATTACH_MS 3000
+#define S_SCRATCH_MIN (64u << 10)
 
 int
 bm_sub_open(const bm_sub_opts_t *opts, bm_sub_t **ret_sub)
@@ -96,6 +113,29 @@ bm_sub_open(const bm_sub_opts_t *opts, bm_sub_t **ret_sub)
 	s->tap = o.tap;
 	s->max_body = o.max_body ? o.max_body : BM_BCAST_BODY_MAX_DEFAULT;
 	s->track = bm__tab_new();
+	if (s->track == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (o.shm_from != NULL) {
+		if (o.tap) {
+			rc = -EINVAL;
+			goto fail;
+		}
+		s->scratch_cap = S_SCRATCH_MIN;
+		s->scratch = malloc(s->scratch_cap);
+		if (s->scratch == NULL) {
+			rc = -ENOMEM;
+			goto fail;
+		}
+		rc = bm_bcastlog_attach(o.dir, o.shm_from, o.shm_tethered ? BM_BCASTLOG_TETHERED : 0,
+		                        S_SHM_ATTACH_MS, &s->rd);
+		if (rc < 0) {
+			goto fail;
+		}
+		*ret_sub = s;
+		return 0;
+	}
 	s->own_ctx = o.zmq_ctx == NULL;
 	s->ctx = o.zmq_ctx ? o.zmq_ctx : zmq_ctx_new();
 	if (s->track == NULL || s->ctx == NULL) {
@@ -169,6 +209,8 @@ bm_sub_destroy(bm_sub_t **self_p)
 	if (s->own_ctx && s->ctx != NULL) {
 		zmq_ctx_term(s->ctx);
 	}
+	bm_bcastlog_reader_destroy(&s->rd);
+	free(s->scratch);
 	bm__tab_destroy(&s->track);
 	free(s);
 	*self_p = NULL;
@@ -211,6 +253,10 @@ bm_sub_subscribe(bm_sub_t *s, const char *prefix)
 	if (s->nsubs == S_SUBS_MAX) {
 		return -ENOSPC;
 	}
+	if (s->rd != NULL) {
+		memcpy(s->subs[s->nsubs++], p, (size_t)len + 1);
+		return 0;
+	}
 	/* The plain subscription first: the proxy handles both in order, so
 	 * by the sync marker the prefix is in force. */
 	if ((rc = s_send_sub(s, 1, false, p, (size_t)len)) < 0) {
@@ -239,6 +285,10 @@ bm_sub_unsubscribe(bm_sub_t *s, const char *prefix)
 		if (strcmp(s->subs[i], p) == 0) {
 			memmove(s->subs[i], s->subs[i + 1], (size_t)(s->nsubs - i - 1) * sizeof s->subs[0]);
 			s->nsubs--;
+			if (s->rd != NULL) {
+				s->synced -= i < s->synced;
+				return 0;
+			}
 			return s_send_sub(s, 0, false, p, (size_t)len);
 		}
 	}
@@ -382,6 +432,98 @@ s_parse(bm_sub_t *s, zmq_msg_t *f, int n, bm_bcast_t *m)
 	return 1;
 }
 
+static bool
+s_followed(const bm_sub_t *s, const char *topic)
+{
+	for (int i = 0; i < s->nsubs; i++) {
+		if (bm_topic_matches(s->subs[i], topic)) {
+			return true;
+		}
+	}
+	return false;
+}
+
+/* shm_from: the next message from the log that a prefix follows. */
+static int
+s_recv_shm(bm_sub_t *s, int timeout_ms, bm_bcast_t *m)
+{
+	int64_t deadline = timeout_ms < 0 ? INT64_MAX : bm_mono_ms() + timeout_ms;
+	bm_bcastlog_rec_t rec;
+
+	memset(m, 0, sizeof *m);
+	if (s->synced < s->nsubs) {
+		/* Matched here: in force as soon as it is made. */
+		snprintf(m->topic, sizeof m->topic, "%s", s->subs[s->synced++]);
+		m->kind = BM_BCAST_SYNC;
+		s->st.syncs++;
+		zmq_msg_init(&m->body);
+		return 0;
+	}
+	for (;;) {
+		int64_t left = deadline - bm_mono_ms();
+		int rc = bm_bcastlog_read(s->rd, s->scratch, s->scratch_cap,
+		                          timeout_ms < 0 ? -1 : (left > 0 ? (int)left : 0), &rec);
+
+		if (rc == -EMSGSIZE) {
+			uint8_t *b = realloc(s->scratch, rec.len);
+
+			if (b == NULL) {
+				return -ENOMEM;
+			}
+			s->scratch = b;
+			s->scratch_cap = rec.len;
+			continue;
+		}
+		if (rc == -EAGAIN) {
+			return -ETIMEDOUT;
+		}
+		if (rc == BM_EPEER) {
+			return -ESHUTDOWN;
+		}
+		if (rc < 0) {
+			return rc;
+		}
+		if (!s_followed(s, rec.topic) || bm_topic_check(rec.topic, strlen(rec.topic), false) < 0 ||
+		    rec.len > s->max_body) {
+			continue;
+		}
+		memcpy(m->topic, rec.topic, sizeof m->topic);
+		snprintf(m->from, sizeof m->from, "%s", bm_bcastlog_reader_from(s->rd));
+		m->session = bm_bcastlog_reader_session(s->rd);
+		m->seq = rec.seq;
+		m->tseq = rec.tseq;
+		m->ts_ms = rec.ts_ms;
+		(void)s_track(s, m);
+		if (zmq_msg_init_size(&m->body, rec.len) < 0) {
+			return -ENOMEM;
+		}
+		if (rec.len > 0) {
+			memcpy(zmq_msg_data(&m->body), s->scratch, rec.len);
+		}
+		m->kind = BM_BCAST_MSG;
+		s->st.received++;
+		return 0;
+	}
+}
+
+int
+bm_sub_arm(bm_sub_t *s)
+{
+	if (s == NULL || s->rd == NULL) {
+		return -EINVAL;
+	}
+	return s->synced < s->nsubs ? 1 : bm_bcastlog_reader_arm(s->rd);
+}
+
+int
+bm_sub_fd(const bm_sub_t *s)
+{
+	if (s == NULL || s->rd == NULL) {
+		return -EINVAL;
+	}
+	return bm_bcastlog_reader_fd(s->rd);
+}
+
 int
 bm_sub_recv(bm_sub_t *s, int timeout_ms, bm_bcast_t *ret)
 {
@@ -389,6 +531,9 @@ bm_sub_recv(bm_sub_t *s, int timeout_ms, bm_bcast_t *ret)
 
 	if (s == NULL || ret == NULL) {
 		return -EINVAL;
+	}
+	if (s->rd != NULL) {
+		return s_recv_shm(s, timeout_ms, ret);
 	}
 	for (;;) {
 		zmq_msg_t f[2];

@@ -197,6 +197,129 @@ BM_EXPORT int bm_channel_send(bm_channel_t *self, uint32_t type, const void *buf
 BM_EXPORT int bm_channel_recv(bm_channel_t *self, void *buf, size_t size, int timeout_ms,
                               bm_ring_rec_t *ret_rec);
 
+/* ---- broadcast log ----
+ *
+ * One publisher, many local readers of one immutable log in shared memory
+ * (shm/bcastlog.c specifies every shared byte; docs/shm.md explains it).
+ * The publisher listens on <rundir>/shm/pub-<name>.sock; a reader connects,
+ * gets the log (read-only, sealed) and the cursor table over SCM_RIGHTS and
+ * reads with a cursor of its own.  Per reader: TETHERED (a reader that
+ * falls behind holds the publisher: publish returns BM_EFULL, nothing is
+ * dropped) or untethered (the publisher never waits for it; a reader lapped
+ * by more than the capacity jumps to the oldest intact record and counts
+ * exactly how many it lost).  A tethered reader that dies (its socket
+ * closes, its pid is gone) is released at once and cannot hold the
+ * publisher for ever.
+ */
+typedef struct bm_bcastlog bm_bcastlog_t;
+typedef struct bm_bcastlog_reader bm_bcastlog_reader_t;
+
+#define BM_BCASTLOG_MIN_CAPACITY ((size_t)64 << 10)
+#define BM_BCASTLOG_MAX_CAPACITY ((size_t)4 << 30)
+#define BM_BCASTLOG_MAX_READERS 256
+#define BM_BCASTLOG_TOPIC_MAX 255
+/* Record header size; a record of topic t and body b bytes takes
+ * align64(32 + t + b) bytes. */
+#define BM_BCASTLOG_RECORD_HEADER 32
+
+typedef struct {
+	size_t capacity;     /* record space; 0 = 4 MiB (rounded up to 4 KiB) */
+	unsigned readers;    /* reader slots; 0 = 64, at most BM_BCASTLOG_MAX_READERS */
+	int spin_us;         /* publisher: spin before sleeping on a full log; <0 = 50 */
+} bm_bcastlog_opts_t;
+
+/* Reader flags. */
+enum {
+	BM_BCASTLOG_TETHERED = 1 << 0, /* hold the publisher rather than lose records */
+};
+
+/* One record as a reader sees it (topic and body copied to the caller's
+ * buffer, bounds-checked, and validated after the copy). */
+typedef struct {
+	char topic[BM_BCASTLOG_TOPIC_MAX + 1]; /* NUL-terminated */
+	size_t len;          /* body bytes (in the caller's buffer) */
+	uint64_t seq;        /* log sequence, from 1 */
+	uint64_t tseq;       /* publisher's per-topic sequence (0 = none) */
+	int64_t ts_ms;       /* publisher's wall clock when published */
+	uint64_t gap;        /* records lost (skipped over) just before this one */
+} bm_bcastlog_rec_t;
+
+typedef struct {
+	uint64_t published;  /* records published */
+	uint64_t full;       /* publishes refused with BM_EFULL (tethered readers) */
+	uint64_t readers;    /* readers attached now */
+	uint64_t tethered;   /* of which tethered */
+	uint64_t attached;   /* readers ever attached */
+	uint64_t released;   /* readers released: closed, died, or bad cursor */
+	uint64_t corrupt;    /* of those, released for a cursor out of bounds */
+} bm_bcastlog_stats_t;
+
+/*
+ * Publisher: creates the log (a memfd sealed against shrink, grow and
+ * future writable mappings) and listens on <rundir>/shm/pub-<name>.sock.
+ * BM_EBADNAME, BM_ENAMETAKEN (a live publisher has that name),
+ * BM_EUNSAFEDIR, -EINVAL, -ENOMEM, -errno.
+ */
+BM_EXPORT int bm_bcastlog_open(const char *rundir, const char *name,
+                               const bm_bcastlog_opts_t *opts, bm_bcastlog_t **ret_log);
+/* Closes every reader's socket (they see BM_EPEER after the last record),
+ * unlinks the socket, unmaps.  NULL-safe. */
+BM_EXPORT void bm_bcastlog_destroy(bm_bcastlog_t **self_p);
+/*
+ * Appends one record: topic (1..255 bytes, not checked further here) and
+ * body.  Waits up to timeout_ms (0 = not at all, -1 = for ever) while a
+ * tethered reader holds the space it needs.  0, BM_EFULL (timeout 0),
+ * -ETIMEDOUT, BM_ETOOBIG (larger than a quarter of the capacity), -EINVAL.
+ * Never drops: with only untethered readers it never waits.
+ */
+BM_EXPORT int bm_bcastlog_publish(bm_bcastlog_t *self, const char *topic, uint64_t tseq,
+                                  const void *body, size_t len, int timeout_ms);
+/* 0 when a publish of this size would go through now without waiting,
+ * BM_EFULL when a tethered reader holds the space, BM_ETOOBIG, -EINVAL.
+ * Room only grows until the next publish, so a caller may check, do
+ * something that must not be undone, then publish with timeout 0. */
+BM_EXPORT int bm_bcastlog_room(bm_bcastlog_t *self, size_t topic_len, size_t len);
+/* Accepts readers waiting to attach and releases dead ones (never blocks).
+ * Call it when bm_bcastlog_fd() is readable, or now and then.  Returns
+ * the number of readers attached, or -errno. */
+BM_EXPORT int bm_bcastlog_service(bm_bcastlog_t *self);
+/* The listening socket, for poll (POLLIN: a reader is attaching). */
+BM_EXPORT int bm_bcastlog_fd(const bm_bcastlog_t *self);
+BM_EXPORT void bm_bcastlog_stats(const bm_bcastlog_t *self, bm_bcastlog_stats_t *ret);
+
+/*
+ * Reader: attaches to publisher `name` in rundir (flags BM_BCASTLOG_*).
+ * Starts at the publisher's next record.  -ENOENT/-ECONNREFUSED (no such
+ * publisher), BM_EFULL (no free reader slot), BM_EDENIED (other uid),
+ * BM_ECORRUPT (the log failed a check), BM_EPEER, -ETIMEDOUT.
+ */
+BM_EXPORT int bm_bcastlog_attach(const char *rundir, const char *name, unsigned flags,
+                                 int timeout_ms, bm_bcastlog_reader_t **ret_reader);
+/* Detaches (the publisher releases the slot), unmaps.  NULL-safe. */
+BM_EXPORT void bm_bcastlog_reader_destroy(bm_bcastlog_reader_t **self_p);
+/*
+ * Reads the next record: topic into ret_rec, body into buf (size bytes).
+ * Waits up to timeout_ms.  0, -EAGAIN (timeout 0, nothing new),
+ * -ETIMEDOUT, -EMSGSIZE (body larger than size: ret_rec->len says how
+ * large; the record is still unread), BM_EPEER (the publisher is gone and
+ * every record it published has been read or lost), BM_ECORRUPT (the log
+ * failed a check; sticky).
+ */
+BM_EXPORT int bm_bcastlog_read(bm_bcastlog_reader_t *self, void *buf, size_t size,
+                               int timeout_ms, bm_bcastlog_rec_t *ret_rec);
+/* For poll loops: 1 = a read would find something now; 0 = poll
+ * bm_bcastlog_reader_fd() for POLLIN, then read with timeout 0. */
+BM_EXPORT int bm_bcastlog_reader_arm(bm_bcastlog_reader_t *self);
+BM_EXPORT int bm_bcastlog_reader_fd(const bm_bcastlog_reader_t *self);
+/* The sequence of the next record this reader expects (at attach: the
+ * publisher's next). */
+BM_EXPORT uint64_t bm_bcastlog_reader_next_seq(const bm_bcastlog_reader_t *self);
+/* Records this reader lost (skipped over) so far. */
+BM_EXPORT uint64_t bm_bcastlog_reader_lost(const bm_bcastlog_reader_t *self);
+/* The publisher's name and instance (random) as the log header says. */
+BM_EXPORT const char *bm_bcastlog_reader_from(const bm_bcastlog_reader_t *self);
+BM_EXPORT uint64_t bm_bcastlog_reader_session(const bm_bcastlog_reader_t *self);
+
 /* ---- blobs ---- */
 
 typedef struct bm_blob bm_blob_t;

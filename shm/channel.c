@@ -63,8 +63,8 @@ struct bm_channel {
 	uint64_t max_blob;             /* consumer: streamed blob size cap */
 };
 
-static bool
-s_name_ok(const char *name)
+bool
+bm__shm_name_ok(const char *name)
 {
 	size_t n;
 
@@ -86,14 +86,14 @@ s_name_ok(const char *name)
 	return true;
 }
 
-static int
-s_sock_path(const char *rundir, const char *name, bool create, struct sockaddr_un *ret_addr)
+int
+bm__shm_sock_path(const char *rundir, const char *name, bool create, struct sockaddr_un *ret_addr)
 {
 	char dir[BM_PATH_MAX], sub[BM_PATH_MAX];
 	struct stat st;
 	int rc, n;
 
-	if (!s_name_ok(name)) {
+	if (!bm__shm_name_ok(name)) {
 		return BM_EBADNAME;
 	}
 	if ((rc = bm_rundir_resolve(rundir, create, dir)) < 0) {
@@ -121,8 +121,8 @@ s_sock_path(const char *rundir, const char *name, bool create, struct sockaddr_u
 	return 0;
 }
 
-static int
-s_check_peer(int fd)
+int
+bm__shm_check_peer(int fd)
 {
 	struct ucred cred;
 	socklen_t len = sizeof cred;
@@ -175,7 +175,7 @@ bm_listener_open(const char *rundir, const char *name, bm_listener_t **ret_l)
 	if (ret_l == NULL) {
 		return -EINVAL;
 	}
-	if ((rc = s_sock_path(rundir, name, true, &addr)) < 0) {
+	if ((rc = bm__shm_sock_path(rundir, name, true, &addr)) < 0) {
 		return rc;
 	}
 	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -324,7 +324,7 @@ s_recv_hello(int cfd, int64_t deadline_ns, char *ret_name, uint64_t *ret_cap, in
 	if (rc == 0) {
 		memcpy(ret_name, buf + 16, buf[2]);
 		ret_name[buf[2]] = '\0';
-		if (buf[2] > 0 && !s_name_ok(ret_name)) {
+		if (buf[2] > 0 && !bm__shm_name_ok(ret_name)) {
 			rc = BM_EBADNAME;
 		}
 		memcpy(ret_cap, buf + 8, 8);
@@ -362,7 +362,7 @@ bm_listener_accept(bm_listener_t *self, int timeout_ms, const bm_channel_opts_t 
 		fcntl(cfd, F_SETFL, fcntl(cfd, F_GETFL) & ~O_NONBLOCK);
 		deadline = bm__deadline(1000);
 	}
-	if ((rc = s_check_peer(cfd)) < 0) {
+	if ((rc = bm__shm_check_peer(cfd)) < 0) {
 		close(cfd);
 		return rc;
 	}
@@ -442,10 +442,10 @@ bm_channel_connect(const char *rundir, const char *to, const char *as,
 	char ok = 0;
 	int fd, rc;
 
-	if (ret_ch == NULL || (as != NULL && *as != '\0' && !s_name_ok(as))) {
+	if (ret_ch == NULL || (as != NULL && *as != '\0' && !bm__shm_name_ok(as))) {
 		return as != NULL && ret_ch != NULL ? BM_EBADNAME : -EINVAL;
 	}
-	if ((rc = s_sock_path(rundir, to, false, &addr)) < 0 ||
+	if ((rc = bm__shm_sock_path(rundir, to, false, &addr)) < 0 ||
 	    (rc = bm_rundir_socket_check(addr.sun_path)) < 0) {
 		return rc;
 	}
@@ -458,7 +458,7 @@ bm_channel_connect(const char *rundir, const char *to, const char *as,
 		close(fd);
 		return rc;
 	}
-	rc = s_check_peer(fd);
+	rc = bm__shm_check_peer(fd);
 	if (rc == 0) {
 		rc = bm_ring_create(cap, opts ? opts->flags : 0, &ring);
 	}

@@ -107,6 +107,26 @@ uint64_t *bm__channel_bad_seen(bm_channel_t *ch);
 /* Blobs handed over so far (ids 1..n). */
 uint64_t bm__channel_blobs_sent(const bm_channel_t *ch);
 
+/* ---- setup helpers shared by channel.c and bcastlog.c ---- */
+struct sockaddr_un;
+/* Names: 1-64 bytes of [A-Za-z0-9._-], not starting with '.'. */
+bool bm__shm_name_ok(const char *name);
+/* <rundir>/shm/<name>.sock into *ret_addr; with create, makes the 0700
+ * shm/ directory.  BM_EBADNAME, BM_EUNSAFEDIR, -ENAMETOOLONG, -errno. */
+int bm__shm_sock_path(const char *rundir, const char *name, bool create,
+                      struct sockaddr_un *ret_addr);
+/* SO_PEERCRED of a connected Unix socket: 0 when the peer is our uid,
+ * else BM_EDENIED (or -errno). */
+int bm__shm_check_peer(int fd);
+
+/* ---- broadcast log internals, for tests and fuzzers (bcastlog.c) ---- */
+/* The publisher's mapping of the log (header page + records) and of the
+ * cursor table: what a hostile test scribbles on. */
+uint8_t *bm__bcastlog_base(bm_bcastlog_t *log, size_t *ret_len);
+uint8_t *bm__bcastlog_cursors(bm_bcastlog_t *log, size_t *ret_len);
+/* Puts a reader back at position 0, sequence 1, unbroken (fuzzing). */
+void bm__bcastlog_reader_reset(bm_bcastlog_reader_t *r);
+
 /* Reserved record types (>= BM_RING_TYPE_RESERVED). */
 enum {
 	BM__REC_BLOB_BEGIN = 0xB10B0001u, /* blob header, data follows in CHUNKs */

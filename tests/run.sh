@@ -18,8 +18,9 @@ ok = bad = skip = 0
 for line in open(sys.argv[1]):
     t = json.loads(line)
     r = t["result"]
-    junit = os.path.join(sys.argv[2], t["name"][len("python-"):] + ".xml")
-    if t["name"].startswith("python-") and os.path.exists(junit):
+    name = t["name"].split(" / ")[-1]  # "project:suites / name"
+    junit = os.path.join(sys.argv[2], name[len("python-"):] + ".xml")
+    if name.startswith("python-") and os.path.exists(junit):
         s = ET.parse(junit).getroot()
         s = s if s.tag == "testsuite" else s.find("testsuite")
         n, f, e, k = (int(s.get(a, 0)) for a in ("tests", "failures", "errors", "skipped"))

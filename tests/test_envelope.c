@@ -105,6 +105,25 @@ START_TEST(host_addresses_are_checked_and_the_route_field_round_trips)
 	ck_assert_int_eq(bm__env_decode(relay, (size_t)m, &dl, &why), 0);
 	ck_assert_str_eq(dl.name, "scout@h1");
 	ck_assert_str_eq(dl.route, "");
+	/* With a trace context (elements 10, 11) the route is element 12
+	 * and both survive the hand-over to a bridge. */
+	{
+		static const char tp[] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+		bm_env_t t = {.cmd = BM_CMD_SEND};
+
+		bm_id_new(&t.id);
+		strcpy(t.name, "mapper@h2");
+		strcpy(t.type, "x");
+		t.tp = tp;
+		t.tp_len = strlen(tp);
+		n = bm__env_encode(&t, buf, sizeof buf);
+		ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &out, &why), 0);
+		m = bm__env_deliver(buf, &out, "scout", out.name, relay, sizeof relay);
+		ck_assert_int_eq(bm__env_decode(relay, (size_t)m, &dl, &why), 0);
+		ck_assert_str_eq(dl.route, "mapper@h2");
+		ck_assert_uint_eq(dl.tp_len, strlen(tp));
+		ck_assert(memcmp(dl.tp, tp, dl.tp_len) == 0);
+	}
 	/* A DELIVER never comes from an anycast address. */
 	dl.cmd = BM_CMD_DELIVER;
 	strcpy(dl.name, "@map@h1");
@@ -157,6 +176,17 @@ START_TEST(session_commands_round_trip)
 	strcpy(in.name, "mapper");
 	s_roundtrip(&in, &out);
 	ck_assert_str_eq(out.type, "online");
+
+	/* PING may carry its sender's outbox report; old peers send none. */
+	in = (bm_env_t){.cmd = BM_CMD_PING, .has_report = true, .report = {7, 2, 1u << 20}};
+	s_roundtrip(&in, &out);
+	ck_assert(out.has_report);
+	ck_assert_uint_eq(out.report[0], 7);
+	ck_assert_uint_eq(out.report[1], 2);
+	ck_assert_uint_eq(out.report[2], 1u << 20);
+	in = (bm_env_t){.cmd = BM_CMD_PING};
+	s_roundtrip(&in, &out);
+	ck_assert(!out.has_report);
 
 	for (int cmd = BM_CMD_PING; cmd <= BM_CMD_BYE; cmd++) {
 		if (cmd != BM_CMD_NACK) {
@@ -217,6 +247,57 @@ START_TEST(a_send_is_retargeted_into_a_deliver_byte_for_byte)
 	ck_assert_str_eq(out.name, "rx");
 	ck_assert(bm_id_equal(&out.id, &in.id));
 	ck_assert_int_eq(bm__env_retarget(buf, (size_t)n, &sent, BM_CMD_ACK, "rx", re, 4), -ENOBUFS);
+}
+END_TEST
+
+START_TEST(the_w3c_trace_context_rides_a_send_into_its_deliver_untouched)
+{
+	static const char tp[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+	static const char ts[] = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
+	bm_env_t in = {.cmd = BM_CMD_SEND, .tp = tp, .tp_len = sizeof tp - 1, .ts = ts,
+	               .ts_len = sizeof ts - 1},
+		 sent, out;
+	uint8_t buf[512], re[512];
+	const char *why;
+	int n, m;
+
+	bm_id_new(&in.id);
+	strcpy(in.name, "mapper");
+	strcpy(in.type, "msg");
+	n = bm__env_encode(&in, buf, sizeof buf);
+	ck_assert_int_gt(n, 0);
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &sent, &why), 0);
+	ck_assert_int_eq(sent.tp_len, sizeof tp - 1);
+	ck_assert(memcmp(sent.tp, tp, sent.tp_len) == 0);
+	ck_assert(memcmp(sent.ts, ts, sent.ts_len) == 0);
+	m = bm__env_retarget(buf, (size_t)n, &sent, BM_CMD_DELIVER, "scout", re, sizeof re);
+	ck_assert_int_gt(m, 0);
+	ck_assert(bm__env_pad(re, (size_t)m, (size_t)n));
+	ck_assert_int_eq(bm__env_decode(re, (size_t)n, &out, &why), 0);
+	ck_assert_int_eq(out.cmd, BM_CMD_DELIVER);
+	ck_assert_int_eq(out.tp_len, sizeof tp - 1);
+	ck_assert(memcmp(out.tp, tp, out.tp_len) == 0);
+	ck_assert_int_eq(out.ts_len, sizeof ts - 1);
+	ck_assert(memcmp(out.ts, ts, out.ts_len) == 0);
+
+	/* Without it, a SEND is as before (old peers omit it). */
+	in.tp = in.ts = NULL;
+	n = bm__env_encode(&in, buf, sizeof buf);
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &out, &why), 0);
+	ck_assert_ptr_null(out.tp);
+	ck_assert_ptr_null(out.ts);
+	/* traceparent alone, tracestate nil. */
+	in.tp = tp;
+	n = bm__env_encode(&in, buf, sizeof buf);
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &out, &why), 0);
+	ck_assert_int_eq(out.tp_len, sizeof tp - 1);
+	ck_assert_ptr_null(out.ts);
+	/* A control character or a space in traceparent is refused. */
+	in.tp = "00-abc def";
+	in.tp_len = 10;
+	n = bm__env_encode(&in, buf, sizeof buf);
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &out, &why), BM_EPROTO);
+	ck_assert_str_eq(why, "bad traceparent");
 }
 END_TEST
 
@@ -741,6 +822,7 @@ s_suite(void)
 	tcase_add_test(tc, every_error_code_survives_the_wire);
 	tcase_add_test(tc, encode_refuses_a_buffer_too_small);
 	tcase_add_test(tc, a_send_is_retargeted_into_a_deliver_byte_for_byte);
+	tcase_add_test(tc, the_w3c_trace_context_rides_a_send_into_its_deliver_untouched);
 	tcase_add_test(tc, a_shorter_deliver_header_is_padded_to_the_send_headers_length);
 	tcase_add_loop_test(tc, each_bad_send_field_is_refused, 0, 9);
 	tcase_add_test(tc, acks_carry_many_ids_and_features_ride_hello_and_welcome);

@@ -324,6 +324,48 @@ START_TEST(traffic_resumes_after_beastd_is_killed_and_restarted)
 }
 END_TEST
 
+/* An agent that only waits, with a slow heartbeat (3 s), for 20 s. */
+static int
+s_quiet_agent(void *arg)
+{
+	bm_client_opts_t o = {.dir = s_dir, .name = arg, .heartbeat_ms = 3000};
+	bm_client_t *c = NULL;
+	int64_t deadline = bm_mono_ms() + 20000;
+
+	if (bm_client_open(&o, &c) < 0) {
+		return 10;
+	}
+	while (bm_mono_ms() < deadline) {
+		bm_event_t ev;
+
+		if (bm_client_recv(c, 200, &ev) == 0) {
+			bm_event_clear(&ev);
+		}
+	}
+	bm_client_destroy(&c);
+	return 0;
+}
+
+START_TEST(an_idle_agent_is_back_in_a_restarted_beastd_long_before_its_heartbeat)
+{
+	pid_t idle = tu_fork(s_quiet_agent, "idle");
+	int64_t t0, took;
+
+	ck_assert_int_ge(tu_wait_agent(s_dir, "idle", true, 5000), 0);
+	tu_kill9(s_beastd);
+	t0 = bm_mono_ms();
+	s_beastd = tu_beastd_start(s_dir, HB);
+	ck_assert_int_gt(s_beastd, 0);
+	/* Its next PING is up to 3 s away: it must come back on its own
+	 * connection's return (the client's socket monitor), not on that. */
+	took = tu_wait_agent(s_dir, "idle", true, 2500);
+	ck_assert_msg(took >= 0, "the idle agent did not re-register within 2.5 s");
+	ck_assert_msg(bm_mono_ms() - t0 < 1000, "re-registered %lld ms after the restart",
+	              (long long)(bm_mono_ms() - t0));
+	tu_kill9(idle);
+}
+END_TEST
+
 START_TEST(garbage_from_a_raw_dealer_does_not_stop_routing)
 {
 	s_agent_arg_t ra = {.name = "rx", .count = 3, .timeout_ms = 10000};
@@ -1110,6 +1152,7 @@ s_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, a_killed_agent_is_noticed_within_three_heartbeats);
 	tcase_add_test(tc, traffic_resumes_after_beastd_is_killed_and_restarted);
+	tcase_add_test(tc, an_idle_agent_is_back_in_a_restarted_beastd_long_before_its_heartbeat);
 	tcase_add_test(tc, a_live_agents_name_cannot_be_taken_but_a_dead_ones_can);
 	suite_add_tcase(s, tc);
 

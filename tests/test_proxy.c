@@ -888,6 +888,123 @@ START_TEST(a_paused_proxy_holds_messages_until_resumed)
 }
 END_TEST
 
+/* ---- the shared-memory log beside the proxy ---- */
+
+#define S_LOG_N 20000
+
+static size_t
+s_log_len(long i)
+{
+	return i % 1000 == 0 ? 100000 : (size_t)(i % 300);
+}
+
+static int
+s_log_body_ok(const uint8_t *b, size_t n, long i)
+{
+	for (size_t k = 0; k < n; k++) {
+		if (b[k] != (uint8_t)(i + (long)k)) {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* Child: follows tot/7 from logpub's log, tethered; checks every field. */
+static int
+s_log_reader(void *arg)
+{
+	int fd = *(int *)arg;
+	bm_sub_opts_t o = {.dir = s_dir, .shm_from = "logpub", .shm_tethered = true};
+	bm_sub_t *s = NULL;
+	bm_bcast_t m = {0};
+
+	if (bm_sub_open(&o, &s) < 0 || bm_sub_socket(s) != NULL || bm_sub_subscribe(s, "tot/7") < 0 ||
+	    bm_sub_recv(s, 1000, &m) != 0 || m.kind != BM_BCAST_SYNC || strcmp(m.topic, "tot/7/") != 0) {
+		return 10;
+	}
+	bm_bcast_clear(&m);
+	s_signal(fd);
+	for (long i = 1; i <= S_LOG_N; i++) {
+		if (bm_sub_recv(s, 5000, &m) != 0 || m.kind != BM_BCAST_MSG) {
+			return 11;
+		}
+		if (strcmp(m.topic, "tot/7/1/") != 0 || strcmp(m.from, "logpub") != 0 ||
+		    m.seq != (uint64_t)(2 * i - 1) || m.tseq != (uint64_t)i || m.gap != 0 || m.replay ||
+		    bm_bcast_size(&m) != s_log_len(i) ||
+		    !s_log_body_ok(bm_bcast_data(&m), bm_bcast_size(&m), i)) {
+			fprintf(stderr, "log reader: message %ld: %s seq %llu tseq %llu gap %llu\n", i, m.topic,
+			        (unsigned long long)m.seq, (unsigned long long)m.tseq,
+			        (unsigned long long)m.gap);
+			return 12;
+		}
+		bm_bcast_clear(&m);
+	}
+	/* The publisher closes: the end, not a hang. */
+	if (bm_sub_recv(s, 5000, &m) != -ESHUTDOWN) {
+		return 13;
+	}
+	bm_sub_destroy(&s);
+	return 0;
+}
+
+START_TEST(a_local_subscriber_reads_the_publishers_shm_log_and_sees_what_the_proxy_delivers)
+{
+	const char *pre[] = {"tot/7"};
+	bm_pub_opts_t po = {.dir = s_dir, .name = "logpub", .shm_log = 1 << 20};
+	bm_pub_t *p = NULL;
+	bm_sub_t *proxy_sub = s_sub(pre, 1, true, 0, NULL);
+	static uint8_t body[100000];
+	int pp[2];
+	pid_t child;
+	char c;
+
+	ck_assert_ptr_nonnull(proxy_sub);
+	ck_assert_int_eq(bm_pub_open(&po, &p), 0);
+	ck_assert_int_ge(bm_pub_shm_fd(p), 0);
+	ck_assert_int_eq(pipe(pp), 0);
+	child = tu_fork(s_log_reader, &pp[1]);
+	ck_assert_int_gt(child, 0);
+	{
+		int64_t deadline = bm_mono_ms() + 5000;
+		struct pollfd w = {.fd = pp[0], .events = POLLIN};
+
+		while (poll(&w, 1, 2) == 0) {
+			ck_assert_int_ge(bm_pub_service(p), 0);
+			ck_assert_msg(bm_mono_ms() < deadline, "log reader did not attach");
+		}
+		ck_assert_int_eq(read(pp[0], &c, 1), 1);
+	}
+	for (long i = 1; i <= S_LOG_N; i++) {
+		for (size_t k = 0; k < s_log_len(i); k++) {
+			body[k] = (uint8_t)(i + (long)k);
+		}
+		ck_assert_int_eq(s_send(p, "tot/7/1", body, s_log_len(i)), 0);
+		ck_assert_int_eq(s_send(p, "tot/8/1", "x", 1), 0);
+	}
+	/* Bodies over a quarter of the log do not fit it. */
+	ck_assert_int_eq(bm_pub_send(p, "tot/7/1", body, (1 << 20) / 4 + 1), BM_ETOOBIG);
+	bm_pub_destroy(&p);
+	ck_assert_int_eq(tu_wait(child, 30000), 0);
+	/* The proxy path, unchanged beside it: the same messages, same fields. */
+	for (long i = 1; i <= S_LOG_N; i++) {
+		bm_bcast_t m = {0};
+
+		ck_assert_int_eq(bm_sub_recv(proxy_sub, 5000, &m), 0);
+		ck_assert_int_eq(m.kind, BM_BCAST_MSG);
+		ck_assert_str_eq(m.topic, "tot/7/1/");
+		ck_assert_str_eq(m.from, "logpub");
+		ck_assert_uint_eq(m.seq, (uint64_t)(2 * i - 1));
+		ck_assert_uint_eq(m.tseq, (uint64_t)i);
+		ck_assert_uint_eq(m.gap, 0);
+		ck_assert_uint_eq(bm_bcast_size(&m), s_log_len(i));
+		bm_bcast_clear(&m);
+	}
+	bm_sub_destroy(&proxy_sub);
+	close(pp[0]);
+	close(pp[1]);
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -911,6 +1028,7 @@ s_suite(void)
 	tcase_add_test(tc, malformed_frames_from_either_side_do_not_stop_the_proxy);
 	tcase_add_test(tc, beast_pub_and_sub_json_carry_topic_from_seq_and_body);
 	tcase_add_test(tc, beast_proxy_pause_and_resume_steer_the_proxy_inside_beastd);
+	tcase_add_test(tc, a_local_subscriber_reads_the_publishers_shm_log_and_sees_what_the_proxy_delivers);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("steering");
@@ -919,6 +1037,7 @@ s_suite(void)
 	suite_add_tcase(s, tc);
 	return s;
 }
+
 
 int
 main(void)

@@ -8,7 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -315,4 +320,150 @@ tu_broker_down(char **dir_p, pid_t *pid_p)
 		*pid_p = 0;
 	}
 	tu_rmrf(dir_p);
+}
+
+pid_t
+tu_beastd_start_http(const char *dir, int heartbeat_ms, const char *addr, char *ret_addr,
+                     size_t size)
+{
+	pid_t parent = getpid(), pid;
+	char hb[32], path[BM_PATH_MAX + 16];
+	int64_t deadline;
+
+	snprintf(hb, sizeof hb, "%d", heartbeat_ms);
+	snprintf(path, sizeof path, "%s/http.addr", dir);
+	pid = fork();
+	if (pid < 0) {
+		return -1;
+	}
+	if (pid == 0) {
+		s_die_with_parent(parent);
+		execl(BM_BEASTD_PATH, "beastd", "--dir", dir, "--heartbeat", hb, "--http",
+		      addr ? addr : "127.0.0.1:0", (char *)NULL);
+		_exit(127);
+	}
+	if (!tu_broker_answers(dir, 5000)) {
+		tu_kill9(pid);
+		return -1;
+	}
+	/* beastd writes http.addr before it serves its first poll. */
+	deadline = bm_mono_ms() + 5000;
+	while (bm_mono_ms() < deadline) {
+		FILE *f = fopen(path, "r");
+
+		if (f != NULL) {
+			bool ok = fgets(ret_addr, (int)size, f) != NULL;
+
+			fclose(f);
+			if (ok) {
+				ret_addr[strcspn(ret_addr, "\n")] = '\0';
+				return pid;
+			}
+		}
+		usleep(10000);
+	}
+	tu_kill9(pid);
+	return -1;
+}
+
+static int
+s_http_connect(const char *addr)
+{
+	int fd;
+
+	if (strncmp(addr, "unix:", 5) == 0) {
+		struct sockaddr_un un = {.sun_family = AF_UNIX};
+
+		snprintf(un.sun_path, sizeof un.sun_path, "%s", addr + 5);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0 && connect(fd, (struct sockaddr *)&un, sizeof un) < 0) {
+			close(fd);
+			fd = -1;
+		}
+	} else {
+		struct sockaddr_in in = {.sin_family = AF_INET};
+		char host[64];
+		const char *colon = strrchr(addr, ':');
+
+		if (colon == NULL || (size_t)(colon - addr) >= sizeof host) {
+			return -1;
+		}
+		memcpy(host, addr, (size_t)(colon - addr));
+		host[colon - addr] = '\0';
+		in.sin_port = htons((uint16_t)atoi(colon + 1));
+		if (inet_pton(AF_INET, host, &in.sin_addr) != 1) {
+			return -1;
+		}
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0 && connect(fd, (struct sockaddr *)&in, sizeof in) < 0) {
+			close(fd);
+			fd = -1;
+		}
+	}
+	return fd;
+}
+
+int
+tu_http(const char *addr, const char *method, const char *path, int timeout_ms,
+        char **ret_body)
+{
+	int64_t deadline = bm_mono_ms() + timeout_ms;
+	size_t cap = 65536, len = 0, max = 4u << 20;
+	char req[512], *buf;
+	int fd, status = -1, n;
+	const char *sep;
+
+	n = snprintf(req, sizeof req, "%s %s HTTP/1.0\r\nHost: beastd\r\n\r\n", method, path);
+	fd = s_http_connect(addr);
+	if (fd < 0) {
+		return -1;
+	}
+	if (write(fd, req, (size_t)n) != n || (buf = malloc(cap + 1)) == NULL) {
+		close(fd);
+		return -1;
+	}
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int64_t left = deadline - bm_mono_ms();
+		ssize_t r;
+
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
+			break; /* timed out: status stays -1 */
+		}
+		if (len == cap) {
+			char *more = cap < max ? realloc(buf, 2 * cap + 1) : NULL;
+
+			if (more == NULL) {
+				break;
+			}
+			buf = more;
+			cap *= 2;
+		}
+		r = read(fd, buf + len, cap - len);
+		if (r < 0 && errno == EINTR) {
+			continue;
+		}
+		if (r <= 0) {
+			buf[len] = '\0';
+			if (r == 0 && sscanf(buf, "HTTP/1.%*d %d", &status) != 1) {
+				status = -1;
+			}
+			break;
+		}
+		len += (size_t)r;
+	}
+	close(fd);
+	if (status < 0) {
+		free(buf);
+		return -1;
+	}
+	if (ret_body != NULL) {
+		sep = strstr(buf, "\r\n\r\n");
+		sep = sep ? sep + 4 : buf + len;
+		memmove(buf, sep, len - (size_t)(sep - buf) + 1);
+		*ret_body = buf;
+	} else {
+		free(buf);
+	}
+	return status;
 }

@@ -39,6 +39,21 @@ void tu_broker_down(char **dir_p, pid_t *pid_p);
 /* Starts the built beastd on dir with a heartbeat, waits until it answers
  * a PING (up to 5 s).  Returns its pid, or -1. */
 pid_t tu_beastd_start(const char *dir, int heartbeat_ms);
+/* As tu_beastd_start, with beastd serving HTTP on a free loopback port
+ * (--http 127.0.0.1:0), or on addr when not NULL; writes the address bound
+ * (DIR/http.addr) to ret_addr.  Returns its pid, or -1. */
+pid_t tu_beastd_start_http(const char *dir, int heartbeat_ms, const char *addr, char *ret_addr,
+                           size_t size);
+
+/*
+ * One HTTP/1.0 request to addr ("127.0.0.1:PORT" or "unix:PATH"): sends
+ * method and path, reads the whole answer (at most 4 MiB, timeout_ms in
+ * all).  Returns the status code and *ret_body (malloc'd, NUL-terminated:
+ * free it; NULL allowed to skip it), or -1 on failure.
+ */
+int tu_http(const char *addr, const char *method, const char *path, int timeout_ms,
+            char **ret_body);
+
 /* Waits until an anonymous client on dir gets a PONG; false on timeout. */
 bool tu_broker_answers(const char *dir, int timeout_ms);
 

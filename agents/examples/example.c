@@ -31,7 +31,10 @@ ex_parse(int argc, char **argv, ex_opts_t *o, const char *default_name)
 	for (int i = 1; i < argc; i++) {
 		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
 
-		if (strcmp(argv[i], "--dir") == 0 && v != NULL) {
+		if (strcmp(argv[i], "--version") == 0) {
+			printf("beast-%s beastmesh %s\n", default_name, bm_version());
+			exit(0);
+		} else if (strcmp(argv[i], "--dir") == 0 && v != NULL) {
 			o->dir = v;
 			i++;
 		} else if (strcmp(argv[i], "--name") == 0 && v != NULL) {
@@ -68,7 +71,16 @@ ex_open(const ex_opts_t *o, const char *const *caps)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	bm_log_set_ident(o->name);
-	if ((rc = bm_agent_open(&ao, &a)) < 0) {
+	while ((rc = bm_agent_open(&ao, &a)) == -EINTR && !ex_stop) {
+		/* a signal that does not stop us: try again */
+	}
+	if (rc == -EINTR) {
+		/* Told to stop (SIGTERM) before it had started: nothing to do,
+		 * nothing left behind; a clean exit. */
+		bm_log(BM_LOG_INFO, "'%s' stopped before it started", o->name);
+		exit(0);
+	}
+	if (rc < 0) {
 		bm_log(BM_LOG_ERROR, "cannot start agent '%s': %s", o->name, bm_strerror(rc));
 		return NULL;
 	}

@@ -29,7 +29,8 @@ typedef struct ex_opts {
 typedef void (*ex_extra_fn)(bm_agent_t *a, char *buf, size_t cap);
 
 /* Takes --dir, --name, --report-to and --sync out of argv (the rest is
- * left in order, argv[0] first); returns the new argc. */
+ * left in order, argv[0] first); returns the new argc.  --version prints
+ * "beast-DEFAULT_NAME beastmesh VERSION" and exits 0. */
 int ex_parse(int argc, char **argv, ex_opts_t *o, const char *default_name);
 /* Signals, then bm_agent_open; prints why and returns NULL on failure. */
 bm_agent_t *ex_open(const ex_opts_t *o, const char *const *caps);

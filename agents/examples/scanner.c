@@ -75,7 +75,8 @@ s_load(const char *path)
 int
 main(int argc, char **argv)
 {
-	const char *to = "mapper", *state = getenv("BEAST_STATE");
+	const char *to = "mapper";
+	char state[BM_PATH_MAX];
 	unsigned long clouds = 8, points = 200000;
 	char **files = NULL;
 	int nfiles = 0, rc = 0;
@@ -103,7 +104,14 @@ main(int argc, char **argv)
 		free(files);
 		return 1;
 	}
-	snprintf(s_mark, sizeof s_mark, "%s/%s.clouds", state ? state : ".", o.name);
+	/* The same state dir as every program's (bm_statedir_resolve), else
+	 * the working directory. */
+	if (bm_statedir_resolve(state) < 0 || bm_mkdirs(state) < 0) {
+		snprintf(state, sizeof state, ".");
+	}
+	if (snprintf(s_mark, sizeof s_mark, "%s/%s.clouds", state, o.name) >= (int)sizeof s_mark) {
+		snprintf(s_mark, sizeof s_mark, "%s.clouds", o.name);
+	}
 	if ((f = fopen(s_mark, "r")) != NULL) {
 		if (fscanf(f, "%lu", &s_done) != 1) {
 			s_done = 0;

@@ -26,6 +26,7 @@ typedef struct {
     char from[65]; char to[66]; char type[65];
     uint8_t priority; uint32_t ttl_ms; uint32_t attempt; int64_t ts_ms;
     zmq_msg_t body; size_t body_at;
+    char traceparent[128]; char *tracestate;
 } bm_msg_t;
 
 typedef struct {
@@ -45,6 +46,7 @@ typedef struct {
 
 typedef struct {
     const char *type; uint8_t priority; uint32_t ttl_ms; uint32_t max_attempts; bool expire;
+    const char *traceparent; const char *tracestate;
 } bm_agent_send_opts_t;
 
 typedef struct { const char *to; const char *type; const char *body; size_t len; } bm_agent_item_t;

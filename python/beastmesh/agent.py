@@ -505,7 +505,10 @@ class Agent:
         a = self._a
         if a is None:
             self._ptr()
-        so = self._opts(type, ttl, priority, attempts, expire)
+        try:
+            so = self._sopts[(type, ttl, priority, attempts, expire)]
+        except (KeyError, TypeError):
+            so = self._opts(type, ttl, priority, attempts, expire)
         if body.__class__ is bytes:
             b, n = body, len(body)
         else:

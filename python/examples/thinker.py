@@ -15,8 +15,10 @@ import signal
 # still run: remember it from the first moment, act on it in the loop.
 _stop = []
 signal.signal(signal.SIGTERM, lambda *_: _stop.append(1))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])  # beast demo holds it back
 
 import argparse  # noqa: E402
+import errno  # noqa: E402
 import time  # noqa: E402
 
 import beastmesh  # noqa: E402
@@ -61,8 +63,17 @@ def main():
     o = ap.parse_args()
     counts = {"scored": 0, "followed": 0}
 
-    with beastmesh.Agent(o.name, caps=["think"], dir=o.dir, sync=o.sync,
-                         ack_timeout=1.0) as agent:
+    while True:
+        try:
+            agent = beastmesh.Agent(o.name, caps=["think"], dir=o.dir, sync=o.sync,
+                                    ack_timeout=1.0)
+            break
+        except beastmesh.Error as e:
+            if e.code != -errno.EINTR:
+                raise
+            if _stop:
+                return 0  # told to stop before it had started: a clean exit
+    with agent:
         @agent.on_request("think.score")
         def on_score(msg):
             state = msg.body.decode(errors="replace")

@@ -75,3 +75,13 @@ def test_python_agents_talk_to_each_other_in_one_process(swarm):
         pump([a, b], lambda: s.done(), 10, "the ACK")
         assert got == [("a1", "t", b"x" * 10000)]
         assert a.stats()["acked"] == 1 and b.stats()["received"] == 1
+
+
+def test_every_ack_of_a_burst_is_timed_in_the_histogram(swarm):
+    with beastmesh.Agent("burst", sync="never") as a, beastmesh.Agent("burst-sink") as b:
+        for i in range(20000):
+            a.send("burst-sink", "t", b"%d" % i)
+        pump([a, b], lambda: a.stats()["pending"] == 0, 60, "every ACK")
+        st = a.stats(hist=True)
+        assert st["acked"] == 20000 and sum(st["ack_hist"]) == 20000
+        assert 0 < st["ack_p50_us"] <= st["ack_p99_us"]

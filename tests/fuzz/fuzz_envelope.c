@@ -13,6 +13,16 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The W3C trace context (SEND/DELIVER) is carried byte for byte. */
+static bool
+s_same_trace(const bm_env_t *a, const bm_env_t *b)
+{
+	return (a->tp == NULL) == (b->tp == NULL) && (a->ts == NULL) == (b->ts == NULL) &&
+	       a->tp_len == b->tp_len && a->ts_len == b->ts_len &&
+	       (a->tp == NULL || memcmp(a->tp, b->tp, a->tp_len) == 0) &&
+	       (a->ts == NULL || memcmp(a->ts, b->ts, a->ts_len) == 0);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -48,7 +58,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    a.ts_ms != b.ts_ms || a.heartbeat_ms != b.heartbeat_ms || a.max_body != b.max_body ||
 	    a.code != b.code || strcmp(a.text, b.text) != 0 || a.ncaps != b.ncaps ||
 	    a.features != b.features || a.nids != b.nids ||
-	    (a.nids > 0 && memcmp(a.ids, b.ids, (size_t)a.nids * sizeof(bm_id_t)) != 0)) {
+	    (a.nids > 0 && memcmp(a.ids, b.ids, (size_t)a.nids * sizeof(bm_id_t)) != 0) ||
+	    !s_same_trace(&a, &b) || a.has_report != b.has_report ||
+	    memcmp(a.report, b.report, sizeof a.report) != 0) {
 		abort();
 	}
 	/* What the broker relays (SEND -> DELIVER, ACK/NACK with another
@@ -62,7 +74,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    strcmp(b.name, "relay-name") != 0 || !bm_id_equal(&a.id, &b.id) ||
 		    strcmp(a.type, b.type) != 0 || a.ts_ms != b.ts_ms || a.code != b.code ||
 		    a.nids != b.nids ||
-		    (a.nids > 0 && memcmp(a.ids, b.ids, (size_t)a.nids * sizeof(bm_id_t)) != 0)) {
+		    (a.nids > 0 && memcmp(a.ids, b.ids, (size_t)a.nids * sizeof(bm_id_t)) != 0) ||
+		    !s_same_trace(&a, &b)) {
 			abort();
 		}
 	}

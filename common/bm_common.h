@@ -11,7 +11,8 @@
  * Logging: libraries log at debug level only; programs (beastd, beast) pick
  * the level and log an error once, where they handle it.
  *
- * This header is libc-only: the shm floor uses it too.
+ * This header is libc-only: it is the ground floor (common/) every other
+ * floor, shm/ included, builds on.
  */
 #ifndef BM_COMMON_H
 #define BM_COMMON_H
@@ -66,6 +67,10 @@ enum bm_error {
 BM_EXPORT const char *bm_strerror(int err);
 /* Symbolic name: "BM_ENOAGENT", "ENOENT", ...; "EUNKNOWN" when unknown. */
 BM_EXPORT const char *bm_err_name(int err);
+
+/* The release beastmesh was built from ("0.1.0"): meson's project version.
+ * Never NULL, never freed.  Programs print "NAME beastmesh VERSION". */
+BM_EXPORT const char *bm_version(void);
 
 /* ---- logging ---- */
 enum bm_log_level {
