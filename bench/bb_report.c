@@ -318,6 +318,12 @@ static const s_target_t s_targets[] = {
 	 150000, "about 3 us of Python per send (argument checks, a cffi call) on top of the C outbox's"},
 	{"cloud hand-off of 100 MiB to Python <= 2x C", "bulk", 100u << 20, "cross-cpu", "", "beast-agent-py",
 	 "beast-agent-c", 0, 2.0, "both map the same sealed pages; Python adds a header parse and a numpy view"},
+	{"across hosts: bridge send->ACK p50 <= 2x bare JetStream round trip (64 B)", "latency", 64, "cross-cpu", "",
+	 "bridge", "bridge-js", 0, 2.0,
+	 "the bridge adds four beastd hops and two bridge hand-overs (each a wake-up) to the same JetStream path"},
+	{"across hosts: bridge ACKed msgs/s >= 0.7x bare JetStream (64 B)", "throughput", 64, "cross-cpu", "",
+	 "bridge", "bridge-js", 1, 0.7,
+	 "per message the bridges add ACK records and header encoding; on 2 vCPUs eight processes share the cores"},
 };
 
 /* A target's other row, or (theirs NULL: an absolute limit) a row whose

@@ -16,6 +16,7 @@ extern const bb_transport_t bb_t_nats, bb_t_nats_js;
 extern const bb_transport_t bb_t_redis_pubsub, bb_t_redis_stream, bb_t_redis_stream_fsync;
 extern const bb_transport_t bb_t_nng_pair, bb_t_iceoryx;
 extern const bb_transport_t bb_t_agent_c, bb_t_agent_py;
+extern const bb_transport_t bb_t_bridge, bb_t_bridge_js;
 
 const bb_transport_t *const bb_transports[] = {
 	/* beastmesh */
@@ -49,5 +50,8 @@ const bb_transport_t *const bb_transports[] = {
 	&bb_t_redis_stream_fsync,
 	&bb_t_nng_pair,
 	&bb_t_iceoryx,
+	/* across hosts (network namespaces) */
+	&bb_t_bridge,
+	&bb_t_bridge_js,
 	NULL,
 };

@@ -40,6 +40,7 @@ extern "C" {
 #define BM_PENDING_MAX_DEFAULT ((size_t)256 << 20)
 #define BM_HEARTBEAT_DEFAULT 1000 /* ms */
 #define BM_ADDR_MAX (BM_NAME_MAX + 1) /* "@" + capability, or a name */
+#define BM_HOST_MAX 32          /* host in name@host: [A-Za-z0-9_-]{1,32} */
 #define BM_ACKS_MAX 256         /* message ids in one ACKS frame */
 #define BM_INLINE_MAX 4096      /* largest body carried inside frame 0 */
 #define BM_FEAT_ACKS 1u         /* HELLO/WELCOME features bit: takes ACKS */
@@ -91,8 +92,19 @@ BM_EXPORT int bm_id_parse(const char *hex, bm_id_t *ret_id);
 BM_EXPORT int bm_name_check(const char *name);
 BM_EXPORT int bm_cap_check(const char *cap);
 BM_EXPORT int bm_type_check(const char *type);
-/* A destination: an agent name, or "@capability" for anycast. */
+/*
+ * A destination: an agent name, "@capability" for anycast, or either with
+ * "@host" after it for another host reached through the bridges
+ * ("mapper@h2", "@map@h2", and "@map@*" for any host, the local one
+ * first; docs/multihost.md).  A host-qualified address
+ * is at most BM_NAME_MAX bytes in all, so it also fits a `from` field.
+ */
 BM_EXPORT int bm_address_check(const char *to);
+/* A host name: 1..BM_HOST_MAX bytes of [A-Za-z0-9_-] (no dot: hosts are
+ * NATS subject tokens).  0 or BM_EBADNAME. */
+BM_EXPORT int bm_host_check(const char *host);
+/* True when the address names a host (it goes to the local bridge). */
+BM_EXPORT bool bm_address_remote(const char *to);
 
 /* ---- messages ---- */
 /* A delivered message.  The body stays in the zmq frame it arrived in. */
@@ -178,6 +190,16 @@ BM_EXPORT int bm_client_send(bm_client_t *c, const bm_send_opts_t *o, const void
 /* As bm_client_send; on success the frame is moved (left empty). */
 BM_EXPORT int bm_client_send_frame(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body,
                                    bm_id_t *ret_id);
+
+/*
+ * For bridges (an agent with the capability "bridge"): sends on behalf of
+ * origin, an agent on another host ("name@host"), so the receiver sees
+ * origin as the sender and its ACK or reply comes back to the bridge.
+ * beastd ignores the origin from any other agent.  Otherwise as
+ * bm_client_send; -EINVAL when origin names no host.
+ */
+BM_EXPORT int bm_client_forward(bm_client_t *c, const bm_send_opts_t *o, const char *origin,
+                                const void *body, size_t len, bm_id_t *ret_id);
 
 enum bm_event_kind {
 	BM_EV_MESSAGE = 1, /* msg: a DELIVER; ACK it with bm_client_ack() */

@@ -294,6 +294,9 @@ s_drop(bm_broker_t *b, s_agent_t *a, const char *why)
 	s_notice_all(b, "offline", name);
 }
 
+/* The capability of the agent that carries other hosts' traffic. */
+#define S_BRIDGE "bridge"
+
 static bool
 s_has_cap(const s_agent_t *a, const char *cap)
 {
@@ -452,6 +455,8 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 	size_t blen = ilen > 0 ? ilen : zmq_msg_size(body);
 	s_agent_t *to;
 	zmq_msg_t split;
+	const char *origin;
+	bool remote, rebuild;
 	int rc;
 
 	b->st.sends++;
@@ -464,7 +469,17 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 		return;
 	}
 	memcpy(addr, in->name, sizeof addr);
-	to = any ? s_anycast(b, addr + 1) : bm__map_get(b->by_name, addr, strlen(addr));
+	/* Another host's address goes to the local bridge, which gets the
+	 * address in the route field; a bridge's SEND that names a remote
+	 * origin is delivered from that origin (docs/multihost.md). */
+	remote = bm_address_remote(addr);
+	origin = in->route[0] != '\0' && bm_address_remote(in->route) && s_has_cap(from, S_BRIDGE)
+	             ? in->route
+	             : NULL;
+	rebuild = remote || origin != NULL || in->route[0] != '\0';
+	to = remote ? s_anycast(b, S_BRIDGE)
+	     : any  ? s_anycast(b, addr + 1)
+	            : bm__map_get(b->by_name, addr, strlen(addr));
 	while (to != NULL) {
 		/* The DELIVER header is the SEND header, byte for byte, with the
 		 * command and the name field swapped: no re-encoding.  An inline
@@ -493,14 +508,21 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 				bm__obs_blob(b->obs, zmq_msg_data(body), zmq_msg_size(body));
 			}
 		}
-		n = bm__env_retarget(zmq_msg_data(hdr), in->hdr_len, in, BM_CMD_DELIVER, from->name,
-		                     b->relay, sizeof b->relay - BM_INLINE_MAX);
+		if (rebuild) {
+			n = bm__env_deliver(zmq_msg_data(hdr), in, origin ? origin : from->name,
+			                    remote ? addr : NULL, b->relay,
+			                    sizeof b->relay - BM_INLINE_MAX);
+		} else {
+			n = bm__env_retarget(zmq_msg_data(hdr), in->hdr_len, in, BM_CMD_DELIVER,
+			                     from->name, b->relay, sizeof b->relay - BM_INLINE_MAX);
+		}
 		if (n < 0) {
 			s_nack(b, from, in, addr, BM_EPROTO, "header cannot be relayed: %s",
 			       bm_strerror(n));
 			return;
 		}
-		if (!(ilen > 0 && !keep_inline) && bm__env_pad(b->relay, (size_t)n, in->hdr_len)) {
+		if (!rebuild && !(ilen > 0 && !keep_inline) &&
+		    bm__env_pad(b->relay, (size_t)n, in->hdr_len)) {
 			/* The usual case (the sender's name no longer than the
 			 * name it addressed): the DELIVER header fits where the
 			 * SEND header was, so the frame itself is relayed. */
@@ -551,9 +573,15 @@ s_on_send(bm_broker_t *b, s_agent_t *from, bm_env_t *in, zmq_msg_t *hdr, zmq_msg
 			return;
 		}
 		s_drop(b, to, "gone (connection closed)");
-		to = any ? s_anycast(b, addr + 1) : NULL;
+		to = remote ? s_anycast(b, S_BRIDGE) : any ? s_anycast(b, addr + 1) : NULL;
 	}
 	b->st.nack_noagent++;
+	if (remote) {
+		s_nack(b, from, in, addr, BM_ENOAGENT,
+		       "no bridge (an agent with capability '" S_BRIDGE "') is online to reach '%s'",
+		       addr);
+		return;
+	}
 	s_nack(b, from, in, addr, BM_ENOAGENT,
 	       any ? "no agent with capability '%s' is online" : "no agent named '%s' is online",
 	       addr + any);
@@ -578,10 +606,21 @@ s_settle(s_agent_t *a, uint64_t n)
 	a->inflight -= n;
 }
 
+/* The agent an ACK or NACK for peer goes to: the bridge for another
+ * host's address. */
+static s_agent_t *
+s_peer(bm_broker_t *b, const char *peer)
+{
+	if (bm_address_remote(peer)) {
+		return s_anycast(b, S_BRIDGE);
+	}
+	return bm__map_get(b->by_name, peer, strlen(peer));
+}
+
 static void
 s_on_ack(bm_broker_t *b, s_agent_t *self, bm_env_t *in, zmq_msg_t *hdr)
 {
-	s_agent_t *to = bm__map_get(b->by_name, in->name, strlen(in->name));
+	s_agent_t *to = s_peer(b, in->name);
 	int n;
 
 	int64_t now_ns = bm_mono_ns();
@@ -617,7 +656,7 @@ s_on_ack(bm_broker_t *b, s_agent_t *self, bm_env_t *in, zmq_msg_t *hdr)
 static void
 s_on_acks(bm_broker_t *b, s_agent_t *self, bm_env_t *in, zmq_msg_t *hdr)
 {
-	s_agent_t *to = bm__map_get(b->by_name, in->name, strlen(in->name));
+	s_agent_t *to = s_peer(b, in->name);
 	bm_env_t one = {.cmd = BM_CMD_ACK};
 	int n;
 

@@ -373,7 +373,13 @@ s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body, size_t body_at)
 		m->id = e->id;
 		m->corr = e->corr;
 		memcpy(m->from, e->name, sizeof m->from);
-		memcpy(m->to, c->name, sizeof c->name);
+		/* A bridge learns the address a message was sent to from its
+		 * route field; anybody else was addressed by name. */
+		if (e->route[0] != '\0') {
+			memcpy(m->to, e->route, sizeof m->to);
+		} else {
+			memcpy(m->to, c->name, sizeof c->name);
+		}
 		memcpy(m->type, e->type, sizeof m->type);
 		m->priority = e->priority;
 		m->ttl_ms = e->ttl_ms;
@@ -943,7 +949,7 @@ bm_client_destroy(bm_client_t **self_p)
  */
 static int
 s_send_msg(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, const void *data,
-           size_t len, bm_id_t *ret_id)
+           size_t len, const char *route, bm_id_t *ret_id)
 {
 	bm_env_t e;
 	zmq_msg_t m;
@@ -985,6 +991,9 @@ s_send_msg(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, const void 
 		e.corr = *o->corr;
 	}
 	s_strcpy(e.name, sizeof e.name, o->to);
+	if (route != NULL) {
+		s_strcpy(e.route, sizeof e.route, route);
+	}
 	s_strcpy(e.type, sizeof e.type, o->type ? o->type : "msg");
 	e.priority = o->priority;
 	e.ttl_ms = o->ttl_ms;
@@ -1033,7 +1042,7 @@ bm_client_send_frame(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, b
 	if (c == NULL || o == NULL || body == NULL) {
 		return -EINVAL;
 	}
-	return s_send_msg(c, o, body, NULL, 0, ret_id);
+	return s_send_msg(c, o, body, NULL, 0, NULL, ret_id);
 }
 
 int
@@ -1043,7 +1052,7 @@ bm_client_send(bm_client_t *c, const bm_send_opts_t *o, const void *body, size_t
 	if (c == NULL || o == NULL || (body == NULL && len > 0)) {
 		return -EINVAL;
 	}
-	return s_send_msg(c, o, NULL, body, len, ret_id);
+	return s_send_msg(c, o, NULL, body, len, NULL, ret_id);
 }
 
 static int
@@ -1482,4 +1491,15 @@ size_t
 bm_client_max_body(const bm_client_t *c)
 {
 	return c ? c->max_body : 0;
+}
+
+int
+bm_client_forward(bm_client_t *c, const bm_send_opts_t *o, const char *origin, const void *body,
+                  size_t len, bm_id_t *ret_id)
+{
+	if (c == NULL || o == NULL || (len > 0 && body == NULL) ||
+	    bm_address_check(origin) < 0 || !bm_address_remote(origin)) {
+		return -EINVAL;
+	}
+	return s_send_msg(c, o, NULL, body, len, origin, ret_id);
 }

@@ -264,8 +264,9 @@ bm_dedup_mark(bm_dedup_t *d, const char *from, const bm_id_t *id, const void *no
 	s_sender_t *s;
 	int rc;
 
+	/* A sender on another host is "name@host" (at most 64 bytes too). */
 	if (d == NULL || from == NULL || id == NULL || (note == NULL && len > 0) ||
-	    bm_name_check(from) < 0) {
+	    from[0] == '@' || bm_address_check(from) < 0) {
 		return -EINVAL;
 	}
 	nl = strlen(from);

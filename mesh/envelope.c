@@ -224,9 +224,10 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 	/* PONG's optional name and HELLO/WELCOME's features are always sent. */
 	s_w_array(&w, 2 + (size_t)s_field_count(e->cmd) +
 	                  ((e->cmd == BM_CMD_SEND || e->cmd == BM_CMD_DELIVER) &&
-	                           (e->tp != NULL || e->ts != NULL)
+	                           (e->tp != NULL || e->ts != NULL || e->route[0] != '\0')
 	                       ? 2
 	                       : 0) +
+	                  ((e->cmd == BM_CMD_SEND || e->cmd == BM_CMD_DELIVER) && e->route[0] ? 1 : 0) +
 	                  (e->cmd == BM_CMD_PONG || e->cmd == BM_CMD_HELLO || e->cmd == BM_CMD_WELCOME) +
 	                  (e->cmd == BM_CMD_PING && e->has_report ? 3 : 0));
 	s_w_uint(&w, BM_PROTO_VERSION);
@@ -262,9 +263,13 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 		s_w_uint(&w, e->ttl_ms);
 		s_w_uint(&w, e->attempt);
 		s_w_uint(&w, (uint64_t)(e->ts_ms < 0 ? 0 : e->ts_ms));
-		if (e->tp != NULL || e->ts != NULL) {
+		if (e->tp != NULL || e->ts != NULL || e->route[0] != '\0') {
 			s_w_strn(&w, e->tp, e->tp_len);
 			s_w_strn(&w, e->ts, e->ts_len);
+		}
+		if (e->route[0] != '\0') {
+			/* Element 12, after the two trace fields. */
+			s_w_str(&w, e->route);
 		}
 		break;
 	case BM_CMD_ACK:
@@ -485,13 +490,17 @@ s_token(s_cur_t *c, char *out, size_t max, uint8_t cls, bool address, const char
 		return s_fail(c, why);
 	}
 	s = (const uint8_t *)str;
-	if (address && s[0] == '@') {
-		if (n == 1 || n - 1 > BM_CAP_MAX) {
-			return s_fail(c, why);
+	if (address) {
+		/* name, @cap, name@host, @cap@host: rare enough to check
+		 * the whole form with bm_address_check once copied. */
+		for (; i < n; i++) {
+			if (!(s_class[s[i]] & cls) && s[i] != '@' && s[i] != '*') {
+				return s_fail(c, why);
+			}
+			out[i] = (char)s[i];
 		}
-		out[i++] = '@';
-	} else if (address && n > BM_NAME_MAX) {
-		return s_fail(c, why);
+		out[n] = '\0';
+		return bm_address_check(out) == 0 || s_fail(c, why);
 	}
 	for (; i < n; i++) {
 		if (!(s_class[s[i]] & cls)) {
@@ -668,9 +677,12 @@ s_message(s_cur_t *c, bm_env_t *e)
 {
 	uint64_t prio, ttl, attempt, ts;
 
+	/* A DELIVER's sender may be on another host (name@host, put there
+	 * by a bridge), never an anycast address. */
 	if (!(s_id(c, &e->id, false, "bad message id") &&
 	      s_id(c, &e->corr, true, "bad correlation id") &&
-	      s_name_at(c, e, e->cmd == BM_CMD_SEND, "bad agent name") &&
+	      s_name_at(c, e, true, "bad agent name") &&
+	      (e->cmd == BM_CMD_SEND || e->name[0] != '@' || s_fail(c, "bad agent name")) &&
 	      s_token(c, e->type, BM_TYPE_MAX, S_TYPE, false, "bad type") &&
 	      s_rd_uint(c, UINT8_MAX, &prio, "bad priority") &&
 	      s_rd_uint(c, UINT32_MAX, &ttl, "bad ttl") &&
@@ -818,6 +830,35 @@ s_features(s_cur_t *c, bm_env_t *e, uint64_t n, int *fields)
 	return true;
 }
 
+/*
+ * SEND/DELIVER element 12, `route` (protocol.md §4, bridges): after the
+ * two optional trace fields (10, 11: skipped here), a str address or nil.
+ * A bin there, or anything shorter, is absent.
+ */
+static bool
+s_route(s_cur_t *c, bm_env_t *e, uint64_t n, int *fields)
+{
+	bool ok;
+
+	e->route[0] = '\0';
+	e->route_at = e->route_end = 0;
+	/* Only after both trace fields (elements 10 and 11). */
+	if (*fields != 10 || n < 2 + (uint64_t)*fields + 1) {
+		return true;
+	}
+	(*fields)++;
+	e->route_at = (uint16_t)(c->p - c->base);
+	if (s_is_nil(c)) {
+		ok = true;
+	} else if (c->p < c->end && (*c->p == 0xc4 || *c->p == 0xc5 || *c->p == 0xc6)) {
+		ok = s_skip(c, 0) || s_fail(c, "malformed trailing field");
+	} else {
+		ok = s_token(c, e->route, BM_ADDR_MAX, S_NAME, true, "bad route address");
+	}
+	e->route_end = (uint16_t)(c->p - c->base);
+	return ok;
+}
+
 int
 bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 {
@@ -888,6 +929,8 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 	case BM_CMD_SEND:
 	case BM_CMD_DELIVER:
 		ok = s_message(&c, e);
+		e->nelem = (uint16_t)(n > 0xffff ? 0xffff : n);
+		e->tail_at = (uint16_t)(c.p - c.base);
 		/* W3C trace context, optional: traceparent, then tracestate. */
 		if (ok && n > 2 + (uint64_t)fields) {
 			ok = s_trace_field(&c, BM_TRACEPARENT_MAX, false, &e->tp, &e->tp_len,
@@ -899,6 +942,8 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 			                   "bad tracestate");
 			fields++;
 		}
+		/* Then the route (bridges, protocol.md §15). */
+		ok = ok && s_route(&c, e, n, &fields);
 		break;
 	case BM_CMD_ACK:
 		ok = s_id(&c, &e->id, false, "bad message id") &&
@@ -987,6 +1032,46 @@ bm__env_retarget(const void *in, size_t len, const bm_env_t *e, uint8_t cmd, con
 	}
 	s_w_str(&w, name);
 	s_w_bytes(&w, src + e->name_end, len - e->name_end);
+	return w.overflow ? -ENOBUFS : (int)(w.p - (uint8_t *)out);
+}
+
+int
+bm__env_deliver(const void *in, const bm_env_t *e, const char *from, const char *route,
+                void *out, size_t cap)
+{
+	const uint8_t *src = in;
+	s_w_t w = {.p = out, .end = (uint8_t *)out + cap};
+	size_t n = e->nelem < 13 ? 13 : e->nelem;
+
+	if (e->name_at == 0 || e->tail_at <= e->name_end || e->hdr_len < e->tail_at ||
+	    (src[0] & 0xf0) != 0x90 || n > 15 || e->cmd_at >= e->name_at) {
+		return -EINVAL;
+	}
+	s_w_array(&w, n);
+	s_w_bytes(&w, src + 1, e->name_at - 1);
+	if (!w.overflow) {
+		((uint8_t *)out)[e->cmd_at] = BM_CMD_DELIVER;
+	}
+	s_w_str(&w, from);
+	if (e->route_at != 0) {
+		/* Type .. ts and the two trace fields as they were. */
+		s_w_bytes(&w, src + e->name_end, e->route_at - e->name_end);
+	} else {
+		s_w_bytes(&w, src + e->name_end, e->tail_at - e->name_end);
+		/* Elements 10 and 11 when the SEND had them, else nils. */
+		s_w_bytes(&w, src + e->tail_at, e->hdr_len - e->tail_at);
+		for (size_t k = e->nelem; k < 12; k++) {
+			s_w_bytes(&w, "\xc0", 1);
+		}
+	}
+	if (route != NULL && route[0] != '\0') {
+		s_w_str(&w, route);
+	} else {
+		s_w_bytes(&w, "\xc0", 1);
+	}
+	if (e->route_at != 0) {
+		s_w_bytes(&w, src + e->route_end, e->hdr_len - e->route_end);
+	}
 	return w.overflow ? -ENOBUFS : (int)(w.p - (uint8_t *)out);
 }
 

@@ -175,12 +175,50 @@ bm_cap_check(const char *cap)
 }
 
 int
+bm_host_check(const char *host)
+{
+	if (host == NULL || strchr(host, '.') != NULL) {
+		return BM_EBADNAME; /* a NATS subject token: no dots */
+	}
+	return s_check_token(host, BM_HOST_MAX);
+}
+
+/*
+ * name | @cap | name@host | @cap@host | @cap@* (docs/protocol.md §15).  The part
+ * before the second '@' is checked in a copy, so the token checker stays
+ * one loop.
+ */
+int
 bm_address_check(const char *to)
 {
-	if (to != NULL && to[0] == '@') {
-		return bm_cap_check(to + 1);
+	char part[BM_NAME_MAX + 1];
+	const char *at;
+	bool any;
+	size_t n;
+
+	if (to == NULL) {
+		return BM_EBADNAME;
 	}
-	return bm_name_check(to);
+	any = to[0] == '@';
+	at = strchr(to + any, '@');
+	if (at == NULL) {
+		return any ? bm_cap_check(to + 1) : bm_name_check(to);
+	}
+	n = (size_t)(at - to) - any;
+	/* "@cap@*": any host that has the capability (the local one first). */
+	if (strlen(to) > BM_NAME_MAX || n == 0 ||
+	    (bm_host_check(at + 1) < 0 && !(any && strcmp(at + 1, "*") == 0))) {
+		return BM_EBADNAME;
+	}
+	memcpy(part, to + any, n);
+	part[n] = '\0';
+	return any ? bm_cap_check(part) : bm_name_check(part);
+}
+
+bool
+bm_address_remote(const char *to)
+{
+	return to != NULL && to[0] != '\0' && strchr(to + 1, '@') != NULL;
 }
 
 int

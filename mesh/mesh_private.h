@@ -28,6 +28,10 @@ typedef struct bm_env {
 	uint32_t heartbeat_ms;          /* HELLO/WELCOME */
 	uint64_t max_body;              /* WELCOME */
 	int32_t code;                   /* NACK/DENIED/ERROR: BM_E* */
+	char route[BM_ADDR_MAX + 1];    /* SEND/DELIVER element 12: bridges' other end; "" = none */
+	uint16_t nelem;                 /* decode SEND/DELIVER: elements in the header array */
+	uint16_t tail_at;               /*   offset just past ts_ms (element 10 starts) */
+	uint16_t route_at, route_end;   /*   element 12's extent; 0 when absent */
 	uint16_t cmd_at;                /* decode: offset of the command's value byte */
 	uint16_t name_at;               /* decode: offset of the name field (SEND, */
 	uint16_t name_end;              /*   DELIVER, ACK, NACK, ACKS) and one past its end */
@@ -66,6 +70,18 @@ int bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_wh
  */
 int bm__env_retarget(const void *in, size_t len, const bm_env_t *e, uint8_t cmd,
                      const char *name, void *out, size_t cap);
+
+/*
+ * Builds a DELIVER header for a SEND (in, decoded as e; its hdr_len bytes)
+ * with `from` in the name field and element 12 set to route (NULL or "":
+ * nil): how the broker hands a message to a bridge (route = the address it
+ * was sent to) and delivers one a bridge brought from another host (from =
+ * its origin).  Elements 10 and 11 are kept, or nil when the SEND had
+ * none; anything after 12 is kept.  Returns the length, -ENOBUFS, -EINVAL
+ * (a header of more than 15 elements).
+ */
+int bm__env_deliver(const void *in, const bm_env_t *e, const char *from, const char *route,
+                    void *out, size_t cap);
 
 /*
  * Grows a header of len bytes (as bm__env_retarget wrote it) to exactly

@@ -50,6 +50,89 @@ START_TEST(send_and_deliver_round_trip_every_field)
 }
 END_TEST
 
+START_TEST(host_addresses_are_checked_and_the_route_field_round_trips)
+{
+	bm_env_t in = {.cmd = BM_CMD_SEND}, out, dl;
+	uint8_t buf[4096], relay[4096];
+	const char *why = NULL;
+	int n, m;
+
+	ck_assert_int_eq(bm_address_check("mapper@h2"), 0);
+	ck_assert_int_eq(bm_address_check("@map@h2"), 0);
+	ck_assert_int_eq(bm_address_check("a.b@host_2-x"), 0);
+	ck_assert_int_eq(bm_address_check("mapper@"), BM_EBADNAME);
+	ck_assert_int_eq(bm_address_check("@mapper"), 0);
+	ck_assert_int_eq(bm_address_check("@@h2"), BM_EBADNAME);
+	ck_assert_int_eq(bm_address_check("a@h.2"), BM_EBADNAME);   /* dots: subject tokens */
+	ck_assert_int_eq(bm_address_check("a@b@c"), BM_EBADNAME);
+	ck_assert_int_eq(bm_address_check("@a@b@c"), BM_EBADNAME);
+	ck_assert_int_eq(bm_address_check("@map@*"), 0);
+	ck_assert_int_eq(bm_address_check("mapper@*"), BM_EBADNAME); /* names are on one host */
+	ck_assert_int_eq(bm_address_check("@map@h*"), BM_EBADNAME);
+	ck_assert(bm_address_remote("x@h1") && bm_address_remote("@c@h1"));
+	ck_assert(!bm_address_remote("x") && !bm_address_remote("@c"));
+	{
+		char longer[80];
+
+		memset(longer, 'a', 60);
+		strcpy(longer + 60, "@h123"); /* 65 bytes: over the 64 of a from field */
+		ck_assert_int_eq(bm_address_check(longer), BM_EBADNAME);
+	}
+	/* A SEND to another host, then the DELIVER beastd builds for the
+	 * bridge: the sender in from, the address in the route field. */
+	bm_id_new(&in.id);
+	strcpy(in.name, "mapper@h2");
+	strcpy(in.type, "x");
+	n = bm__env_encode(&in, buf, sizeof buf);
+	ck_assert_int_gt(n, 0);
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &out, &why), 0);
+	ck_assert_str_eq(out.name, "mapper@h2");
+	ck_assert_str_eq(out.route, "");
+	m = bm__env_deliver(buf, &out, "scout", out.name, relay, sizeof relay);
+	ck_assert_int_gt(m, 0);
+	ck_assert_int_eq(bm__env_decode(relay, (size_t)m, &dl, &why), 0);
+	ck_assert_int_eq(dl.cmd, BM_CMD_DELIVER);
+	ck_assert_str_eq(dl.name, "scout");
+	ck_assert_str_eq(dl.route, "mapper@h2");
+	ck_assert(bm_id_equal(&dl.id, &in.id));
+	/* A bridge's SEND with an origin, delivered from it, route nil. */
+	strcpy(in.name, "mapper");
+	strcpy(in.route, "scout@h1");
+	n = bm__env_encode(&in, buf, sizeof buf);
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &out, &why), 0);
+	ck_assert_str_eq(out.route, "scout@h1");
+	m = bm__env_deliver(buf, &out, out.route, NULL, relay, sizeof relay);
+	ck_assert_int_eq(bm__env_decode(relay, (size_t)m, &dl, &why), 0);
+	ck_assert_str_eq(dl.name, "scout@h1");
+	ck_assert_str_eq(dl.route, "");
+	/* With a trace context (elements 10, 11) the route is element 12
+	 * and both survive the hand-over to a bridge. */
+	{
+		static const char tp[] = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+		bm_env_t t = {.cmd = BM_CMD_SEND};
+
+		bm_id_new(&t.id);
+		strcpy(t.name, "mapper@h2");
+		strcpy(t.type, "x");
+		t.tp = tp;
+		t.tp_len = strlen(tp);
+		n = bm__env_encode(&t, buf, sizeof buf);
+		ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &out, &why), 0);
+		m = bm__env_deliver(buf, &out, "scout", out.name, relay, sizeof relay);
+		ck_assert_int_eq(bm__env_decode(relay, (size_t)m, &dl, &why), 0);
+		ck_assert_str_eq(dl.route, "mapper@h2");
+		ck_assert_uint_eq(dl.tp_len, strlen(tp));
+		ck_assert(memcmp(dl.tp, tp, dl.tp_len) == 0);
+	}
+	/* A DELIVER never comes from an anycast address. */
+	dl.cmd = BM_CMD_DELIVER;
+	strcpy(dl.name, "@map@h1");
+	dl.route[0] = '\0';
+	n = bm__env_encode(&dl, buf, sizeof buf);
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &out, &why), BM_EPROTO);
+}
+END_TEST
+
 START_TEST(a_missing_correlation_id_travels_as_nil)
 {
 	bm_env_t in = {.cmd = BM_CMD_SEND}, out;
@@ -734,6 +817,7 @@ s_suite(void)
 
 	tcase_add_test(tc, send_and_deliver_round_trip_every_field);
 	tcase_add_test(tc, a_missing_correlation_id_travels_as_nil);
+	tcase_add_test(tc, host_addresses_are_checked_and_the_route_field_round_trips);
 	tcase_add_test(tc, session_commands_round_trip);
 	tcase_add_test(tc, every_error_code_survives_the_wire);
 	tcase_add_test(tc, encode_refuses_a_buffer_too_small);

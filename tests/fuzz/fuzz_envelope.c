@@ -59,7 +59,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	    a.code != b.code || strcmp(a.text, b.text) != 0 || a.ncaps != b.ncaps ||
 	    a.features != b.features || a.nids != b.nids ||
 	    (a.nids > 0 && memcmp(a.ids, b.ids, (size_t)a.nids * sizeof(bm_id_t)) != 0) ||
-	    !s_same_trace(&a, &b) || a.has_report != b.has_report ||
+	    !s_same_trace(&a, &b) || strcmp(a.route, b.route) != 0 || a.has_report != b.has_report ||
 	    memcmp(a.report, b.report, sizeof a.report) != 0) {
 		abort();
 	}
