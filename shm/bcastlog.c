@@ -1283,7 +1283,8 @@ s_try_read(bm_bcastlog_reader_t *self, void *buf, size_t size, bm_bcastlog_rec_t
 		seq = s_get(r + 8, 8);
 		slot = kind == S_KIND_WRAP ? self->cap - off : s_align(S_REC + (uint64_t)tlen + blen);
 		if ((kind != S_KIND_MSG && kind != S_KIND_WRAP) || tlen > BM_BCASTLOG_TOPIC_MAX ||
-		    blen > self->cap || (kind == S_KIND_WRAP && (tlen != 0 || blen + S_REC != slot)) ||
+		    blen > self->cap ||
+		    (kind == S_KIND_WRAP && (tlen != 0 || blen + S_REC != slot || off == 0)) ||
 		    off + slot > self->cap || slot > avail || (!self->jumped && seq != self->seq) ||
 		    (self->jumped && seq < self->seq)) {
 			if (s_lapped(self)) {
@@ -1362,6 +1363,15 @@ bm_bcastlog_read(bm_bcastlog_reader_t *self, void *buf, size_t size, int timeout
 		rc = s_try_read(self, buf, size, ret_rec);
 		if (rc != -EAGAIN) {
 			return rc;
+		}
+		/* Nothing read: a poll returns now, a wait ends at its deadline —
+		 * also when the log looks readable but every try was undone (a
+		 * publisher moving under us, or a hostile one). */
+		if (timeout_ms == 0) {
+			return -EAGAIN;
+		}
+		if (deadline > 0 && bm_mono_ns() >= deadline) {
+			return -ETIMEDOUT;
 		}
 		rc = bm__doorbell_wait(&self->db, s_readable, self, deadline);
 		if (rc == -ETIMEDOUT && timeout_ms == 0) {
