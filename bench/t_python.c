@@ -58,7 +58,6 @@ s_up(bb_env_t *env, char *why, size_t whylen)
 {
 	char sock[600];
 	char *argv[] = {(char *)env->beastd, "--dir", s_dir, NULL};
-	pid_t pid;
 
 	snprintf(s_dir, sizeof s_dir, "%s/ag%d", env->dir, ++s_gen);
 	if (mkdir(s_dir, 0700) != 0) {
@@ -66,23 +65,8 @@ s_up(bb_env_t *env, char *why, size_t whylen)
 		return -1;
 	}
 	snprintf(sock, sizeof sock, "%s/mesh.sock", s_dir);
-	if ((pid = bb_server_spawn(argv, env->cpu_srv, NULL)) < 0 ||
-	    bb_wait_listen(0, sock, 5.0) != 0) {
-		bb_server_stop(pid);
-		snprintf(why, whylen, "beastd (%s) did not start", env->beastd);
-		return -1;
-	}
-	env->srv_pid[env->nsrv++] = pid;
-	return 0;
-}
-
-static void
-s_down(bb_env_t *env)
-{
-	for (int i = 0; i < env->nsrv; i++) {
-		bb_server_stop(env->srv_pid[i]);
-	}
-	env->nsrv = 0;
+	return bb_server_up(env, argv, "beastd-agent.log",
+	                    &(bb_ready_t){.sock = sock, .timeout_s = 5.0}, why, whylen);
 }
 
 static const char *
@@ -489,7 +473,6 @@ const bb_transport_t bb_t_agent_c = {
 	.about = "the agent runtime in C (bm_agent): request RTT, ACKed sends, cloud hand-off",
 	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT) | BB_S(BB_BULK),
 	.up = s_up,
-	.down = s_down,
 	.refuse = s_refuse,
 	.run = s_run_c,
 };
@@ -500,7 +483,6 @@ const bb_transport_t bb_t_agent_py = {
 	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT) | BB_S(BB_BULK),
 	.missing = s_missing_py,
 	.up = s_up,
-	.down = s_down,
 	.refuse = s_refuse,
 	.run = s_run_py,
 };

@@ -1374,9 +1374,6 @@ bm_bcastlog_read(bm_bcastlog_reader_t *self, void *buf, size_t size, int timeout
 			return -ETIMEDOUT;
 		}
 		rc = bm__doorbell_wait(&self->db, s_readable, self, deadline);
-		if (rc == -ETIMEDOUT && timeout_ms == 0) {
-			return -EAGAIN;
-		}
 		if (rc < 0) {
 			return rc;
 		}

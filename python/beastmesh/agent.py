@@ -14,6 +14,7 @@ import asyncio
 import errno as _errno
 import logging
 import os
+import time
 
 from ._ffi import ffi, lib
 from . import errors as _e
@@ -156,14 +157,14 @@ class Sent:
         """Returns once ACKed; raises DeadLetter (with its reason), Timeout
         (still pending after timeout seconds: it stays in the outbox and
         is retried), or the loop's error."""
-        deadline = None if timeout is None else _now() + float(timeout)
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
         while True:
             st, code = self._status()
             if st == 0:
                 return self
             if st == 2:
                 raise DeadLetter(code, self.id)
-            left = 0.05 if deadline is None else min(0.05, deadline - _now())
+            left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
             if left <= 0:
                 raise Timeout(detail="message %s not acknowledged yet (still in the outbox)" %
                               self.id)
@@ -173,9 +174,6 @@ class Sent:
         return "Sent(%s)" % self.id
 
 
-def _now():
-    import time
-    return time.monotonic()
 
 
 class _Request:

@@ -15,7 +15,7 @@ each property becomes a field of a numpy structured dtype over the data.
 import numpy as np
 
 from ._ffi import ffi, lib
-from .errors import BadArgument, Error
+from .errors import BadArgument, Corrupt, Error
 
 _PLY_TYPES = {
     "float": "<f4", "float32": "<f4", "double": "<f8", "float64": "<f8",
@@ -23,7 +23,7 @@ _PLY_TYPES = {
     "ushort": "<u2", "uint16": "<u2", "short": "<i2", "int16": "<i2",
     "uint": "<u4", "uint32": "<u4", "int": "<i4", "int32": "<i4",
 }
-_CORRUPT = -30000 + 4  # BM_ECORRUPT
+_CORRUPT = Corrupt.code
 
 
 class _Pages:
