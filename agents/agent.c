@@ -120,6 +120,7 @@ struct bm_agent {
 	uint32_t ncaused;                /* sends its handler made so far */
 	bool dirty;                      /* sends put since the last commit */
 	bool in_handler;                 /* a handler is running */
+	char refusal[BM_TEXT_MAX + 1]; /* the NACK text a handler chose; "" = none */
 	volatile sig_atomic_t stopped;   /* bm_agent_stop */
 	volatile sig_atomic_t *ext_stop; /* opts.stop */
 	void *user;                      /* opts.user */
@@ -1108,6 +1109,32 @@ bm_agent_status(bm_agent_t *a, const bm_id_t *id, int *ret_dead_code)
 	return 2;
 }
 
+int
+bm_agent_refuse_text(bm_agent_t *a, const char *text)
+{
+	if (a == NULL || text == NULL || !a->in_handler) {
+		return -EINVAL;
+	}
+	snprintf(a->refusal, sizeof a->refusal, "%s", text);
+	return 0;
+}
+
+int
+bm_agent_refusal(bm_agent_t *a, const bm_id_t *id, char *buf, size_t size)
+{
+	bm_outbox_entry_t ent;
+
+	if (a == NULL || id == NULL || buf == NULL || size == 0) {
+		return -EINVAL;
+	}
+	if (bm_outbox_get(a->outbox, id, &ent) < 0) {
+		buf[0] = '\0';
+		return -ENOENT;
+	}
+	snprintf(buf, size, "%s", ent.why);
+	return (int)strlen(buf);
+}
+
 const void *
 bm_agent_msg_body(bm_msg_t *m, size_t *ret_len)
 {
@@ -1282,6 +1309,7 @@ s_on_message(bm_agent_t *a, bm_event_t *ev)
 			a->in_handler = true;
 			a->cause = &m->id;
 			a->ncaused = 0;
+			a->refusal[0] = '\0';
 			rc = h->fn(a, m, h->arg);
 			a->cause = NULL;
 			a->in_handler = false;
@@ -1289,7 +1317,8 @@ s_on_message(bm_agent_t *a, bm_event_t *ev)
 	}
 	if (rc < 0) {
 		/* Refused: not remembered, so a resend is handled afresh. */
-		(void)bm_client_nack(a->client, m, rc, bm_strerror(rc));
+		(void)bm_client_nack(a->client, m, rc, a->refusal[0] ? a->refusal : bm_strerror(rc));
+		a->refusal[0] = '\0';
 		return 0;
 	}
 	a->st.received++;

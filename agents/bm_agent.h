@@ -97,6 +97,11 @@ BM_EXPORT bm_client_t *bm_agent_client(bm_agent_t *a);
  * valid during the call only. */
 
 typedef int (*bm_agent_msg_fn)(bm_agent_t *a, bm_msg_t *m, void *arg);
+/* Inside a message handler that is about to return a negative code: the
+ * text its NACK carries (cut to 255 bytes) instead of bm_strerror(code).
+ * The sender sees it as the message's last refusal (bm_agent_refusal,
+ * `beast outbox dead`).  0, or -EINVAL (also outside a handler). */
+BM_EXPORT int bm_agent_refuse_text(bm_agent_t *a, const char *text);
 typedef void (*bm_agent_bcast_fn)(bm_agent_t *a, bm_bcast_t *b, void *arg);
 /* A blob handler returns 0 (the blob is freed after the call) or
  * BM_AGENT_BLOB_KEEP: it keeps the blob (and every view of its mapped
@@ -270,6 +275,15 @@ BM_EXPORT int bm_agent_ready(bm_agent_t *a);
  * (bm_outbox_reason()).  -EINVAL on bad arguments.
  */
 BM_EXPORT int bm_agent_status(bm_agent_t *a, const bm_id_t *id, int *ret_dead_code);
+/*
+ * The last refusal's text for a message this agent sent and still holds
+ * (pending or dead): the reason of the last NACK it got, written by the
+ * side that refused it — the receiver, its beastd, or, across hosts, the
+ * remote bridge ("on host h2: no such agent 'mapper'").  Copies it into
+ * buf (NUL-terminated, cut to size) and returns its length: 0 when there
+ * was no refusal, -ENOENT once the message is retired, -EINVAL.
+ */
+BM_EXPORT int bm_agent_refusal(bm_agent_t *a, const bm_id_t *id, char *buf, size_t size);
 
 /* For bindings without a C compiler (cffi's ABI mode): a delivered
  * message's or broadcast's body, and the layout of every struct a binding

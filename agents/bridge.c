@@ -28,7 +28,8 @@
  * Message headers on bm.<host>.dm.<name> (body = the message body):
  *   Bm-Id 32 hex | Bm-Corr 32 hex (absent: none) | Bm-From name@host |
  *   Bm-To the address as sent | Bm-Type | Bm-Prio | Bm-Ttl ms |
- *   Bm-Attempt | Bm-Ts wall ms
+ *   Bm-Attempt | Bm-Ts wall ms | traceparent, tracestate (W3C, when the
+ *   message carries them)
  * and on bm.<host>.ack (no body):
  *   Bm-Id | Bm-Peer the local sender's name | Bm-From the remote end |
  *   Bm-Code 0 = ACK, else a NACK's wire code (protocol.md §6) | Bm-Text
@@ -438,6 +439,13 @@ s_out(bm_bridge_t *b, bm_msg_t *m)
 	s_set_u64(nm, "Bm-Ttl", m->ttl_ms);
 	s_set_u64(nm, "Bm-Attempt", m->attempt);
 	s_set_u64(nm, "Bm-Ts", (uint64_t)m->ts_ms);
+	if (m->traceparent[0] != '\0') {
+		/* The W3C trace context crosses untouched, under its own names. */
+		natsMsgHeader_Set(nm, "traceparent", m->traceparent);
+		if (m->tracestate != NULL) {
+			natsMsgHeader_Set(nm, "tracestate", m->tracestate);
+		}
+	}
 	if (s_publish(b, &nm) < 0) {
 		b->st.publish_failed++;
 		s_nack_local(b, &m->id, m->from, BM_EBUSY,
@@ -525,7 +533,12 @@ s_record(bm_bridge_t *b, s_inflight_t *f, const char *acker, int code, const cha
 	}
 	s_set_u64(nm, "Bm-Code", code == 0 ? 0 : (uint64_t)(code + BM_EBASE));
 	if (text != NULL && text[0] != '\0') {
-		natsMsgHeader_Set(nm, "Bm-Text", text);
+		/* Whoever refused it here, the sender learns which host said so
+		 * (cut to the wire's 255 bytes: the host goes first). */
+		char said[BM_TEXT_MAX + 1];
+
+		(void)!snprintf(said, sizeof said, "on host %s: %.200s", b->o.host, text);
+		natsMsgHeader_Set(nm, "Bm-Text", said);
 	}
 	if (s_publish(b, &nm) == 0) {
 		f->record_sent = true;
@@ -581,7 +594,7 @@ s_in_dm(bm_bridge_t *b, natsMsg *nm)
 	ttl = (uint32_t)s_get_u64(nm, "Bm-Ttl", 0);
 	if (ttl > 0 && ts + ttl + S_TTL_GRACE_MS < bm_wall_ms()) {
 		b->st.expired++;
-		s_record(b, f, local, BM_ETTL, "expired before delivery on the receiving host");
+		s_record(b, f, local, BM_ETTL, "expired before delivery");
 		return;
 	}
 	memset(&o, 0, sizeof o);
@@ -593,6 +606,15 @@ s_in_dm(bm_bridge_t *b, natsMsg *nm)
 	o.ttl_ms = ttl;
 	o.attempt = (uint32_t)s_get_u64(nm, "Bm-Attempt", 0);
 	o.ts_ms = ts;
+	/* A trace context we could not carry is left behind, not the message. */
+	o.traceparent = bm_bn_header(nm, "traceparent");
+	o.tracestate = o.traceparent != NULL ? bm_bn_header(nm, "tracestate") : NULL;
+	if (o.traceparent != NULL && strlen(o.traceparent) > BM_TRACEPARENT_MAX) {
+		o.traceparent = o.tracestate = NULL;
+	}
+	if (o.tracestate != NULL && strlen(o.tracestate) > BM_TRACESTATE_MAX) {
+		o.tracestate = NULL;
+	}
 	rc = bm_client_forward(b->mesh, &o, from, natsMsg_GetData(nm),
 	                       (size_t)natsMsg_GetDataLength(nm), NULL);
 	if (rc < 0) {
@@ -609,7 +631,6 @@ static void
 s_in_answer(bm_bridge_t *b, const bm_event_t *ev)
 {
 	s_inflight_t *f = *s_find(b->inflight, &ev->id);
-	char text[BM_TEXT_MAX + 1];
 
 	if (f == NULL) {
 		return; /* an answer for an earlier bridge's delivery */
@@ -620,9 +641,7 @@ s_in_answer(bm_bridge_t *b, const bm_event_t *ev)
 		return;
 	}
 	b->st.nacked++;
-	/* Truncated to the wire's 255 bytes: the host goes first. */
-	(void)!snprintf(text, sizeof text, "on host %s: %.200s", b->o.host, ev->text);
-	s_record(b, f, ev->peer[0] ? ev->peer : "bridge", ev->code, text);
+	s_record(b, f, ev->peer[0] ? ev->peer : "bridge", ev->code, ev->text);
 }
 
 /* ---- back: an ACK/NACK record for a local sender ---- */

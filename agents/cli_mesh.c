@@ -513,9 +513,10 @@ bm_cli_send(int argc, char **argv, const char *dir)
 			break;
 		}
 		if (ent.dead_code != 0) {
-			fprintf(stderr, "beast send: message %s to %s is dead: %s (beast outbox --as %s "
+			fprintf(stderr, "beast send: message %s to %s is dead: %s%s%s (beast outbox --as %s "
 			                "requeue %s retries it)\n",
-			        hex, to, bm_outbox_reason(ent.dead_code), name, hex);
+			        hex, to, bm_outbox_reason(ent.dead_code), ent.why[0] ? "; last refusal: " : "",
+			        ent.why, name, hex);
 			status = BM_EXIT_FAIL;
 			break;
 		}

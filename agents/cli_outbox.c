@@ -154,14 +154,17 @@ s_list_print(bm_outbox_t *ob, bool dead, bool json)
 				printf(",\"reason\":");
 				bm_cli_json_str(stdout, bm_outbox_reason(v[i].dead_code),
 				                strlen(bm_outbox_reason(v[i].dead_code)));
+				printf(",\"last_refusal\":");
+				bm_cli_json_str(stdout, v[i].why, strlen(v[i].why));
 			} else {
 				printf(",\"inflight\":%s,\"next_retry_ms\":%lld", v[i].inflight ? "true" : "false",
 				       (long long)v[i].next_ms);
 			}
 			printf("}\n");
 		} else if (dead) {
-			printf("%-32s %-20s %-16s %8u  %s\n", hex, v[i].to, v[i].type, v[i].attempts,
-			       bm_outbox_reason(v[i].dead_code));
+			printf("%-32s %-20s %-16s %8u  %s%s%s\n", hex, v[i].to, v[i].type, v[i].attempts,
+			       bm_outbox_reason(v[i].dead_code), v[i].why[0] ? "; last refusal: " : "",
+			       v[i].why);
 		} else {
 			printf("%-32s %-20s %-16s %3u %8u %10s\n", hex, v[i].to, v[i].type, v[i].priority,
 			       v[i].attempts, next);

@@ -30,8 +30,8 @@ typedef struct {
 	const char *source;           /* outbox, beastd, dedup */
 	const char *event;            /* stored, routed, nacked, acked, refused, handled, ... */
 	uint32_t attempt;             /* 1-based; 0 = not an attempt */
-	char text[512];               /* the line's words */
-	char reason[128];             /* NACK / dead reason, or "" */
+	char text[640];               /* the line's words */
+	char reason[384];             /* NACK / dead reason, or "" */
 } s_line_t;
 
 #define S_LINES_MAX (BM_TRACE_MAX + 8)
@@ -238,7 +238,8 @@ bm_cli_trace_print(const char *dir, const bm_id_t *id, const char *sender_in,
 			break;
 		case BM_OUTBOX_FATE_DEAD:
 			l->event = "dead";
-			snprintf(l->reason, sizeof l->reason, "%s", bm_outbox_reason(ot.dead_code));
+			snprintf(l->reason, sizeof l->reason, "%s%s%.255s", bm_outbox_reason(ot.dead_code),
+			         ot.why[0] ? "; last refusal: " : "", ot.why);
 			snprintf(l->text, sizeof l->text, "DEAD in %s's outbox after %u attempt%s: %s", sender,
 			         ot.attempts, ot.attempts == 1 ? "" : "s", l->reason);
 			break;

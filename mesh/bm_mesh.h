@@ -740,6 +740,10 @@ typedef struct bm_outbox_entry {
 	int64_t next_ms;              /* wall ms of the next attempt or deadline */
 	size_t size;                  /* body bytes */
 	int dead_code;                /* 0, or why it is dead (bm_outbox_reason) */
+	char why[BM_TEXT_MAX + 1];    /* the last refusal's text: the reason of the
+	                               * last NACK (from the receiver, its beastd,
+	                               * or another host: "on host h2: ..."); "" =
+	                               * none.  Kept with a dead letter. */
 } bm_outbox_entry_t;
 /* Pending (dead = false) or dead messages, highest priority first.
  * *ret_entries is malloc'd (free()). */
@@ -787,6 +791,7 @@ typedef struct bm_outbox_trace {
 	uint32_t ttl_ms;              /* 0 = none */
 	int fate;                     /* enum bm_outbox_fate */
 	int dead_code;                /* DEAD: BM_E* or BM_OUTBOX_DEAD_* reason */
+	char why[BM_TEXT_MAX + 1];    /* DEAD: the last refusal's text; "" = none */
 	uint64_t records;             /* journal records about it */
 	char traceparent[BM_TRACEPARENT_MAX + 1]; /* W3C trace context stored; "" = none */
 } bm_outbox_trace_t;

@@ -48,7 +48,11 @@
  *   ACK (3): 16 id — retired.
  *   ATTEMPT (4): 16 id | 4 attempts made — lazily written (not synced on
  *     its own; losing one costs a resend).
- *   DEAD (5): 16 id | 4 reason code | 4 attempts made.
+ *   DEAD (5): 16 id | 4 reason code | 4 attempts made [| 1 length L
+ *     (1..255) | L bytes: the last refusal's text, e.g. a NACK's reason
+ *     from the receiving side or from another host].  Compaction writes
+ *     a dead letter's DEAD record again after its re-PUT when it has a
+ *     text, so the text lives as long as the letter.
  *   REQUEUE (6): 16 id | 8 new created wall ms — attempts back to 0.
  *   PURGE (7): 16 id — a dead letter removed.
  *
@@ -121,6 +125,7 @@ typedef struct s_msg {
 	uint8_t *body;                /* body: the bytes right after this struct */
 	uint8_t *trace;               /* S_MSG_TRACE: its PUT encoding, after the body */
 	size_t trace_len;             /* its bytes; 0 = none */
+	char *why;                    /* the last refusal's text (malloc'd), or NULL */
 } s_msg_t;
 
 typedef struct {
@@ -366,6 +371,7 @@ s_free(bm_outbox_t *ob, s_msg_t *m)
 		ob->bytes -= m->len;
 	}
 	s_release(ob, m);
+	free(m->why);
 	free(m);
 }
 
@@ -380,11 +386,46 @@ s_record_id(bm_outbox_t *ob, int type, const bm_id_t *id, const void *extra, siz
 	return bm_journal_appendv(ob->j, type, 0, v, extra ? 2 : 1, NULL);
 }
 
+/* Keeps text as m's last refusal (a NACK's reason); "" or NULL keeps
+ * the one before.  Out of memory keeps the old text too. */
+static void
+s_set_why(s_msg_t *m, const char *text, size_t len)
+{
+	char *w;
+
+	if (text == NULL || len == 0) {
+		return;
+	}
+	len = len > BM_TEXT_MAX ? BM_TEXT_MAX : len;
+	if ((w = malloc(len + 1)) == NULL) {
+		return;
+	}
+	memcpy(w, text, len);
+	w[len] = '\0';
+	free(m->why);
+	m->why = w;
+}
+
+/* m's DEAD record: code, attempts and, when it has one, the last
+ * refusal's text. */
+static int
+s_record_dead(bm_outbox_t *ob, const s_msg_t *m)
+{
+	uint8_t c[8 + 1 + BM_TEXT_MAX];
+	size_t wl = m->why ? strlen(m->why) : 0;
+
+	s_put32(c, (uint32_t)m->dead_code);
+	s_put32(c + 4, m->attempts);
+	if (wl > 0) {
+		c[8] = (uint8_t)wl;
+		memcpy(c + 9, m->why, wl);
+	}
+	return s_record_id(ob, S_REC_DEAD, &m->id, c, wl > 0 ? 9 + wl : 8);
+}
+
 static void
 s_kill(bm_outbox_t *ob, s_msg_t *m, int code)
 {
-	uint8_t c[8];
-
 	s_unlink(ob, m);
 	m->state = S_DEAD;
 	m->dead_code = code;
@@ -392,10 +433,9 @@ s_kill(bm_outbox_t *ob, s_msg_t *m, int code)
 	ob->bytes -= m->len;
 	ob->dead++;
 	ob->st.dead_total++;
-	s_put32(c, (uint32_t)code);
-	s_put32(c + 4, m->attempts);
-	(void)s_record_id(ob, S_REC_DEAD, &m->id, c, 8);
-	bm_debug("outbox: message to %s dead: %s", m->to, bm_outbox_reason(code));
+	(void)s_record_dead(ob, m);
+	bm_debug("outbox: message to %s dead: %s%s%s", m->to, bm_outbox_reason(code),
+	         m->why ? "; last refusal: " : "", m->why ? m->why : "");
 }
 
 /* Its TTL passed: dead letter, or, for a message sent with `expire` (a
@@ -666,6 +706,9 @@ s_replay(void *arg, const bm_journal_rec_t *r)
 		}
 		break;
 	case S_REC_DEAD:
+		if (r->len >= 25 && r->len >= 25 + (size_t)p[24]) {
+			s_set_why(m, (const char *)p + 25, p[24]);
+		}
 		if (m->state != S_DEAD && r->len >= 24) {
 			if (s_get32(p + 20) > m->attempts) {
 				m->attempts = s_get32(p + 20);
@@ -682,6 +725,8 @@ s_replay(void *arg, const bm_journal_rec_t *r)
 			ob->bytes += m->len;
 			m->dead_code = 0;
 			m->attempts = 0;
+			free(m->why);
+			m->why = NULL;
 			m->created_ms = (int64_t)s_get64(p + 16);
 			s_make_ready(ob, m, false);
 		}
@@ -767,6 +812,7 @@ bm_outbox_destroy(bm_outbox_t **self_p)
 		if (m->batch != NULL && --m->batch->live == 0) {
 			free(m->batch);
 		}
+		free(m->why);
 		free(m);
 	}
 	bm__map_destroy(&ob->by_id);
@@ -1003,7 +1049,8 @@ s_compact(bm_outbox_t *ob)
 			seqs = ns;
 			cap = nc;
 		}
-		if (s_put_append(ob, m, &nseq) < 0) {
+		if (s_put_append(ob, m, &nseq) < 0 ||
+		    (m->state == S_DEAD && m->why != NULL && s_record_dead(ob, m) < 0)) {
 			break;
 		}
 		moved[n] = m;
@@ -1243,6 +1290,7 @@ bm_outbox_handle(bm_outbox_t *ob, const bm_event_t *ev)
 		if (m->state != S_INFLIGHT) {
 			return 1; /* a stale answer to an earlier attempt */
 		}
+		s_set_why(m, ev->text, strnlen(ev->text, sizeof ev->text));
 		if (s_permanent(ev->code)) {
 			s_kill(ob, m, ev->code == BM_ETOOBIG ? BM_OUTBOX_DEAD_TOOBIG : ev->code);
 		} else {
@@ -1376,6 +1424,8 @@ bm_outbox_requeue(bm_outbox_t *ob, const bm_id_t *id)
 	m->state = -1;
 	m->dead_code = 0;
 	m->attempts = 0;
+	free(m->why);
+	m->why = NULL;
 	ob->dead--;
 	ob->live++;
 	ob->bytes += m->len;
@@ -1467,6 +1517,9 @@ s_entry(const s_msg_t *m, bm_outbox_entry_t *e, int64_t now, int64_t wall)
 	e->created_ms = m->created_ms;
 	e->size = m->len;
 	e->dead_code = m->dead_code;
+	if (m->why != NULL) {
+		snprintf(e->why, sizeof e->why, "%s", m->why);
+	}
 	e->inflight = m->state == S_INFLIGHT;
 	e->next_ms = (m->state == S_WAITING || m->state == S_INFLIGHT)
 	                     ? wall + (m->due_ms > now ? m->due_ms - now : 0)
@@ -1656,12 +1709,16 @@ s_trace_replay(void *arg, const bm_journal_rec_t *r)
 			if (s_get32(p + 20) > t->attempts) {
 				t->attempts = s_get32(p + 20);
 			}
+			if (r->len >= 25 && r->len >= 25 + (size_t)p[24] && p[24] > 0) {
+				snprintf(t->why, sizeof t->why, "%.*s", (int)p[24], (const char *)p + 25);
+			}
 		}
 		break;
 	case S_REC_REQUEUE:
 		if (r->len >= 24) {
 			t->fate = BM_OUTBOX_FATE_PENDING;
 			t->dead_code = 0;
+			t->why[0] = '\0';
 			t->attempts = 0;
 			t->requeued_ms = (int64_t)s_get64(p + 16);
 		}

@@ -500,6 +500,56 @@ START_TEST(an_old_pending_message_does_not_pin_the_outbox_journal)
 }
 END_TEST
 
+START_TEST(a_dead_letter_keeps_the_refusers_words_across_compaction_and_restart)
+{
+	bm_outbox_opts_t oo = {.base_ms = 20, .cap_ms = 80, .ttl_ms = 400, .segment_size = 4096};
+	bm_client_t *c = tu_client(s_dir, "snd", NULL, HB);
+	bm_outbox_send_opts_t so = {.to = "far@h2"};
+	bm_outbox_entry_t e;
+	bm_outbox_t *ob;
+	bm_id_t dead;
+
+	/* No bridge is online: beastd refuses every attempt in its words. */
+	ck_assert_ptr_nonnull(c);
+	ob = s_outbox("snd", c, &oo);
+	ck_assert_int_eq(bm_outbox_send(ob, &so, "x", 1, &dead), 0);
+	ck_assert(s_drive(ob, c, s_has_dead, (void *)1, 5000));
+	ck_assert_int_eq(bm_outbox_get(ob, &dead, &e), 0);
+	ck_assert_int_eq(e.dead_code, BM_OUTBOX_DEAD_TTL);
+	ck_assert_msg(strstr(e.why, "no bridge") && strstr(e.why, "'far@h2'"), "why: %s", e.why);
+	bm_outbox_destroy(&ob);
+	bm_client_destroy(&c);
+	/* ~110 segments of traffic behind it: compaction moves it forward. */
+	ob = s_outbox("snd", NULL, &oo);
+	so.to = "rcv";
+	so.ttl_ms = 0;
+	for (int i = 0; i < 3000; i++) {
+		bm_event_t ev = {.kind = BM_EV_ACK};
+
+		ck_assert_int_eq(bm_outbox_put(ob, &so, "new", 3, &ev.id), 0);
+		ck_assert_int_ge(bm_outbox_pump(ob), 0);
+		ck_assert_int_eq(bm_outbox_handle(ob, &ev), 1);
+	}
+	ck_assert_int_ge(bm_outbox_pump(ob), 0);
+	ck_assert_uint_le(bm_journal_segments(bm_outbox_journal(ob)), 10);
+	bm_outbox_destroy(&ob);
+	ob = s_outbox("snd", NULL, &oo);
+	ck_assert_int_eq(bm_outbox_get(ob, &dead, &e), 0);
+	ck_assert_int_eq(e.dead_code, BM_OUTBOX_DEAD_TTL);
+	ck_assert_msg(strstr(e.why, "no bridge") && strstr(e.why, "'far@h2'"), "why: %s", e.why);
+	/* Requeued, it starts afresh: no words until a new refusal. */
+	ck_assert_int_eq(bm_outbox_requeue(ob, &dead), 0);
+	ck_assert_int_eq(bm_outbox_get(ob, &dead, &e), 0);
+	ck_assert_str_eq(e.why, "");
+	bm_outbox_destroy(&ob);
+	ob = s_outbox("snd", NULL, &oo);
+	ck_assert_int_eq(bm_outbox_get(ob, &dead, &e), 0);
+	ck_assert_int_eq(e.dead_code, 0);
+	ck_assert_str_eq(e.why, "");
+	bm_outbox_destroy(&ob);
+}
+END_TEST
+
 /* ---- de-duplication ---- */
 
 START_TEST(a_retry_after_a_lost_ack_reaches_the_handler_once_also_across_a_receiver_restart)
@@ -1111,6 +1161,7 @@ s_suite(void)
 	tcase_add_test(tc, stored_messages_go_out_after_a_restart_highest_priority_first);
 	tcase_add_test(tc, the_pending_count_and_byte_limits_refuse_with_efull);
 	tcase_add_test(tc, an_old_pending_message_does_not_pin_the_outbox_journal);
+	tcase_add_test(tc, a_dead_letter_keeps_the_refusers_words_across_compaction_and_restart);
 	tcase_add_test(tc, a_notice_that_the_destination_came_online_retries_at_once);
 	tcase_add_test(tc, an_expiring_message_is_withdrawn_at_its_ttl_even_after_a_restart);
 	tcase_add_test(tc, an_atomic_batch_killed_mid_append_is_all_or_nothing);

@@ -98,6 +98,8 @@ int bm_agent_timeout(bm_agent_t *);
 int bm_agent_fds(bm_agent_t *, int *, int);
 int bm_agent_ready(bm_agent_t *);
 int bm_agent_status(bm_agent_t *, const bm_id_t *, int *);
+int bm_agent_refusal(bm_agent_t *, const bm_id_t *, char *, size_t);
+int bm_agent_refuse_text(bm_agent_t *, const char *);
 const char *bm_agent_msg_body(bm_msg_t *, size_t *);
 const char *bm_agent_bcast_body(bm_bcast_t *, size_t *);
 const char *bm_agent_abi(void);

@@ -150,6 +150,11 @@ class Sent:
         check(st)
         return st, code[0]
 
+    def _refusal(self):
+        buf = ffi.new("char[]", 256)
+        n = lib.bm_agent_refusal(self._agent._ptr(), self._id, buf, 256)
+        return ffi.string(buf).decode(errors="replace") if n > 0 else ""
+
     def done(self):
         return self._status()[0] != 1
 
@@ -163,7 +168,7 @@ class Sent:
             if st == 0:
                 return self
             if st == 2:
-                raise DeadLetter(code, self.id)
+                raise DeadLetter(code, self.id, self._refusal())
             left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
             if left <= 0:
                 raise Timeout(detail="message %s not acknowledged yet (still in the outbox)" %
@@ -321,15 +326,23 @@ class Agent:
                 return 0
             except Error as e:
                 log.warning("%s: handler refused %r: %s", self.name, msg, e)
+                self._refuse_text(e)
                 return e.code if isinstance(e.code, int) and e.code < 0 else _EHANDLER
-            except Exception:
+            except Exception as e:
                 log.exception("%s: handler failed; the message is NACKed and will be retried",
                               self.name)
+                self._refuse_text(e)
                 return _EHANDLER
             except BaseException as e:  # KeyboardInterrupt, SystemExit: after the step
                 self._raise = e
                 return _EHANDLER
         return cb
+
+    def _refuse_text(self, e):
+        # The NACK carries the exception's words, so the sender sees them
+        # as the message's last refusal (DeadLetter.refusal).
+        text = "%s: %s" % (type(e).__name__, e) if not isinstance(e, Error) else str(e)
+        lib.bm_agent_refuse_text(self._a, text.encode("utf-8", "replace")[:255])
 
     def _reply_now(self, m, msg, r, reply_type):
         body, n = _body(r)
@@ -752,7 +765,7 @@ class Agent:
             if st == 0:
                 fut.set_result(sent)
             elif st == 2:
-                fut.set_exception(DeadLetter(code[0], sent.id))
+                fut.set_exception(DeadLetter(code[0], sent.id, sent._refusal()))
             else:
                 continue
             del self._watch[key]

@@ -37,20 +37,24 @@ class Error(Exception):
 class DeadLetter(Error):
     """The message died in the sender's outbox: `reason` says why (TTL,
     attempts used up, too large, or the receiver's permanent NACK) and
-    `dead_code` is the outbox's code for it.  `beast outbox dead` lists it
+    `dead_code` is the outbox's code for it; `refusal` is the last NACK's
+    text, written by the side that refused it (the receiver, its beastd, a
+    remote host's bridge), "" when none came.  `beast outbox dead` lists it
     and `beast outbox requeue` revives it."""
 
-    def __init__(self, dead_code, message_id=None):
+    def __init__(self, dead_code, message_id=None, refusal=""):
         self.dead_code = dead_code
         self.reason = ffi.string(lib.bm_outbox_reason(dead_code)).decode()
+        self.refusal = refusal  # the last NACK's text, from the side that refused
         self.message_id = message_id
         if dead_code < 0:
             code = dead_code  # the receiver's or broker's permanent NACK
         else:
             code = {1: _BY_NAME["TTL"].code, 3: _BY_NAME["TOOBIG"].code}.get(
                 dead_code, -_errno.ETIMEDOUT)  # 2: every attempt went unacknowledged
-        super().__init__(code, detail="dead letter (%s)" % self.reason)
-        self.args = ("dead letter %s: %s" % (message_id or "", self.reason),)
+        why = self.reason + ("; last refusal: " + refusal if refusal else "")
+        super().__init__(code, detail="dead letter (%s)" % why)
+        self.args = ("dead letter %s: %s" % (message_id or "", why),)
 
 
 class Timeout(Error, TimeoutError):

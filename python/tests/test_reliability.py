@@ -104,10 +104,13 @@ def test_a_message_nobody_acknowledges_in_time_is_a_dead_letter_with_its_reason(
         with pytest.raises(beastmesh.DeadLetter) as ei:
             s.wait(10)
         assert "ttl" in ei.value.reason
+        # beastd refused each attempt; its words stay with the dead letter.
+        assert "no agent named 'ghost'" in ei.value.refusal
         assert ei.value.code == beastmesh.Expired.code
         assert s.status() == "dead"
     r = swarm.beast("outbox", "--as", "mortal", "dead", "--json")
     assert r.returncode == 0 and s.id.encode() in r.stdout
+    assert b'"last_refusal":"no agent named \'ghost\' is online"' in r.stdout
 
 
 def test_a_handler_that_rejects_turns_the_send_into_a_dead_letter_at_once(swarm):
@@ -124,6 +127,7 @@ def test_a_handler_that_rejects_turns_the_send_into_a_dead_letter_at_once(swarm)
         with pytest.raises(beastmesh.DeadLetter) as ei:
             s.wait(1)
         assert ei.value.reason == "request denied"
+        assert "not today" in ei.value.refusal  # the receiver's words
         r = a._request("strict", "y", b"", 5.0)
         pump([a, b], lambda: r.done, 10, "the dead request")
         assert r.err == beastmesh.Denied.code
