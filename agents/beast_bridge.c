@@ -2,8 +2,10 @@
  * beast_bridge.c - main() of beast-bridge: parses arguments, sets up
  * signals and runs the bridge (agents/bridge.c; docs/multihost.md).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +28,7 @@ s_usage(FILE *out)
 {
 	fputs("usage: beast-bridge --host NAME [--nats URL] [--dir DIR] [--name NAME]\n"
 	      "                    [--ack-wait MS] [--directory-domain DOMAIN] [--topics P,P] [-v]\n"
+	      "       beast-bridge init hub|leaf ...   print a nats-server config (init --help)\n"
 	      "Carries this host's messages to name@host addresses on other hosts, and theirs\n"
 	      "to agents here, through the host's leaf nats-server with JetStream.\n"
 	      "  --host NAME     this host's name ([A-Za-z0-9_-]{1,32}); the leaf's JetStream domain\n"
@@ -39,6 +42,146 @@ s_usage(FILE *out)
 	      "  --version       print \"beast-bridge beastmesh VERSION\" and exit\n"
 	      "See docs/multihost.md.  Exit: 0 after SIGINT/SIGTERM, 1 error, 2 usage.\n",
 	      out);
+}
+
+/* ---- beast-bridge init: the nats-server configs of docs/multihost.md ---- */
+
+static void
+s_init_usage(FILE *out)
+{
+	fputs("usage: beast-bridge init hub --leaf-listen ADDR:PORT --store DIR [--listen ADDR:PORT]\n"
+	      "       beast-bridge init leaf --host NAME --hub ADDR:PORT[,ADDR:PORT...] --store DIR\n"
+	      "                              [--listen ADDR:PORT]\n"
+	      "Prints a nats-server config for the hub or for one host's leaf (docs/multihost.md).\n"
+	      "  --leaf-listen ADDR:PORT  where the hub takes the leaves' connections (no default:\n"
+	      "                           nothing listens beyond the addresses given)\n"
+	      "  --hub ADDR:PORT,...      the hub's leafnode address(es); several for a cluster\n"
+	      "  --store DIR              JetStream's directory\n"
+	      "  --listen ADDR:PORT       client port (default 127.0.0.1:4222)\n"
+	      "Exit: 0, 2 usage.\n",
+	      out);
+}
+
+/* ADDR:PORT with a port 1..65535 and an address of [A-Za-z0-9.:[]-]. */
+static bool
+s_hostport_ok(const char *s)
+{
+	const char *colon = s ? strrchr(s, ':') : NULL;
+	char *end;
+	long port;
+
+	if (colon == NULL || colon == s || strlen(s) > 255) {
+		return false;
+	}
+	for (const char *p = s; p < colon; p++) {
+		if (!(isalnum((unsigned char)*p) || strchr(".:[]-", *p) != NULL)) {
+			return false;
+		}
+	}
+	errno = 0;
+	port = strtol(colon + 1, &end, 10);
+	return errno == 0 && *end == '\0' && end != colon + 1 && port > 0 && port < 65536;
+}
+
+static int
+s_init(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"host", required_argument, NULL, 'H'},   {"hub", required_argument, NULL, 'u'},
+		{"store", required_argument, NULL, 's'},  {"listen", required_argument, NULL, 'l'},
+		{"leaf-listen", required_argument, NULL, 'L'}, {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *role = argc > 1 ? argv[1] : "", *host = NULL, *hub = NULL, *store = NULL;
+	const char *listen = "127.0.0.1:4222", *leaf_listen = NULL;
+	char hubs[1024], *tok, *save = NULL;
+	bool is_hub = strcmp(role, "hub") == 0;
+	int c;
+
+	if (!is_hub && strcmp(role, "leaf") != 0) {
+		s_init_usage(strcmp(role, "--help") == 0 || strcmp(role, "-h") == 0 ? stdout : stderr);
+		return strcmp(role, "--help") == 0 || strcmp(role, "-h") == 0 ? 0 : 2;
+	}
+	optind = 2;
+	while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'H':
+			host = optarg;
+			break;
+		case 'u':
+			hub = optarg;
+			break;
+		case 's':
+			store = optarg;
+			break;
+		case 'l':
+			listen = optarg;
+			break;
+		case 'L':
+			leaf_listen = optarg;
+			break;
+		case 'h':
+			s_init_usage(stdout);
+			return 0;
+		default:
+			s_init_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		s_init_usage(stderr);
+		return 2;
+	}
+	if (store == NULL || store[0] == '\0' || strpbrk(store, "\"\\\n") != NULL) {
+		fprintf(stderr, "beast-bridge init: --store DIR is required (no quotes, backslashes or "
+		                "newlines)\n");
+		return 2;
+	}
+	if (!s_hostport_ok(listen)) {
+		fprintf(stderr, "beast-bridge init: --listen wants ADDR:PORT, not '%s'\n", listen);
+		return 2;
+	}
+	if (is_hub) {
+		if (!s_hostport_ok(leaf_listen) || host != NULL || hub != NULL) {
+			fprintf(stderr, "beast-bridge init hub: --leaf-listen ADDR:PORT is required; --host "
+			                "and --hub are for a leaf\n");
+			return 2;
+		}
+		printf("# nats-server config of the hub (beast-bridge init hub; docs/multihost.md)\n"
+		       "server_name: hub\n"
+		       "listen: %s\n"
+		       "jetstream { store_dir: \"%s\", domain: hub }\n"
+		       "leafnodes { listen: %s }\n",
+		       listen, store, leaf_listen);
+		return 0;
+	}
+	if (host == NULL || bm_host_check(host) < 0 || hub == NULL || leaf_listen != NULL ||
+	    strlen(hub) >= sizeof hubs) {
+		fprintf(stderr, "beast-bridge init leaf: --host NAME ([A-Za-z0-9_-]{1,32}) and --hub "
+		                "ADDR:PORT are required; --leaf-listen is for the hub\n");
+		return 2;
+	}
+	snprintf(hubs, sizeof hubs, "%s", hub);
+	for (tok = strtok_r(hubs, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+		if (!s_hostport_ok(tok)) {
+			fprintf(stderr, "beast-bridge init leaf: --hub wants ADDR:PORT, not '%s'\n", tok);
+			return 2;
+		}
+	}
+	printf("# nats-server config of host %s's leaf (beast-bridge init leaf; docs/multihost.md)\n"
+	       "# then: beastd & beast-bridge --host %s --nats nats://%s &\n"
+	       "server_name: %s\n"
+	       "listen: %s\n"
+	       "jetstream { store_dir: \"%s\", domain: %s }\n"
+	       "leafnodes { remotes [ { urls: [",
+	       host, host, listen, host, listen, store, host);
+	snprintf(hubs, sizeof hubs, "%s", hub);
+	save = NULL;
+	for (tok = strtok_r(hubs, ",", &save), c = 0; tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+		printf("%s\"nats-leaf://%s\"", c++ ? ", " : "", tok);
+	}
+	printf("] } ] }\n");
+	return 0;
 }
 
 int
@@ -58,6 +201,9 @@ main(int argc, char **argv)
 	struct sigaction sa;
 	int c, rc;
 
+	if (argc > 1 && strcmp(argv[1], "init") == 0) {
+		return s_init(argc - 1, argv + 1);
+	}
 	while ((c = getopt_long(argc, argv, "hv", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'H':

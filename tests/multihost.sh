@@ -86,20 +86,12 @@ net "$NS1" 1 || fail "veth for h1"
 net "$NS2" 2 || fail "veth for h2"
 LINK1="${TAG}b1" # h1's end of its link to the hub
 
-# ---- configs (as `docs/multihost.md` describes them)
-cat >"$WORK/hub.conf" <<EOF
-server_name: hub
-listen: 127.0.0.1:4222
-jetstream { store_dir: "$WORK/jshub", domain: hub }
-leafnodes { listen: 0.0.0.0:7422 }
-EOF
+# ---- configs, made by `beast-bridge init` (docs/multihost.md)
+"$BRIDGE" init hub --leaf-listen 0.0.0.0:7422 --store "$WORK/jshub" >"$WORK/hub.conf" ||
+	fail "beast-bridge init hub"
 for h in 1 2; do
-	cat >"$WORK/leaf$h.conf" <<EOF
-server_name: h$h
-listen: 127.0.0.1:4222
-jetstream { store_dir: "$WORK/js$h", domain: h$h }
-leafnodes { remotes [ { urls: ["nats-leaf://10.201.$h.1:7422"] } ] }
-EOF
+	"$BRIDGE" init leaf --host h$h --hub 10.201.$h.1:7422 --store "$WORK/js$h" \
+		>"$WORK/leaf$h.conf" || fail "beast-bridge init leaf"
 done
 
 declare -A PID
