@@ -64,6 +64,38 @@ def test_python_receiver_killed_mid_stream_handles_each_message_exactly_once(swa
     assert len(seen) == N
 
 
+def test_a_handler_rerun_after_a_crash_between_its_send_and_its_mark_sends_once(swarm):
+    """The forwarder stores and sends its forward, then dies with -9 before
+    the message it handles is marked handled.  Restarted, it handles the
+    resent message again and sends the forward again -- with the id derived
+    from the handled message's, so the ledger's de-dup (or the outbox, when
+    the first copy is still held) keeps it to one.  With fresh ids the
+    ledger would hold the forward twice."""
+    out = os.path.join(swarm.base, "ledger.out")
+    mark = os.path.join(swarm.base, "crashed")
+    with open(out, "wb") as f:
+        swarm.spawn([BEAST, "--dir", swarm.dir, "listen", "--json", "ledger"], log="ledger",
+                    stdout=f)
+    swarm.wait_online("ledger")
+    fwd = swarm.py("crash_forwarder", "fwd", "ledger", mark, log="fwd")
+    swarm.wait_online("fwd")
+    with beastmesh.Agent("boss", ack_timeout=0.5) as a:
+        s = a.send("fwd", "work", b"job-1")
+        pump([a], lambda: os.path.exists(mark) and fwd.poll() is not None, 15,
+             "the forwarder to store its forward and die")
+        assert fwd.returncode == -9
+        # The forward is in the dead forwarder's outbox (ZeroMQ may not
+        # even have put it on the wire before the kill).
+        r = swarm.beast("outbox", "--as", "fwd", "stats", "--json")
+        assert r.returncode == 0 and json.loads(r.stdout)["pending"] == 1, r.stdout
+        fwd = swarm.py("crash_forwarder", "fwd", "ledger", mark, log="fwd")
+        s.wait(30)  # handled by the restarted forwarder, ACKed
+    time.sleep(0.5)  # a second forward would show now
+    got = [x["body"] for x in _ledger(out)]
+    assert got == ["job-1"], "the ledger holds %r" % got
+    assert swarm.log("fwd").count("ready fwd") == 2
+
+
 def test_request_times_out_when_the_handler_is_too_slow(swarm):
     swarm.py("echo", "slow", "", "2.0")
     swarm.wait_online("slow")
