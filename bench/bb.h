@@ -226,6 +226,10 @@ pid_t bb_server_start(const bb_env_t *env, char *const argv[], const char *logna
  * 0, or -1 with why (naming the log). */
 int bb_server_up(bb_env_t *env, char *const argv[], const char *logname, const bb_ready_t *ready,
                  char *why, size_t whylen);
+/* A shell command that undoes what a group made outside its scratch dir
+ * (network namespaces): a SIGINT/SIGTERM of the bench runs it after
+ * killing the sides and servers.  NULL clears it.  Up to 511 bytes. */
+void bb_core_on_signal_sh(const char *cmd);
 /* A free TCP port on 127.0.0.1 (bound and released), or -1. */
 int bb_free_port(void);
 /* Finds a program on PATH or in the usual sbin dirs: its path in out, 0 or -1. */

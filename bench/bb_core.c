@@ -131,6 +131,34 @@ bb_core_kill_tracked(void)
 	}
 }
 
+static char s_signal_sh[512];
+
+void
+bb_core_on_signal_sh(const char *cmd)
+{
+	s_signal_sh[0] = '\0';
+	if (cmd != NULL && strlen(cmd) < sizeof s_signal_sh) {
+		memcpy(s_signal_sh, cmd, strlen(cmd) + 1);
+	}
+}
+
+void
+bb_core_run_signal_sh(void)
+{
+	pid_t pid;
+
+	if (s_signal_sh[0] == '\0') {
+		return;
+	}
+	if ((pid = fork()) == 0) {
+		execl("/bin/sh", "sh", "-c", s_signal_sh, (char *)NULL);
+		_exit(127);
+	}
+	if (pid > 0) {
+		waitpid(pid, NULL, 0);
+	}
+}
+
 /* ---- sides ---- */
 
 pid_t

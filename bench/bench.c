@@ -44,6 +44,7 @@ static void
 s_on_signal(int sig)
 {
 	bb_core_kill_tracked();
+	bb_core_run_signal_sh(); /* namespaces a row made */
 	if (s_dir[0]) { /* the scratch dir goes too (fork and exec are safe here) */
 		pid_t pid = fork();
 		if (pid == 0) {

@@ -105,6 +105,20 @@ s_ns_del(const s_topo_t *t)
 	(void)s_sh("ip netns del %s-hub 2>/dev/null; ip netns del %s-h1 2>/dev/null; "
 	           "ip netns del %s-h2 2>/dev/null",
 	           t->tag, t->tag, t->tag);
+	bb_core_on_signal_sh(NULL);
+}
+
+/* Before the namespaces exist: a SIGINT/SIGTERM of the bench removes them. */
+static void
+s_ns_on_signal(const s_topo_t *t)
+{
+	char cmd[256];
+
+	snprintf(cmd, sizeof cmd,
+	         "ip netns del %s-hub 2>/dev/null; ip netns del %s-h1 2>/dev/null; "
+	         "ip netns del %s-h2 2>/dev/null",
+	         t->tag, t->tag, t->tag);
+	bb_core_on_signal_sh(cmd);
 }
 
 static pid_t
@@ -133,6 +147,7 @@ s_up_topo(bb_env_t *env, char *why, size_t whylen, int with_mesh)
 	snprintf(t->tag, sizeof t->tag, "bbr%d", (int)getpid());
 	env->priv = t;
 	s_ns_del(t);
+	s_ns_on_signal(t);
 	/* Fresh stores and runtime dirs for every group: a stream left by
 	 * the last group would hand its leftovers to this one. */
 	(void)s_sh("cd '%s' && rm -rf js1 js2 jshub d1 d2 hub.log leaf1.log leaf2.log beastd1.log "
