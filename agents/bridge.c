@@ -65,6 +65,7 @@
 
 #define S_FETCH_BATCH 256
 #define S_TTL_GRACE_MS 0
+#define S_HEADER_ROOM 2048 /* bytes of a NATS message kept for our headers */
 
 enum { S_FETCHED = 1, S_PUB_OK, S_PUB_FAIL, S_TOPIC };
 
@@ -416,6 +417,19 @@ s_out(bm_bridge_t *b, bm_msg_t *m)
 			return;
 		}
 		snprintf(to, sizeof to, "%s@%s", local, host);
+	}
+	/* NATS refuses a message over its max_payload (1 MiB by default) for
+	 * good: a permanent TOOBIG, not a BUSY retried until the TTL.  The
+	 * headers take up to ~1 KiB of it. */
+	if (b->nc != NULL && (int64_t)bm_msg_size(m) + S_HEADER_ROOM >
+	                             natsConnection_GetMaxPayload(b->nc)) {
+		b->st.refused++;
+		s_nack_local(b, &m->id, m->from, BM_ETOOBIG,
+		             "%zu bytes is over what NATS carries between hosts (max_payload %lld, "
+		             "less %d for headers)",
+		             bm_msg_size(m), (long long)natsConnection_GetMaxPayload(b->nc),
+		             S_HEADER_ROOM);
+		return;
 	}
 	s_subject_token(local[0] == '@' ? local + 1 : local, tok, sizeof tok);
 	snprintf(subject, sizeof subject, "bm.%s.%s.%s", host, local[0] == '@' ? "any" : "dm",

@@ -87,7 +87,7 @@ typedef struct {
 	const char *placement;
 	int scen;              /* the group's scenario: a server may be sized by it */
 	const char *beastd;    /* path of the beastd to start */
-#define BB_MAX_SRV 4
+#define BB_MAX_SRV 8
 	pid_t srv_pid[BB_MAX_SRV]; /* servers up() started: sampled for CPU/RSS, stopped by the core if left */
 	int nsrv;
 	char ep[BB_MAX_SRV][256];  /* what up() wants its links to know (endpoints, dirs, ports) */

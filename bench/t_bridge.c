@@ -99,6 +99,24 @@ s_wait_log(const char *path, const char *what, int times, double timeout_s)
 	return -1;
 }
 
+/* The last non-empty line of a log (the scratch dir goes with the run:
+ * a failure's words must travel in the row's status). */
+static void
+s_last_line(const char *path, char *out, size_t outlen)
+{
+	FILE *f = fopen(path, "r");
+	char line[512];
+	snprintf(out, outlen, "(empty log)");
+	if (!f)
+		return;
+	while (fgets(line, sizeof line, f)) {
+		line[strcspn(line, "\n")] = '\0';
+		if (line[0])
+			snprintf(out, outlen, "%.150s", line);
+	}
+	fclose(f);
+}
+
 static void
 s_ns_del(const s_topo_t *t)
 {
@@ -131,8 +149,10 @@ s_spawn_in(bb_env_t *env, const char *ns, const char *log, char *const args[])
 	argv[k] = NULL;
 	char path[600];
 	snprintf(path, sizeof path, "%s/%s.log", env->dir, log);
+	if (env->nsrv >= BB_MAX_SRV)
+		return -1; /* untracked, it would outlive the group */
 	pid_t pid = bb_server_spawn(argv, -1, path);
-	if (pid > 0 && env->nsrv < BB_MAX_SRV)
+	if (pid > 0)
 		env->srv_pid[env->nsrv++] = pid;
 	return pid;
 }
@@ -236,7 +256,9 @@ s_up_topo(bb_env_t *env, char *why, size_t whylen, int with_mesh)
 			goto fail;
 		snprintf(path, sizeof path, "%s/bridge%d.log", env->dir, h);
 		if (s_wait_log(path, "up: mesh agent", 1, 20) != 0) {
-			snprintf(why, whylen, "beast-bridge on h%d did not start (see its log)", h);
+			char last[160];
+			s_last_line(path, last, sizeof last);
+			snprintf(why, whylen, "beast-bridge on h%d did not start: %s", h, last);
 			goto fail2;
 		}
 	}

@@ -1606,7 +1606,7 @@ bm_outbox_reason(int code)
 	case BM_OUTBOX_DEAD_ATTEMPTS:
 		return "attempts: every attempt went unacknowledged";
 	case BM_OUTBOX_DEAD_TOOBIG:
-		return "too large for the broker";
+		return "too large: over a size limit on its way";
 	default:
 		return bm_strerror(code);
 	}

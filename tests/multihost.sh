@@ -261,6 +261,13 @@ t_got() { grep -q "\"traceparent\":\"$TP\"" "$WORK/listen-T.log"; }
 wait_for 10 "T@h2 to print the message with its traceparent" t_got
 say "a traceparent sent on h1 reached T@h2 unchanged"
 
+# ---- too large for NATS: refused for good at the origin, not retried
+out=$(head -c 1200000 /dev/zero | tr '\0' x |
+	beast 1 send --as BIG --timeout 10000 T@h2 - 2>&1)
+echo "$out" | grep -q "is dead: too large.*last refusal: .*max_payload" ||
+	fail "a 1.2 MB message to T@h2 was not refused as too large for NATS: $out"
+say "a 1.2 MB message to T@h2 dead at once: ${out:0:160}"
+
 # ---- topics: a publisher on h1, a subscriber on each host, zero gaps
 TN=${BM_MULTIHOST_TOPIC_COUNT:-2000}
 mh() { # mh H NAME ARGS...: mh-agent on host H
