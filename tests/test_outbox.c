@@ -502,9 +502,9 @@ END_TEST
 
 START_TEST(a_dead_letter_keeps_the_refusers_words_across_compaction_and_restart)
 {
-	bm_outbox_opts_t oo = {.base_ms = 20, .cap_ms = 80, .ttl_ms = 400, .segment_size = 4096};
+	bm_outbox_opts_t oo = {.base_ms = 20, .cap_ms = 80, .ttl_ms = 1500, .segment_size = 4096};
 	bm_client_t *c = tu_client(s_dir, "snd", NULL, HB);
-	bm_outbox_send_opts_t so = {.to = "far@h2"};
+	bm_outbox_send_opts_t so = {.to = "far@h2", .max_attempts = 100000};
 	bm_outbox_entry_t e;
 	bm_outbox_t *ob;
 	bm_id_t dead;
@@ -513,7 +513,7 @@ START_TEST(a_dead_letter_keeps_the_refusers_words_across_compaction_and_restart)
 	ck_assert_ptr_nonnull(c);
 	ob = s_outbox("snd", c, &oo);
 	ck_assert_int_eq(bm_outbox_send(ob, &so, "x", 1, &dead), 0);
-	ck_assert(s_drive(ob, c, s_has_dead, (void *)1, 5000));
+	ck_assert(s_drive(ob, c, s_has_dead, (void *)1, 10000));
 	ck_assert_int_eq(bm_outbox_get(ob, &dead, &e), 0);
 	ck_assert_int_eq(e.dead_code, BM_OUTBOX_DEAD_TTL);
 	ck_assert_msg(strstr(e.why, "no bridge") && strstr(e.why, "'far@h2'"), "why: %s", e.why);
