@@ -30,10 +30,17 @@ done
 got=$("$bin/beast" send --version)
 [ "$got" = "beast beastmesh $version" ] || fail "beast send --version said '$got'"
 echo "ok: 8 programs print NAME beastmesh $version"
+pages="man1/beast.1 man8/beastd.8"
+if [ -x "$bin/beast-bridge" ]; then # built where libnats is
+	got=$("$bin/beast-bridge" --version) || fail "beast-bridge --version exited $?"
+	[ "$got" = "beast-bridge beastmesh $version" ] || fail "beast-bridge --version said '$got'"
+	pages="$pages man8/beast-bridge.8"
+	echo "ok: beast-bridge prints NAME beastmesh $version"
+fi
 
 # Manual pages: render without a warning, and man finds them by name.
 man_dir=$prefix/share/man
-for page in man1/beast.1 man8/beastd.8; do
+for page in $pages; do
 	[ -s "$man_dir/$page" ] || fail "$page is not installed"
 	warn=$(groff -man -Tutf8 -ww -z "$man_dir/$page" 2>&1) || fail "groff failed on $page: $warn"
 	[ -z "$warn" ] || fail "groff warns on $page: $warn"
@@ -44,7 +51,7 @@ MANPATH=$man_dir man -w beast >/dev/null || fail "man does not find beast(1) und
 MANPATH=$man_dir man -w 8 beastd >/dev/null || fail "man does not find beastd(8) under $man_dir"
 MANPATH=$man_dir MANWIDTH=80 man beast 2>/dev/null | grep -q "beast beastmesh VERSION" ||
 	fail "man beast does not show the page"
-echo "ok: beast(1) and beastd(8) render; man finds them"
+echo "ok: $pages render; man finds beast(1) and beastd(8)"
 
 # Bash completion: `beast s<TAB>` gives exactly the subcommands beast lists
 # that start with s.
