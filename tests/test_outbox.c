@@ -468,6 +468,25 @@ START_TEST(a_notice_that_the_destination_came_online_retries_at_once)
 }
 END_TEST
 
+/* n messages to rcv stored and ACKed (the ACKs made up here) behind what
+ * the outbox holds: ~150-byte records, ~110 segments of 4 KiB for 3000;
+ * compaction keeps the journal to a few segments. */
+static void
+s_churn(bm_outbox_t *ob, int n)
+{
+	bm_outbox_send_opts_t so = {.to = "rcv"};
+
+	for (int i = 0; i < n; i++) {
+		bm_event_t ev = {.kind = BM_EV_ACK};
+
+		ck_assert_int_eq(bm_outbox_put(ob, &so, "new", 3, &ev.id), 0);
+		ck_assert_int_ge(bm_outbox_pump(ob), 0);
+		ck_assert_int_eq(bm_outbox_handle(ob, &ev), 1);
+	}
+	ck_assert_int_ge(bm_outbox_pump(ob), 0);
+	ck_assert_uint_le(bm_journal_segments(bm_outbox_journal(ob)), 10);
+}
+
 START_TEST(an_old_pending_message_does_not_pin_the_outbox_journal)
 {
 	bm_outbox_opts_t oo = {.segment_size = 4096};
@@ -478,17 +497,7 @@ START_TEST(an_old_pending_message_does_not_pin_the_outbox_journal)
 
 	ck_assert_int_eq(bm_outbox_put(ob, &so, "old", 3, &old), 0);
 	ck_assert_int_eq(bm_outbox_commit(ob), 0);
-	/* 3000 messages stored and ACKed (the ACKs made up here) behind it:
-	 * ~150-byte records in 4 KiB segments, ~110 segments' worth. */
-	for (int i = 0; i < 3000; i++) {
-		bm_event_t ev = {.kind = BM_EV_ACK};
-
-		ck_assert_int_eq(bm_outbox_put(ob, &so, "new", 3, &ev.id), 0);
-		ck_assert_int_ge(bm_outbox_pump(ob), 0);
-		ck_assert_int_eq(bm_outbox_handle(ob, &ev), 1);
-	}
-	ck_assert_int_ge(bm_outbox_pump(ob), 0);
-	ck_assert_uint_le(bm_journal_segments(bm_outbox_journal(ob)), 10);
+	s_churn(ob, 3000);
 	bm_outbox_destroy(&ob);
 	ob = s_outbox("snd", NULL, &oo);
 	ck_assert_uint_eq(bm_outbox_count(ob), 1);
@@ -521,17 +530,7 @@ START_TEST(a_dead_letter_keeps_the_refusers_words_across_compaction_and_restart)
 	bm_client_destroy(&c);
 	/* ~110 segments of traffic behind it: compaction moves it forward. */
 	ob = s_outbox("snd", NULL, &oo);
-	so.to = "rcv";
-	so.ttl_ms = 0;
-	for (int i = 0; i < 3000; i++) {
-		bm_event_t ev = {.kind = BM_EV_ACK};
-
-		ck_assert_int_eq(bm_outbox_put(ob, &so, "new", 3, &ev.id), 0);
-		ck_assert_int_ge(bm_outbox_pump(ob), 0);
-		ck_assert_int_eq(bm_outbox_handle(ob, &ev), 1);
-	}
-	ck_assert_int_ge(bm_outbox_pump(ob), 0);
-	ck_assert_uint_le(bm_journal_segments(bm_outbox_journal(ob)), 10);
+	s_churn(ob, 3000);
 	bm_outbox_destroy(&ob);
 	ob = s_outbox("snd", NULL, &oo);
 	ck_assert_int_eq(bm_outbox_get(ob, &dead, &e), 0);
