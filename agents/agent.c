@@ -31,6 +31,7 @@
  * its handler.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stddef.h>
@@ -1151,13 +1152,13 @@ bm_agent_bcast_body(bm_bcast_t *b, size_t *ret_len)
 
 /* "type:size:field@offset,..." for every struct a binding declares: the
  * Python package compares it with its own declarations on load. */
-const char *
-bm_agent_abi(void)
-{
-	static char buf[2048];
+static char s_abi[2048];
 
-	if (buf[0] == '\0') {
-		snprintf(buf, sizeof buf,
+static void
+s_abi_fill(void)
+{
+	{
+		snprintf(s_abi, sizeof s_abi,
 		         "bm_msg_t:%zu:id@%zu,corr@%zu,from@%zu,to@%zu,type@%zu,priority@%zu,"
 		         "ttl_ms@%zu,attempt@%zu,ts_ms@%zu;"
 		         "bm_bcast_t:%zu:kind@%zu,topic@%zu,from@%zu,session@%zu,seq@%zu,tseq@%zu,"
@@ -1202,7 +1203,16 @@ bm_agent_abi(void)
 		         offsetof(bm_blob_info_t, crc), offsetof(bm_blob_info_t, has_crc),
 		         offsetof(bm_blob_info_t, via_fd));
 	}
-	return buf;
+}
+
+const char *
+bm_agent_abi(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	/* Once: two threads asking first must not both write the buffer. */
+	(void)pthread_once(&once, s_abi_fill);
+	return s_abi;
 }
 
 static s_request_t *
