@@ -9,7 +9,9 @@
  *   - open must replay or refuse (BM_ECORRUPT) without a crash, a leak or an
  *     out-of-bounds read;
  *   - salvage must succeed, and after it open must succeed: salvage never
- *     leaves a journal open refuses.
+ *     leaves a journal open refuses;
+ *   - the outbox on top replays what it can or refuses, and bm_outbox_trace
+ *     reads one message's history, without a crash, a leak or a bad read.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -93,6 +95,38 @@ s_replay(void *arg, const bm_journal_rec_t *r)
 	return 0;
 }
 
+/* The salvaged journal read as an outbox's: its records (PUT, DEAD with
+ * a refusal's text, REQUEUE ...) are replayed, or refused, never crash;
+ * and one message's history is read as `beast trace` reads it. */
+static void
+s_outbox(const uint8_t *data, size_t size)
+{
+	bm_outbox_opts_t oo = {.dir = s_dir, .sync = BM_JOURNAL_SYNC_NEVER};
+	bm_outbox_entry_t *v = NULL;
+	bm_outbox_trace_t t;
+	bm_outbox_t *ob = NULL;
+	size_t n = 0, sum = 0;
+	bm_id_t id;
+
+	memset(&id, 0, sizeof id);
+	memcpy(id.b, data + 1, size - 1 < 16 ? size - 1 : 16);
+	(void)bm_outbox_trace(s_dir, &id, &t);
+	if (bm_outbox_open(&oo, &ob) < 0) {
+		return;
+	}
+	for (int dead = 0; dead <= 1; dead++) {
+		if (bm_outbox_list(ob, dead, &v, &n) == 0) {
+			for (size_t i = 0; i < n; i++) {
+				sum += strlen(v[i].why) + strlen(v[i].to) + strlen(v[i].type);
+			}
+			free(v);
+			v = NULL;
+		}
+	}
+	(void)sum;
+	bm_outbox_destroy(&ob);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -167,5 +201,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	}
 	bm_journal_destroy(&j);
+	s_outbox(data, size);
 	return 0;
 }
