@@ -1346,38 +1346,31 @@ s_try_read(bm_bcastlog_reader_t *self, void *buf, size_t size, bm_bcastlog_rec_t
 	return -EAGAIN;
 }
 
+typedef struct {
+	bm_bcastlog_reader_t *rd;  /* the reader */
+	void *buf;                 /* the caller's body buffer */
+	size_t size;               /* its size */
+	bm_bcastlog_rec_t *rec;    /* where the record goes */
+} s_read_t;
+
+static int
+s_try(void *arg)
+{
+	s_read_t *r = arg;
+
+	return r->rd->broken ? BM_ECORRUPT : s_try_read(r->rd, r->buf, r->size, r->rec);
+}
+
 int
 bm_bcastlog_read(bm_bcastlog_reader_t *self, void *buf, size_t size, int timeout_ms,
                  bm_bcastlog_rec_t *ret_rec)
 {
-	int64_t deadline = bm__deadline(timeout_ms);
-	int rc;
+	s_read_t r = {.rd = self, .buf = buf, .size = size, .rec = ret_rec};
 
 	if (self == NULL || ret_rec == NULL) {
 		return -EINVAL;
 	}
-	for (;;) {
-		if (self->broken) {
-			return BM_ECORRUPT;
-		}
-		rc = s_try_read(self, buf, size, ret_rec);
-		if (rc != -EAGAIN) {
-			return rc;
-		}
-		/* Nothing read: a poll returns now, a wait ends at its deadline —
-		 * also when the log looks readable but every try was undone (a
-		 * publisher moving under us, or a hostile one). */
-		if (timeout_ms == 0) {
-			return -EAGAIN;
-		}
-		if (deadline > 0 && bm_mono_ns() >= deadline) {
-			return -ETIMEDOUT;
-		}
-		rc = bm__doorbell_wait(&self->db, s_readable, self, deadline);
-		if (rc < 0) {
-			return rc;
-		}
-	}
+	return bm__doorbell_read(&self->db, s_try, &r, s_readable, self, timeout_ms);
 }
 
 int
