@@ -143,7 +143,7 @@ bm_pub_open(const bm_pub_opts_t *opts, bm_pub_t **ret_pub)
 		goto fail;
 	}
 	if (o.shm_log > 0) {
-		bm_bcastlog_opts_t lo = {.capacity = o.shm_log};
+		bm_bcastlog_opts_t lo = {.capacity = o.shm_log, .session = p->session};
 
 		if ((rc = bm_bcastlog_open(o.dir, p->name, &lo, &p->log)) < 0) {
 			goto fail;

@@ -413,7 +413,9 @@ bm_bcastlog_open(const char *rundir, const char *name, const bm_bcastlog_opts_t 
 	self->hdr->capacity = cap;
 	self->hdr->nslots = self->nslots;
 	self->hdr->pid = (uint32_t)getpid();
-	if (getrandom(&self->hdr->session, sizeof self->hdr->session, 0) !=
+	self->hdr->session = opts != NULL ? opts->session : 0;
+	if (self->hdr->session == 0 &&
+	    getrandom(&self->hdr->session, sizeof self->hdr->session, 0) !=
 	    (ssize_t)sizeof self->hdr->session) {
 		rc = -EIO;
 		goto fail;

@@ -226,6 +226,8 @@ typedef struct {
 	size_t capacity;     /* record space; 0 = 4 MiB (rounded up to 4 KiB) */
 	unsigned readers;    /* reader slots; 0 = 64, at most BM_BCASTLOG_MAX_READERS */
 	int spin_us;         /* publisher: spin before sleeping on a full log; <0 = 50 */
+	uint64_t session;    /* publisher instance for the header (the broadcast
+	                      * header's, so readers can match the two); 0 = random */
 } bm_bcastlog_opts_t;
 
 /* Reader flags. */
