@@ -347,3 +347,9 @@ bm_pub_count(const bm_pub_t *p)
 {
 	return p ? p->seq : 0;
 }
+
+bm_bcastlog_t *
+bm__pub_log(bm_pub_t *p)
+{
+	return p != NULL ? p->log : NULL;
+}
