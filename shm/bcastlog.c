@@ -37,7 +37,9 @@
  *      16     8  capacity   bytes of record space; a multiple of 4096
  *      24     4  nslots     reader slots in the cursor table
  *      28     4  pid        publisher's pid (informational)
- *      32     8  session    random publisher instance
+ *      32     8  session    publisher instance (bm_bcastlog_opts_t.session:
+ *                           a bm_pub's own, as its broadcast headers carry
+ *                           it; random when 0)
  *      40     4  name_len   0..64
  *      44    64  name       publisher name (name_len bytes, rest zero)
  *     108    20  reserved, zero
