@@ -298,7 +298,8 @@ BM_EXPORT int bm_sub_recv(bm_sub_t *s, int timeout_ms, bm_bcast_t *ret);
 BM_EXPORT void *bm_sub_socket(bm_sub_t *s);
 /* shm_from subscribers, in a poll loop: bm_sub_arm() returns 1 when a
  * recv would find something now, 0 when the caller should poll
- * bm_sub_fd() for POLLIN first; -EINVAL for a proxy subscriber.  A
+ * bm_sub_fd() for POLLIN first; -EINVAL for a proxy subscriber without
+ * shm_auto (with it: 1 when a log has a record or a switch is due).  A
  * shm_from subscriber's recv returns -ESHUTDOWN once the publisher is
  * gone and its last message read, BM_ECORRUPT when the log failed a
  * check. */

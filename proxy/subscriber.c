@@ -63,7 +63,10 @@
  * as ever.  Attaching waits for the publisher's WELCOME up to
  * S_AUTO_ATTACH_MS (a publisher answers when it sends or services its
  * socket); a publisher that does not answer stays on the proxy and is
- * looked at again later.
+ * looked at again later.  A publisher of the subscriber's own name is
+ * never attached to: it is this process's (an agent's publisher and
+ * subscriber share the agent's name), which could only answer once the
+ * wait is over.
  *
  * Threading: one thread at a time.
  */
@@ -435,7 +438,9 @@ s_discover(bm_sub_t *s, const bm_bcast_t *m)
 	bool fresh;
 	int rc;
 
-	if (nlen == 0) {
+	/* Our own name is our own publisher (an agent's pub and sub share
+	 * it): attaching would wait for an answer only this thread gives. */
+	if (nlen == 0 || strcmp(m->from, s->name) == 0) {
 		return;
 	}
 	if (bm__tab_size(s->probed) >= S_PROBED_MAX && bm__tab_get(s->probed, m->from, nlen) == NULL) {
