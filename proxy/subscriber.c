@@ -37,8 +37,13 @@
  * subscriber does not read yet, it looks (at most once a second per name)
  * for that publisher's log, DIR/shm/pub-NAME.sock, and attaches to it
  * (tethered with shm_tethered) if the log's session is the message's.
- * Each publisher then goes through three states, kept per session in a
+ * Each publisher then goes through these states, kept per session in a
  * small table (S_SRC_MAX):
+ *   ATTACH asked, the publisher's WELCOME not read yet (its socket is
+ *          polled; it answers when it sends or services its log): as
+ *          PROXY meanwhile; no answer within S_AUTO_ATTACH_MS, or a
+ *          refusal, and the entry goes (the name is looked at again
+ *          later); a log of another session keeps this one on the proxy;
  *   PROXY  messages come from the proxy; `last` is the highest seq
  *          delivered, and a proxy message at or below it is dropped (it
  *          was delivered, or counted lost, while the log was read);
@@ -60,13 +65,9 @@
  * way it came: so across a switch, either way, no message is returned
  * twice, the per-publisher seq only grows, and a message not returned is
  * counted in a gap.  LVC replays come through the proxy and are matched
- * as ever.  Attaching waits for the publisher's WELCOME up to
- * S_AUTO_ATTACH_MS (a publisher answers when it sends or services its
- * socket); a publisher that does not answer stays on the proxy and is
- * looked at again later.  A publisher of the subscriber's own name is
- * never attached to: it is this process's (an agent's publisher and
- * subscriber share the agent's name), which could only answer once the
- * wait is over.
+ * as ever.  Nothing here waits for a publisher.  A publisher of the
+ * subscriber's own name is never attached to: it is this process's (an
+ * agent's publisher and subscriber share the agent's name).
  *
  * Threading: one thread at a time.
  */
@@ -87,10 +88,10 @@
 #define S_HOLD_MS 1000        /* shm_auto: longest wait for the proxy at a switch */
 #define S_PROBE_MS 1000       /* shm_auto: a name is looked for a log this often */
 #define S_PROBED_MAX 4096     /* shm_auto: names remembered for that */
-#define S_AUTO_ATTACH_MS 250  /* shm_auto: wait for a publisher's WELCOME */
+#define S_AUTO_ATTACH_MS 2000 /* shm_auto: a publisher's WELCOME comes within */
 #define S_LOG_BATCH 64        /* shm_auto: records skipped per source and call */
 
-enum { S_VIA_PROXY = 0, S_VIA_HOLD, S_VIA_LOG };
+enum { S_VIA_PROXY = 0, S_VIA_ATTACH, S_VIA_HOLD, S_VIA_LOG };
 
 /* shm_auto: one publisher session and the way its messages come. */
 typedef struct {
@@ -103,6 +104,8 @@ typedef struct {
 	bm_bcastlog_rec_t hrec;       /* the held record */
 	zmq_msg_t hbody;              /* its body */
 	int64_t hold_until;           /* HOLD: deliver it anyway then (mono ms) */
+	int afd;                      /* ATTACH: the socket awaiting WELCOME */
+	int64_t attach_until;         /* ATTACH: give up then (mono ms) */
 	uint64_t used;                /* last use (s->ticks), for eviction */
 } s_src_t;
 
@@ -290,6 +293,9 @@ bm_sub_destroy(bm_sub_t **self_p)
 	}
 	bm_bcastlog_reader_destroy(&s->rd);
 	for (int i = 0; i < s->nsrc; i++) {
+		if (s->src[i].via == S_VIA_ATTACH) {
+			close(s->src[i].afd);
+		}
 		bm_bcastlog_reader_destroy(&s->src[i].rd);
 		if (s->src[i].held) {
 			zmq_msg_close(&s->src[i].hbody);
@@ -418,6 +424,11 @@ s_src_slot(bm_sub_t *s)
 		return &s->src[s->nsrc++];
 	}
 	for (int i = 0; i < s->nsrc; i++) {
+		if (s->src[i].session == 0 && s->src[i].via == S_VIA_PROXY) {
+			return &s->src[i]; /* freed */
+		}
+	}
+	for (int i = 0; i < s->nsrc; i++) {
 		if (s->src[i].via == S_VIA_PROXY && (old == NULL || s->src[i].used < old->used)) {
 			old = &s->src[i];
 		}
@@ -432,11 +443,10 @@ s_discover(bm_sub_t *s, const bm_bcast_t *m)
 {
 	size_t nlen = strlen(m->from);
 	int64_t now = bm_mono_ms();
-	bm_bcastlog_reader_t *rd = NULL;
 	s_src_t *src;
 	void **slot;
 	bool fresh;
-	int rc;
+	int rc, fd;
 
 	/* Our own name is our own publisher (an agent's pub and sub share
 	 * it): attaching would wait for an answer only this thread gives. */
@@ -451,8 +461,7 @@ s_discover(bm_sub_t *s, const bm_bcast_t *m)
 		return;
 	}
 	*slot = (void *)(intptr_t)(now + S_PROBE_MS);
-	rc = bm_bcastlog_attach(s->dir, m->from, s->tethered ? BM_BCASTLOG_TETHERED : 0,
-	                        S_AUTO_ATTACH_MS, &rd);
+	rc = bm_bcastlog_attach_start(s->dir, m->from, s->tethered ? BM_BCASTLOG_TETHERED : 0, &fd);
 	if (rc < 0) {
 		/* No log (the common case) is not worth a count. */
 		if (rc != -ENOENT && rc != -ECONNREFUSED) {
@@ -461,18 +470,52 @@ s_discover(bm_sub_t *s, const bm_bcast_t *m)
 		}
 		return;
 	}
-	/* Another instance under the name: its sequence is not this one's. */
-	if (bm_bcastlog_reader_session(rd) != m->session ||
-	    strcmp(bm_bcastlog_reader_from(rd), m->from) != 0 || (src = s_src_slot(s)) == NULL) {
-		bm_bcastlog_reader_destroy(&rd);
-		s->st.shm_refused++;
+	if ((src = s_src_slot(s)) == NULL) {
+		close(fd);
 		return;
 	}
 	if (src->held) {
 		zmq_msg_close(&src->hbody);
 	}
-	*src = (s_src_t){.session = m->session, .via = S_VIA_HOLD, .rd = rd, .used = ++s->ticks};
+	*src = (s_src_t){.session = m->session, .via = S_VIA_ATTACH, .afd = fd,
+	                 .attach_until = now + S_AUTO_ATTACH_MS, .used = ++s->ticks};
 	snprintf(src->name, sizeof src->name, "%s", m->from);
+}
+
+/* ATTACH: reads the publisher's answer if it came (never waits).  Until
+ * then, and when it fails, the publisher stays on the proxy. */
+static void
+s_attach_poll(bm_sub_t *s, s_src_t *src, int64_t now)
+{
+	bm_bcastlog_reader_t *rd = NULL;
+	int rc = bm_bcastlog_attach_finish(src->afd, s->tethered ? BM_BCASTLOG_TETHERED : 0, &rd);
+
+	if (rc == -EAGAIN && now < src->attach_until) {
+		return;
+	}
+	if (rc == -EAGAIN) {
+		close(src->afd);
+		rc = -ETIMEDOUT;
+	}
+	src->afd = -1;
+	if (rc < 0) {
+		/* The entry goes: the name is looked at again later. */
+		bm_debug("sub: %s's shared-memory log: %s", src->name, bm_strerror(rc));
+		s->st.shm_refused++;
+		*src = (s_src_t){.via = S_VIA_PROXY, .afd = -1};
+		return;
+	}
+	/* Another instance under the name: its sequence is not this one's.
+	 * This session stays on the proxy. */
+	if (bm_bcastlog_reader_session(rd) != src->session ||
+	    strcmp(bm_bcastlog_reader_from(rd), src->name) != 0) {
+		bm_bcastlog_reader_destroy(&rd);
+		s->st.shm_refused++;
+		src->via = S_VIA_PROXY;
+		return;
+	}
+	src->rd = rd;
+	src->via = S_VIA_HOLD;
 	s->st.shm_attached++;
 }
 
@@ -575,6 +618,13 @@ s_from_logs(bm_sub_t *s, bm_bcast_t *m)
 		s_src_t *src = &s->src[i];
 
 		if (src->via == S_VIA_PROXY) {
+			continue;
+		}
+		if (src->via == S_VIA_ATTACH) {
+			if (now < 0) {
+				now = bm_mono_ms();
+			}
+			s_attach_poll(s, src, now);
 			continue;
 		}
 		if (src->held) {
@@ -865,8 +915,8 @@ bm_sub_arm(bm_sub_t *s)
 		return s->synced < s->nsubs ? 1 : bm_bcastlog_reader_arm(s->rd);
 	}
 	for (int i = 0; i < s->nsrc; i++) {
-		if (s->src[i].via == S_VIA_PROXY) {
-			continue;
+		if (s->src[i].via == S_VIA_PROXY || s->src[i].via == S_VIA_ATTACH) {
+			continue; /* ATTACH: its socket is among the fds */
 		}
 		if (s->src[i].held ? bm_mono_ms() >= s->src[i].hold_until
 		                   : bm_bcastlog_reader_arm(s->src[i].rd) != 0) {
@@ -897,7 +947,9 @@ bm_sub_fds(const bm_sub_t *s, int *fds, int max)
 		fds[n++] = bm_bcastlog_reader_fd(s->rd);
 	}
 	for (int i = 0; i < s->nsrc && n < max; i++) {
-		if (s->src[i].via != S_VIA_PROXY && !s->src[i].held) {
+		if (s->src[i].via == S_VIA_ATTACH) {
+			fds[n++] = s->src[i].afd;
+		} else if (s->src[i].via != S_VIA_PROXY && !s->src[i].held) {
 			fds[n++] = bm_bcastlog_reader_fd(s->src[i].rd);
 		}
 	}
@@ -910,13 +962,15 @@ bm_sub_timeout(const bm_sub_t *s)
 	int64_t now = -1, t = -1;
 
 	for (int i = 0; s != NULL && i < s->nsrc; i++) {
-		if (s->src[i].via != S_VIA_PROXY && s->src[i].held) {
+		bool attaching = s->src[i].via == S_VIA_ATTACH;
+
+		if (attaching || (s->src[i].via != S_VIA_PROXY && s->src[i].held)) {
 			int64_t left;
 
 			if (now < 0) {
 				now = bm_mono_ms();
 			}
-			left = s->src[i].hold_until - now;
+			left = (attaching ? s->src[i].attach_until : s->src[i].hold_until) - now;
 			left = left < 0 ? 0 : left;
 			t = t < 0 || left < t ? left : t;
 		}
@@ -946,6 +1000,10 @@ s_poll_all(bm_sub_t *s, long ms)
 
 	it[n++] = (zmq_pollitem_t){.socket = s->sock, .events = ZMQ_POLLIN};
 	for (int i = 0; i < s->nsrc; i++) {
+		if (s->src[i].via == S_VIA_ATTACH) {
+			it[n++] = (zmq_pollitem_t){.fd = s->src[i].afd, .events = ZMQ_POLLIN};
+			continue;
+		}
 		if (s->src[i].via == S_VIA_PROXY || s->src[i].held) {
 			continue;
 		}

@@ -1085,26 +1085,14 @@ s_reader_map(bm_bcastlog_reader_t *self, int lfd, int cfd, const uint8_t *w)
 }
 
 int
-bm_bcastlog_attach(const char *rundir, const char *name, unsigned flags, int timeout_ms,
-                   bm_bcastlog_reader_t **ret_reader)
+bm_bcastlog_attach_start(const char *rundir, const char *name, unsigned flags, int *ret_fd)
 {
-	int64_t deadline = bm__deadline(timeout_ms);
 	char sname[BM_CHANNEL_NAME_MAX + 8];
 	struct sockaddr_un addr;
-	bm_bcastlog_reader_t *self;
 	uint8_t a[8] = {'A', S_VERSION, (uint8_t)(flags & BM_BCASTLOG_TETHERED)};
-	uint8_t w[S_WELCOME_LEN + 8];
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
-	} cbuf;
-	struct iovec iov = {.iov_base = w, .iov_len = sizeof w};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
-	                     .msg_controllen = sizeof cbuf.buf};
-	int fds[4], nfds = 0, fd, rc;
-	ssize_t n;
+	int fd, rc;
 
-	if (ret_reader == NULL || name == NULL || (flags & ~(unsigned)BM_BCASTLOG_TETHERED)) {
+	if (ret_fd == NULL || name == NULL || (flags & ~(unsigned)BM_BCASTLOG_TETHERED)) {
 		return -EINVAL;
 	}
 	if (strlen(name) > S_NAME_MAX) {
@@ -1131,27 +1119,32 @@ bm_bcastlog_attach(const char *rundir, const char *name, unsigned flags, int tim
 		close(fd);
 		return BM_EPEER;
 	}
-	/* The publisher answers when it services its socket. */
-	for (;;) {
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		int ms = -1;
+	*ret_fd = fd;
+	return 0;
+}
 
-		if (deadline >= 0) {
-			int64_t left = (deadline - bm_mono_ns() + 999999) / 1000000;
+int
+bm_bcastlog_attach_finish(int fd, unsigned flags, bm_bcastlog_reader_t **ret_reader)
+{
+	bm_bcastlog_reader_t *self;
+	uint8_t w[S_WELCOME_LEN + 8];
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * 4)];
+	} cbuf;
+	struct iovec iov = {.iov_base = w, .iov_len = sizeof w};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+	                     .msg_controllen = sizeof cbuf.buf};
+	int fds[4], nfds = 0, rc;
+	ssize_t n;
 
-			ms = left <= 0 ? 0 : (left > 1000000 ? 1000000 : (int)left);
-		}
-		rc = poll(&p, 1, timeout_ms == 0 ? 1000 : ms);
-		if (rc > 0) {
-			break;
-		}
-		if (rc == 0 || errno != EINTR) {
-			rc = rc == 0 ? -ETIMEDOUT : -errno;
-			close(fd);
-			return rc;
-		}
+	if (fd < 0 || ret_reader == NULL || (flags & ~(unsigned)BM_BCASTLOG_TETHERED)) {
+		return -EINVAL;
 	}
 	n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		return -EAGAIN; /* not yet: fd stays the caller's */
+	}
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); n > 0 && c != NULL; c = CMSG_NXTHDR(&msg, c)) {
 		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
 			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -1200,6 +1193,47 @@ bm_bcastlog_attach(const char *rundir, const char *name, unsigned flags, int tim
 	}
 	*ret_reader = self;
 	return 0;
+}
+
+int
+bm_bcastlog_attach(const char *rundir, const char *name, unsigned flags, int timeout_ms,
+                   bm_bcastlog_reader_t **ret_reader)
+{
+	int64_t deadline = bm__deadline(timeout_ms);
+	int fd, rc;
+
+	if (ret_reader == NULL) {
+		return -EINVAL;
+	}
+	if ((rc = bm_bcastlog_attach_start(rundir, name, flags, &fd)) < 0) {
+		return rc;
+	}
+	/* The publisher answers when it services its socket. */
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int ms = -1;
+
+		if (deadline >= 0) {
+			int64_t left = (deadline - bm_mono_ns() + 999999) / 1000000;
+
+			ms = left <= 0 ? 0 : (left > 1000000 ? 1000000 : (int)left);
+		}
+		rc = poll(&p, 1, timeout_ms == 0 ? 1000 : ms);
+		if (rc > 0) {
+			break;
+		}
+		if (rc == 0 || errno != EINTR) {
+			rc = rc == 0 ? -ETIMEDOUT : -errno;
+			close(fd);
+			return rc;
+		}
+	}
+	rc = bm_bcastlog_attach_finish(fd, flags, ret_reader);
+	if (rc == -EAGAIN) {
+		close(fd);
+		return BM_EPEER;
+	}
+	return rc;
 }
 
 void
