@@ -653,8 +653,7 @@ s_from_logs(bm_sub_t *s, bm_bcast_t *m)
 				}
 				s->scratch = b;
 				s->scratch_cap = rec.len;
-				n--;
-				continue;
+				continue; /* the record is still unread */
 			}
 			if (rc == -EAGAIN) {
 				break;
