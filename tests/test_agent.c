@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include "bm_agent.h"
+#include "proxy_private.h"
+#include "shm_private.h"
 #include "testutil.h"
 
 #define HB 200 /* heartbeat, ms */
@@ -662,6 +664,129 @@ START_TEST(a_log_publisher_killed_with_9_sends_its_readers_back_to_the_proxy_wit
 }
 END_TEST
 
+/* A publisher (a plain bm_pub, so the test can reach its log) that
+ * streams until told 'c', then publishes 20 more while the reader is
+ * held still, scribbles over its whole record space (nobody else can: the
+ * log is sealed), answers 'k', and publishes 200 more, the last one 'E'. */
+typedef struct {
+	int cmd;  /* read end */
+	int ack;  /* write end */
+} s_badpub_t;
+
+static int
+s_pub_seq(bm_pub_t *p, uint64_t seq, bool end)
+{
+	uint8_t body[S_LOG_BODY] = {0};
+	int64_t deadline = bm_mono_ms() + 20000;
+	int rc;
+
+	memcpy(body, &seq, 8);
+	body[8] = end ? 'E' : '-';
+	while ((rc = bm_pub_send(p, "tot/log/x", body, sizeof body)) == BM_EFULL &&
+	       bm_mono_ms() < deadline) {
+		zmq_pollitem_t it = {.socket = bm_pub_socket(p), .events = ZMQ_POLLOUT};
+
+		(void)zmq_poll(&it, 1, 1);
+	}
+	return rc;
+}
+
+static int
+s_badpub_child(void *arg)
+{
+	s_badpub_t *b = arg;
+	bm_pub_opts_t po = {.dir = s_dir, .name = "badpub", .shm_log = S_LOG_SIZE};
+	int64_t deadline = bm_mono_ms() + S_LOG_WAIT_MS;
+	bm_pub_t *p = NULL;
+	uint64_t seq = 0;
+	size_t len;
+	uint8_t *base;
+
+	if (bm_pub_open(&po, &p) < 0) {
+		return 10;
+	}
+	while (!s_pipe_wait(b->cmd, 0)) {
+		if (bm_mono_ms() > deadline || s_pub_seq(p, ++seq, false) < 0) {
+			return 11;
+		}
+		if (seq % 16 == 0) {
+			struct pollfd w = {.fd = bm_pub_shm_fd(p), .events = POLLIN};
+
+			(void)poll(&w, 1, 1); /* a gentle pace; readers attaching */
+			(void)bm_pub_service(p);
+		}
+	}
+	for (int i = 0; i < 20; i++) {
+		if (s_pub_seq(p, ++seq, false) < 0) {
+			return 12;
+		}
+	}
+	base = bm__bcastlog_base(bm__pub_log(p), &len);
+	memset(base + 4096, 0xAB, len - 4096);
+	(void)!write(b->ack, "k", 1);
+	for (int i = 0; i < 200; i++) {
+		if (s_pub_seq(p, ++seq, i == 199) < 0) {
+			return 13;
+		}
+	}
+	(void)s_pipe_wait(b->cmd, S_LOG_WAIT_MS);
+	bm_pub_destroy(&p);
+	return 0;
+}
+
+START_TEST(a_corrupt_log_sends_its_reader_back_to_the_proxy_with_every_broadcast_accounted)
+{
+	int cmd[2], ack[2];
+	s_badpub_t b;
+	tu_held_t hp;
+	bm_agent_t *a;
+	s_lsub_t c = {.name = "victim", .stall_fd = -1};
+	bm_agent_stats_t st;
+	int64_t deadline;
+
+	ck_assert_int_eq(pipe(cmd), 0);
+	ck_assert_int_eq(pipe(ack), 0);
+	b = (s_badpub_t){.cmd = cmd[0], .ack = ack[1]};
+	hp = tu_fork_held(s_badpub_child, &b);
+	a = s_agent("victim", NULL);
+	ck_assert_int_eq(bm_agent_subscribe(a, "tot/log", s_lsub_on, &c), 0);
+	ck_assert_int_eq(bm_agent_wait_subscribed(a, 10000), 0);
+	ck_assert_int_gt(tu_release(&hp), 0);
+	deadline = bm_mono_ms() + 20000;
+	do {
+		int rc = bm_agent_step(a, 20);
+
+		ck_assert(rc >= 0 || rc == -EINTR);
+		bm_agent_stats(a, &st);
+	} while (st.bcasts_shm < 50 && bm_mono_ms() < deadline);
+	ck_assert_uint_ge(st.bcasts_shm, 50);
+	/* Held still while the publisher gets ahead and scribbles. */
+	ck_assert_int_eq(write(cmd[1], "c", 1), 1);
+	ck_assert(s_pipe_wait(ack[0], 20000));
+	deadline = bm_mono_ms() + 20000;
+	while (!c.end && bm_mono_ms() < deadline) {
+		int rc = bm_agent_step(a, 20);
+
+		ck_assert(rc >= 0 || rc == -EINTR);
+	}
+	bm_agent_stats(a, &st);
+	ck_assert(c.end);
+	ck_assert_uint_eq(st.shm_corrupt, 1);
+	ck_assert_uint_eq(st.shm_fallbacks, 1);
+	ck_assert_uint_eq(c.bad, 0);
+	ck_assert_uint_eq(c.first, 1);
+	ck_assert_uint_eq(c.n + c.gaps, c.last);
+	ck_assert_uint_eq(st.bcasts, c.n);
+	ck_assert_int_eq(write(cmd[1], "q", 1), 1);
+	ck_assert_int_eq(tu_wait(hp.pid, 20000), 0);
+	bm_agent_destroy(&a);
+	for (int i = 0; i < 2; i++) {
+		close(cmd[i]);
+		close(ack[i]);
+	}
+}
+END_TEST
+
 START_TEST(a_broadcast_handler_gets_its_subtree_and_nothing_else)
 {
 	bm_agent_t *a = s_agent("follower", NULL);
@@ -838,6 +963,7 @@ s_suite(void)
 	tcase_add_checked_fixture(tc, s_start, s_stop);
 	tcase_add_test(tc, log_readers_tethered_untethered_and_a_proxy_reader_see_the_stream_honestly);
 	tcase_add_test(tc, a_log_publisher_killed_with_9_sends_its_readers_back_to_the_proxy_without_a_crash);
+	tcase_add_test(tc, a_corrupt_log_sends_its_reader_back_to_the_proxy_with_every_broadcast_accounted);
 	suite_add_tcase(s, tc);
 	return s;
 }
