@@ -6,8 +6,10 @@
  * The loop.  bm_agent_step() is one turn:
  *   1. store and send: commit the outbox (everything sent since the last
  *      turn: one journal write, one sync) and pump it;
- *   2. one zmq_poll over the mesh socket, the subscriber socket, the blob
- *      listener and every incoming channel's doorbell, for no longer than
+ *   2. one zmq_poll over the mesh socket, the subscriber sockets (one per
+ *      shm mode in use) and the publishers' shared-memory logs they read,
+ *      the agent's own log socket, the blob listener and every incoming
+ *      channel's doorbell, for no longer than
  *      the earliest timer (client heartbeat, outbox retry, request
  *      deadline, the caller's timeout);
  *   3. handle what is ready: mesh events (ACK/NACK go to the outbox first;

@@ -271,7 +271,8 @@ BM_EXPORT int bm_agent_flush(bm_agent_t *a);
 
 /*
  * Embedding: fills up to max poll items (the mesh socket, the subscriber
- * socket, the blob listener and channels, the mesh connection monitor),
+ * sockets, the blob listener and channels, the mesh connection monitor,
+ * the shared-memory logs followed and the agent's own log's socket),
  * returns how many.  Poll them
  * (ZMQ_POLLIN) for at most bm_agent_timeout() ms (-1 = no timer), then
  * call bm_agent_step(a, 0).  Call both again before every poll: the set
