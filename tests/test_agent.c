@@ -493,8 +493,11 @@ typedef struct {
 	int quit_fd;  /* wait for a byte here before leaving */
 } s_lpub_t;
 
+/* Publishes one, retrying while held; the first time it is held it says
+ * so on full_fd (-1: nobody to tell) — before waiting, since the reader
+ * that holds it may be waiting for just that. */
 static int
-s_publish_seq(bm_agent_t *a, uint64_t seq, bool end, uint64_t *ret_full)
+s_publish_seq(bm_agent_t *a, uint64_t seq, bool end, uint64_t *ret_full, int full_fd)
 {
 	uint8_t body[S_LOG_BODY] = {0};
 	int64_t deadline = bm_mono_ms() + 20000;
@@ -507,7 +510,9 @@ s_publish_seq(bm_agent_t *a, uint64_t seq, bool end, uint64_t *ret_full)
 		if (rc != BM_EFULL) {
 			return rc;
 		}
-		(*ret_full)++;
+		if ((*ret_full)++ == 0 && full_fd >= 0) {
+			(void)!write(full_fd, "f", 1);
+		}
 		if (bm_mono_ms() > deadline) {
 			return -ETIMEDOUT;
 		}
@@ -524,24 +529,19 @@ s_lpub_child(void *arg)
 	int64_t deadline = bm_mono_ms() + S_LOG_WAIT_MS;
 	uint64_t seq = 0, full = 0;
 	bm_agent_t *a = NULL;
-	bool said = false;
 
 	if (bm_agent_open(&o, &a) < 0) {
 		return 10;
 	}
 	while (seq < S_LOG_MIN || full == 0) {
-		if (bm_mono_ms() > deadline || s_publish_seq(a, ++seq, false, &full) < 0) {
+		if (bm_mono_ms() > deadline || s_publish_seq(a, ++seq, false, &full, p->full_fd) < 0) {
 			return 11;
-		}
-		if (full > 0 && !said) {
-			said = true;
-			(void)!write(p->full_fd, "f", 1);
 		}
 		if (seq % 64 == 0) {
 			(void)bm_agent_step(a, 0); /* readers attaching */
 		}
 	}
-	if (s_publish_seq(a, ++seq, true, &full) < 0) {
+	if (s_publish_seq(a, ++seq, true, &full, p->full_fd) < 0) {
 		return 12;
 	}
 	(void)!write(p->done_fd, "d", 1);
@@ -612,7 +612,7 @@ s_diepub_child(void *arg)
 		return 10;
 	}
 	while (bm_mono_ms() < deadline) {
-		if (s_publish_seq(a, ++seq, false, &full) < 0) {
+		if (s_publish_seq(a, ++seq, false, &full, -1) < 0) {
 			return 11;
 		}
 		if (seq % 16 == 0) {
