@@ -371,8 +371,9 @@ s_on_bcast(bm_agent_t *a, bm_bcast_t *b, void *arg)
  * seq) and the last one carries 'E'.  Pipes, not sleeps, order the
  * steps that make the outcome certain: the tethered reader stops reading
  * once it reads the log until the publisher says it was held (BM_EFULL);
- * the untethered one stops until the publisher has finished, so it is
- * lapped and must count its loss. */
+ * the untethered one stops once it reads the log, says so, and waits
+ * until the publisher has sent 1000 more (more than the log holds) and
+ * finished, so it is lapped and must count its loss. */
 
 #define S_LOG_SIZE (64u << 10)
 #define S_LOG_MIN 5000    /* broadcasts at least, and until held once */
@@ -384,6 +385,7 @@ typedef struct {
 	int shm;           /* enum bm_agent_shm */
 	int ready_fd;      /* write 'r' once subscribed */
 	int stall_fd;      /* once reading the log, wait for a byte here (-1: no) */
+	int stalled_fd;    /* and say so here first (-1: no) */
 	uint64_t n, first, last, gaps, bad; /* what the handler saw */
 	bool end;          /* the last broadcast came */
 } s_lsub_t;
@@ -452,6 +454,9 @@ s_lsub_child(void *arg)
 		bm_agent_stats(a, &st);
 		if (c->stall_fd >= 0 && !stalled && st.bcasts_shm > 0) {
 			stalled = true;
+			if (c->stalled_fd >= 0) {
+				(void)!write(c->stalled_fd, "u", 1);
+			}
 			if (!s_pipe_wait(c->stall_fd, 30000)) {
 				return 12;
 			}
@@ -490,6 +495,7 @@ s_lsub_child(void *arg)
 typedef struct {
 	int full_fd;  /* write 'f' the first time a publish is held */
 	int done_fd;  /* write 'd' once the last broadcast is out */
+	int ustall_fd; /* the untethered reader stopped reading: 1000 more, then done */
 	int quit_fd;  /* wait for a byte here before leaving */
 } s_lpub_t;
 
@@ -527,13 +533,18 @@ s_lpub_child(void *arg)
 	bm_agent_opts_t o = {.name = "logpub", .dir = s_dir, .heartbeat_ms = HB,
 	                     .connect_timeout_ms = 10000, .shm_log = S_LOG_SIZE};
 	int64_t deadline = bm_mono_ms() + S_LOG_WAIT_MS;
-	uint64_t seq = 0, full = 0;
+	uint64_t seq = 0, full = 0, until = 0;
 	bm_agent_t *a = NULL;
 
 	if (bm_agent_open(&o, &a) < 0) {
 		return 10;
 	}
-	while (seq < S_LOG_MIN || full == 0) {
+	/* At least S_LOG_MIN, held at least once, and 1000 (more than the
+	 * log holds) past the moment the untethered reader stopped. */
+	while (seq < S_LOG_MIN || full == 0 || until == 0 || seq < until) {
+		if (until == 0 && s_pipe_wait(p->ustall_fd, 0)) {
+			until = seq + 1000;
+		}
 		if (bm_mono_ms() > deadline || s_publish_seq(a, ++seq, false, &full, p->full_fd) < 0) {
 			return 11;
 		}
@@ -556,11 +567,11 @@ s_lpub_child(void *arg)
 
 START_TEST(log_readers_tethered_untethered_and_a_proxy_reader_see_the_stream_honestly)
 {
-	int ready[2], full[2], done[2], quit[2];
+	int ready[2], full[2], done[2], quit[2], ustall[2];
 	s_lsub_t subs[3] = {
-		{.name = "teth", .shm = BM_AGENT_SHM_TETHERED},
+		{.name = "teth", .shm = BM_AGENT_SHM_TETHERED, .stalled_fd = -1},
 		{.name = "unteth", .shm = BM_AGENT_SHM_AUTO},
-		{.name = "viaproxy", .shm = BM_AGENT_SHM_OFF, .stall_fd = -1},
+		{.name = "viaproxy", .shm = BM_AGENT_SHM_OFF, .stall_fd = -1, .stalled_fd = -1},
 	};
 	s_lpub_t pub;
 	pid_t pid[3];
@@ -570,9 +581,12 @@ START_TEST(log_readers_tethered_untethered_and_a_proxy_reader_see_the_stream_hon
 	ck_assert_int_eq(pipe(full), 0);
 	ck_assert_int_eq(pipe(done), 0);
 	ck_assert_int_eq(pipe(quit), 0);
+	ck_assert_int_eq(pipe(ustall), 0);
 	subs[0].stall_fd = full[0];
 	subs[1].stall_fd = done[0];
-	pub = (s_lpub_t){.full_fd = full[1], .done_fd = done[1], .quit_fd = quit[0]};
+	subs[1].stalled_fd = ustall[1];
+	pub = (s_lpub_t){.full_fd = full[1], .done_fd = done[1], .quit_fd = quit[0],
+	                 .ustall_fd = ustall[0]};
 	hp = tu_fork_held(s_lpub_child, &pub);
 	for (int i = 0; i < 3; i++) {
 		subs[i].ready_fd = ready[1];
@@ -593,6 +607,7 @@ START_TEST(log_readers_tethered_untethered_and_a_proxy_reader_see_the_stream_hon
 		close(full[i]);
 		close(done[i]);
 		close(quit[i]);
+		close(ustall[i]);
 	}
 }
 END_TEST
