@@ -6,8 +6,10 @@
  * The loop.  bm_agent_step() is one turn:
  *   1. store and send: commit the outbox (everything sent since the last
  *      turn: one journal write, one sync) and pump it;
- *   2. one zmq_poll over the mesh socket, the subscriber socket, the blob
- *      listener and every incoming channel's doorbell, for no longer than
+ *   2. one zmq_poll over the mesh socket, the subscriber sockets (one per
+ *      shm mode in use) and the publishers' shared-memory logs they read,
+ *      the agent's own log socket, the blob listener and every incoming
+ *      channel's doorbell, for no longer than
  *      the earliest timer (client heartbeat, outbox retry, request
  *      deadline, the caller's timeout);
  *   3. handle what is ready: mesh events (ACK/NACK go to the outbox first;
@@ -73,6 +75,7 @@ typedef struct {
 
 typedef struct {
 	char prefix[BM_TOPIC_MAX + 1]; /* normalized prefix */
+	int shm;                       /* enum bm_agent_shm */
 	bm_agent_bcast_fn fn;          /* handler */
 	void *arg;                     /* its argument */
 } s_follow_t;
@@ -97,7 +100,9 @@ struct bm_agent {
 	bm_outbox_t *outbox;             /* reliable sends */
 	bm_dedup_t *dedup;               /* received ids */
 	bm_pub_t *pub;                   /* opened on first publish */
-	bm_sub_t *sub;                   /* opened on first subscribe */
+	bm_sub_t *sub;                   /* opened on first subscribe (BM_AGENT_SHM_AUTO) */
+	bm_sub_t *subx[2];               /* the same for TETHERED and OFF subscriptions */
+	size_t shm_log;                  /* opts.shm_log */
 	s_follow_t follow[S_FOLLOW_MAX]; /* subscriptions */
 	int nfollow;                     /* how many */
 	int nsynced;                     /* SYNCs seen */
@@ -227,6 +232,7 @@ bm_agent_open(const bm_agent_opts_t *opts, bm_agent_t **ret_agent)
 	a->ext_stop = opts->stop;
 	a->user = opts->user;
 	a->chan_cap = opts->channel_capacity ? opts->channel_capacity : ((size_t)64 << 20);
+	a->shm_log = opts->shm_log;
 	{
 		const char *r[5] = {opts->endpoint, opts->pub_endpoint, opts->sub_endpoint,
 		                    opts->key_file, opts->server_key_file};
@@ -338,6 +344,8 @@ bm_agent_destroy(bm_agent_t **self_p)
 	}
 	bm_listener_destroy(&a->listener);
 	bm_sub_destroy(&a->sub);
+	bm_sub_destroy(&a->subx[0]);
+	bm_sub_destroy(&a->subx[1]);
 	bm_pub_destroy(&a->pub);
 	bm_outbox_destroy(&a->outbox);
 	bm_dedup_destroy(&a->dedup);
@@ -410,13 +418,24 @@ bm_agent_on_request(bm_agent_t *a, const char *type, bm_agent_msg_fn fn, void *a
 	return s_add_handler(a, type, fn, arg);
 }
 
+/* The subscriber of a shm mode (each mode has its own, opened on first
+ * use, so that its logs are attached tethered or not, or not at all). */
+static bm_sub_t **
+s_sub_of(bm_agent_t *a, int shm)
+{
+	return shm == BM_AGENT_SHM_AUTO ? &a->sub : &a->subx[shm - 1];
+}
+
 int
-bm_agent_subscribe(bm_agent_t *a, const char *prefix, bm_agent_bcast_fn fn, void *arg)
+bm_agent_subscribe_shm(bm_agent_t *a, const char *prefix, int shm, bm_agent_bcast_fn fn,
+                       void *arg)
 {
 	s_follow_t *f;
+	bm_sub_t **sub;
 	int rc;
 
-	if (a == NULL || prefix == NULL || fn == NULL) {
+	if (a == NULL || prefix == NULL || fn == NULL || shm < BM_AGENT_SHM_AUTO ||
+	    shm > BM_AGENT_SHM_OFF) {
 		return -EINVAL;
 	}
 	if (a->nfollow >= S_FOLLOW_MAX) {
@@ -426,26 +445,36 @@ bm_agent_subscribe(bm_agent_t *a, const char *prefix, bm_agent_bcast_fn fn, void
 	if ((rc = bm_topic_normalize(prefix, true, f->prefix, sizeof f->prefix)) < 0) {
 		return rc;
 	}
-	if (a->sub == NULL) {
+	sub = s_sub_of(a, shm);
+	if (*sub == NULL) {
 		bm_sub_opts_t so = {.dir = a->dir, .name = a->name, .zmq_ctx = a->zctx,
-		                    .endpoint = a->remote[2]};
+		                    .endpoint = a->remote[2],
+		                    .shm_auto = shm != BM_AGENT_SHM_OFF && a->remote[2] == NULL,
+		                    .shm_tethered = shm == BM_AGENT_SHM_TETHERED};
 
 		if (a->remote[2] != NULL) {
 			so.key_file = a->remote[3];
 			so.server_key_file = a->remote[4];
 		}
 
-		if ((rc = bm_sub_open(&so, &a->sub)) < 0) {
+		if ((rc = bm_sub_open(&so, sub)) < 0) {
 			return rc;
 		}
 	}
-	if ((rc = bm_sub_subscribe(a->sub, f->prefix)) < 0) {
+	if ((rc = bm_sub_subscribe(*sub, f->prefix)) < 0) {
 		return rc;
 	}
+	f->shm = shm;
 	f->fn = fn;
 	f->arg = arg;
 	a->nfollow++;
 	return 0;
+}
+
+int
+bm_agent_subscribe(bm_agent_t *a, const char *prefix, bm_agent_bcast_fn fn, void *arg)
+{
+	return bm_agent_subscribe_shm(a, prefix, BM_AGENT_SHM_AUTO, fn, arg);
 }
 
 int
@@ -805,6 +834,8 @@ bm_agent_publish(bm_agent_t *a, const char *topic, const void *body, size_t len)
 		if (a->remote[1] != NULL) {
 			po.key_file = a->remote[3];
 			po.server_key_file = a->remote[4];
+		} else {
+			po.shm_log = a->shm_log;
 		}
 
 		if ((rc = bm_pub_open(&po, &a->pub)) < 0) {
@@ -977,6 +1008,33 @@ bm_agent_flush(bm_agent_t *a)
 	return rc < 0 ? rc : 0;
 }
 
+/* After the items above, so their indexes stay put: the other
+ * subscribers, the shared-memory logs every subscriber reads, and last
+ * this agent's own log's socket (readers attaching). */
+static int
+s_bcast_items(bm_agent_t *a, zmq_pollitem_t *items, int n, int max)
+{
+	bm_sub_t *subs[3] = {a->sub, a->subx[0], a->subx[1]};
+	int fds[BM_SUB_FDS_MAX];
+
+	for (int i = 1; i < 3 && n < max; i++) {
+		if (subs[i] != NULL) {
+			items[n++] = (zmq_pollitem_t){.socket = bm_sub_socket(subs[i]), .events = ZMQ_POLLIN};
+		}
+	}
+	for (int i = 0; i < 3; i++) {
+		int k = subs[i] != NULL ? bm_sub_fds(subs[i], fds, BM_SUB_FDS_MAX) : 0;
+
+		for (int j = 0; j < k && n < max; j++) {
+			items[n++] = (zmq_pollitem_t){.fd = fds[j], .events = ZMQ_POLLIN};
+		}
+	}
+	if (a->pub != NULL && bm_pub_shm_fd(a->pub) >= 0 && n < max) {
+		items[n++] = (zmq_pollitem_t){.fd = bm_pub_shm_fd(a->pub), .events = ZMQ_POLLIN};
+	}
+	return n;
+}
+
 int
 bm_agent_pollitems(bm_agent_t *a, zmq_pollitem_t *items, int max)
 {
@@ -1001,7 +1059,7 @@ bm_agent_pollitems(bm_agent_t *a, zmq_pollitem_t *items, int max)
 		items[n++] = (zmq_pollitem_t){.socket = bm_client_monitor(a->client),
 		                              .events = ZMQ_POLLIN};
 	}
-	return n;
+	return s_bcast_items(a, items, n, max);
 }
 
 static int
@@ -1039,6 +1097,18 @@ bm_agent_timeout(bm_agent_t *a)
 	for (int i = 0; i < a->nin; i++) {
 		if (bm_channel_arm(a->in[i]) != 0) {
 			t = 0;
+		}
+	}
+	/* The same for the shared-memory logs the subscribers read, and the
+	 * deadline of a switch from the proxy to a log. */
+	for (int i = 0; i < 3; i++) {
+		bm_sub_t *sub = i == 0 ? a->sub : a->subx[i - 1];
+
+		if (sub != NULL && bm_sub_arm(sub) == 1) {
+			t = 0;
+		}
+		if (sub != NULL) {
+			t = s_min_timeout(t, bm_sub_timeout(sub));
 		}
 	}
 	return t;
@@ -1165,11 +1235,12 @@ s_abi_fill(void)
 		         "ts_ms@%zu,replay@%zu,gap@%zu;"
 		         "bm_agent_opts_t:%zu:name@%zu,caps@%zu,dir@%zu,state_dir@%zu,sync@%zu,"
 		         "heartbeat_ms@%zu,connect_timeout_ms@%zu,ack_timeout_ms@%zu,"
-		         "channel_capacity@%zu,stop@%zu,user@%zu,endpoint@%zu,key_file@%zu;"
+		         "channel_capacity@%zu,stop@%zu,user@%zu,endpoint@%zu,key_file@%zu,shm_log@%zu;"
 		         "bm_agent_send_opts_t:%zu:type@%zu,priority@%zu,ttl_ms@%zu,"
 		         "max_attempts@%zu,expire@%zu;"
 		         "bm_agent_item_t:%zu:to@%zu,type@%zu,body@%zu,len@%zu;"
-		         "bm_agent_stats_t:%zu:sent@%zu,blob_errors@%zu,ack_hist@%zu,req_hist@%zu;"
+		         "bm_agent_stats_t:%zu:sent@%zu,blob_errors@%zu,ack_hist@%zu,req_hist@%zu,"
+		         "bcasts_shm@%zu;"
 		         "bm_blob_info_t:%zu:name@%zu,id@%zu,size@%zu,content@%zu,crc@%zu,"
 		         "has_crc@%zu,via_fd@%zu",
 		         sizeof(bm_msg_t), offsetof(bm_msg_t, id), offsetof(bm_msg_t, corr),
@@ -1188,7 +1259,8 @@ s_abi_fill(void)
 		         offsetof(bm_agent_opts_t, ack_timeout_ms),
 		         offsetof(bm_agent_opts_t, channel_capacity), offsetof(bm_agent_opts_t, stop),
 		         offsetof(bm_agent_opts_t, user), offsetof(bm_agent_opts_t, endpoint),
-		         offsetof(bm_agent_opts_t, key_file), sizeof(bm_agent_send_opts_t),
+		         offsetof(bm_agent_opts_t, key_file), offsetof(bm_agent_opts_t, shm_log),
+		         sizeof(bm_agent_send_opts_t),
 		         offsetof(bm_agent_send_opts_t, type), offsetof(bm_agent_send_opts_t, priority),
 		         offsetof(bm_agent_send_opts_t, ttl_ms),
 		         offsetof(bm_agent_send_opts_t, max_attempts),
@@ -1197,7 +1269,8 @@ s_abi_fill(void)
 		         offsetof(bm_agent_item_t, body), offsetof(bm_agent_item_t, len),
 		         sizeof(bm_agent_stats_t), offsetof(bm_agent_stats_t, sent),
 		         offsetof(bm_agent_stats_t, blob_errors), offsetof(bm_agent_stats_t, ack_hist),
-		         offsetof(bm_agent_stats_t, req_hist), sizeof(bm_blob_info_t),
+		         offsetof(bm_agent_stats_t, req_hist), offsetof(bm_agent_stats_t, bcasts_shm),
+		         sizeof(bm_blob_info_t),
 		         offsetof(bm_blob_info_t, name), offsetof(bm_blob_info_t, id),
 		         offsetof(bm_blob_info_t, size), offsetof(bm_blob_info_t, content),
 		         offsetof(bm_blob_info_t, crc), offsetof(bm_blob_info_t, has_crc),
@@ -1386,14 +1459,18 @@ s_mesh(bm_agent_t *a)
 	return handled;
 }
 
+/* Broadcasts from one subscriber (shm mode `shm`): each goes to the first
+ * handler whose prefix matches, if that handler's subscription is of this
+ * mode — a broadcast under prefixes of several modes arrives at several
+ * subscribers and is handled once. */
 static int
-s_bcasts(bm_agent_t *a)
+s_bcasts_of(bm_agent_t *a, bm_sub_t *sub, int shm)
 {
 	int handled = 0;
 
-	for (int k = 0; a->sub != NULL && k < S_BCASTS_PER_TURN; k++) {
+	for (int k = 0; sub != NULL && k < S_BCASTS_PER_TURN; k++) {
 		bm_bcast_t b;
-		int rc = bm_sub_recv(a->sub, 0, &b);
+		int rc = bm_sub_recv(sub, 0, &b);
 
 		if (rc == -ETIMEDOUT) {
 			break;
@@ -1405,18 +1482,37 @@ s_bcasts(bm_agent_t *a)
 		if (b.kind == BM_BCAST_SYNC) {
 			a->nsynced++;
 		} else {
-			a->st.bcasts++;
-			a->st.gaps += b.gap;
 			for (int i = 0; i < a->nfollow; i++) {
-				if (bm_topic_matches(a->follow[i].prefix, b.topic)) {
+				if (!bm_topic_matches(a->follow[i].prefix, b.topic)) {
+					continue;
+				}
+				if (a->follow[i].shm == shm) {
+					a->st.bcasts++;
+					a->st.gaps += b.gap;
 					a->in_handler = true;
 					a->follow[i].fn(a, &b, a->follow[i].arg);
 					a->in_handler = false;
-					break;
 				}
+				break;
 			}
 		}
 		bm_bcast_clear(&b);
+	}
+	return handled;
+}
+
+static int
+s_bcasts(bm_agent_t *a)
+{
+	int handled = 0;
+
+	for (int i = 0; i < 3; i++) {
+		int rc = s_bcasts_of(a, i == 0 ? a->sub : a->subx[i - 1], i);
+
+		if (rc < 0) {
+			return rc;
+		}
+		handled += rc;
 	}
 	return handled;
 }
@@ -1555,6 +1651,11 @@ bm_agent_step(bm_agent_t *a, int timeout_ms)
 		return rc;
 	}
 	handled += rc;
+	/* Readers attaching to our log: its socket is the last item. */
+	if (a->pub != NULL && n > 0 && items[n - 1].socket == NULL &&
+	    items[n - 1].fd == bm_pub_shm_fd(a->pub) && (items[n - 1].revents & ZMQ_POLLIN)) {
+		(void)bm_pub_service(a->pub);
+	}
 	handled += s_blobs(a, a->listener != NULL && (items[a->sub ? 2 : 1].revents & ZMQ_POLLIN));
 	now = bm_mono_ms();
 	for (size_t i = 0; i < a->nreqs;) {
@@ -1635,4 +1736,15 @@ bm_agent_stats(const bm_agent_t *a, bm_agent_stats_t *ret)
 	ret->dead = os.dead;
 	ret->pending = os.pending + os.inflight;
 	ret->replies_expired = a->st.replies_expired + os.expired;
+	for (int i = 0; i < 3; i++) {
+		bm_sub_stats_t ss;
+
+		if ((i == 0 ? a->sub : a->subx[i - 1]) == NULL) {
+			continue;
+		}
+		bm_sub_stats(i == 0 ? a->sub : a->subx[i - 1], &ss);
+		ret->bcasts_shm += ss.shm_received;
+		ret->shm_fallbacks += ss.shm_fallbacks;
+		ret->shm_corrupt += ss.shm_corrupt;
+	}
 }

@@ -69,6 +69,10 @@ typedef struct bm_agent_opts {
 	const char *sub_endpoint;    /* its --sub-tcp for following; NULL = ipc in dir */
 	const char *key_file;        /* CURVE: own key pair (NAME.key, beast keygen) */
 	const char *server_key_file; /* CURVE: beastd's public key (server.pub) */
+	size_t shm_log;              /* also offer this agent's broadcasts to local
+	                              * subscribers in a shared-memory log of this
+	                              * many bytes (>= 64 KiB; bodies then at most a
+	                              * quarter of it); 0 = the proxy only */
 } bm_agent_opts_t;
 
 /*
@@ -131,6 +135,33 @@ BM_EXPORT int bm_agent_on_request(bm_agent_t *a, const char *type, bm_agent_msg_
  */
 BM_EXPORT int bm_agent_subscribe(bm_agent_t *a, const char *prefix, bm_agent_bcast_fn fn,
                                  void *arg);
+/*
+ * How a subscription reads a local publisher that offers a shared-memory
+ * log (bm_agent_opts_t.shm_log): AUTO (bm_agent_subscribe's way) reads it
+ * untethered — the publisher never waits, a reader that falls behind by
+ * more than the log skips ahead and its loss is counted in gaps; TETHERED
+ * holds the publisher instead (its bm_agent_publish returns BM_EFULL until
+ * this agent has read), never a loss on the way; OFF stays on the proxy.
+ * A publisher is found when its first message comes through the proxy and
+ * switched to its log without a duplicate or an uncounted loss; if it dies
+ * or its log fails a check (BM_ECORRUPT) its messages come through the
+ * proxy again, the same way.  The last-value cache and remote publishers
+ * always come through the proxy.  A remote agent (opts.sub_endpoint)
+ * stays on the proxy.
+ */
+enum bm_agent_shm {
+	BM_AGENT_SHM_AUTO = 0,     /* untethered log when offered, else the proxy */
+	BM_AGENT_SHM_TETHERED = 1, /* tethered log when offered, else the proxy */
+	BM_AGENT_SHM_OFF = 2,      /* the proxy only */
+};
+
+/* bm_agent_subscribe with the shm mode (enum bm_agent_shm) of this
+ * subscription.  A broadcast under prefixes of several modes goes to the
+ * first matching handler once, as ever.  Returns as bm_agent_subscribe,
+ * or -EINVAL for an unknown mode. */
+BM_EXPORT int bm_agent_subscribe_shm(bm_agent_t *a, const char *prefix, int shm,
+                                     bm_agent_bcast_fn fn, void *arg);
+
 /* Steps the loop until every subscription is in force at the proxy (0) or
  * timeout_ms passes (-ETIMEDOUT). */
 BM_EXPORT int bm_agent_wait_subscribed(bm_agent_t *a, int timeout_ms);
@@ -245,7 +276,8 @@ BM_EXPORT int bm_agent_flush(bm_agent_t *a);
 
 /*
  * Embedding: fills up to max poll items (the mesh socket, the subscriber
- * socket, the blob listener and channels, the mesh connection monitor),
+ * sockets, the blob listener and channels, the mesh connection monitor,
+ * the shared-memory logs followed and the agent's own log's socket),
  * returns how many.  Poll them
  * (ZMQ_POLLIN) for at most bm_agent_timeout() ms (-1 = no timer), then
  * call bm_agent_step(a, 0).  Call both again before every poll: the set
@@ -253,7 +285,10 @@ BM_EXPORT int bm_agent_flush(bm_agent_t *a);
  */
 BM_EXPORT int bm_agent_pollitems(bm_agent_t *a, zmq_pollitem_t *items, int max);
 BM_EXPORT int bm_agent_timeout(bm_agent_t *a);
-#define BM_AGENT_POLLITEMS_MAX 37
+/* mesh, sub, listener, 32 channels, monitor; two more subscribers (one
+ * per shm mode), the shared-memory logs they read (BM_SUB_FDS_MAX each)
+ * and this agent's own log's socket */
+#define BM_AGENT_POLLITEMS_MAX (36 + 2 + 3 * BM_SUB_FDS_MAX + 1)
 
 /*
  * Event loops that wait on plain file descriptors (Python's asyncio,
@@ -319,6 +354,9 @@ typedef struct bm_agent_stats {
 	uint64_t blob_errors;     /* blobs refused (checksum, size, peer died) */
 	uint64_t ack_hist[BM_AGENT_HIST];  /* send -> ACK latency histogram */
 	uint64_t req_hist[BM_AGENT_HIST];  /* request -> reply latency histogram */
+	uint64_t bcasts_shm;      /* of bcasts, read from a publisher's shared-memory log */
+	uint64_t shm_fallbacks;   /* logs given up: publisher gone, log corrupt */
+	uint64_t shm_corrupt;     /* of which the log failed a check (BM_ECORRUPT) */
 } bm_agent_stats_t;
 BM_EXPORT void bm_agent_stats(const bm_agent_t *a, bm_agent_stats_t *ret);
 /* Bucket of a latency in microseconds, and the microseconds a bucket

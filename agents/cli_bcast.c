@@ -8,11 +8,18 @@
  * capture) and print one line per message; with --json one object per
  * line.  Losses the subscriber can see (sequence gaps) are printed per
  * message in JSON ("gap") and summed on stderr at the end.
+ *
+ * Shared memory: pub --shm-log SIZE also offers the messages in a
+ * shared-memory log (with --lines a publisher stays up, one message per
+ * line of stdin, and local readers attach while it runs); sub --shm reads
+ * local publishers that offer one from their logs (untethered, or
+ * --tethered), the rest through the proxy.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +27,7 @@
 #include <unistd.h>
 
 #include "bm_proxy.h"
+#include "bm_shm.h"
 #include "cli.h"
 
 #define S_DEFAULT_TIMEOUT 5000
@@ -35,26 +43,129 @@ s_bad_topic(const char *cmd, const char *topic)
 }
 
 static const char s_pub_help[] =
-	"usage: beast pub [--as NAME] [--timeout MS] TOPIC [BODY]\n"
+	"usage: beast pub [--as NAME] [--timeout MS] [--shm-log SIZE] [--lines] TOPIC [BODY]\n"
 	"\n"
 	"Broadcasts BODY (stdin when omitted or -) on TOPIC, e.g. tot/7/2 (tree 7,\n"
 	"branch 2); subscribers to a prefix of it (tot/7) receive it.  Waits up to\n"
 	"MS (5000) for the proxy to take it.  NAME (default pid-<pid>) is the\n"
-	"publisher name subscribers see.\n";
+	"publisher name subscribers see.  --lines: one message per line of stdin,\n"
+	"published as lines come, until end of input.  --shm-log SIZE (bytes, or\n"
+	"with K, M or G; at least 64K): also offer the messages in a shared-memory\n"
+	"log that local subscribers (beast sub --shm) read instead of the proxy.\n";
+
+/* SIZE with an optional K, M or G suffix; 0 when malformed. */
+static size_t
+s_size(const char *v)
+{
+	char *end;
+	unsigned long long n;
+
+	errno = 0;
+	n = strtoull(v, &end, 10);
+	if (errno != 0 || end == v || n == 0) {
+		return 0;
+	}
+	switch (*end) {
+	case 'K': case 'k': n <<= 10; end++; break;
+	case 'M': case 'm': n <<= 20; end++; break;
+	case 'G': case 'g': n <<= 30; end++; break;
+	default: break;
+	}
+	return *end == '\0' && n <= BM_BCASTLOG_MAX_CAPACITY ? (size_t)n : 0;
+}
+
+/* Sends one message, retrying while the proxy or a tethered log reader
+ * pushes back, and servicing readers that attach meanwhile. */
+static int
+s_pub_one(bm_pub_t *p, const char *topic, const void *body, size_t len, long timeout)
+{
+	int64_t deadline = bm_mono_ms() + timeout;
+	int rc;
+
+	while ((rc = bm_pub_send(p, topic, body, len)) == BM_EFULL && bm_mono_ms() < deadline) {
+		zmq_pollitem_t it[2] = {{.socket = bm_pub_socket(p), .events = ZMQ_POLLOUT}};
+		int n = 1;
+
+		if (bm_pub_shm_fd(p) >= 0) {
+			it[n++] = (zmq_pollitem_t){.fd = bm_pub_shm_fd(p), .events = ZMQ_POLLIN};
+		}
+		(void)zmq_poll(it, n, 5);
+		(void)bm_pub_service(p);
+	}
+	return rc;
+}
+
+/* --lines: one message per line of stdin until its end. */
+static int
+s_pub_lines(bm_pub_t *p, const char *topic, long timeout)
+{
+	char *line = NULL;
+	size_t cap = 0, used = 0;
+	int rc = 0;
+
+	bm_cli_signals();
+	while (!bm_cli_stop) {
+		struct pollfd w[2] = {{.fd = STDIN_FILENO, .events = POLLIN},
+		                      {.fd = bm_pub_shm_fd(p), .events = POLLIN}};
+		char buf[4096];
+		ssize_t n;
+
+		if (poll(w, w[1].fd >= 0 ? 2 : 1, -1) < 0) {
+			continue; /* a signal */
+		}
+		if (w[1].revents & POLLIN) {
+			(void)bm_pub_service(p);
+		}
+		if (!(w[0].revents & (POLLIN | POLLHUP))) {
+			continue;
+		}
+		if ((n = read(STDIN_FILENO, buf, sizeof buf)) <= 0) {
+			break;
+		}
+		for (ssize_t i = 0; i < n; i++) {
+			if (buf[i] != '\n') {
+				if (used == cap) {
+					char *b = realloc(line, cap ? cap * 2 : 256);
+
+					if (b == NULL || cap * 2 > BM_BCAST_BODY_MAX_DEFAULT) {
+						free(b != NULL ? b : line);
+						return -ENOMEM;
+					}
+					line = b;
+					cap = cap ? cap * 2 : 256;
+				}
+				line[used++] = buf[i];
+				continue;
+			}
+			if ((rc = s_pub_one(p, topic, line, used, timeout)) < 0) {
+				free(line);
+				return rc;
+			}
+			used = 0;
+		}
+	}
+	if (used > 0) {
+		rc = s_pub_one(p, topic, line, used, timeout);
+	}
+	free(line);
+	return rc;
+}
 
 int
 bm_cli_pub(int argc, char **argv, const char *dir)
 {
 	static const struct option lo[] = {{"as", required_argument, NULL, 'a'},
 	                                   {"timeout", required_argument, NULL, 't'},
+	                                   {"shm-log", required_argument, NULL, 'S'},
+	                                   {"lines", no_argument, NULL, 'l'},
 	                                   {"help", no_argument, NULL, 'h'}, {0}};
 	bm_pub_opts_t o = {.dir = dir, .endpoint = bm_cli_pub_connect};
+	bool lines = false;
 	char topic[BM_TOPIC_MAX + 2], *buf = NULL;
 	const char *body;
 	bm_pub_t *p = NULL;
 	long timeout = S_DEFAULT_TIMEOUT;
 	size_t len;
-	int64_t deadline;
 	int ch, rc;
 
 	if (bm_cli_pub_connect != NULL) {
@@ -67,6 +178,14 @@ bm_cli_pub(int argc, char **argv, const char *dir)
 			o.name = optarg;
 		} else if (ch == 't' && (timeout = bm_cli_num(optarg, 1, 3600000)) > 0) {
 			continue;
+		} else if (ch == 'S' && (o.shm_log = s_size(optarg)) >= BM_BCASTLOG_MIN_CAPACITY) {
+			continue;
+		} else if (ch == 'S') {
+			fprintf(stderr, "beast pub: --shm-log '%s': a size of at least 64K and at most 4G "
+			                "(bytes, or with K, M or G)\n", optarg);
+			return BM_EXIT_USAGE;
+		} else if (ch == 'l') {
+			lines = true;
 		} else if (ch == 'h') {
 			fputs(s_pub_help, stdout);
 			return BM_EXIT_OK;
@@ -75,8 +194,13 @@ bm_cli_pub(int argc, char **argv, const char *dir)
 			return BM_EXIT_USAGE;
 		}
 	}
-	if (argc - optind < 1 || argc - optind > 2) {
+	if (argc - optind < 1 || argc - optind > 2 || (lines && argc - optind == 2 &&
+	                                               strcmp(argv[optind + 1], "-") != 0)) {
 		fputs(s_pub_help, stderr);
+		return BM_EXIT_USAGE;
+	}
+	if (o.shm_log > 0 && bm_cli_pub_connect != NULL) {
+		fprintf(stderr, "beast pub: --shm-log is for local subscribers: not with --pub-connect\n");
 		return BM_EXIT_USAGE;
 	}
 	if (bm_topic_normalize(argv[optind], false, topic, sizeof topic) < 0) {
@@ -85,7 +209,10 @@ bm_cli_pub(int argc, char **argv, const char *dir)
 	if (o.name != NULL && bm_name_check(o.name) < 0) {
 		return bm_cli_fail("pub", BM_EBADNAME, dir, o.name);
 	}
-	if (argc - optind == 2 && strcmp(argv[optind + 1], "-") != 0) {
+	if (lines) {
+		body = NULL;
+		len = 0;
+	} else if (argc - optind == 2 && strcmp(argv[optind + 1], "-") != 0) {
 		body = argv[optind + 1];
 		len = strlen(body);
 	} else {
@@ -99,17 +226,13 @@ bm_cli_pub(int argc, char **argv, const char *dir)
 		free(buf);
 		return bm_cli_fail("pub", rc, dir, NULL);
 	}
-	deadline = bm_mono_ms() + timeout;
-	while ((rc = bm_pub_send(p, topic, body, len)) == BM_EFULL && bm_mono_ms() < deadline) {
-		zmq_pollitem_t it = {.socket = bm_pub_socket(p), .events = ZMQ_POLLOUT};
-
-		(void)zmq_poll(&it, 1, 50);
-	}
+	rc = lines ? s_pub_lines(p, topic, timeout) : s_pub_one(p, topic, body, len, timeout);
 	free(buf);
 	bm_pub_destroy(&p); /* lingers until the message has left */
 	if (rc == BM_EFULL) {
-		fprintf(stderr, "beast pub: the broadcast proxy did not take the message within %ld ms "
-		                "(is it paused or overloaded? beast stats shows bcast_paused)\n",
+		fprintf(stderr, "beast pub: the broadcast proxy (or a tethered shared-memory reader) did "
+		                "not take the message within %ld ms (is the proxy paused or "
+		                "overloaded? beast stats shows bcast_paused)\n",
 		        timeout);
 		return BM_EXIT_TIMEOUT;
 	}
@@ -144,10 +267,11 @@ s_print(const bm_bcast_t *m, bool json)
 
 /* sub and tap: print until count, timeout or a signal. */
 static int
-s_follow(const char *cmd, const char *dir, bool tap, bool no_lvc, char **prefixes, int nprefix,
-         long count, long timeout, bool json)
+s_follow(const char *cmd, const char *dir, bool tap, bool no_lvc, int shm, char **prefixes,
+         int nprefix, long count, long timeout, bool json)
 {
-	bm_sub_opts_t o = {.dir = dir, .tap = tap, .no_lvc = no_lvc};
+	bm_sub_opts_t o = {.dir = dir, .tap = tap, .no_lvc = no_lvc, .shm_auto = shm > 0,
+	                   .shm_tethered = shm > 1};
 	bm_sub_t *s = NULL;
 	bm_sub_stats_t st;
 	int64_t deadline = timeout > 0 ? bm_mono_ms() + timeout : INT64_MAX;
@@ -216,6 +340,11 @@ s_follow(const char *cmd, const char *dir, bool tap, bool no_lvc, char **prefixe
 		bm_bcast_clear(&m);
 	}
 	bm_sub_stats(s, &st);
+	if (st.shm_received > 0 || st.shm_fallbacks > 0) {
+		fprintf(stderr, "beast %s: %" PRIu64 " messages came from shared-memory logs; %" PRIu64
+		                " logs given up (%" PRIu64 " corrupt)\n",
+		        cmd, st.shm_received, st.shm_fallbacks, st.shm_corrupt);
+	}
 	if (st.gaps > 0) {
 		fprintf(stderr, "beast %s: %" PRIu64 " messages were lost on the way "
 		                "(sequence gaps: this reader or the proxy fell behind)\n",
@@ -226,7 +355,8 @@ s_follow(const char *cmd, const char *dir, bool tap, bool no_lvc, char **prefixe
 }
 
 static const char s_sub_help[] =
-	"usage: beast sub [--count N] [--timeout MS] [--json] [--no-lvc] PREFIX...\n"
+	"usage: beast sub [--count N] [--timeout MS] [--json] [--no-lvc] [--shm [--tethered]]\n"
+	"                 PREFIX...\n"
 	"\n"
 	"Follows the topics under each PREFIX (tot/7 follows tree 7: tot/7/2,\n"
 	"tot/7/2/5 ..., never tot/70) and prints one line per message: topic,\n"
@@ -234,7 +364,11 @@ static const char s_sub_help[] =
 	"published is printed first (marked cached) unless --no-lvc.  With\n"
 	"--json, one object per line: topic, from, seq, tseq, ts_ms, replay, gap\n"
 	"(messages lost just before this one), body or body_b64.  Stops after N\n"
-	"messages, after MS, or on Ctrl-C.\n";
+	"messages, after MS, or on Ctrl-C.  --shm: read local publishers that offer\n"
+	"a shared-memory log (beast pub --shm-log) from it instead of the proxy,\n"
+	"without a duplicate or an uncounted loss at the switch; untethered (a\n"
+	"reader that falls behind skips ahead, its loss counted), or with\n"
+	"--tethered holding the publisher back instead.\n";
 
 static int
 s_sub_or_tap(int argc, char **argv, const char *dir, bool tap)
@@ -243,6 +377,8 @@ s_sub_or_tap(int argc, char **argv, const char *dir, bool tap)
 	                                   {"timeout", required_argument, NULL, 't'},
 	                                   {"json", no_argument, NULL, 'j'},
 	                                   {"no-lvc", no_argument, NULL, 'L'},
+	                                   {"shm", no_argument, NULL, 'S'},
+	                                   {"tethered", no_argument, NULL, 'T'},
 	                                   {"help", no_argument, NULL, 'h'}, {0}};
 	const char *cmd = tap ? "tap" : "sub", *help = tap ? NULL : s_sub_help;
 	static const char tap_help[] =
@@ -252,7 +388,7 @@ s_sub_or_tap(int argc, char **argv, const char *dir, bool tap)
 		"its capture socket (everything, or what is under PREFIX), in the format\n"
 		"of beast sub.  No cached messages.\n";
 	long count = 0, timeout = 0;
-	bool json = false, no_lvc = false;
+	bool json = false, no_lvc = false, shm = false, tethered = false;
 	int ch;
 
 	help = tap ? tap_help : s_sub_help;
@@ -266,6 +402,10 @@ s_sub_or_tap(int argc, char **argv, const char *dir, bool tap)
 			json = true;
 		} else if (ch == 'L' && !tap) {
 			no_lvc = true;
+		} else if (ch == 'S' && !tap) {
+			shm = true;
+		} else if (ch == 'T' && !tap) {
+			tethered = true;
 		} else if (ch == 'h') {
 			fputs(help, stdout);
 			return BM_EXIT_OK;
@@ -274,11 +414,16 @@ s_sub_or_tap(int argc, char **argv, const char *dir, bool tap)
 			return BM_EXIT_USAGE;
 		}
 	}
-	if ((!tap && argc - optind < 1) || (tap && argc - optind > 1)) {
+	if ((!tap && argc - optind < 1) || (tap && argc - optind > 1) || (tethered && !shm)) {
 		fputs(help, stderr);
 		return BM_EXIT_USAGE;
 	}
-	return s_follow(cmd, dir, tap, no_lvc, argv + optind, argc - optind, count, timeout, json);
+	if (shm && bm_cli_sub_connect != NULL) {
+		fprintf(stderr, "beast sub: --shm reads local publishers: not with --sub-connect\n");
+		return BM_EXIT_USAGE;
+	}
+	return s_follow(cmd, dir, tap, no_lvc, shm ? 1 + tethered : 0, argv + optind, argc - optind,
+	                count, timeout, json);
 }
 
 int

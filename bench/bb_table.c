@@ -11,7 +11,7 @@ extern const bb_transport_t bb_t_uds;
 extern const bb_transport_t bb_t_beast_mesh_ipc, bb_t_beast_mesh_ipc_http, bb_t_beast_mesh_tcp, bb_t_beast_proxy,
 	bb_t_beast_outbox_always, bb_t_beast_outbox_interval, bb_t_beast_outbox_never, bb_t_beast_ring,
 	bb_t_beast_ring_copy, bb_t_memcpy;
-extern const bb_transport_t bb_t_beast_shmlog, bb_t_beast_shmlog_untethered;
+extern const bb_transport_t bb_t_beast_shmlog, bb_t_beast_shmlog_untethered, bb_t_beast_proxy_shm;
 extern const bb_transport_t bb_t_nats, bb_t_nats_js;
 extern const bb_transport_t bb_t_redis_pubsub, bb_t_redis_stream, bb_t_redis_stream_fsync;
 extern const bb_transport_t bb_t_nng_pair, bb_t_iceoryx;
@@ -24,6 +24,7 @@ const bb_transport_t *const bb_transports[] = {
 	&bb_t_beast_mesh_ipc_http,
 	&bb_t_beast_mesh_tcp,
 	&bb_t_beast_proxy,
+	&bb_t_beast_proxy_shm,
 	&bb_t_beast_shmlog,
 	&bb_t_beast_shmlog_untethered,
 	&bb_t_beast_outbox_always,

@@ -20,6 +20,10 @@
  *       as Prometheus does without keep-alive): what observability costs.
  *   beast-proxy    bm_pub -> beastd's XSUB/XPUB proxy -> bm_sub (header with
  *       publisher id and sequence, gap counting, LVC on in beastd).
+ *   beast-proxy-shm   the agents' path to a local publisher's shared-memory
+ *       log: bm_pub with an 8 MiB log, bm_sub that hears the publisher
+ *       through the proxy, attaches to its log (tethered) and switches to
+ *       it (shm_auto); the proxy still carries every message beside it.
  *   beast-outbox-always|interval|never   durable: every message journalled
  *       with that sync policy before it is sent, retired by the ACK.
  */
@@ -30,6 +34,7 @@
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -869,15 +874,15 @@ typedef struct {
 } s_pl_t;
 
 static int
-s_proxy_sub(bb_link_t *l, const bb_env_t *env)
+s_proxy_sub_shm(bb_link_t *l, bool shm)
 {
-	(void)env;
 	s_pl_t *p = calloc(1, sizeof *p);
 	if (!p)
 		return -1;
 	l->impl = p;
 	int keep = l->scen == BB_OVERLOAD ? 0 : 1000000; /* 0: the library's default */
-	bm_sub_opts_t o = {.dir = s_bd.dir, .no_lvc = true, .hwm = keep};
+	bm_sub_opts_t o = {.dir = s_bd.dir, .no_lvc = true, .hwm = keep, .shm_auto = shm,
+	                   .shm_tethered = shm};
 	if (bm_sub_open(&o, &p->sub) != 0 || bm_sub_subscribe(p->sub, "bench") != 0)
 		return -1;
 	double end = bb_now() + S_START_S;
@@ -894,9 +899,15 @@ s_proxy_sub(bb_link_t *l, const bb_env_t *env)
 }
 
 static int
-s_proxy_pub(bb_link_t *l, const bb_env_t *env)
+s_proxy_sub(bb_link_t *l, const bb_env_t *env)
 {
 	(void)env;
+	return s_proxy_sub_shm(l, false);
+}
+
+static int
+s_proxy_pub_log(bb_link_t *l, size_t shm_log)
+{
 	s_pl_t *p = calloc(1, sizeof *p);
 	if (!p)
 		return -1;
@@ -904,8 +915,16 @@ s_proxy_pub(bb_link_t *l, const bb_env_t *env)
 	char name[32];
 	snprintf(name, sizeof name, "pub%d", (int)getpid());
 	int keep = l->scen == BB_OVERLOAD ? 0 : 1000000;
-	bm_pub_opts_t o = {.dir = s_bd.dir, .name = name, .hwm = keep, .linger_ms = (int)(BB_DEADLINE_S * 1000)};
+	bm_pub_opts_t o = {.dir = s_bd.dir, .name = name, .hwm = keep,
+	                   .linger_ms = (int)(BB_DEADLINE_S * 1000), .shm_log = shm_log};
 	return bm_pub_open(&o, &p->pub) == 0 ? 0 : -1;
+}
+
+static int
+s_proxy_pub(bb_link_t *l, const bb_env_t *env)
+{
+	(void)env;
+	return s_proxy_pub_log(l, 0);
 }
 
 static int
@@ -918,7 +937,12 @@ s_proxy_send(bb_link_t *l, const void *buf, size_t len)
 		if (l->scen == BB_OVERLOAD)
 			return 0; /* refused at the publisher: counted as lost */
 		zmq_pollitem_t it = {.socket = bm_pub_socket(p->pub), .events = ZMQ_POLLOUT};
-		zmq_poll(&it, 1, 1);
+		/* Writable at once: a tethered log reader holds us (a publisher
+		 * has no fd for log room: yield and retry, as an agent would). */
+		if (zmq_poll(&it, 1, 1) > 0) {
+			(void)bm_pub_service(p->pub);
+			sched_yield();
+		}
 	}
 	return rc == 0 ? 0 : -1;
 }
@@ -960,6 +984,33 @@ s_proxy_close(bb_link_t *l)
 
 static const bb_ops_t s_proxy_ops = {
 	.sub = s_proxy_sub, .pub = s_proxy_pub, .send = s_proxy_send, .recv = s_proxy_recv, .close = s_proxy_close};
+
+static int
+s_proxy_shm_sub(bb_link_t *l, const bb_env_t *env)
+{
+	(void)env;
+	return s_proxy_sub_shm(l, true);
+}
+
+static int
+s_proxy_shm_pub(bb_link_t *l, const bb_env_t *env)
+{
+	(void)env;
+	return s_proxy_pub_log(l, (size_t)8 << 20);
+}
+
+static const bb_ops_t s_proxy_shm_ops = {
+	.sub = s_proxy_shm_sub, .pub = s_proxy_shm_pub, .send = s_proxy_send, .recv = s_proxy_recv,
+	.close = s_proxy_close};
+
+const bb_transport_t bb_t_beast_proxy_shm = {
+	.id = "beast-proxy-shm",
+	.about = "beastmesh broadcast as agents do it locally: bm_pub with a shared-memory log, "
+	         "bm_sub switching from the proxy to the log (tethered)",
+	.scens = BB_S(BB_FANOUT1) | BB_S(BB_FANOUT8) | BB_S(BB_FANOUT32),
+	.up = s_up_ipc,
+	.ops = &s_proxy_shm_ops,
+};
 
 const bb_transport_t bb_t_beast_proxy = {
 	.id = "beast-proxy",

@@ -251,8 +251,17 @@ typedef struct bm_sub_opts {
 	                           * proxy: local, no last-value cache, no reports;
 	                           * messages as from the proxy (topic, from, seq,
 	                           * tseq, gap).  NULL = the proxy */
-	bool shm_tethered;        /* with shm_from: hold the publisher (its sends
-	                           * return BM_EFULL) rather than lose messages */
+	bool shm_tethered;        /* with shm_from or shm_auto: hold the publisher
+	                           * (its sends return BM_EFULL) rather than lose
+	                           * messages */
+	bool shm_auto;            /* a proxy subscriber that also reads the logs of
+	                           * local publishers it hears from (those opened
+	                           * with shm_log, found as DIR/shm/pub-NAME.sock),
+	                           * switching each from the proxy to its log and
+	                           * back (publisher died, log corrupt) without a
+	                           * duplicate or an uncounted loss; the proxy still
+	                           * brings the last-value cache and everyone else.
+	                           * Not with tap or endpoint */
 } bm_sub_opts_t;
 
 /* Connects to the proxy (no waiting: see BM_BCAST_SYNC).  Returns 0,
@@ -289,12 +298,25 @@ BM_EXPORT int bm_sub_recv(bm_sub_t *s, int timeout_ms, bm_bcast_t *ret);
 BM_EXPORT void *bm_sub_socket(bm_sub_t *s);
 /* shm_from subscribers, in a poll loop: bm_sub_arm() returns 1 when a
  * recv would find something now, 0 when the caller should poll
- * bm_sub_fd() for POLLIN first; -EINVAL for a proxy subscriber.  A
+ * bm_sub_fd() for POLLIN first; -EINVAL for a proxy subscriber without
+ * shm_auto (with it: 1 when a log has a record or a switch is due).  A
  * shm_from subscriber's recv returns -ESHUTDOWN once the publisher is
  * gone and its last message read, BM_ECORRUPT when the log failed a
  * check. */
 BM_EXPORT int bm_sub_arm(bm_sub_t *s);
 BM_EXPORT int bm_sub_fd(const bm_sub_t *s);
+/*
+ * shm_auto (and shm_from) subscribers, in a poll loop: fills up to max
+ * fds of the logs being read, to poll for POLLIN beside bm_sub_socket();
+ * returns how many (the set changes as publishers come and go: fetch it
+ * before every poll).  bm_sub_arm() returns 1 when a recv would find a
+ * log record now.  bm_sub_timeout() is the ms until a switch from the
+ * proxy to a log must go ahead without the proxy (-1 = none): poll no
+ * longer than that.
+ */
+BM_EXPORT int bm_sub_fds(const bm_sub_t *s, int *fds, int max);
+BM_EXPORT int bm_sub_timeout(const bm_sub_t *s);
+#define BM_SUB_FDS_MAX 16
 
 typedef struct bm_sub_stats {
 	uint64_t received;   /* broadcasts returned (live + replayed) */
@@ -303,6 +325,12 @@ typedef struct bm_sub_stats {
 	uint64_t dups;       /* replayed messages already seen, skipped */
 	uint64_t malformed;  /* frames that did not decode, skipped */
 	uint64_t syncs;      /* subscriptions confirmed */
+	uint64_t shm_received;  /* shm_auto: of received, read from a log */
+	uint64_t shm_attached;  /* shm_auto: logs attached to */
+	uint64_t shm_fallbacks; /* shm_auto: logs given up (publisher gone, corrupt) */
+	uint64_t shm_corrupt;   /* shm_auto: of which BM_ECORRUPT */
+	uint64_t shm_refused;   /* shm_auto: attaches refused (no slot, other session) */
+	uint64_t shm_skipped;   /* shm_auto: proxy copies of log records dropped */
 } bm_sub_stats_t;
 BM_EXPORT void bm_sub_stats(const bm_sub_t *s, bm_sub_stats_t *ret);
 

@@ -114,4 +114,8 @@ int bm__proxy_endpoint(const char *dir, const char *endpoint, const char *sock, 
                        size_t size);
 void bm__close_parts(zmq_msg_t *f, int n);
 
+/* A publisher's shared-memory log, or NULL (tests scribble on it). */
+struct bm_bcastlog;
+struct bm_bcastlog *bm__pub_log(bm_pub_t *p);
+
 #endif

@@ -143,7 +143,7 @@ bm_pub_open(const bm_pub_opts_t *opts, bm_pub_t **ret_pub)
 		goto fail;
 	}
 	if (o.shm_log > 0) {
-		bm_bcastlog_opts_t lo = {.capacity = o.shm_log};
+		bm_bcastlog_opts_t lo = {.capacity = o.shm_log, .session = p->session};
 
 		if ((rc = bm_bcastlog_open(o.dir, p->name, &lo, &p->log)) < 0) {
 			goto fail;
@@ -346,4 +346,10 @@ uint64_t
 bm_pub_count(const bm_pub_t *p)
 {
 	return p ? p->seq : 0;
+}
+
+bm_bcastlog_t *
+bm__pub_log(bm_pub_t *p)
+{
+	return p != NULL ? p->log : NULL;
 }

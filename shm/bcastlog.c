@@ -37,7 +37,9 @@
  *      16     8  capacity   bytes of record space; a multiple of 4096
  *      24     4  nslots     reader slots in the cursor table
  *      28     4  pid        publisher's pid (informational)
- *      32     8  session    random publisher instance
+ *      32     8  session    publisher instance (bm_bcastlog_opts_t.session:
+ *                           a bm_pub's own, as its broadcast headers carry
+ *                           it; random when 0)
  *      40     4  name_len   0..64
  *      44    64  name       publisher name (name_len bytes, rest zero)
  *     108    20  reserved, zero
@@ -413,7 +415,9 @@ bm_bcastlog_open(const char *rundir, const char *name, const bm_bcastlog_opts_t 
 	self->hdr->capacity = cap;
 	self->hdr->nslots = self->nslots;
 	self->hdr->pid = (uint32_t)getpid();
-	if (getrandom(&self->hdr->session, sizeof self->hdr->session, 0) !=
+	self->hdr->session = opts != NULL ? opts->session : 0;
+	if (self->hdr->session == 0 &&
+	    getrandom(&self->hdr->session, sizeof self->hdr->session, 0) !=
 	    (ssize_t)sizeof self->hdr->session) {
 		rc = -EIO;
 		goto fail;
@@ -1081,26 +1085,14 @@ s_reader_map(bm_bcastlog_reader_t *self, int lfd, int cfd, const uint8_t *w)
 }
 
 int
-bm_bcastlog_attach(const char *rundir, const char *name, unsigned flags, int timeout_ms,
-                   bm_bcastlog_reader_t **ret_reader)
+bm_bcastlog_attach_start(const char *rundir, const char *name, unsigned flags, int *ret_fd)
 {
-	int64_t deadline = bm__deadline(timeout_ms);
 	char sname[BM_CHANNEL_NAME_MAX + 8];
 	struct sockaddr_un addr;
-	bm_bcastlog_reader_t *self;
 	uint8_t a[8] = {'A', S_VERSION, (uint8_t)(flags & BM_BCASTLOG_TETHERED)};
-	uint8_t w[S_WELCOME_LEN + 8];
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int) * 4)];
-	} cbuf;
-	struct iovec iov = {.iov_base = w, .iov_len = sizeof w};
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
-	                     .msg_controllen = sizeof cbuf.buf};
-	int fds[4], nfds = 0, fd, rc;
-	ssize_t n;
+	int fd, rc;
 
-	if (ret_reader == NULL || name == NULL || (flags & ~(unsigned)BM_BCASTLOG_TETHERED)) {
+	if (ret_fd == NULL || name == NULL || (flags & ~(unsigned)BM_BCASTLOG_TETHERED)) {
 		return -EINVAL;
 	}
 	if (strlen(name) > S_NAME_MAX) {
@@ -1127,27 +1119,32 @@ bm_bcastlog_attach(const char *rundir, const char *name, unsigned flags, int tim
 		close(fd);
 		return BM_EPEER;
 	}
-	/* The publisher answers when it services its socket. */
-	for (;;) {
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		int ms = -1;
+	*ret_fd = fd;
+	return 0;
+}
 
-		if (deadline >= 0) {
-			int64_t left = (deadline - bm_mono_ns() + 999999) / 1000000;
+int
+bm_bcastlog_attach_finish(int fd, unsigned flags, bm_bcastlog_reader_t **ret_reader)
+{
+	bm_bcastlog_reader_t *self;
+	uint8_t w[S_WELCOME_LEN + 8];
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int) * 4)];
+	} cbuf;
+	struct iovec iov = {.iov_base = w, .iov_len = sizeof w};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.buf,
+	                     .msg_controllen = sizeof cbuf.buf};
+	int fds[4], nfds = 0, rc;
+	ssize_t n;
 
-			ms = left <= 0 ? 0 : (left > 1000000 ? 1000000 : (int)left);
-		}
-		rc = poll(&p, 1, timeout_ms == 0 ? 1000 : ms);
-		if (rc > 0) {
-			break;
-		}
-		if (rc == 0 || errno != EINTR) {
-			rc = rc == 0 ? -ETIMEDOUT : -errno;
-			close(fd);
-			return rc;
-		}
+	if (fd < 0 || ret_reader == NULL || (flags & ~(unsigned)BM_BCASTLOG_TETHERED)) {
+		return -EINVAL;
 	}
 	n = recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		return -EAGAIN; /* not yet: fd stays the caller's */
+	}
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); n > 0 && c != NULL; c = CMSG_NXTHDR(&msg, c)) {
 		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
 			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -1196,6 +1193,47 @@ bm_bcastlog_attach(const char *rundir, const char *name, unsigned flags, int tim
 	}
 	*ret_reader = self;
 	return 0;
+}
+
+int
+bm_bcastlog_attach(const char *rundir, const char *name, unsigned flags, int timeout_ms,
+                   bm_bcastlog_reader_t **ret_reader)
+{
+	int64_t deadline = bm__deadline(timeout_ms);
+	int fd, rc;
+
+	if (ret_reader == NULL) {
+		return -EINVAL;
+	}
+	if ((rc = bm_bcastlog_attach_start(rundir, name, flags, &fd)) < 0) {
+		return rc;
+	}
+	/* The publisher answers when it services its socket. */
+	for (;;) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int ms = -1;
+
+		if (deadline >= 0) {
+			int64_t left = (deadline - bm_mono_ns() + 999999) / 1000000;
+
+			ms = left <= 0 ? 0 : (left > 1000000 ? 1000000 : (int)left);
+		}
+		rc = poll(&p, 1, timeout_ms == 0 ? 1000 : ms);
+		if (rc > 0) {
+			break;
+		}
+		if (rc == 0 || errno != EINTR) {
+			rc = rc == 0 ? -ETIMEDOUT : -errno;
+			close(fd);
+			return rc;
+		}
+	}
+	rc = bm_bcastlog_attach_finish(fd, flags, ret_reader);
+	if (rc == -EAGAIN) {
+		close(fd);
+		return BM_EPEER;
+	}
+	return rc;
 }
 
 void
@@ -1346,38 +1384,31 @@ s_try_read(bm_bcastlog_reader_t *self, void *buf, size_t size, bm_bcastlog_rec_t
 	return -EAGAIN;
 }
 
+typedef struct {
+	bm_bcastlog_reader_t *rd;  /* the reader */
+	void *buf;                 /* the caller's body buffer */
+	size_t size;               /* its size */
+	bm_bcastlog_rec_t *rec;    /* where the record goes */
+} s_read_t;
+
+static int
+s_try(void *arg)
+{
+	s_read_t *r = arg;
+
+	return r->rd->broken ? BM_ECORRUPT : s_try_read(r->rd, r->buf, r->size, r->rec);
+}
+
 int
 bm_bcastlog_read(bm_bcastlog_reader_t *self, void *buf, size_t size, int timeout_ms,
                  bm_bcastlog_rec_t *ret_rec)
 {
-	int64_t deadline = bm__deadline(timeout_ms);
-	int rc;
+	s_read_t r = {.rd = self, .buf = buf, .size = size, .rec = ret_rec};
 
 	if (self == NULL || ret_rec == NULL) {
 		return -EINVAL;
 	}
-	for (;;) {
-		if (self->broken) {
-			return BM_ECORRUPT;
-		}
-		rc = s_try_read(self, buf, size, ret_rec);
-		if (rc != -EAGAIN) {
-			return rc;
-		}
-		/* Nothing read: a poll returns now, a wait ends at its deadline —
-		 * also when the log looks readable but every try was undone (a
-		 * publisher moving under us, or a hostile one). */
-		if (timeout_ms == 0) {
-			return -EAGAIN;
-		}
-		if (deadline > 0 && bm_mono_ns() >= deadline) {
-			return -ETIMEDOUT;
-		}
-		rc = bm__doorbell_wait(&self->db, s_readable, self, deadline);
-		if (rc < 0) {
-			return rc;
-		}
-	}
+	return bm__doorbell_read(&self->db, s_try, &r, s_readable, self, timeout_ms);
 }
 
 int

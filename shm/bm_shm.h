@@ -226,6 +226,8 @@ typedef struct {
 	size_t capacity;     /* record space; 0 = 4 MiB (rounded up to 4 KiB) */
 	unsigned readers;    /* reader slots; 0 = 64, at most BM_BCASTLOG_MAX_READERS */
 	int spin_us;         /* publisher: spin before sleeping on a full log; <0 = 50 */
+	uint64_t session;    /* publisher instance for the header (the broadcast
+	                      * header's, so readers can match the two); 0 = random */
 } bm_bcastlog_opts_t;
 
 /* Reader flags. */
@@ -295,6 +297,16 @@ BM_EXPORT void bm_bcastlog_stats(const bm_bcastlog_t *self, bm_bcastlog_stats_t 
  */
 BM_EXPORT int bm_bcastlog_attach(const char *rundir, const char *name, unsigned flags,
                                  int timeout_ms, bm_bcastlog_reader_t **ret_reader);
+/*
+ * The same in two steps, for a poll loop that must not wait: start
+ * connects and asks (errors as attach, before any waiting) and gives the
+ * socket to poll for POLLIN; finish reads the answer: 0 and the reader
+ * (which now owns fd), -EAGAIN (no answer yet: fd is still the caller's),
+ * or an error as attach (fd closed).
+ */
+BM_EXPORT int bm_bcastlog_attach_start(const char *rundir, const char *name, unsigned flags,
+                                       int *ret_fd);
+BM_EXPORT int bm_bcastlog_attach_finish(int fd, unsigned flags, bm_bcastlog_reader_t **ret_reader);
 /* Detaches (the publisher releases the slot), unmaps.  NULL-safe. */
 BM_EXPORT void bm_bcastlog_reader_destroy(bm_bcastlog_reader_t **self_p);
 /*

@@ -600,32 +600,37 @@ bm_channel_commit(bm_channel_t *self, uint32_t type, size_t len)
 	return bm__doorbell_ring(&self->db);
 }
 
+typedef struct {
+	bm_channel_t *ch;     /* the consumer end */
+	bm_ring_rec_t *rec;   /* where the record goes */
+} s_peek_t;
+
+static int
+s_try_peek(void *arg)
+{
+	s_peek_t *p = arg;
+	int rc = bm_ring_peek(p->ch->ring, p->rec);
+
+	/* A skipped wrap record freed room: a producer waiting for it must
+	 * hear.  A dead producer ends the read only once nothing is left. */
+	if (rc != -EAGAIN) {
+		return rc;
+	}
+	if ((rc = bm__doorbell_ring(&p->ch->db)) < 0 && !bm__ring_readable(p->ch->ring)) {
+		return rc;
+	}
+	return -EAGAIN;
+}
+
 int
 bm_channel_peek(bm_channel_t *self, int timeout_ms, bm_ring_rec_t *ret_rec)
 {
-	int64_t deadline = bm__deadline(timeout_ms);
-	int rc;
+	s_peek_t p = {.ch = self, .rec = ret_rec};
 
 	if (self == NULL || self->producer) {
 		return -EINVAL;
 	}
-	for (;;) {
-		rc = bm_ring_peek(self->ring, ret_rec);
-		if (rc != -EAGAIN) {
-			return rc;
-		}
-		/* A skipped wrap record freed room. */
-		if ((rc = bm__doorbell_ring(&self->db)) < 0 && !bm__ring_readable(self->ring)) {
-			return rc;
-		}
-		rc = bm__doorbell_wait(&self->db, s_readable, self, deadline);
-		if (rc == -ETIMEDOUT && timeout_ms == 0) {
-			return -EAGAIN;
-		}
-		if (rc < 0) {
-			return rc;
-		}
-	}
+	return bm__doorbell_read(&self->db, s_try_peek, &p, s_readable, self, timeout_ms);
 }
 
 int

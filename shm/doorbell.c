@@ -73,6 +73,34 @@ bm__deadline(int timeout_ms)
 	return bm_mono_ns() + (int64_t)timeout_ms * 1000000;
 }
 
+int
+bm__doorbell_read(bm__doorbell_t *db, bm__try_fn try_fn, void *try_arg, bm__ready_fn ready,
+                  void *arg, int timeout_ms)
+{
+	int64_t deadline = bm__deadline(timeout_ms);
+
+	for (;;) {
+		int rc = try_fn(try_arg);
+
+		if (rc != -EAGAIN) {
+			return rc;
+		}
+		/* Nothing read.  A poll returns now — with the hang-up, if that
+		 * is what woke the caller's poll loop; a wait ends at its
+		 * deadline, also when the ring or log looks readable but every
+		 * try was undone (a peer moving under us, or a hostile one). */
+		if (timeout_ms == 0) {
+			return bm__doorbell_peer_gone(db) && !ready(arg) ? BM_EPEER : -EAGAIN;
+		}
+		if (deadline > 0 && bm_mono_ns() >= deadline) {
+			return -ETIMEDOUT;
+		}
+		if ((rc = bm__doorbell_wait(db, ready, arg, deadline)) < 0) {
+			return rc;
+		}
+	}
+}
+
 static int
 s_remaining_ms(int64_t deadline_ns)
 {

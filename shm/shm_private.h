@@ -82,6 +82,17 @@ void bm__doorbell_fini(bm__doorbell_t *db);
 /* Waits until ready(arg) (1), deadline passes (-ETIMEDOUT), or the peer is
  * gone (BM_EPEER).  deadline_ns < 0 = forever, 0 = check once. */
 int bm__doorbell_wait(bm__doorbell_t *db, bm__ready_fn ready, void *arg, int64_t deadline_ns);
+typedef int (*bm__try_fn)(void *arg);
+/*
+ * A consumer's read loop, shared by the bulk channel and the broadcast
+ * log: calls try_fn(try_arg) until it returns anything but -EAGAIN, waiting on
+ * the doorbell (until ready(arg)) between tries.  timeout_ms 0: one try,
+ * then -EAGAIN, or BM_EPEER when the peer has hung up and nothing is
+ * left; otherwise -ETIMEDOUT at the deadline (also when ready() keeps
+ * saying yes and every try fails), BM_EPEER, or try_fn's result.
+ */
+int bm__doorbell_read(bm__doorbell_t *db, bm__try_fn try_fn, void *try_arg,
+                      bm__ready_fn ready, void *arg, int timeout_ms);
 /* After publishing: wakes the peer if it sleeps.  BM_EPEER when it is gone. */
 int bm__doorbell_ring(bm__doorbell_t *db);
 /* Sets my waiting word for an outside poll: 1 = ready now, 0 = armed. */

@@ -7,6 +7,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,8 @@
 #include <unistd.h>
 
 #include "bm_agent.h"
+#include "proxy_private.h"
+#include "shm_private.h"
 #include "testutil.h"
 
 #define HB 200 /* heartbeat, ms */
@@ -360,6 +363,445 @@ s_on_bcast(bm_agent_t *a, bm_bcast_t *b, void *arg)
 	s_bcast_n++;
 }
 
+/* ---- broadcasts through a publisher's shared-memory log ----
+ *
+ * One publisher agent offers a small log; subscriber agents in their own
+ * processes follow it tethered, untethered and through the proxy only.
+ * Every body starts with the publisher's own count (= the broadcast's
+ * seq) and the last one carries 'E'.  Pipes, not sleeps, order the
+ * steps that make the outcome certain: the tethered reader stops reading
+ * once it reads the log until the publisher says it was held (BM_EFULL);
+ * the untethered one stops once it reads the log, says so, and waits
+ * until the publisher has sent 1000 more (more than the log holds) and
+ * finished, so it is lapped and must count its loss. */
+
+#define S_LOG_SIZE (64u << 10)
+#define S_LOG_MIN 5000    /* broadcasts at least, and until held once */
+#define S_LOG_BODY 100
+#define S_LOG_WAIT_MS 60000
+
+typedef struct {
+	const char *name;  /* agent name */
+	int shm;           /* enum bm_agent_shm */
+	int ready_fd;      /* write 'r' once subscribed */
+	int stall_fd;      /* once reading the log, wait for a byte here (-1: no) */
+	int stalled_fd;    /* and say so here first (-1: no) */
+	uint64_t n, first, last, gaps, bad; /* what the handler saw */
+	bool end;          /* the last broadcast came */
+} s_lsub_t;
+
+static void
+s_lsub_on(bm_agent_t *a, bm_bcast_t *b, void *arg)
+{
+	s_lsub_t *c = arg;
+	const uint8_t *d = bm_bcast_data(b);
+	uint64_t seq = 0;
+
+	(void)a;
+	if (bm_bcast_size(b) != S_LOG_BODY) {
+		c->bad++;
+		return;
+	}
+	memcpy(&seq, d, 8);
+	/* Order and no duplicate: the publisher's count only grows; and it is
+	 * the broadcast's per-publisher seq, whichever way it came. */
+	if ((c->n > 0 && seq <= c->last) || seq != b->seq) {
+		c->bad++;
+	}
+	if (c->n == 0) {
+		c->first = seq;
+	}
+	c->n++;
+	c->gaps += b->gap;
+	c->last = seq;
+	c->end = d[8] == 'E';
+}
+
+static bool
+s_pipe_wait(int fd, int timeout_ms)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+	char c;
+
+	return poll(&p, 1, timeout_ms) == 1 && read(fd, &c, 1) == 1;
+}
+
+/* A subscriber child.  Exit 0, or which check failed. */
+static int
+s_lsub_child(void *arg)
+{
+	s_lsub_t *c = arg;
+	bm_agent_opts_t o = {.name = c->name, .dir = s_dir, .heartbeat_ms = HB,
+	                     .connect_timeout_ms = 10000};
+	int64_t deadline = bm_mono_ms() + S_LOG_WAIT_MS;
+	bm_agent_stats_t st;
+	bm_agent_t *a = NULL;
+	bool stalled = false;
+
+	if (bm_agent_open(&o, &a) < 0 ||
+	    bm_agent_subscribe_shm(a, "tot/log", c->shm, s_lsub_on, c) < 0 ||
+	    bm_agent_wait_subscribed(a, 10000) < 0) {
+		return 10;
+	}
+	(void)!write(c->ready_fd, "r", 1);
+	while (!c->end && bm_mono_ms() < deadline) {
+		int rc = bm_agent_step(a, 50);
+
+		if (rc < 0 && rc != -EINTR) {
+			fprintf(stderr, "%s: step: %s\n", c->name, bm_strerror(rc));
+			return 11;
+		}
+		bm_agent_stats(a, &st);
+		if (c->stall_fd >= 0 && !stalled && st.bcasts_shm > 0) {
+			stalled = true;
+			if (c->stalled_fd >= 0) {
+				(void)!write(c->stalled_fd, "u", 1);
+			}
+			if (!s_pipe_wait(c->stall_fd, 30000)) {
+				return 12;
+			}
+		}
+	}
+	bm_agent_stats(a, &st);
+	bm_agent_destroy(&a);
+	fprintf(stderr, "%s: n %llu first %llu last %llu gaps %llu bad %llu via log %llu\n", c->name,
+	        (unsigned long long)c->n, (unsigned long long)c->first, (unsigned long long)c->last,
+	        (unsigned long long)c->gaps, (unsigned long long)c->bad,
+	        (unsigned long long)st.bcasts_shm);
+	if (!c->end) {
+		return 13;
+	}
+	if (c->bad > 0) {
+		return 14; /* a duplicate, a message out of order, or a bad body */
+	}
+	/* Exact accounting: every broadcast from the first one seen on was
+	 * received or counted lost. */
+	if (c->n + c->gaps != c->last - c->first + 1) {
+		return 15;
+	}
+	if (c->shm == BM_AGENT_SHM_OFF) {
+		return st.bcasts_shm == 0 && c->gaps == 0 ? 0 : 16;
+	}
+	/* Switched mid-stream: the first broadcasts came through the proxy. */
+	if (st.bcasts_shm == 0 || st.bcasts_shm >= c->n) {
+		return 17;
+	}
+	if (c->shm == BM_AGENT_SHM_TETHERED) {
+		return c->gaps == 0 && c->first == 1 ? 0 : 18;
+	}
+	return c->gaps > 0 ? 0 : 19; /* lapped, and said so */
+}
+
+typedef struct {
+	int full_fd;  /* write 'f' the first time a publish is held */
+	int done_fd;  /* write 'd' once the last broadcast is out */
+	int ustall_fd; /* the untethered reader stopped reading: 1000 more, then done */
+	int quit_fd;  /* wait for a byte here before leaving */
+} s_lpub_t;
+
+/* Publishes one, retrying while held; the first time it is held it says
+ * so on full_fd (-1: nobody to tell) — before waiting, since the reader
+ * that holds it may be waiting for just that. */
+static int
+s_publish_seq(bm_agent_t *a, uint64_t seq, bool end, uint64_t *ret_full, int full_fd)
+{
+	uint8_t body[S_LOG_BODY] = {0};
+	int64_t deadline = bm_mono_ms() + 20000;
+
+	memcpy(body, &seq, 8);
+	body[8] = end ? 'E' : '-';
+	for (;;) {
+		int rc = bm_agent_publish(a, "tot/log/x", body, sizeof body);
+
+		if (rc != BM_EFULL) {
+			return rc;
+		}
+		if ((*ret_full)++ == 0 && full_fd >= 0) {
+			(void)!write(full_fd, "f", 1);
+		}
+		if (bm_mono_ms() > deadline) {
+			return -ETIMEDOUT;
+		}
+		(void)bm_agent_step(a, 1);
+	}
+}
+
+static int
+s_lpub_child(void *arg)
+{
+	s_lpub_t *p = arg;
+	bm_agent_opts_t o = {.name = "logpub", .dir = s_dir, .heartbeat_ms = HB,
+	                     .connect_timeout_ms = 10000, .shm_log = S_LOG_SIZE};
+	int64_t deadline = bm_mono_ms() + S_LOG_WAIT_MS;
+	uint64_t seq = 0, full = 0, until = 0;
+	bm_agent_t *a = NULL;
+
+	if (bm_agent_open(&o, &a) < 0) {
+		return 10;
+	}
+	/* At least S_LOG_MIN, held at least once, and 1000 (more than the
+	 * log holds) past the moment the untethered reader stopped. */
+	while (seq < S_LOG_MIN || full == 0 || until == 0 || seq < until) {
+		if (until == 0 && s_pipe_wait(p->ustall_fd, 0)) {
+			until = seq + 1000;
+		}
+		if (bm_mono_ms() > deadline || s_publish_seq(a, ++seq, false, &full, p->full_fd) < 0) {
+			return 11;
+		}
+		if (seq % 64 == 0) {
+			(void)bm_agent_step(a, 0); /* readers attaching */
+		}
+	}
+	if (s_publish_seq(a, ++seq, true, &full, p->full_fd) < 0) {
+		return 12;
+	}
+	(void)!write(p->done_fd, "d", 1);
+	fprintf(stderr, "logpub: %llu broadcasts, held %llu times\n", (unsigned long long)seq,
+	        (unsigned long long)full);
+	while (!s_pipe_wait(p->quit_fd, 0) && bm_mono_ms() < deadline) {
+		(void)bm_agent_step(a, 20);
+	}
+	bm_agent_destroy(&a);
+	return 0;
+}
+
+START_TEST(log_readers_tethered_untethered_and_a_proxy_reader_see_the_stream_honestly)
+{
+	int ready[2], full[2], done[2], quit[2], ustall[2];
+	s_lsub_t subs[3] = {
+		{.name = "teth", .shm = BM_AGENT_SHM_TETHERED, .stalled_fd = -1},
+		{.name = "unteth", .shm = BM_AGENT_SHM_AUTO},
+		{.name = "viaproxy", .shm = BM_AGENT_SHM_OFF, .stall_fd = -1, .stalled_fd = -1},
+	};
+	s_lpub_t pub;
+	pid_t pid[3];
+	tu_held_t hp;
+
+	ck_assert_int_eq(pipe(ready), 0);
+	ck_assert_int_eq(pipe(full), 0);
+	ck_assert_int_eq(pipe(done), 0);
+	ck_assert_int_eq(pipe(quit), 0);
+	ck_assert_int_eq(pipe(ustall), 0);
+	subs[0].stall_fd = full[0];
+	subs[1].stall_fd = done[0];
+	subs[1].stalled_fd = ustall[1];
+	pub = (s_lpub_t){.full_fd = full[1], .done_fd = done[1], .quit_fd = quit[0],
+	                 .ustall_fd = ustall[0]};
+	hp = tu_fork_held(s_lpub_child, &pub);
+	for (int i = 0; i < 3; i++) {
+		subs[i].ready_fd = ready[1];
+		pid[i] = tu_fork(s_lsub_child, &subs[i]);
+		ck_assert_int_gt(pid[i], 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		ck_assert(s_pipe_wait(ready[0], 20000));
+	}
+	ck_assert_int_gt(tu_release(&hp), 0);
+	ck_assert_int_eq(tu_wait(pid[0], S_LOG_WAIT_MS), 0);
+	ck_assert_int_eq(tu_wait(pid[1], S_LOG_WAIT_MS), 0);
+	ck_assert_int_eq(tu_wait(pid[2], S_LOG_WAIT_MS), 0);
+	(void)!write(quit[1], "q", 1);
+	ck_assert_int_eq(tu_wait(hp.pid, 20000), 0);
+	for (int i = 0; i < 2; i++) {
+		close(ready[i]);
+		close(full[i]);
+		close(done[i]);
+		close(quit[i]);
+		close(ustall[i]);
+	}
+}
+END_TEST
+
+/* A publisher that streams until it is killed. */
+static int
+s_diepub_child(void *arg)
+{
+	bm_agent_opts_t o = {.name = "diepub", .dir = s_dir, .heartbeat_ms = HB,
+	                     .connect_timeout_ms = 10000, .shm_log = S_LOG_SIZE};
+	int64_t deadline = bm_mono_ms() + S_LOG_WAIT_MS;
+	uint64_t seq = 0, full = 0;
+	bm_agent_t *a = NULL;
+
+	(void)arg;
+	if (bm_agent_open(&o, &a) < 0) {
+		return 10;
+	}
+	while (bm_mono_ms() < deadline) {
+		if (s_publish_seq(a, ++seq, false, &full, -1) < 0) {
+			return 11;
+		}
+		if (seq % 16 == 0) {
+			(void)bm_agent_step(a, 1); /* readers attaching; a gentle pace */
+		}
+	}
+	bm_agent_destroy(&a);
+	return 0;
+}
+
+START_TEST(a_log_publisher_killed_with_9_sends_its_readers_back_to_the_proxy_without_a_crash)
+{
+	tu_held_t hp = tu_fork_held(s_diepub_child, NULL);
+	bm_agent_t *a = s_agent("survivor", NULL);
+	s_lsub_t c = {.name = "survivor", .stall_fd = -1};
+	int64_t deadline;
+	bm_agent_stats_t st;
+
+	ck_assert_int_eq(bm_agent_subscribe(a, "tot/log", s_lsub_on, &c), 0);
+	ck_assert_int_eq(bm_agent_wait_subscribed(a, 10000), 0);
+	ck_assert_int_gt(tu_release(&hp), 0);
+	deadline = bm_mono_ms() + 20000;
+	do {
+		int rc = bm_agent_step(a, 20);
+
+		ck_assert(rc >= 0 || rc == -EINTR);
+		bm_agent_stats(a, &st);
+	} while (st.bcasts_shm < 100 && bm_mono_ms() < deadline);
+	ck_assert_uint_ge(st.bcasts_shm, 100);
+	tu_kill9(hp.pid);
+	deadline = bm_mono_ms() + 10000;
+	do {
+		int rc = bm_agent_step(a, 20);
+
+		ck_assert(rc >= 0 || rc == -EINTR);
+		bm_agent_stats(a, &st);
+	} while (st.shm_fallbacks == 0 && bm_mono_ms() < deadline);
+	ck_assert_uint_eq(st.shm_fallbacks, 1);
+	ck_assert_uint_eq(st.shm_corrupt, 0);
+	/* What the proxy still had comes now; then nothing. */
+	for (int i = 0; i < 10; i++) {
+		int rc = bm_agent_step(a, 20);
+
+		ck_assert(rc >= 0 || rc == -EINTR);
+	}
+	ck_assert_uint_eq(c.bad, 0);
+	ck_assert_uint_eq(c.n + c.gaps, c.last - c.first + 1);
+	bm_agent_destroy(&a);
+}
+END_TEST
+
+/* A publisher (a plain bm_pub, so the test can reach its log) that
+ * streams until told 'c', then publishes 20 more while the reader is
+ * held still, scribbles over its whole record space (nobody else can: the
+ * log is sealed), answers 'k', and publishes 200 more, the last one 'E'. */
+typedef struct {
+	int cmd;  /* read end */
+	int ack;  /* write end */
+} s_badpub_t;
+
+static int
+s_pub_seq(bm_pub_t *p, uint64_t seq, bool end)
+{
+	uint8_t body[S_LOG_BODY] = {0};
+	int64_t deadline = bm_mono_ms() + 20000;
+	int rc;
+
+	memcpy(body, &seq, 8);
+	body[8] = end ? 'E' : '-';
+	while ((rc = bm_pub_send(p, "tot/log/x", body, sizeof body)) == BM_EFULL &&
+	       bm_mono_ms() < deadline) {
+		zmq_pollitem_t it = {.socket = bm_pub_socket(p), .events = ZMQ_POLLOUT};
+
+		(void)zmq_poll(&it, 1, 1);
+	}
+	return rc;
+}
+
+static int
+s_badpub_child(void *arg)
+{
+	s_badpub_t *b = arg;
+	bm_pub_opts_t po = {.dir = s_dir, .name = "badpub", .shm_log = S_LOG_SIZE};
+	int64_t deadline = bm_mono_ms() + S_LOG_WAIT_MS;
+	bm_pub_t *p = NULL;
+	uint64_t seq = 0;
+	size_t len;
+	uint8_t *base;
+
+	if (bm_pub_open(&po, &p) < 0) {
+		return 10;
+	}
+	while (!s_pipe_wait(b->cmd, 0)) {
+		if (bm_mono_ms() > deadline || s_pub_seq(p, ++seq, false) < 0) {
+			return 11;
+		}
+		if (seq % 16 == 0) {
+			struct pollfd w = {.fd = bm_pub_shm_fd(p), .events = POLLIN};
+
+			(void)poll(&w, 1, 1); /* a gentle pace; readers attaching */
+			(void)bm_pub_service(p);
+		}
+	}
+	for (int i = 0; i < 20; i++) {
+		if (s_pub_seq(p, ++seq, false) < 0) {
+			return 12;
+		}
+	}
+	base = bm__bcastlog_base(bm__pub_log(p), &len);
+	memset(base + 4096, 0xAB, len - 4096);
+	(void)!write(b->ack, "k", 1);
+	for (int i = 0; i < 200; i++) {
+		if (s_pub_seq(p, ++seq, i == 199) < 0) {
+			return 13;
+		}
+	}
+	(void)s_pipe_wait(b->cmd, S_LOG_WAIT_MS);
+	bm_pub_destroy(&p);
+	return 0;
+}
+
+START_TEST(a_corrupt_log_sends_its_reader_back_to_the_proxy_with_every_broadcast_accounted)
+{
+	int cmd[2], ack[2];
+	s_badpub_t b;
+	tu_held_t hp;
+	bm_agent_t *a;
+	s_lsub_t c = {.name = "victim", .stall_fd = -1};
+	bm_agent_stats_t st;
+	int64_t deadline;
+
+	ck_assert_int_eq(pipe(cmd), 0);
+	ck_assert_int_eq(pipe(ack), 0);
+	b = (s_badpub_t){.cmd = cmd[0], .ack = ack[1]};
+	hp = tu_fork_held(s_badpub_child, &b);
+	a = s_agent("victim", NULL);
+	ck_assert_int_eq(bm_agent_subscribe(a, "tot/log", s_lsub_on, &c), 0);
+	ck_assert_int_eq(bm_agent_wait_subscribed(a, 10000), 0);
+	ck_assert_int_gt(tu_release(&hp), 0);
+	deadline = bm_mono_ms() + 20000;
+	do {
+		int rc = bm_agent_step(a, 20);
+
+		ck_assert(rc >= 0 || rc == -EINTR);
+		bm_agent_stats(a, &st);
+	} while (st.bcasts_shm < 50 && bm_mono_ms() < deadline);
+	ck_assert_uint_ge(st.bcasts_shm, 50);
+	/* Held still while the publisher gets ahead and scribbles. */
+	ck_assert_int_eq(write(cmd[1], "c", 1), 1);
+	ck_assert(s_pipe_wait(ack[0], 20000));
+	deadline = bm_mono_ms() + 20000;
+	while (!c.end && bm_mono_ms() < deadline) {
+		int rc = bm_agent_step(a, 20);
+
+		ck_assert(rc >= 0 || rc == -EINTR);
+	}
+	bm_agent_stats(a, &st);
+	ck_assert(c.end);
+	ck_assert_uint_eq(st.shm_corrupt, 1);
+	ck_assert_uint_eq(st.shm_fallbacks, 1);
+	ck_assert_uint_eq(c.bad, 0);
+	ck_assert_uint_eq(c.first, 1);
+	ck_assert_uint_eq(c.n + c.gaps, c.last);
+	ck_assert_uint_eq(st.bcasts, c.n);
+	ck_assert_int_eq(write(cmd[1], "q", 1), 1);
+	ck_assert_int_eq(tu_wait(hp.pid, 20000), 0);
+	bm_agent_destroy(&a);
+	for (int i = 0; i < 2; i++) {
+		close(cmd[i]);
+		close(ack[i]);
+	}
+}
+END_TEST
+
 START_TEST(a_broadcast_handler_gets_its_subtree_and_nothing_else)
 {
 	bm_agent_t *a = s_agent("follower", NULL);
@@ -529,6 +971,14 @@ s_suite(void)
 	tcase_add_test(tc, a_broadcast_handler_gets_its_subtree_and_nothing_else);
 	tcase_add_test(tc, a_point_cloud_reaches_the_blob_handler_intact_with_its_mesh_announcement);
 	tcase_add_test(tc, a_foreign_poll_loop_wakes_on_the_agents_items_and_a_handler_can_stop_the_run);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("shmlog");
+	tcase_set_timeout(tc, 120);
+	tcase_add_unchecked_fixture(tc, tu_root_setup, tu_root_teardown);
+	tcase_add_checked_fixture(tc, s_start, s_stop);
+	tcase_add_test(tc, log_readers_tethered_untethered_and_a_proxy_reader_see_the_stream_honestly);
+	tcase_add_test(tc, a_log_publisher_killed_with_9_sends_its_readers_back_to_the_proxy_without_a_crash);
+	tcase_add_test(tc, a_corrupt_log_sends_its_reader_back_to_the_proxy_with_every_broadcast_accounted);
 	suite_add_tcase(s, tc);
 	return s;
 }

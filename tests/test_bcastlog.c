@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "shm_private.h"
+#include "shmutil.h"
 
 #define S_NAME "tpub"
 #define S_WAIT_MS 20000
@@ -35,18 +36,13 @@ static char s_dir[64];
 static void
 s_dir_setup(void)
 {
-	snprintf(s_dir, sizeof s_dir, "/tmp/bmblog-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(s_dir));
-	ck_assert_int_eq(chmod(s_dir, 0700), 0);
+	su_dir_setup(s_dir, sizeof s_dir, "bmblog");
 }
 
 static void
 s_dir_teardown(void)
 {
-	if (s_dir[0] != '\0') {
-		(void)bm_rmtree(s_dir);
-		s_dir[0] = '\0';
-	}
+	su_dir_teardown(s_dir);
 }
 
 typedef struct {
@@ -57,40 +53,6 @@ typedef struct {
 	size_t len;       /* body bytes */
 	int ready_fd;     /* write one byte once attached */
 } s_rd_arg_t;
-
-static pid_t
-s_fork(int (*fn)(void *), void *arg)
-{
-	pid_t pid = fork();
-
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		_exit(fn(arg));
-	}
-	return pid;
-}
-
-/* Exit status, or -1 after killing it at the deadline. */
-static int
-s_reap(pid_t pid, int timeout_ms)
-{
-	int64_t deadline = bm_mono_ms() + timeout_ms;
-	int status;
-
-	for (;;) {
-		pid_t r = waitpid(pid, &status, WNOHANG);
-
-		if (r == pid) {
-			return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-		}
-		if (bm_mono_ms() >= deadline) {
-			kill(pid, SIGKILL);
-			waitpid(pid, NULL, 0);
-			return -1;
-		}
-		usleep(1000);
-	}
-}
 
 static void
 s_fill(uint8_t *b, size_t len, uint64_t seq)
@@ -242,13 +204,13 @@ START_TEST(bcastlog_readers_see_every_record_in_order_and_intact)
 	for (int i = 0; i < 4; i++) {
 		a[i] = (s_rd_arg_t){.flags = BM_BCASTLOG_TETHERED, .count = count, .len = 300,
 		                    .ready_fd = p[1]};
-		pid[i] = s_fork(s_reader, &a[i]);
+		pid[i] = su_fork(s_reader, &a[i]);
 		ck_assert_int_gt(pid[i], 0);
 	}
 	s_wait_readers(log, p[0], 4);
 	(void)s_publish_all(log, count, 300);
 	for (int i = 0; i < 4; i++) {
-		ck_assert_int_eq(s_reap(pid[i], S_WAIT_MS), 0);
+		ck_assert_int_eq(su_reap(pid[i], S_WAIT_MS), 0);
 	}
 	close(p[0]);
 	close(p[1]);
@@ -305,7 +267,7 @@ START_TEST(bcastlog_records_of_every_size_wrap_correctly)
 	ck_assert_int_eq(bm_bcastlog_open(s_dir, S_NAME, &o, &log), 0);
 	ck_assert_int_eq(pipe(p), 0);
 	a.ready_fd = p[1];
-	pid = s_fork(s_sizes_reader, &a);
+	pid = su_fork(s_sizes_reader, &a);
 	s_wait_readers(log, p[0], 1);
 	for (long i = 1; i <= a.count; i++) {
 		int rc;
@@ -317,7 +279,7 @@ START_TEST(bcastlog_records_of_every_size_wrap_correctly)
 		ck_assert_int_eq(rc, 0);
 	}
 	bm_bcastlog_destroy(&log);
-	ck_assert_int_eq(s_reap(pid, S_WAIT_MS), 0);
+	ck_assert_int_eq(su_reap(pid, S_WAIT_MS), 0);
 	close(p[0]);
 	close(p[1]);
 }
@@ -335,7 +297,7 @@ START_TEST(bcastlog_untethered_slow_reader_counts_its_loss_exactly)
 	ck_assert_int_eq(bm_bcastlog_open(s_dir, S_NAME, &o, &log), 0);
 	ck_assert_int_eq(pipe(p), 0);
 	a.ready_fd = p[1];
-	pid = s_fork(s_reader, &a);
+	pid = su_fork(s_reader, &a);
 	s_wait_readers(log, p[0], 1);
 	/* Never held: an untethered reader costs the publisher nothing. */
 	ck_assert_int_eq(s_publish_all(log, a.count, a.len), 0);
@@ -343,7 +305,7 @@ START_TEST(bcastlog_untethered_slow_reader_counts_its_loss_exactly)
 	ck_assert_uint_eq(st.full, 0);
 	ck_assert_uint_eq(st.published, (uint64_t)a.count);
 	/* 2: it lost records, and they add up (checked in the child). */
-	ck_assert_int_eq(s_reap(pid, S_WAIT_MS), 2);
+	ck_assert_int_eq(su_reap(pid, S_WAIT_MS), 2);
 	close(p[0]);
 	close(p[1]);
 	bm_bcastlog_destroy(&log);
@@ -366,16 +328,16 @@ START_TEST(bcastlog_tethered_slow_reader_holds_the_publisher_and_loses_nothing)
 	ck_assert_int_eq(bm_bcastlog_open(s_dir, S_NAME, &o, &log), 0);
 	ck_assert_int_eq(pipe(p), 0);
 	a.ready_fd = u.ready_fd = p[1];
-	pid = s_fork(s_reader, &a);
-	upid = s_fork(s_reader, &u); /* a fast untethered one alongside */
+	pid = su_fork(s_reader, &a);
+	upid = su_fork(s_reader, &u); /* a fast untethered one alongside */
 	s_wait_readers(log, p[0], 2);
 	full = s_publish_all(log, a.count, a.len);
 	ck_assert_int_gt(full, 0);
 	bm_bcastlog_stats(log, &st);
 	ck_assert_uint_gt(st.full, 0);
-	ck_assert_int_eq(s_reap(pid, S_WAIT_MS), 0);
+	ck_assert_int_eq(su_reap(pid, S_WAIT_MS), 0);
 	/* Untethered: it may lose records (2) but counts them exactly. */
-	rc = s_reap(upid, S_WAIT_MS);
+	rc = su_reap(upid, S_WAIT_MS);
 	ck_assert_msg(rc == 0 || rc == 2, "untethered reader: %d", rc);
 	close(p[0]);
 	close(p[1]);
@@ -415,7 +377,7 @@ START_TEST(bcastlog_tethered_reader_killed_with_9_releases_the_publisher)
 	ck_assert_int_eq(bm_bcastlog_open(s_dir, S_NAME, &o, &log), 0);
 	ck_assert_int_eq(pipe(p), 0);
 	a.ready_fd = p[1];
-	pid = s_fork(s_stuck_reader, &a);
+	pid = su_fork(s_stuck_reader, &a);
 	s_wait_readers(log, p[0], 1);
 	for (; n < 1000 && (rc = bm_bcastlog_publish(log, "t/", 0, b, sizeof b, 0)) == 0; n++) {
 	}
@@ -424,7 +386,7 @@ START_TEST(bcastlog_tethered_reader_killed_with_9_releases_the_publisher)
 	/* Still held after a while: a live tethered reader is honoured. */
 	ck_assert_int_eq(bm_bcastlog_publish(log, "t/", 0, b, sizeof b, 50), -ETIMEDOUT);
 	kill(pid, SIGKILL);
-	ck_assert_int_eq(s_reap(pid, S_WAIT_MS), 128 + SIGKILL);
+	ck_assert_int_eq(su_reap(pid, S_WAIT_MS), 128 + SIGKILL);
 	/* Its socket closed with it: the next publish goes through. */
 	int64_t t0 = bm_mono_ms();
 	ck_assert_int_eq(bm_bcastlog_publish(log, "t/", 0, b, sizeof b, 5000), 0);
@@ -499,7 +461,7 @@ START_TEST(bcastlog_publisher_scribbling_on_the_log_gives_readers_corrupt)
 		ck_assert_int_eq(bm_bcastlog_open(s_dir, S_NAME, &o, &log), 0);
 		ck_assert_int_eq(pipe(p), 0);
 		a.ready_fd = p[1];
-		pid = s_fork(s_victim, &a);
+		pid = su_fork(s_victim, &a);
 		s_wait_readers(log, p[0], 1);
 		ck_assert_int_eq(bm_bcastlog_publish(log, "t/", 1, b, sizeof b, 0), 0);
 		ck_assert_int_eq(read(p[0], &c, 1), 1); /* it has read record 1 */
@@ -539,7 +501,7 @@ START_TEST(bcastlog_publisher_scribbling_on_the_log_gives_readers_corrupt)
 			atomic_store(tail, atomic_load(tail) + 64);
 			break;
 		}
-		ck_assert_msg(s_reap(pid, S_WAIT_MS) == 0, "scribble %d not reported as corrupt", how);
+		ck_assert_msg(su_reap(pid, S_WAIT_MS) == 0, "scribble %d not reported as corrupt", how);
 		close(p[0]);
 		close(p[1]);
 		bm_bcastlog_destroy(&log);
@@ -596,7 +558,7 @@ START_TEST(bcastlog_reader_survives_random_scribbles)
 			base[128 + (size_t)rand_r(&seed) % 80] = (uint8_t)rand_r(&seed);
 		}
 	}
-	ck_assert_int_eq(s_reap(pid, S_WAIT_MS), 0);
+	ck_assert_int_eq(su_reap(pid, S_WAIT_MS), 0);
 	close(p[0]);
 	close(p[1]);
 	bm_bcastlog_destroy(&log);
@@ -617,7 +579,7 @@ START_TEST(bcastlog_reader_scribbling_its_cursor_is_released_not_trusted)
 	ck_assert_int_eq(bm_bcastlog_open(s_dir, S_NAME, &o, &log), 0);
 	ck_assert_int_eq(pipe(p), 0);
 	a.ready_fd = p[1];
-	pid = s_fork(s_stuck_reader, &a);
+	pid = su_fork(s_stuck_reader, &a);
 	s_wait_readers(log, p[0], 1);
 	/* The reader's cursor (slot 0) pointed far beyond the tail. */
 	cur = bm__bcastlog_cursors(log, &len);
@@ -629,7 +591,7 @@ START_TEST(bcastlog_reader_scribbling_its_cursor_is_released_not_trusted)
 	ck_assert_uint_eq(st.corrupt, 1);
 	ck_assert_uint_eq(st.tethered, 0);
 	kill(pid, SIGKILL);
-	s_reap(pid, S_WAIT_MS);
+	su_reap(pid, S_WAIT_MS);
 	close(p[0]);
 	close(p[1]);
 	bm_bcastlog_destroy(&log);

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "bm_proxy.h"
+#include "proxy_private.h"
+#include "shm_private.h"
 #include "testutil.h"
 
 #define HB 200
@@ -1005,6 +1007,188 @@ START_TEST(a_local_subscriber_reads_the_publishers_shm_log_and_sees_what_the_pro
 }
 END_TEST
 
+/* ---- a subscriber that switches to a log by itself, and back ---- */
+
+#define S_BAD_BODY 64
+
+/* Child: publishes ten as "badlog" with a log; on 'm' ten more; on 'c' ten
+ * more, then scribbles over the whole record space (nobody else can: the
+ * log is sealed against writers), then ten more, the last one 'E', and
+ * answers 'k'; on 'q' it leaves.  It services its log all along. */
+typedef struct {
+	int cmd;  /* read end */
+	int ack;  /* write end */
+} s_bad_t;
+
+static int
+s_bad_send(bm_pub_t *p, uint64_t seq, bool end)
+{
+	uint8_t body[S_BAD_BODY] = {0};
+
+	memcpy(body, &seq, 8);
+	body[8] = end ? 'E' : '-';
+	return bm_pub_send(p, "tot/c/1", body, sizeof body);
+}
+
+static int
+s_bad_pub(void *arg)
+{
+	s_bad_t *b = arg;
+	bm_pub_opts_t po = {.dir = s_dir, .name = "badlog", .shm_log = 64 << 10};
+	int64_t deadline = bm_mono_ms() + 30000;
+	bm_pub_t *p = NULL;
+	uint64_t seq = 0;
+
+	if (bm_pub_open(&po, &p) < 0) {
+		return 10;
+	}
+	for (int i = 0; i < 10; i++) {
+		if (s_bad_send(p, ++seq, false) < 0) {
+			return 11;
+		}
+	}
+	while (bm_mono_ms() < deadline) {
+		struct pollfd w = {.fd = b->cmd, .events = POLLIN};
+		char c;
+
+		(void)bm_pub_service(p);
+		if (poll(&w, 1, 5) != 1 || read(b->cmd, &c, 1) != 1) {
+			continue;
+		}
+		if (c == 'q') {
+			break;
+		}
+		for (int i = 0; i < 10; i++) {
+			if (s_bad_send(p, ++seq, false) < 0) {
+				return 12;
+			}
+		}
+		if (c == 'c') {
+			size_t len;
+			uint8_t *base = bm__bcastlog_base(bm__pub_log(p), &len);
+
+			memset(base + 4096, 0xAB, len - 4096);
+			for (int i = 0; i < 10; i++) {
+				if (s_bad_send(p, ++seq, i == 9) < 0) {
+					return 13;
+				}
+			}
+			(void)!write(b->ack, "k", 1);
+		}
+	}
+	bm_pub_destroy(&p);
+	return 0;
+}
+
+typedef struct {
+	uint64_t n, first, last, gaps, bad; /* what came */
+	bool end;                           /* the 'E' message came */
+} s_seen_t;
+
+/* Receives until the message with count `until` (or the 'E') came. */
+static void
+s_recv_until(bm_sub_t *s, s_seen_t *v, uint64_t until)
+{
+	int64_t deadline = bm_mono_ms() + 10000;
+
+	while (!v->end && v->last < until) {
+		bm_bcast_t m = {0};
+		uint64_t seq;
+		int rc = bm_sub_recv(s, 100, &m);
+
+		ck_assert_msg(bm_mono_ms() < deadline, "message %llu did not come",
+		              (unsigned long long)until);
+		if (rc == -ETIMEDOUT) {
+			continue;
+		}
+		ck_assert_int_eq(rc, 0);
+		if (m.kind != BM_BCAST_MSG) {
+			bm_bcast_clear(&m);
+			continue;
+		}
+		ck_assert_uint_eq(bm_bcast_size(&m), S_BAD_BODY);
+		memcpy(&seq, bm_bcast_data(&m), 8);
+		v->bad += seq != m.seq || (v->n > 0 && seq <= v->last);
+		v->first = v->n == 0 ? seq : v->first;
+		v->n++;
+		v->gaps += m.gap;
+		v->last = seq;
+		v->end = ((const uint8_t *)bm_bcast_data(&m))[8] == 'E';
+		bm_bcast_clear(&m);
+	}
+}
+
+START_TEST(a_subscriber_switches_to_a_local_log_and_back_to_the_proxy_when_the_log_is_corrupt)
+{
+	int cmd[2], ack[2];
+	s_bad_t b;
+	tu_held_t hp;
+	bm_sub_opts_t so = {.dir = s_dir, .shm_auto = true};
+	bm_sub_t *s = NULL;
+	bm_bcast_t m = {0};
+	bm_sub_stats_t st;
+	s_seen_t v = {0};
+	uint64_t sent = 10;
+	struct pollfd w;
+	char c;
+
+	ck_assert_int_eq(pipe(cmd), 0);
+	ck_assert_int_eq(pipe(ack), 0);
+	b = (s_bad_t){.cmd = cmd[0], .ack = ack[1]};
+	hp = tu_fork_held(s_bad_pub, &b);
+	ck_assert_int_eq(bm_sub_open(&so, &s), 0);
+	ck_assert_int_eq(bm_sub_subscribe(s, "tot/c"), 0);
+	ck_assert_int_eq(bm_sub_recv(s, 5000, &m), 0);
+	ck_assert_int_eq(m.kind, BM_BCAST_SYNC);
+	bm_bcast_clear(&m);
+	ck_assert_int_gt(tu_release(&hp), 0);
+	/* Through the proxy; the first one makes it ask to attach, and the
+	 * publisher's answer is read as the subscriber waits. */
+	s_recv_until(s, &v, sent);
+	for (int64_t end = bm_mono_ms() + 10000; bm_mono_ms() < end;) {
+		bm_sub_stats(s, &st);
+		if (st.shm_attached > 0) {
+			break;
+		}
+		ck_assert_int_eq(bm_sub_recv(s, 100, &m), -ETIMEDOUT);
+	}
+	ck_assert_uint_eq(st.shm_attached, 1);
+	/* Then from the log, once the proxy has caught up with it (a round
+	 * the proxy brings first, before the log is read, is skipped in the
+	 * log: another round then). */
+	for (int round = 0; st.shm_received == 0; round++) {
+		ck_assert_int_lt(round, 50);
+		ck_assert_int_eq(write(cmd[1], "m", 1), 1);
+		sent += 10;
+		s_recv_until(s, &v, sent);
+		bm_sub_stats(s, &st);
+	}
+	/* The log is scribbled on: BM_ECORRUPT inside, the proxy again. */
+	ck_assert_int_eq(write(cmd[1], "c", 1), 1);
+	w = (struct pollfd){.fd = ack[0], .events = POLLIN};
+	ck_assert_int_eq(poll(&w, 1, 10000), 1);
+	ck_assert_int_eq(read(ack[0], &c, 1), 1);
+	sent += 20;
+	s_recv_until(s, &v, sent);
+	bm_sub_stats(s, &st);
+	ck_assert_uint_eq(st.shm_corrupt, 1);
+	ck_assert_uint_eq(st.shm_fallbacks, 1);
+	ck_assert(v.end);
+	ck_assert_uint_eq(v.bad, 0);
+	ck_assert_uint_eq(v.first, 1);
+	ck_assert_uint_eq(v.last, sent);
+	ck_assert_uint_eq(v.n + v.gaps, sent);
+	ck_assert_uint_eq(st.received, v.n);
+	ck_assert_int_eq(write(cmd[1], "q", 1), 1);
+	ck_assert_int_eq(tu_wait(hp.pid, 10000), 0);
+	bm_sub_destroy(&s);
+	for (int i = 0; i < 2; i++) {
+		close(cmd[i]);
+		close(ack[i]);
+	}
+}
+END_TEST
+
 static Suite *
 s_suite(void)
 {
@@ -1029,6 +1213,7 @@ s_suite(void)
 	tcase_add_test(tc, beast_pub_and_sub_json_carry_topic_from_seq_and_body);
 	tcase_add_test(tc, beast_proxy_pause_and_resume_steer_the_proxy_inside_beastd);
 	tcase_add_test(tc, a_local_subscriber_reads_the_publishers_shm_log_and_sees_what_the_proxy_delivers);
+	tcase_add_test(tc, a_subscriber_switches_to_a_local_log_and_back_to_the_proxy_when_the_log_is_corrupt);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("steering");

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "shm_private.h"
+#include "shmutil.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define S_SLOW 1
@@ -35,7 +36,6 @@
 #define S_SLOW 0
 #endif
 
-#define S_KILL_TIMEOUT_MS 20000
 
 /* ---- helpers ---- */
 
@@ -44,74 +44,13 @@ static char s_dir[64];
 static void
 s_dir_setup(void)
 {
-	snprintf(s_dir, sizeof s_dir, "/tmp/bmshm-XXXXXX");
-	ck_assert_ptr_nonnull(mkdtemp(s_dir));
-	ck_assert_int_eq(chmod(s_dir, 0700), 0);
+	su_dir_setup(s_dir, sizeof s_dir, "bmshm");
 }
 
 static void
 s_dir_teardown(void)
 {
-	if (s_dir[0] != '\0') {
-		(void)bm_rmtree(s_dir);
-		s_dir[0] = '\0';
-	}
-}
-
-/* Waits for a child up to ms; kills it -9 if it is still there.  Returns
- * its exit status (or 128 + signal). */
-static int
-s_reap(pid_t pid, int ms)
-{
-	int64_t end = bm_mono_ms() + ms;
-	int st;
-
-	for (;;) {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-
-		if (r == pid) {
-			break;
-		}
-		if (r < 0 && errno != EINTR) {
-			return -1;
-		}
-		if (bm_mono_ms() > end) {
-			kill(pid, SIGKILL);
-			waitpid(pid, &st, 0);
-			return -2;
-		}
-		struct timespec ts = {0, 1000000};
-		nanosleep(&ts, NULL); /* polling a child's exit, not synchronising */
-	}
-	if (WIFEXITED(st)) {
-		return WEXITSTATUS(st);
-	}
-	return 128 + WTERMSIG(st);
-}
-
-static void
-s_kill(pid_t pid)
-{
-	kill(pid, SIGKILL);
-	s_reap(pid, S_KILL_TIMEOUT_MS);
-}
-
-static void
-s_pipe_put(int fd, char c)
-{
-	ck_assert_int_eq(write(fd, &c, 1), 1);
-}
-
-static char
-s_pipe_get(int fd, int ms)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-	char c = 0;
-
-	if (poll(&p, 1, ms) == 1 && read(fd, &c, 1) == 1) {
-		return c;
-	}
-	return 0;
+	su_dir_teardown(s_dir);
 }
 
 /* Producer child: connects to "c" in s_dir. */
@@ -431,7 +370,7 @@ START_TEST(ring_survives_a_hostile_peer_scribbling_over_shared_memory)
 		if (m == MAP_FAILED) {
 			_exit(1);
 		}
-		if (s_pipe_get(go[0], 10000) != 'g') {
+		if (su_pipe_get(go[0], 10000) != 'g') {
 			_exit(2);
 		}
 		int64_t end = bm_mono_ms() + 500;
@@ -469,7 +408,7 @@ START_TEST(ring_survives_a_hostile_peer_scribbling_over_shared_memory)
 		ck_assert_int_eq(bm_ring_release(c), 0);
 		ok++;
 	}
-	s_pipe_put(go[1], 'g');
+	su_pipe_put(go[1], 'g');
 	for (int i = 0; i < 40000000; i++) {
 		bm_ring_rec_t rec;
 		int rc = c ? bm_ring_peek(c, &rec) : BM_ECORRUPT;
@@ -500,7 +439,7 @@ START_TEST(ring_survives_a_hostile_peer_scribbling_over_shared_memory)
 		}
 	}
 	if (pid > 0) {
-		ck_assert_int_eq(s_reap(pid, 20000), 0);
+		ck_assert_int_eq(su_reap(pid, 20000), 0);
 	}
 	fprintf(stderr, "hostile: %d records read, %d corruptions caught\n", ok, corrupt);
 	ck_assert_int_gt(corrupt, 0);
@@ -597,7 +536,7 @@ s_stream(uint64_t n, size_t cap, int prod_spin, int cons_spin, int64_t budget_ms
 	}
 	/* Producer gone after its last record: EOF, not a hang. */
 	ck_assert_int_eq(bm_channel_peek(ch, 10000, &(bm_ring_rec_t){0}), BM_EPEER);
-	ck_assert_int_eq(s_reap(pid, 10000), 0);
+	ck_assert_int_eq(su_reap(pid, 10000), 0);
 	ck_assert_int_lt(bm_mono_ms() - t0, budget_ms);
 	fprintf(stderr, "stream: %llu records, %llu stalls, %lld ms\n", (unsigned long long)n,
 	        (unsigned long long)stalls, (long long)(bm_mono_ms() - t0));
@@ -643,13 +582,13 @@ START_TEST(channel_producer_killed_between_reserve_and_commit_leaves_no_half_rec
 		}
 		bm_channel_reserve(pc, 1000, 1000, &w);
 		memset(w, 0xEE, 500); /* half-written record */
-		s_pipe_put(sync[1], 'r');
+		su_pipe_put(sync[1], 'r');
 		for (;;) {
 			pause();
 		}
 	}
 	ch = s_accept(l, -1);
-	ck_assert_int_eq(s_pipe_get(sync[0], 10000), 'r');
+	ck_assert_int_eq(su_pipe_get(sync[0], 10000), 'r');
 	kill(pid, SIGKILL);
 	for (uint64_t i = 0; i < 10; i++) {
 		ck_assert_int_eq(bm_channel_peek(ch, 5000, &rec), 0);
@@ -657,7 +596,7 @@ START_TEST(channel_producer_killed_between_reserve_and_commit_leaves_no_half_rec
 		ck_assert_int_eq(bm_channel_release(ch), 0);
 	}
 	ck_assert_int_eq(bm_channel_peek(ch, 10000, &rec), BM_EPEER);
-	ck_assert_int_eq(s_reap(pid, 10000), 128 + SIGKILL);
+	ck_assert_int_eq(su_reap(pid, 10000), 128 + SIGKILL);
 	bm_channel_destroy(&ch);
 	bm_listener_destroy(&l);
 	ck_assert_int_eq(s_count_shm_leftovers(), 0);
@@ -682,7 +621,7 @@ START_TEST(channel_consumer_killed_gives_the_producer_an_error_not_a_hang)
 		if (bm_listener_open(s_dir, "c", &l) < 0) {
 			_exit(1);
 		}
-		s_pipe_put(sync[1], 'l');
+		su_pipe_put(sync[1], 'l');
 		if (bm_listener_accept(l, 10000, NULL, &cc) < 0) {
 			_exit(2);
 		}
@@ -690,7 +629,7 @@ START_TEST(channel_consumer_killed_gives_the_producer_an_error_not_a_hang)
 			pause(); /* never reads */
 		}
 	}
-	ck_assert_int_eq(s_pipe_get(sync[0], 10000), 'l');
+	ck_assert_int_eq(su_pipe_get(sync[0], 10000), 'l');
 	ck_assert_int_eq(bm_channel_connect(s_dir, "c", NULL, NULL, 5000, &ch), 0);
 	for (int i = 0; i < 100000 && rc == 0; i++) {
 		rc = bm_channel_send(ch, 1, buf, sizeof buf, 0);
@@ -702,7 +641,7 @@ START_TEST(channel_consumer_killed_gives_the_producer_an_error_not_a_hang)
 	ck_assert_int_eq(bm_channel_send(ch, 1, buf, sizeof buf, 20000), BM_EPEER);
 	ck_assert_int_lt(bm_mono_ms() - t0, 5000);
 	ck_assert_int_eq(bm_channel_send(ch, 1, buf, sizeof buf, 0), BM_EPEER);
-	ck_assert_int_eq(s_reap(pid, 10000), 128 + SIGKILL);
+	ck_assert_int_eq(su_reap(pid, 10000), 128 + SIGKILL);
 	bm_channel_destroy(&ch);
 	ck_assert_int_eq(s_count_shm_leftovers(), 0);
 }
@@ -734,7 +673,7 @@ START_TEST(channel_full_ring_blocks_the_producer_until_the_consumer_releases)
 		if (bm_channel_send(pc, 1, buf, sizeof buf, 20) != -ETIMEDOUT) {
 			_exit(3);
 		}
-		s_pipe_put(sync[1], 'f');
+		su_pipe_put(sync[1], 'f');
 		/* Blocks until the consumer frees a record. */
 		if (bm_channel_send(pc, 2, buf, sizeof buf, 20000) != 0) {
 			_exit(4);
@@ -743,13 +682,13 @@ START_TEST(channel_full_ring_blocks_the_producer_until_the_consumer_releases)
 		_exit(0);
 	}
 	ch = s_accept(l, 0);
-	ck_assert_int_eq(s_pipe_get(sync[0], 10000), 'f');
+	ck_assert_int_eq(su_pipe_get(sync[0], 10000), 'f');
 	for (int i = 0; i < 8; i++) {
 		ck_assert_int_eq(bm_channel_peek(ch, 10000, &rec), 0);
 		ck_assert_uint_eq(rec.type, i < 7 ? 1 : 2);
 		ck_assert_int_eq(bm_channel_release(ch), 0);
 	}
-	ck_assert_int_eq(s_reap(pid, 10000), 0);
+	ck_assert_int_eq(su_reap(pid, 10000), 0);
 	bm_channel_destroy(&ch);
 	bm_listener_destroy(&l);
 }
@@ -771,14 +710,14 @@ START_TEST(channel_takes_over_a_stale_socket_and_refuses_a_live_name)
 		if (bm_listener_open(s_dir, "c", &cl) < 0) {
 			_exit(1);
 		}
-		s_pipe_put(sync[1], 'l');
+		su_pipe_put(sync[1], 'l');
 		for (;;) {
 			pause();
 		}
 	}
-	ck_assert_int_eq(s_pipe_get(sync[0], 10000), 'l');
+	ck_assert_int_eq(su_pipe_get(sync[0], 10000), 'l');
 	ck_assert_int_eq(bm_listener_open(s_dir, "c", &l), BM_ENAMETAKEN);
-	s_kill(pid);
+	su_kill(pid);
 	snprintf(path, sizeof path, "%s/shm/c.sock", s_dir);
 	ck_assert_int_eq(access(path, F_OK), 0); /* left behind */
 	ck_assert_int_eq(bm_listener_open(s_dir, "c", &l), 0);
@@ -815,7 +754,7 @@ START_TEST(channel_over_shm_open_leaves_nothing_in_dev_shm)
 	ck_assert_uint_eq(rec.type, 5);
 	ck_assert_int_eq(bm_channel_release(ch), 0);
 	ck_assert_int_eq(s_count_shm_leftovers(), 0);
-	s_kill(pid);
+	su_kill(pid);
 	ck_assert_int_eq(bm_channel_peek(ch, 5000, &rec), BM_EPEER);
 	bm_channel_destroy(&ch);
 	bm_listener_destroy(&l);
@@ -839,7 +778,7 @@ START_TEST(channel_fd_wakes_an_outside_poll_loop)
 		bm_channel_t *pc = s_connect(BM_RING_MIN_CAPACITY, 0, 0);
 
 		for (int i = 0; i < 50; i++) {
-			if (s_pipe_get(sync[0], 10000) != 'n') {
+			if (su_pipe_get(sync[0], 10000) != 'n') {
 				_exit(2);
 			}
 			if (bm_channel_send(pc, 1, &i, sizeof i, 1000) < 0) {
@@ -855,7 +794,7 @@ START_TEST(channel_fd_wakes_an_outside_poll_loop)
 		int rc = bm_channel_arm(ch);
 
 		ck_assert_int_ge(rc, 0);
-		s_pipe_put(sync[1], 'n');
+		su_pipe_put(sync[1], 'n');
 		for (int k = 0; k < 100 && rc == 0; k++) {
 			rc = poll(&p, 1, 10000);
 			ck_assert_int_eq(rc, 1);
@@ -873,7 +812,7 @@ START_TEST(channel_fd_wakes_an_outside_poll_loop)
 		got++;
 	}
 	ck_assert_int_eq(got, 50);
-	ck_assert_int_eq(s_reap(pid, 10000), 0);
+	ck_assert_int_eq(su_reap(pid, 10000), 0);
 	bm_channel_destroy(&ch);
 	bm_listener_destroy(&l);
 }
@@ -922,7 +861,7 @@ START_TEST(blob_of_one_gib_arrives_whole_with_its_checksum)
 	w = bm_blob_data(b);
 	ck_assert_uint_eq(w[12345], 12345 * 0x9E3779B97F4A7C15ull);
 	ck_assert_uint_eq(w[size / 8 - 1], (size / 8 - 1) * 0x9E3779B97F4A7C15ull);
-	ck_assert_int_eq(s_reap(pid, 30000), 0);
+	ck_assert_int_eq(su_reap(pid, 30000), 0);
 	bm_blob_destroy(&b);
 	bm_channel_destroy(&ch);
 	bm_listener_destroy(&l);
@@ -987,7 +926,7 @@ START_TEST(blob_adopted_from_a_memfd_we_wrote_arrives_without_a_copy)
 	for (size_t i = 0; i < SIZE; i += 101) {
 		ck_assert_uint_eq(d[i], (uint8_t)(i * 13 + i / 509));
 	}
-	ck_assert_int_eq(s_reap(pid, 10000), 0);
+	ck_assert_int_eq(su_reap(pid, 10000), 0);
 	bm_blob_destroy(&b);
 	bm_channel_destroy(&ch);
 	bm_listener_destroy(&l);
@@ -1044,7 +983,7 @@ START_TEST(blob_streams_small_and_hands_over_big_and_the_receiver_sees_no_differ
 		}
 		bm_blob_destroy(&b);
 	}
-	ck_assert_int_eq(s_reap(pid, 10000), 0);
+	ck_assert_int_eq(su_reap(pid, 10000), 0);
 	bm_channel_destroy(&ch);
 	bm_listener_destroy(&l);
 }
@@ -1084,7 +1023,7 @@ START_TEST(blob_with_a_bad_checksum_is_reported_to_both_sides)
 	ch = s_accept(l, -1);
 	ck_assert_int_eq(bm_blob_recv(ch, 10000, &b), BM_ECORRUPT);
 	ck_assert_ptr_null(b);
-	ck_assert_int_eq(s_reap(pid, 10000), 0);
+	ck_assert_int_eq(su_reap(pid, 10000), 0);
 	bm_channel_destroy(&ch);
 	bm_listener_destroy(&l);
 }
@@ -1118,7 +1057,7 @@ START_TEST(blob_in_an_unsealed_memfd_is_refused)
 	}
 	ch = s_accept(l, -1);
 	ck_assert_int_eq(bm_blob_recv(ch, 10000, &b), BM_ECORRUPT);
-	ck_assert_int_eq(s_reap(pid, 10000), 0);
+	ck_assert_int_eq(su_reap(pid, 10000), 0);
 	bm_channel_destroy(&ch);
 	bm_listener_destroy(&l);
 }
@@ -1166,7 +1105,7 @@ START_TEST(blob_file_streams_from_disk_to_disk_byte_for_byte)
 	ck_assert_int_eq(pread(fd, b2, size, 0), (ssize_t)size);
 	ck_assert_int_eq(memcmp(a, b2, size), 0);
 	close(fd);
-	ck_assert_int_eq(s_reap(pid, 10000), 0);
+	ck_assert_int_eq(su_reap(pid, 10000), 0);
 	bm_channel_destroy(&ch);
 	bm_listener_destroy(&l);
 	free(a);
@@ -1338,7 +1277,7 @@ START_TEST(cloud_ply_file_moves_end_to_end_through_a_channel_with_checksum)
 	ck_assert_int_eq(bm_cloud_parse(bm_blob_data(b), bm_blob_size(b), &r), 0);
 	ck_assert_uint_eq(bm_cloud_count(r), n);
 	ck_assert_int_eq(memcmp(bm_cloud_data(r), bm_cloud_data(c), n * bm_cloud_stride(c)), 0);
-	ck_assert_int_eq(s_reap(pid, 10000), 0);
+	ck_assert_int_eq(su_reap(pid, 10000), 0);
 	bm_cloud_destroy(&r);
 	bm_cloud_destroy(&c);
 	bm_blob_destroy(&b);
@@ -1431,10 +1370,10 @@ START_TEST(cli_blob_send_and_recv_move_files_and_confirm_them)
 	sp = s_spawn((char *[]){"beast", "--dir", s_dir, "blob", "send", "--as", "src", "sink", f1, f2,
 	                        NULL},
 	             &so, &se);
-	ck_assert_int_eq(s_reap(sp, 30000), 0);
+	ck_assert_int_eq(su_reap(sp, 30000), 0);
 	ck_assert(s_read_until(so, "small.bin", buf, sizeof buf, 1000));
 	ck_assert_ptr_nonnull(strstr(buf, "confirmed by sink"));
-	ck_assert_int_eq(s_reap(rp, 30000), 0);
+	ck_assert_int_eq(su_reap(rp, 30000), 0);
 	ck_assert(s_read_until(ro, "small.bin", buf, sizeof buf, 1000));
 	ck_assert_ptr_nonnull(strstr(buf, "scan.ply\t"));
 	ck_assert_ptr_nonnull(strstr(buf, "GB/s"));
@@ -1471,12 +1410,12 @@ START_TEST(cli_blob_send_to_nobody_fails_and_says_what_to_start)
 	fd = open(f, O_CREAT | O_WRONLY | O_TRUNC, 0600);
 	close(fd);
 	sp = s_spawn((char *[]){"beast", "--dir", s_dir, "blob", "send", "nobody", f, NULL}, &so, &se);
-	ck_assert_int_eq(s_reap(sp, 10000), 1);
+	ck_assert_int_eq(su_reap(sp, 10000), 1);
 	ck_assert(s_read_until(se, "beast blob recv nobody", buf, sizeof buf, 1000));
 	sp = s_spawn((char *[]){"beast", "blob", "send", NULL}, &so, &se);
-	ck_assert_int_eq(s_reap(sp, 10000), 2);
+	ck_assert_int_eq(su_reap(sp, 10000), 2);
 	sp = s_spawn((char *[]){"beast", "blob", "--help", NULL}, &so, &se);
-	ck_assert_int_eq(s_reap(sp, 10000), 0);
+	ck_assert_int_eq(su_reap(sp, 10000), 0);
 }
 END_TEST
 #endif

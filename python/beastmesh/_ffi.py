@@ -42,6 +42,7 @@ typedef struct {
     size_t channel_capacity; int *stop; void *user;
     const char *endpoint; const char *pub_endpoint; const char *sub_endpoint;
     const char *key_file; const char *server_key_file;
+    size_t shm_log;
 } bm_agent_opts_t;
 
 typedef struct {
@@ -56,6 +57,7 @@ typedef struct {
     uint64_t requests, replies, timeouts, replies_expired, published, bcasts, gaps;
     uint64_t blobs_sent, blob_bytes_sent, blobs_received, blob_bytes_received, blob_errors;
     uint64_t ack_hist[128]; uint64_t req_hist[128];
+    uint64_t bcasts_shm, shm_fallbacks, shm_corrupt;
 } bm_agent_stats_t;
 
 typedef struct {
@@ -74,6 +76,7 @@ const char *bm_agent_name(const bm_agent_t *);
 int bm_agent_on_message(bm_agent_t *, const char *, bm_agent_msg_fn, void *);
 int bm_agent_on_request(bm_agent_t *, const char *, bm_agent_msg_fn, void *);
 int bm_agent_subscribe(bm_agent_t *, const char *, bm_agent_bcast_fn, void *);
+int bm_agent_subscribe_shm(bm_agent_t *, const char *, int, bm_agent_bcast_fn, void *);
 int bm_agent_wait_subscribed(bm_agent_t *, int);
 int bm_agent_on_blob(bm_agent_t *, bm_agent_blob_fn, void *);
 int bm_agent_send(bm_agent_t *, const char *, const bm_agent_send_opts_t *,
@@ -135,10 +138,10 @@ _ABI_FIELDS = {
                    "gap"],
     "bm_agent_opts_t": ["name", "caps", "dir", "state_dir", "sync", "heartbeat_ms",
                         "connect_timeout_ms", "ack_timeout_ms", "channel_capacity", "stop",
-                        "user", "endpoint", "key_file"],
+                        "user", "endpoint", "key_file", "shm_log"],
     "bm_agent_send_opts_t": ["type", "priority", "ttl_ms", "max_attempts", "expire"],
     "bm_agent_item_t": ["to", "type", "body", "len"],
-    "bm_agent_stats_t": ["sent", "blob_errors", "ack_hist", "req_hist"],
+    "bm_agent_stats_t": ["sent", "blob_errors", "ack_hist", "req_hist", "bcasts_shm"],
     "bm_blob_info_t": ["name", "id", "size", "content", "crc", "has_crc", "via_fd"],
 }
 

@@ -24,6 +24,7 @@ from .cloud import Blob, Cloud, build_ply
 log = logging.getLogger("beastmesh")
 
 _SYNC = {"always": 0, "interval": 1, "never": 2}
+_SHM = {"auto": 0, "tethered": 1, "off": 2}  # enum bm_agent_shm
 _EHANDLER = _e.HandlerFailed.code
 _EAGAIN_LIKE = (-_errno.EINTR,)
 _NULL = ffi.NULL
@@ -213,11 +214,14 @@ class Agent:
     agents' state (default $BEAST_STATE, else $XDG_STATE_HOME/beast, else
     ~/.local/state/beast); this agent's journals live in state/<name>.
     sync: the outbox's fsync policy, "always" (group commit), "interval" or
-    "never" (survives kill -9, not power loss).
+    "never" (survives kill -9, not power loss).  shm_log: also offer this
+    agent's broadcasts to local subscribers in a shared-memory log of that
+    many bytes (at least 64 KiB; bodies then at most a quarter of it).
     """
 
     def __init__(self, name, caps=(), dir=None, state=None, sync="always", heartbeat=None,
-                 ack_timeout=None, connect_timeout=None, channel_capacity=0, log_level=None):
+                 ack_timeout=None, connect_timeout=None, channel_capacity=0, log_level=None,
+                 shm_log=0):
         self._a = None
         self._keep = []
         self._callbacks = []
@@ -265,6 +269,7 @@ class Agent:
         o.connect_timeout_ms = 0 if connect_timeout is None else _ms(connect_timeout,
                                                                         "connect_timeout")
         o.channel_capacity = int(channel_capacity)
+        o.shm_log = int(shm_log)
         pp = ffi.new("bm_agent_t **")
         check(lib.bm_agent_open(o, pp), "cannot start agent %r" % self.name)
         self._a = pp[0]
@@ -443,11 +448,19 @@ class Agent:
         self._ensure_blob_cb()
         return fn
 
-    def subscribe(self, prefix, handler=None):
+    def subscribe(self, prefix, handler=None, shm="auto"):
         """Follows every topic under prefix ("tot/7" gets "tot/7/2/5", never
-        "tot/70"); handler(bcast) for each.  Usable as a decorator."""
+        "tot/70"); handler(bcast) for each.  Usable as a decorator.
+
+        shm: how a local publisher that offers a shared-memory log (Agent's
+        shm_log) is read: "auto" (its log, untethered: a reader that falls
+        behind skips ahead, its loss counted in gaps), "tethered" (its log;
+        the publisher waits for this agent rather than lose anything) or
+        "off" (through beastd's proxy only)."""
         if handler is None:
-            return lambda fn: self.subscribe(prefix, fn)
+            return lambda fn: self.subscribe(prefix, fn, shm=shm)
+        if shm not in _SHM:
+            raise BadArgument(detail="shm must be one of %s" % ", ".join(_SHM))
         p = _text(prefix, "a topic prefix")
 
         def cb(a, b, arg):
@@ -459,7 +472,8 @@ class Agent:
                 self._raise = e
         c = ffi.callback("bm_agent_bcast_fn", cb)
         self._callbacks.append(c)
-        check(lib.bm_agent_subscribe(self._ptr(), p, c, _NULL), "cannot follow %r" % prefix)
+        check(lib.bm_agent_subscribe_shm(self._ptr(), p, _SHM[shm], c, _NULL),
+              "cannot follow %r" % prefix)
         return handler
 
     def wait_subscribed(self, timeout=5.0):
@@ -720,7 +734,7 @@ class Agent:
         self._serving = loop
         self._aev = ev = asyncio.Event()
         readers = set()
-        fds = ffi.new("int[40]")
+        fds = ffi.new("int[96]")
         try:
             while not lib.bm_agent_stopped(a):
                 for _ in range(64):
@@ -731,7 +745,7 @@ class Agent:
                 else:
                     await asyncio.sleep(0)  # busy: let coroutines run, then go on
                     continue
-                n = check(lib.bm_agent_fds(a, fds, 40))
+                n = check(lib.bm_agent_fds(a, fds, 96))
                 now = set(fds[i] for i in range(n))
                 for fd in readers - now:
                     loop.remove_reader(fd)
@@ -797,7 +811,8 @@ class Agent:
         for k in ("sent", "acked", "retried", "dead", "pending", "received", "duplicates",
                   "unhandled", "requests", "replies", "timeouts", "replies_expired",
                   "published", "bcasts", "gaps", "blobs_sent", "blob_bytes_sent",
-                  "blobs_received", "blob_bytes_received", "blob_errors"):
+                  "blobs_received", "blob_bytes_received", "blob_errors", "bcasts_shm",
+                  "shm_fallbacks", "shm_corrupt"):
             out[k] = getattr(st, k)
         for h in ("ack", "req"):
             for q in (50, 99):

@@ -64,9 +64,9 @@ class Swarm:
                  10, "beastd to answer")
         return self.beastd
 
-    def spawn(self, argv, log=None, stdout=None):
+    def spawn(self, argv, log=None, stdout=None, stdin=None):
         logf = open(os.path.join(self.base, (log or os.path.basename(argv[0])) + ".log"), "ab")
-        p = subprocess.Popen(argv, env=self.env, stdout=stdout or logf, stderr=logf,
+        p = subprocess.Popen(argv, env=self.env, stdout=stdout or logf, stderr=logf, stdin=stdin,
                              start_new_session=True)
         p.logf = logf
         self.procs.append(p)
