@@ -73,9 +73,9 @@ static s_cell_t s_cells[S_MAX_ROWS];
 static int s_ncells;
 
 static const size_t s_lat_quick[] = {64, 4096, 0};
-static const size_t s_lat_full[] = {64, 1024, 16384, 262144, 1048576, 0};
+static const size_t s_lat_full[] = {64, 1024, 4096, 16384, 262144, 1048576, 0};
 static const size_t s_tp_quick[] = {64, 4096, 65536, 0};
-static const size_t s_tp_full[] = {64, 1024, 16384, 262144, 1048576, 16777216, 104857600, 0};
+static const size_t s_tp_full[] = {64, 1024, 4096, 16384, 262144, 1048576, 16777216, 104857600, 0};
 static const size_t s_small[] = {64, 4096, 0};
 static const size_t s_one[] = {64, 0};
 static const size_t s_bulk_quick[] = {16u << 20, 100u << 20, 0};
