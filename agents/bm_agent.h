@@ -240,7 +240,8 @@ BM_EXPORT int bm_agent_flush(bm_agent_t *a);
 
 /*
  * Embedding: fills up to max poll items (the mesh socket, the subscriber
- * socket, the blob listener and channels, the mesh connection monitor),
+ * socket, the blob listener and channels, the direct routes, the mesh
+ * connection monitor),
  * returns how many.  Poll them
  * (ZMQ_POLLIN) for at most bm_agent_timeout() ms (-1 = no timer), then
  * call bm_agent_step(a, 0).  Call both again before every poll: the set
@@ -248,7 +249,7 @@ BM_EXPORT int bm_agent_flush(bm_agent_t *a);
  */
 BM_EXPORT int bm_agent_pollitems(bm_agent_t *a, zmq_pollitem_t *items, int max);
 BM_EXPORT int bm_agent_timeout(bm_agent_t *a);
-#define BM_AGENT_POLLITEMS_MAX 37
+#define BM_AGENT_POLLITEMS_MAX 38
 
 /*
  * Event loops that wait on plain file descriptors (Python's asyncio,

@@ -1,0 +1,684 @@
+/*
+ * direct.c - a client's direct routes: shared-memory rings to the local
+ * agents it talks to most, beside (never instead of) the broker.
+ *
+ * Where it sits.  Under the outbox, inside the client's transport: a SEND
+ * the client would hand to beastd goes into the ring of a live route to
+ * its receiver instead, already in the form beastd would have delivered it
+ * (a DELIVER frame with our name as the sender); the receiver's client
+ * reads it as if it had come from beastd, and its ACK, NACK or reply comes
+ * back over the reverse ring.  Outbox, de-dup and handlers see the same
+ * events either way, so the semantics do not change: a message is retired
+ * only on the receiver's ACK, resent when none comes, and de-duplicated by
+ * id on arrival.
+ *
+ * Setup on demand.  The client counts the SENDs it makes to each named
+ * peer; the S_ASK_AFTER-th (8) through the broker asks beastd for a route
+ * (ROUTE "ask").  beastd, the authority for names and liveness, checks
+ * both agents announced BM_FEAT_DIRECT and introduces them with a random
+ * token: "accept" to the peer, "connect" to us.  We connect to the peer's
+ * route listener (shm/route.c) and offer our ring with the token; the peer
+ * accepts only a token beastd gave it for us, answers with its ring, and
+ * the route is up.  Both sides report "up" (and the messages sent over it,
+ * once a second while it changes) and "down" to beastd, which shows them
+ * in LIST and STATS.
+ *
+ * Bounds.  At most S_ROUTES_MAX (16) routes per client, each of two rings
+ * of S_RING_BYTES (256 KiB) — pages are touched only as used — torn down
+ * after S_IDLE_MS (10 s) without traffic.  One epoll fd holds the listener
+ * and every route's socket, so the agent's loop polls one fd for all of
+ * them.  The peer table (SEND counts) holds S_PEERS_MAX names.
+ *
+ * Failure is a fallback, never a loss.  A full ring sends that message
+ * through beastd.  A dead peer (EOF) or a ring that fails a check
+ * (BM_ECORRUPT: the peer scribbled on shared memory) ends the route; what
+ * was written and not ACKed is resent by the outbox through beastd (a
+ * synthetic "online" NOTICE for the peer makes it resend at once), and the
+ * receiver's de-dup drops what it already had.  The pair is not asked for
+ * again for S_RETRY_MS (30 s).  ACKs travel the path their message came
+ * by: beastd counts what it delivered until it sees the ACK.
+ *
+ * Never trust shared memory: each record is copied out of the ring before
+ * it is decoded, and must be a DELIVER, ACK, ACKS or NACK naming the
+ * route's peer; anything else is BM_ECORRUPT.
+ *
+ * Threading: the client's thread.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "mesh_private.h"
+
+#define S_ASK_AFTER 8            /* SENDs to one peer through beastd before asking */
+#define S_ROUTES_MAX 16          /* routes per client */
+#define S_RING_BYTES ((size_t)256 << 10) /* each direction */
+#define S_IDLE_MS 10000          /* a route without traffic this long is closed */
+#define S_RETRY_MS 30000         /* after a refusal or a failed route */
+#define S_INTRO_MS 5000          /* an introduction not completed within is void */
+#define S_REPORT_MS 1000         /* route counts to beastd at most this often */
+#define S_PEERS_MAX 1024         /* peers counted */
+#define S_SEEN_MAX 8192          /* ids of messages that came over a route, unACKed */
+#define S_SPIN_US 50             /* spin before sleeping while routes are busy */
+#define S_BUSY_NS 2000000        /* "busy": a record read within the last 2 ms */
+
+enum { S_NONE, S_ASKED, S_CONNECTING, S_UP, S_REFUSED };
+
+typedef struct {
+	char name[BM_NAME_MAX + 1];    /* the peer (the map's key) */
+	int state;                     /* S_* */
+	uint32_t sends;                /* SENDs through beastd, while S_NONE */
+	int64_t until_ms;              /* ASKED/REFUSED: when that lapses */
+	bm_route_t *route;             /* CONNECTING/UP */
+	bool have_intro;               /* an "accept" token from beastd is valid */
+	bm_id_t intro;                 /* that token */
+	int64_t intro_until_ms;        /* its expiry */
+	int64_t last_ms;               /* last traffic over the route */
+	uint64_t sent;                 /* messages sent over the route */
+	uint64_t reported;             /* sent as last reported */
+	int64_t next_report_ms;        /* earliest next report */
+} s_peer_t;
+
+struct bm_direct {
+	char rundir[BM_PATH_MAX];      /* runtime dir */
+	char name[BM_NAME_MAX + 1];    /* our agent name */
+	bm_direct_ops_t ops;           /* the client's side */
+	bm_listener_t *listener;       /* routes to us */
+	int epfd;                      /* listener + route sockets */
+	bm_map_t *peers;               /* name -> s_peer_t (owned) */
+	s_peer_t *live[S_ROUTES_MAX];  /* peers with a route (CONNECTING or UP) */
+	int nlive;                     /* how many */
+	bm_map_t *seen;                /* id -> 1: came over a route, not yet ACKed */
+	bm_id_t seen_ids[S_SEEN_MAX];  /* the keys, a ring */
+	size_t seen_next;              /* next slot to use */
+	int spin_us;                   /* spin before sleeping */
+	int64_t busy_ns;               /* bm_mono_ns of the last record read */
+	bm_direct_stats_t st;          /* counters */
+};
+
+/* ---- open / close ---- */
+
+int
+bm__direct_new(const char *rundir, const char *name, const bm_direct_ops_t *ops,
+               bm_direct_t **ret_d)
+{
+	bm_direct_t *d;
+	struct epoll_event ev = {.events = EPOLLIN};
+	const char *spin = getenv("BEAST_DIRECT_SPIN_US");
+	int rc;
+
+	if (name == NULL || ops == NULL || ret_d == NULL) {
+		return -EINVAL;
+	}
+	d = calloc(1, sizeof *d);
+	if (d == NULL) {
+		return -ENOMEM;
+	}
+	d->epfd = -1;
+	d->ops = *ops;
+	d->spin_us = spin != NULL ? atoi(spin) : S_SPIN_US;
+	snprintf(d->name, sizeof d->name, "%s", name);
+	if ((rc = bm_rundir_resolve(rundir, false, d->rundir)) < 0) {
+		goto fail;
+	}
+	d->peers = bm__map_new();
+	d->seen = bm__map_new();
+	d->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (d->peers == NULL || d->seen == NULL || d->epfd < 0) {
+		rc = d->epfd < 0 ? -errno : -ENOMEM;
+		goto fail;
+	}
+	if ((rc = bm_route_listen(d->rundir, name, &d->listener)) < 0) {
+		goto fail;
+	}
+	ev.data.ptr = NULL; /* NULL = the listener */
+	if (epoll_ctl(d->epfd, EPOLL_CTL_ADD, bm_listener_fd(d->listener), &ev) < 0) {
+		rc = -errno;
+		goto fail;
+	}
+	*ret_d = d;
+	return 0;
+fail:
+	bm__direct_destroy(&d);
+	return rc;
+}
+
+void
+bm__direct_destroy(bm_direct_t **self_p)
+{
+	bm_direct_t *d;
+	size_t cur = 0;
+	s_peer_t *p;
+
+	if (self_p == NULL || *self_p == NULL) {
+		return;
+	}
+	d = *self_p;
+	if (d->peers != NULL) {
+		while ((p = bm__map_next(d->peers, &cur)) != NULL) {
+			bm_route_destroy(&p->route);
+			free(p);
+		}
+		bm__map_destroy(&d->peers);
+	}
+	bm__map_destroy(&d->seen);
+	bm_listener_destroy(&d->listener);
+	if (d->epfd >= 0) {
+		close(d->epfd);
+	}
+	free(d);
+	*self_p = NULL;
+}
+
+int
+bm__direct_fd(const bm_direct_t *d)
+{
+	return d ? d->epfd : -1;
+}
+
+void
+bm__direct_stats(const bm_direct_t *d, bm_direct_stats_t *ret)
+{
+	memset(ret, 0, sizeof *ret);
+	if (d != NULL) {
+		*ret = d->st;
+		ret->routes = (uint64_t)d->nlive;
+	}
+}
+
+/* ---- the peer table ---- */
+
+static s_peer_t *
+s_peer(bm_direct_t *d, const char *name, bool create)
+{
+	size_t n = strlen(name);
+	s_peer_t *p = bm__map_get(d->peers, name, n);
+
+	if (p != NULL || !create || bm__map_size(d->peers) >= S_PEERS_MAX) {
+		return p;
+	}
+	if ((p = calloc(1, sizeof *p)) == NULL) {
+		return NULL;
+	}
+	snprintf(p->name, sizeof p->name, "%s", name);
+	if (bm__map_put(d->peers, p->name, n, p) < 0) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+static void
+s_report(bm_direct_t *d, s_peer_t *p, const char *event)
+{
+	bm_env_t e = {.cmd = BM_CMD_ROUTE};
+
+	snprintf(e.name, sizeof e.name, "%s", p->name);
+	snprintf(e.type, sizeof e.type, "%s", event);
+	e.attempt = (uint32_t)(p->sent > UINT32_MAX ? UINT32_MAX : p->sent);
+	p->reported = p->sent;
+	p->next_report_ms = bm_mono_coarse_ms() + S_REPORT_MS;
+	(void)d->ops.to_broker(d->ops.arg, &e);
+}
+
+static void
+s_live_add(bm_direct_t *d, s_peer_t *p)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = p};
+
+	d->live[d->nlive++] = p;
+	(void)epoll_ctl(d->epfd, EPOLL_CTL_ADD, bm_route_fd(p->route), &ev);
+}
+
+/*
+ * Ends p's route (why: 0 idle or closed, else the error) and falls back to
+ * the broker: what went into the ring unACKed is resent by the outbox.
+ */
+static void
+s_close(bm_direct_t *d, s_peer_t *p, int why)
+{
+	bool was_up = p->state == S_UP;
+
+	for (int i = 0; i < d->nlive; i++) {
+		if (d->live[i] == p) {
+			d->live[i] = d->live[--d->nlive];
+			break;
+		}
+	}
+	if (p->route != NULL) {
+		(void)epoll_ctl(d->epfd, EPOLL_CTL_DEL, bm_route_fd(p->route), NULL);
+		bm_route_destroy(&p->route);
+	}
+	if (why == BM_ECORRUPT) {
+		d->st.corrupt++;
+	} else if (why != 0) {
+		d->st.failed++;
+	}
+	p->sends = 0;
+	p->state = why != 0 ? S_REFUSED : S_NONE;
+	p->until_ms = bm_mono_coarse_ms() + S_RETRY_MS;
+	if (was_up) {
+		d->st.closed++;
+		s_report(d, p, "down");
+		/* Resend now, through beastd, what the route did not confirm. */
+		d->ops.fallback(d->ops.arg, p->name);
+	}
+}
+
+/* ---- sending ---- */
+
+int
+bm__direct_send(bm_direct_t *d, const bm_env_t *send, const void *body, size_t len)
+{
+	uint8_t hdr[BM_HEADER_MAX];
+	bm_env_t e;
+	s_peer_t *p;
+	int n, rc;
+	int64_t now;
+
+	if (d == NULL || send->name[0] == '@' || send->route[0] != '\0' ||
+	    bm_address_remote(send->name)) {
+		return 0;
+	}
+	p = s_peer(d, send->name, true);
+	if (p == NULL) {
+		return 0;
+	}
+	if (p->state != S_UP) {
+		now = bm_mono_coarse_ms();
+		if ((p->state == S_ASKED || p->state == S_REFUSED) && now >= p->until_ms) {
+			p->state = S_NONE;
+			p->sends = 0;
+		}
+		if (p->state == S_NONE && ++p->sends >= S_ASK_AFTER && d->nlive < S_ROUTES_MAX) {
+			bm_env_t ask = {.cmd = BM_CMD_ROUTE};
+
+			snprintf(ask.name, sizeof ask.name, "%s", p->name);
+			snprintf(ask.type, sizeof ask.type, "ask");
+			if (d->ops.to_broker(d->ops.arg, &ask) == 0) {
+				p->state = S_ASKED;
+				p->until_ms = now + S_INTRO_MS;
+				d->st.asked++;
+			}
+		}
+		return 0;
+	}
+	if (len > BM_INLINE_MAX) {
+		return 0;
+	}
+	/* The frame beastd would have delivered: DELIVER, from = us. */
+	e = *send;
+	e.cmd = BM_CMD_DELIVER;
+	snprintf(e.name, sizeof e.name, "%s", d->name);
+	if ((n = bm__env_encode(&e, hdr, sizeof hdr)) < 0) {
+		return 0;
+	}
+	rc = bm_route_send(p->route, hdr, (size_t)n, body, len);
+	if (rc == BM_EFULL || rc == BM_ETOOBIG) {
+		d->st.full++;
+		return 0;
+	}
+	if (rc < 0) {
+		s_close(d, p, rc);
+		return 0;
+	}
+	p->sent++;
+	p->last_ms = bm_mono_coarse_ms();
+	d->st.sent++;
+	return 1;
+}
+
+/* Takes id out of the "came over a route" set: true when it was there. */
+static bool
+s_seen_take(bm_direct_t *d, const bm_id_t *id)
+{
+	if (bm__map_get(d->seen, id->b, sizeof id->b) == NULL) {
+		return false;
+	}
+	bm__map_del(d->seen, id->b, sizeof id->b);
+	return true;
+}
+
+static void
+s_seen_put(bm_direct_t *d, const bm_id_t *id)
+{
+	bm_id_t *slot = &d->seen_ids[d->seen_next];
+
+	/* The oldest entry makes room: its ACK, if it ever comes, goes
+	 * through beastd, which relays it all the same. */
+	if (!bm_id_is_zero(slot)) {
+		bm__map_del(d->seen, slot->b, sizeof slot->b);
+	}
+	*slot = *id;
+	d->seen_next = (d->seen_next + 1) % S_SEEN_MAX;
+	(void)bm__map_put(d->seen, slot->b, sizeof slot->b, slot);
+}
+
+int
+bm__direct_ack(bm_direct_t *d, const bm_env_t *ack)
+{
+	uint8_t hdr[1024];
+	bm_env_t e;
+	s_peer_t *p;
+	int n, rc;
+
+	if (d == NULL || !s_seen_take(d, &ack->id)) {
+		return 0;
+	}
+	p = s_peer(d, ack->name, false);
+	if (p == NULL || p->state != S_UP) {
+		return 0;
+	}
+	/* As beastd relays it: the name is the acker's, ours. */
+	e = *ack;
+	snprintf(e.name, sizeof e.name, "%s", d->name);
+	if ((n = bm__env_encode(&e, hdr, sizeof hdr)) < 0) {
+		return 0;
+	}
+	rc = bm_route_send(p->route, hdr, (size_t)n, NULL, 0);
+	if (rc < 0) {
+		if (rc != BM_EFULL) {
+			s_close(d, p, rc);
+		}
+		return 0;
+	}
+	p->last_ms = bm_mono_coarse_ms();
+	return 1;
+}
+
+/* ---- introductions ---- */
+
+int
+bm__direct_on_route(bm_direct_t *d, const bm_env_t *e)
+{
+	s_peer_t *p;
+	int64_t now = bm_mono_coarse_ms();
+	int rc;
+
+	if (d == NULL || (p = s_peer(d, e->name, true)) == NULL) {
+		return 0;
+	}
+	if (strcmp(e->type, "refused") == 0) {
+		if (p->state == S_ASKED) {
+			p->state = S_REFUSED;
+			p->until_ms = now + S_RETRY_MS;
+		}
+		d->st.refused++;
+		return 0;
+	}
+	if (bm_id_is_zero(&e->id)) {
+		return 0;
+	}
+	if (strcmp(e->type, "accept") == 0) {
+		p->have_intro = true;
+		p->intro = e->id;
+		p->intro_until_ms = now + S_INTRO_MS;
+		return 0;
+	}
+	if (strcmp(e->type, "connect") != 0 || p->state != S_ASKED) {
+		return 0;
+	}
+	if (d->nlive >= S_ROUTES_MAX) {
+		p->state = S_REFUSED;
+		p->until_ms = now + S_RETRY_MS;
+		return 0;
+	}
+	rc = bm_route_connect(d->rundir, p->name, d->name, e->id.b, S_RING_BYTES, &p->route);
+	if (rc < 0) {
+		bm_debug("direct: no route to '%s': %s", p->name, bm_strerror(rc));
+		p->state = S_REFUSED;
+		p->until_ms = now + S_RETRY_MS;
+		d->st.failed++;
+		return 0;
+	}
+	p->state = S_CONNECTING;
+	p->until_ms = now + S_INTRO_MS;
+	s_live_add(d, p);
+	return 0;
+}
+
+static void
+s_up(bm_direct_t *d, s_peer_t *p)
+{
+	p->state = S_UP;
+	p->last_ms = bm_mono_coarse_ms();
+	p->sent = p->reported = 0;
+	d->st.opened++;
+	s_report(d, p, "up");
+}
+
+/* Whether an introduction for r's peer with r's token is valid now;
+ * reads beastd's socket a little when it may still be on its way. */
+static s_peer_t *
+s_intro_for(bm_direct_t *d, bm_route_t *r)
+{
+	for (int tries = 0; tries < 3; tries++) {
+		s_peer_t *p = s_peer(d, bm_route_peer(r), false);
+
+		if (p != NULL && p->have_intro && bm_mono_coarse_ms() < p->intro_until_ms &&
+		    memcmp(p->intro.b, bm_route_token(r), BM_ROUTE_TOKEN) == 0) {
+			p->have_intro = false;
+			return p;
+		}
+		d->ops.read_broker(d->ops.arg);
+	}
+	return NULL;
+}
+
+static void
+s_accept(bm_direct_t *d)
+{
+	for (int k = 0; k < 4; k++) {
+		bm_route_t *r = NULL;
+		s_peer_t *p;
+		int rc = bm_route_accept(d->listener, &r);
+
+		if (rc == -EAGAIN) {
+			return;
+		}
+		if (rc < 0) {
+			d->st.failed++;
+			continue;
+		}
+		p = s_intro_for(d, r);
+		/* A peer whose route failed here (a corrupt ring) waits out
+		 * S_RETRY_MS like one that asked and was refused. */
+		if (p == NULL || p->state == S_UP || d->nlive >= S_ROUTES_MAX ||
+		    (p->state == S_REFUSED && bm_mono_coarse_ms() < p->until_ms)) {
+			bm_route_destroy(&r);
+			d->st.failed += p != NULL;
+			continue;
+		}
+		if (p->state == S_CONNECTING) {
+			/* Both asked at once: the connect of the agent whose name
+			 * sorts first wins, on both sides. */
+			if (strcmp(d->name, p->name) < 0) {
+				bm_route_destroy(&r);
+				continue;
+			}
+			s_close(d, p, 0);
+		}
+		if (bm_route_answer(r, S_RING_BYTES) < 0) {
+			bm_route_destroy(&r);
+			d->st.failed++;
+			continue;
+		}
+		p->route = r;
+		s_live_add(d, p);
+		s_up(d, p);
+	}
+}
+
+/* ---- receiving ---- */
+
+/* Reads up to max records of p's route; BM_ECORRUPT/BM_EPEER end it. */
+static int
+s_read(bm_direct_t *d, s_peer_t *p, int max)
+{
+	int n = 0, rc = 0;
+
+	while (n < max) {
+		bm_ring_rec_t rec;
+		const char *why;
+		zmq_msg_t f;
+		bm_env_t e;
+
+		rc = bm_route_peek(p->route, &rec);
+		if (rc < 0) {
+			break;
+		}
+		/* Copy first: the peer may change the bytes under us. */
+		if (zmq_msg_init_size(&f, rec.len) < 0) {
+			rc = -ENOMEM;
+			break;
+		}
+		memcpy(zmq_msg_data(&f), rec.data, rec.len);
+		(void)bm_route_release(p->route);
+		rc = bm__env_decode(zmq_msg_data(&f), rec.len, &e, &why);
+		if (rc == 0 && !((e.cmd == BM_CMD_DELIVER && e.route[0] == '\0') ||
+		                 e.cmd == BM_CMD_ACK || e.cmd == BM_CMD_ACKS ||
+		                 e.cmd == BM_CMD_NACK)) {
+			rc = BM_EPROTO;
+		}
+		if (rc == 0 && strcmp(e.name, p->name) != 0) {
+			rc = BM_EPROTO; /* only the peer speaks on its route */
+		}
+		if (rc < 0) {
+			zmq_msg_close(&f);
+			rc = BM_ECORRUPT;
+			break;
+		}
+		if (e.cmd == BM_CMD_DELIVER) {
+			s_seen_put(d, &e.id);
+		}
+		rc = d->ops.on_frame(d->ops.arg, &e, &f, e.hdr_len);
+		zmq_msg_close(&f);
+		if (rc < 0) {
+			break;
+		}
+		n++;
+		d->st.received++;
+	}
+	if (n > 0) {
+		p->last_ms = bm_mono_coarse_ms();
+		d->busy_ns = bm_mono_ns();
+	}
+	if (rc == BM_ECORRUPT || rc == BM_EPEER) {
+		bm_debug("direct: route to '%s' ends: %s", p->name, bm_strerror(rc));
+		s_close(d, p, rc == BM_EPEER ? 0 : rc);
+	}
+	return n;
+}
+
+int
+bm__direct_pump(bm_direct_t *d, int max)
+{
+	struct epoll_event evs[S_ROUTES_MAX + 1];
+	int64_t now;
+	int n = 0, k;
+
+	if (d == NULL) {
+		return 0;
+	}
+	k = epoll_wait(d->epfd, evs, S_ROUTES_MAX + 1, 0);
+	for (int i = 0; i < k; i++) {
+		s_peer_t *p = evs[i].data.ptr;
+
+		if (p == NULL) {
+			s_accept(d);
+		} else if (p->state == S_CONNECTING) {
+			int rc = bm_route_finish(p->route);
+
+			if (rc == 1) {
+				s_up(d, p);
+			} else if (rc < 0) {
+				s_close(d, p, rc);
+			}
+		} else if (p->state == S_UP) {
+			/* Doorbell datagrams, or the peer's EOF. */
+			bm_route_disarm(p->route);
+		}
+	}
+	now = bm_mono_coarse_ms();
+	for (int i = 0; i < d->nlive;) {
+		s_peer_t *p = d->live[i];
+		int before = d->nlive;
+
+		if (p->state == S_UP) {
+			n += s_read(d, p, max - n > 0 ? max - n : 1);
+		} else if (p->state == S_CONNECTING && now >= p->until_ms) {
+			s_close(d, p, BM_EPEER);
+		}
+		if (d->nlive == before) {
+			i++;
+		}
+	}
+	return n;
+}
+
+void
+bm__direct_tick(bm_direct_t *d)
+{
+	int64_t now;
+
+	if (d == NULL) {
+		return;
+	}
+	now = bm_mono_coarse_ms();
+	for (int i = 0; i < d->nlive;) {
+		s_peer_t *p = d->live[i];
+
+		if (p->state == S_UP && now - p->last_ms > S_IDLE_MS &&
+		    !bm_route_readable(p->route)) {
+			d->st.idle++;
+			s_close(d, p, 0);
+			continue;
+		}
+		if (p->state == S_UP && p->sent != p->reported && now >= p->next_report_ms) {
+			s_report(d, p, "up");
+		}
+		i++;
+	}
+}
+
+int
+bm__direct_arm(bm_direct_t *d)
+{
+	int ready = 0;
+
+	if (d == NULL || d->nlive == 0) {
+		return 0;
+	}
+	/* A busy route's next record is usually microseconds away, and a
+	 * sleeping peer costs 40-58 us to wake across CPUs: spin a little. */
+	if (d->spin_us > 0 && bm_mono_ns() - d->busy_ns < S_BUSY_NS) {
+		int64_t end = bm_mono_ns() + (int64_t)d->spin_us * 1000;
+
+		do {
+			for (int i = 0; i < d->nlive; i++) {
+				if (d->live[i]->state == S_UP && bm_route_readable(d->live[i]->route)) {
+					return 1;
+				}
+			}
+		} while (bm_mono_ns() < end);
+	}
+	for (int i = 0; i < d->nlive; i++) {
+		s_peer_t *p = d->live[i];
+
+		if (p->state == S_UP && bm_route_arm(p->route) != 0) {
+			ready = 1;
+		}
+	}
+	return ready;
+}
+
+bm_route_t *
+bm__direct_route(bm_direct_t *d, const char *peer)
+{
+	s_peer_t *p = d ? s_peer(d, peer, false) : NULL;
+
+	return p != NULL && p->state == S_UP ? p->route : NULL;
+}
