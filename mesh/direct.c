@@ -96,6 +96,7 @@ struct bm_direct {
 	size_t seen_next;              /* next slot to use */
 	int spin_us;                   /* spin before sleeping */
 	int64_t busy_ns;               /* bm_mono_ns of the last record read */
+	int64_t events_ms;             /* bm_mono_coarse_ms of the last epoll_wait */
 	bm_direct_stats_t st;          /* counters */
 };
 
@@ -573,17 +574,14 @@ s_read(bm_direct_t *d, s_peer_t *p, int max)
 	return n;
 }
 
-int
-bm__direct_pump(bm_direct_t *d, int max)
+/* What the epoll fd says: connections to accept, answers to pick up,
+ * doorbell datagrams to read, EOFs. */
+static void
+s_events(bm_direct_t *d)
 {
 	struct epoll_event evs[S_ROUTES_MAX + 1];
-	int64_t now;
-	int n = 0, k;
+	int k = epoll_wait(d->epfd, evs, S_ROUTES_MAX + 1, 0);
 
-	if (d == NULL) {
-		return 0;
-	}
-	k = epoll_wait(d->epfd, evs, S_ROUTES_MAX + 1, 0);
 	for (int i = 0; i < k; i++) {
 		s_peer_t *p = evs[i].data.ptr;
 
@@ -602,6 +600,17 @@ bm__direct_pump(bm_direct_t *d, int max)
 			bm_route_disarm(p->route);
 		}
 	}
+}
+
+int
+bm__direct_pump(bm_direct_t *d, int max)
+{
+	int64_t now;
+	int n = 0;
+
+	if (d == NULL) {
+		return 0;
+	}
 	now = bm_mono_coarse_ms();
 	for (int i = 0; i < d->nlive;) {
 		s_peer_t *p = d->live[i];
@@ -615,6 +624,13 @@ bm__direct_pump(bm_direct_t *d, int max)
 		if (d->nlive == before) {
 			i++;
 		}
+	}
+	/* The hot path makes no system call: records are found by reading
+	 * the rings.  The epoll fd is asked when they are empty, and at
+	 * least once per clock tick while they are not. */
+	if (n == 0 || now != d->events_ms) {
+		d->events_ms = now;
+		s_events(d);
 	}
 	return n;
 }
