@@ -504,6 +504,10 @@ s_read_one(bm_client_t *c)
 			rc = BM_EPROTO;
 			why = "an inline body and a body frame";
 		}
+		if (rc == 0 && c->direct != NULL &&
+		    (e.cmd == BM_CMD_ACK || e.cmd == BM_CMD_ACKS || e.cmd == BM_CMD_NACK)) {
+			bm__direct_settled(c->direct, e.name, e.cmd == BM_CMD_ACKS ? e.nids : 1);
+		}
 		if (rc == 0 && e.hdr_len < zmq_msg_size(&f[0])) {
 			/* Inline: the body is frame 0 past the header. */
 			rc = s_on_frame(c, &e, &f[0], e.hdr_len);
@@ -688,7 +692,20 @@ s_pump_until(bm_client_t *c, int timeout_ms, bool (*done)(bm_client_t *, void *)
 		int rc, nit;
 
 		s_tick(c);
-		if (c->direct != NULL && !done(c, arg)) {
+		if (c->direct != NULL && c->head == NULL && !done(c, arg)) {
+			/* Both paths at each refill, beastd's first: what it
+			 * delivered before a route came up is the older, and
+			 * neither path may starve the other. */
+			for (int i = 0; i < 256; i++) {
+				rc = s_read_one(c);
+				c->drained = rc == -EAGAIN;
+				if (rc == -EAGAIN) {
+					break;
+				}
+				if (rc < 0) {
+					return rc;
+				}
+			}
 			(void)bm__direct_pump(c->direct, 1024);
 		}
 		/* Reads until the answer is there, and no further: asking an
@@ -1113,7 +1130,10 @@ s_send_msg(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, const void 
 		e.ts_len = (uint16_t)n;
 	}
 	if (c->direct != NULL && c->broker_direct && route == NULL &&
-	    bm__direct_send(c->direct, &e, body != NULL ? zmq_msg_data(body) : data, len) == 1) {
+	    (rc = bm__direct_send(c->direct, &e, body != NULL ? zmq_msg_data(body) : data, len)) != 0) {
+		if (rc < 0) {
+			return rc; /* BM_EFULL: the ring is full, back off */
+		}
 		if (body != NULL) {
 			/* Sent: the frame is the caller's no more (as zmq_msg_send). */
 			zmq_msg_close(body);

@@ -29,8 +29,15 @@
  * and every route's socket, so the agent's loop polls one fd for all of
  * them.  The peer table (SEND counts) holds S_PEERS_MAX names.
  *
- * Failure is a fallback, never a loss.  A full ring sends that message
- * through beastd.  A dead peer (EOF) or a ring that fails a check
+ * Order.  Messages to one peer keep their order as through beastd: the
+ * ring is taken only once beastd has settled (ACK/NACK) every message sent
+ * its way to that peer — or S_SWITCH_MS (100 ms) after the route came up,
+ * for a receiver that holds its ACKs back — and a full ring is
+ * back-pressure (BM_EFULL, as a full socket), not a detour.  Bodies over
+ * 4 KiB always go through beastd, and may overtake or be overtaken.
+ *
+ * Failure is a fallback, never a loss.  A ring that stays full for
+ * S_STALL_MS (1 s: the peer is stalled) ends the route.  A dead peer (EOF) or a ring that fails a check
  * (BM_ECORRUPT: the peer scribbled on shared memory) ends the route; what
  * was written and not ACKed is resent by the outbox through beastd (a
  * synthetic "online" NOTICE for the peer makes it resend at once), and the
@@ -48,6 +55,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
@@ -64,6 +72,9 @@
 #define S_SEEN_MAX 8192          /* ids of messages that came over a route, unACKed */
 #define S_SPIN_US 50             /* spin before sleeping while routes are busy */
 #define S_BUSY_NS 2000000        /* "busy": a record read within the last 2 ms */
+#define S_STALL_MS 1000          /* a ring full this long: the peer is stalled, close */
+#define S_SWITCH_MS 100          /* at most this long after a route is up, sends wait
+                                  * for beastd to settle what went its way */
 
 enum { S_NONE, S_ASKED, S_CONNECTING, S_UP, S_REFUSED };
 
@@ -80,6 +91,10 @@ typedef struct {
 	uint64_t sent;                 /* messages sent over the route */
 	uint64_t reported;             /* sent as last reported */
 	int64_t next_report_ms;        /* earliest next report */
+	uint32_t via_broker;           /* sent through beastd, not yet ACKed/NACKed */
+	int64_t up_ms;                 /* when the route came up */
+	int64_t broker_ms;             /* last send through beastd */
+	int64_t full_ms;               /* since when the ring is full, 0 = not */
 } s_peer_t;
 
 struct bm_direct {
@@ -259,6 +274,7 @@ s_close(bm_direct_t *d, s_peer_t *p, int why)
 		d->st.failed++;
 	}
 	p->sends = 0;
+	p->full_ms = 0;
 	p->state = why != 0 ? S_REFUSED : S_NONE;
 	p->until_ms = bm_mono_coarse_ms() + S_RETRY_MS;
 	if (was_up) {
@@ -270,6 +286,16 @@ s_close(bm_direct_t *d, s_peer_t *p, int why)
 }
 
 /* ---- sending ---- */
+
+/* Through beastd: counted, so the route is taken only once beastd has
+ * settled everything sent its way (messages to one peer stay in order). */
+static int
+s_via_broker(s_peer_t *p)
+{
+	p->via_broker++;
+	p->broker_ms = bm_mono_coarse_ms();
+	return 0;
+}
 
 int
 bm__direct_send(bm_direct_t *d, const bm_env_t *send, const void *body, size_t len)
@@ -288,8 +314,8 @@ bm__direct_send(bm_direct_t *d, const bm_env_t *send, const void *body, size_t l
 	if (p == NULL) {
 		return 0;
 	}
+	now = bm_mono_coarse_ms();
 	if (p->state != S_UP) {
-		now = bm_mono_coarse_ms();
 		if ((p->state == S_ASKED || p->state == S_REFUSED) && now >= p->until_ms) {
 			p->state = S_NONE;
 			p->sends = 0;
@@ -305,31 +331,50 @@ bm__direct_send(bm_direct_t *d, const bm_env_t *send, const void *body, size_t l
 				d->st.asked++;
 			}
 		}
-		return 0;
+		return s_via_broker(p);
 	}
-	if (len > BM_INLINE_MAX) {
-		return 0;
+	if (len > BM_INLINE_MAX || (p->via_broker > 0 && now - p->up_ms < S_SWITCH_MS)) {
+		return s_via_broker(p);
 	}
 	/* The frame beastd would have delivered: DELIVER, from = us. */
 	e = *send;
 	e.cmd = BM_CMD_DELIVER;
 	snprintf(e.name, sizeof e.name, "%s", d->name);
 	if ((n = bm__env_encode(&e, hdr, sizeof hdr)) < 0) {
-		return 0;
+		return s_via_broker(p);
 	}
 	rc = bm_route_send(p->route, hdr, (size_t)n, body, len);
-	if (rc == BM_EFULL || rc == BM_ETOOBIG) {
+	if (rc == BM_EFULL) {
+		/* Back-pressure, as a full socket gives: the caller retries.
+		 * A peer that reads nothing for S_STALL_MS loses the route. */
 		d->st.full++;
-		return 0;
+		if (p->full_ms == 0) {
+			p->full_ms = now;
+		} else if (now - p->full_ms > S_STALL_MS) {
+			s_close(d, p, BM_EFULL);
+			return s_via_broker(p);
+		}
+		return BM_EFULL;
 	}
 	if (rc < 0) {
 		s_close(d, p, rc);
-		return 0;
+		return s_via_broker(p);
 	}
+	p->full_ms = 0;
 	p->sent++;
-	p->last_ms = bm_mono_coarse_ms();
+	p->last_ms = now;
 	d->st.sent++;
 	return 1;
+}
+
+void
+bm__direct_settled(bm_direct_t *d, const char *peer, uint32_t n)
+{
+	s_peer_t *p = d != NULL ? s_peer(d, peer, false) : NULL;
+
+	if (p != NULL) {
+		p->via_broker = p->via_broker > n ? p->via_broker - n : 0;
+	}
 }
 
 /* Takes id out of the "came over a route" set: true when it was there. */
@@ -445,7 +490,7 @@ static void
 s_up(bm_direct_t *d, s_peer_t *p)
 {
 	p->state = S_UP;
-	p->last_ms = bm_mono_coarse_ms();
+	p->last_ms = p->up_ms = bm_mono_coarse_ms();
 	p->sent = p->reported = 0;
 	d->st.opened++;
 	s_report(d, p, "up");
@@ -671,7 +716,7 @@ bm__direct_arm(bm_direct_t *d)
 	/* A busy route's next record is usually microseconds away, and a
 	 * sleeping peer costs 40-58 us to wake across CPUs: spin a little. */
 	if (d->spin_us > 0 && bm_mono_ns() - d->busy_ns < S_BUSY_NS) {
-		int64_t end = bm_mono_ns() + (int64_t)d->spin_us * 1000;
+		int64_t t0 = bm_mono_ns(), now = t0, end = t0 + (int64_t)d->spin_us * 1000;
 
 		do {
 			for (int i = 0; i < d->nlive; i++) {
@@ -679,7 +724,14 @@ bm__direct_arm(bm_direct_t *d)
 					return 1;
 				}
 			}
-		} while (bm_mono_ns() < end);
+			/* After 2 us, yield between looks: a peer on this same
+			 * CPU gets to run (and write), one on another CPU costs
+			 * us only the call. */
+			if (now - t0 > 2000) {
+				sched_yield();
+			}
+			now = bm_mono_ns();
+		} while (now < end);
 	}
 	for (int i = 0; i < d->nlive; i++) {
 		s_peer_t *p = d->live[i];

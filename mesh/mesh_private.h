@@ -168,8 +168,11 @@ void bm__direct_destroy(bm_direct_t **self_p);
 /* One fd (epoll) for the listener and every route: poll it for POLLIN. */
 int bm__direct_fd(const bm_direct_t *d);
 /* A SEND (e, encoded as beastd would get it) with its body: 1 = it went
- * over a route, 0 = send it through beastd (and it counts toward asking). */
+ * over a route, 0 = send it through beastd (and it counts toward asking),
+ * BM_EFULL = the route's ring is full: back off and retry. */
 int bm__direct_send(bm_direct_t *d, const bm_env_t *e, const void *body, size_t len);
+/* beastd settled (relayed an ACK or NACK for) n messages sent to peer. */
+void bm__direct_settled(bm_direct_t *d, const char *peer, uint32_t n);
 /* An ACK or NACK (name = the message's sender): 1 = it went over the
  * route its message came by, 0 = send it through beastd. */
 int bm__direct_ack(bm_direct_t *d, const bm_env_t *ack);
