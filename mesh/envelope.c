@@ -980,7 +980,9 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 		     s_name(&c, e->name, false, "bad agent name") &&
 		     s_text(&c, e->type, BM_TYPE_MAX, false, "bad route event") &&
 		     s_rd_uint(&c, UINT32_MAX, &v, "bad route code");
+		/* 0 = none, else a code we know: each encodes back as it came. */
 		e->code = v != 0 ? s_code_from_wire(v) : 0;
+		ok = ok && (v == 0 || e->code != -EIO || s_fail(&c, "bad route code"));
 		ok = ok && s_rd_uint(&c, UINT32_MAX, &v, "bad route count");
 		e->attempt = (uint32_t)v;
 		break;
