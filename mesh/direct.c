@@ -300,7 +300,7 @@ s_via_broker(s_peer_t *p)
 int
 bm__direct_send(bm_direct_t *d, const bm_env_t *send, const void *body, size_t len)
 {
-	uint8_t hdr[BM_HEADER_MAX];
+	uint8_t hdr[2048]; /* a DELIVER header (a larger one goes through beastd) */
 	bm_env_t e;
 	s_peer_t *p;
 	int n, rc;
