@@ -38,7 +38,9 @@
  * introduces them with a fresh random token (ROUTE "accept" to the peer,
  * then "connect" to the asker); the agents set the rings up between
  * themselves and report them (ROUTE "up"/"down" with the messages sent
- * over them), which LIST and STATS show.  Anycast is never direct.
+ * over them), which LIST and STATS show, and relays each side's "fence"
+ * to the other (it marks the end of what went through beastd before the
+ * route).  Anycast is never direct.
  *
  * Input is never trusted: a frame that does not decode is answered with
  * ERROR (or NACK when it names a message) and counted; routing goes on.
@@ -510,6 +512,17 @@ s_on_route(bm_broker_t *b, s_agent_t *self, const bm_env_t *in)
 		if ((d = s_direct_slot(self, in->name, false)) != NULL) {
 			d->peer[0] = '\0';
 			b->st.routes_closed++;
+		}
+		return;
+	}
+	if (strcmp(in->type, "fence") == 0) {
+		/* Relayed on the pipe that carries self's DELIVERs to peer, so it
+		 * arrives behind all of them. */
+		if (peer != NULL && peer != self) {
+			snprintf(out.type, sizeof out.type, "fence");
+			memcpy(out.name, self->name, sizeof out.name);
+			out.attempt = in->attempt;
+			(void)s_send(b, peer->rid, peer->rid_len, &out, NULL);
 		}
 		return;
 	}

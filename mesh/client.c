@@ -296,6 +296,7 @@ s_flush_acks(bm_client_t *c)
 	bm_env_t e = {.cmd = BM_CMD_ACKS, .ids = c->ack_ids, .nids = c->nacks};
 	int rc;
 
+	bm__direct_flush(c->direct);
 	if (c->nacks == 0) {
 		return 0;
 	}
@@ -503,10 +504,6 @@ s_read_one(bm_client_t *c)
 		if (rc == 0 && e.hdr_len < zmq_msg_size(&f[0]) && nf > 1) {
 			rc = BM_EPROTO;
 			why = "an inline body and a body frame";
-		}
-		if (rc == 0 && c->direct != NULL &&
-		    (e.cmd == BM_CMD_ACK || e.cmd == BM_CMD_ACKS || e.cmd == BM_CMD_NACK)) {
-			bm__direct_settled(c->direct, e.name, e.cmd == BM_CMD_ACKS ? e.nids : 1);
 		}
 		if (rc == 0 && e.hdr_len < zmq_msg_size(&f[0])) {
 			/* Inline: the body is frame 0 past the header. */
@@ -1023,7 +1020,6 @@ bm_client_destroy(bm_client_t **self_p)
 		return;
 	}
 	c = *self_p;
-	bm__direct_destroy(&c->direct);
 	if (c->sock != NULL) {
 		(void)s_flush_acks(c);
 		if (c->registered) {
@@ -1035,6 +1031,8 @@ bm_client_destroy(bm_client_t **self_p)
 		}
 		zmq_close(c->sock);
 	}
+	bm__direct_flush(c->direct);
+	bm__direct_destroy(&c->direct);
 	if (c->ctx != NULL && c->own_ctx) {
 		zmq_ctx_term(c->ctx);
 	}
@@ -1193,7 +1191,7 @@ s_ack(bm_client_t *c, const bm_msg_t *m, int cmd, int code, const char *text)
 	}
 	s_strcpy(e.name, sizeof e.name, m->from);
 	s_strcpy(e.text, sizeof e.text, text ? text : "");
-	if (bm__direct_ack(c->direct, &e) == 1) {
+	if (bm__direct_ack(c->direct, &e, false) == 1) {
 		return 0;
 	}
 	return s_send_env(c, &e, NULL);
@@ -1217,9 +1215,11 @@ bm_client_ack(bm_client_t *c, const bm_msg_t *m)
 	if (!c->broker_acks || c->direct != NULL) {
 		bm_env_t e = {.cmd = BM_CMD_ACK, .id = m->id};
 
-		/* The ACK of a message that came over a route goes back on it. */
+		/* The ACK of a message that came over a route goes back on it,
+		 * held while more deliveries wait (one ACKS record for a burst). */
 		s_strcpy(e.name, sizeof e.name, m->from);
-		if (bm__direct_ack(c->direct, &e) == 1) {
+		if (bm__direct_ack(c->direct, &e,
+		                   c->head != NULL || bm__direct_readable(c->direct)) == 1) {
 			return 0;
 		}
 		if (!c->broker_acks) {

@@ -29,12 +29,15 @@
  * and every route's socket, so the agent's loop polls one fd for all of
  * them.  The peer table (SEND counts) holds S_PEERS_MAX names.
  *
- * Order.  Messages to one peer keep their order as through beastd: the
- * ring is taken only once beastd has settled (ACK/NACK) every message sent
- * its way to that peer — or S_SWITCH_MS (100 ms) after the route came up,
- * for a receiver that holds its ACKs back — and a full ring is
- * back-pressure (BM_EFULL, as a full socket), not a detour.  Bodies over
- * 4 KiB always go through beastd, and may overtake or be overtaken.
+ * Order.  Messages to one peer keep their order as through beastd.  When
+ * a route comes up, each side sends a fence (ROUTE "fence") through
+ * beastd behind whatever it sent that way; beastd relays it to the peer
+ * on the same pipe as those messages, so when the peer's client reads it,
+ * they have all arrived, and it answers "fenced" over the ring.  Until
+ * then our sends get BM_EFULL (back-pressure for one beastd round trip);
+ * after it they take the ring.  A full ring is back-pressure too, not a
+ * detour.  Bodies over 4 KiB always go through beastd, and may overtake or
+ * be overtaken.
  *
  * Failure is a fallback, never a loss.  A ring that stays full for
  * S_STALL_MS (1 s: the peer is stalled) ends the route.  A dead peer (EOF) or a ring that fails a check
@@ -71,12 +74,16 @@
 #define S_PEERS_MAX 1024         /* peers counted */
 #define S_SEEN_MAX 8192          /* ids of messages that came over a route, unACKed */
 #define S_SPIN_US 50             /* spin before sleeping while routes are busy */
+#define S_HDR_ACKS (BM_ACKS_MAX * 16 + 1024) /* the largest ACKS header */
 #define S_BUSY_NS 2000000        /* "busy": a record read within the last 2 ms */
 #define S_STALL_MS 1000          /* a ring full this long: the peer is stalled, close */
-#define S_SWITCH_MS 100          /* at most this long after a route is up, sends wait
-                                  * for beastd to settle what went its way */
 
-enum { S_NONE, S_ASKED, S_CONNECTING, S_UP, S_REFUSED };
+enum { S_NONE, S_ASKED, S_CONNECTING, S_FENCING, S_UP, S_REFUSED };
+
+/* FENCING: the rings are set up and read, ACKs use them, but our sends
+ * wait (BM_EFULL) for the fence through beastd to come back over the
+ * ring: then nothing we sent through beastd can arrive after what we put
+ * in the ring. */
 
 typedef struct {
 	char name[BM_NAME_MAX + 1];    /* the peer (the map's key) */
@@ -91,11 +98,17 @@ typedef struct {
 	uint64_t sent;                 /* messages sent over the route */
 	uint64_t reported;             /* sent as last reported */
 	int64_t next_report_ms;        /* earliest next report */
-	uint32_t via_broker;           /* sent through beastd, not yet ACKed/NACKed */
-	int64_t up_ms;                 /* when the route came up */
-	int64_t broker_ms;             /* last send through beastd */
+	uint32_t fence;                /* the fence we sent (FENCING) */
+	uint32_t fence_owed;           /* the peer's fence, come before our route was up */
 	int64_t full_ms;               /* since when the ring is full, 0 = not */
 } s_peer_t;
+
+/* The rings are set up: read them, ACK over them. */
+static bool
+s_open(const s_peer_t *p)
+{
+	return p->state == S_UP || p->state == S_FENCING;
+}
 
 struct bm_direct {
 	char rundir[BM_PATH_MAX];      /* runtime dir */
@@ -113,6 +126,9 @@ struct bm_direct {
 	int64_t busy_ns;               /* bm_mono_ns of the last record read */
 	int64_t events_ms;             /* bm_mono_coarse_ms of the last epoll_wait */
 	bm_direct_stats_t st;          /* counters */
+	char ack_peer[BM_NAME_MAX + 1];  /* held ACKs go to this peer */
+	uint8_t ack_ids[BM_ACKS_MAX * sizeof(bm_id_t)]; /* their ids */
+	uint16_t nacks;                /* how many */
 };
 
 /* ---- open / close ---- */
@@ -256,7 +272,7 @@ s_live_add(bm_direct_t *d, s_peer_t *p)
 static void
 s_close(bm_direct_t *d, s_peer_t *p, int why)
 {
-	bool was_up = p->state == S_UP;
+	bool was_up = s_open(p);
 
 	for (int i = 0; i < d->nlive; i++) {
 		if (d->live[i] == p) {
@@ -287,16 +303,6 @@ s_close(bm_direct_t *d, s_peer_t *p, int why)
 
 /* ---- sending ---- */
 
-/* Through beastd: counted, so the route is taken only once beastd has
- * settled everything sent its way (messages to one peer stay in order). */
-static int
-s_via_broker(s_peer_t *p)
-{
-	p->via_broker++;
-	p->broker_ms = bm_mono_coarse_ms();
-	return 0;
-}
-
 int
 bm__direct_send(bm_direct_t *d, const bm_env_t *send, const void *body, size_t len)
 {
@@ -315,7 +321,7 @@ bm__direct_send(bm_direct_t *d, const bm_env_t *send, const void *body, size_t l
 		return 0;
 	}
 	now = bm_mono_coarse_ms();
-	if (p->state != S_UP) {
+	if (!s_open(p)) {
 		if ((p->state == S_ASKED || p->state == S_REFUSED) && now >= p->until_ms) {
 			p->state = S_NONE;
 			p->sends = 0;
@@ -331,17 +337,25 @@ bm__direct_send(bm_direct_t *d, const bm_env_t *send, const void *body, size_t l
 				d->st.asked++;
 			}
 		}
-		return s_via_broker(p);
+		return 0;
 	}
-	if (len > BM_INLINE_MAX || (p->via_broker > 0 && now - p->up_ms < S_SWITCH_MS)) {
-		return s_via_broker(p);
+	if (p->state == S_FENCING) {
+		/* A moment: the fence is one beastd round trip. */
+		if (now >= p->until_ms) {
+			s_close(d, p, BM_EPEER);
+			return 0;
+		}
+		return BM_EFULL;
+	}
+	if (len > BM_INLINE_MAX) {
+		return 0;
 	}
 	/* The frame beastd would have delivered: DELIVER, from = us. */
 	e = *send;
 	e.cmd = BM_CMD_DELIVER;
 	snprintf(e.name, sizeof e.name, "%s", d->name);
 	if ((n = bm__env_encode(&e, hdr, sizeof hdr)) < 0) {
-		return s_via_broker(p);
+		return 0;
 	}
 	rc = bm_route_send(p->route, hdr, (size_t)n, body, len);
 	if (rc == BM_EFULL) {
@@ -352,29 +366,19 @@ bm__direct_send(bm_direct_t *d, const bm_env_t *send, const void *body, size_t l
 			p->full_ms = now;
 		} else if (now - p->full_ms > S_STALL_MS) {
 			s_close(d, p, BM_EFULL);
-			return s_via_broker(p);
+			return 0;
 		}
 		return BM_EFULL;
 	}
 	if (rc < 0) {
 		s_close(d, p, rc);
-		return s_via_broker(p);
+		return 0;
 	}
 	p->full_ms = 0;
 	p->sent++;
 	p->last_ms = now;
 	d->st.sent++;
 	return 1;
-}
-
-void
-bm__direct_settled(bm_direct_t *d, const char *peer, uint32_t n)
-{
-	s_peer_t *p = d != NULL ? s_peer(d, peer, false) : NULL;
-
-	if (p != NULL) {
-		p->via_broker = p->via_broker > n ? p->via_broker - n : 0;
-	}
 }
 
 /* Takes id out of the "came over a route" set: true when it was there. */
@@ -403,39 +407,105 @@ s_seen_put(bm_direct_t *d, const bm_id_t *id)
 	(void)bm__map_put(d->seen, slot->b, sizeof slot->b, slot);
 }
 
-int
-bm__direct_ack(bm_direct_t *d, const bm_env_t *ack)
+/* Sends one ACK/ACKS/NACK record (e: as the client would send it to
+ * beastd) to p, with our name as the acker.  A record that does not fit
+ * is dropped: the sender resends and the de-dup here answers again. */
+static void
+s_ack_out(bm_direct_t *d, s_peer_t *p, bm_env_t *e)
 {
-	uint8_t hdr[1024];
+	uint8_t hdr[S_HDR_ACKS];
+	int n, rc;
+
+	snprintf(e->name, sizeof e->name, "%s", d->name);
+	if ((n = bm__env_encode(e, hdr, sizeof hdr)) < 0) {
+		return;
+	}
+	rc = bm_route_send(p->route, hdr, (size_t)n, NULL, 0);
+	if (rc < 0 && rc != BM_EFULL) {
+		s_close(d, p, rc);
+		return;
+	}
+	p->last_ms = bm_mono_coarse_ms();
+}
+
+void
+bm__direct_flush(bm_direct_t *d)
+{
+	bm_env_t e = {.cmd = BM_CMD_ACKS};
+	s_peer_t *p;
+
+	if (d == NULL || d->nacks == 0) {
+		return;
+	}
+	p = s_peer(d, d->ack_peer, false);
+	if (p != NULL && s_open(p)) {
+		e.ids = d->ack_ids;
+		e.nids = d->nacks;
+		if (d->nacks == 1) {
+			e.cmd = BM_CMD_ACK;
+			memcpy(e.id.b, d->ack_ids, sizeof e.id.b);
+		}
+		s_ack_out(d, p, &e);
+	}
+	d->nacks = 0;
+}
+
+int
+bm__direct_ack(bm_direct_t *d, const bm_env_t *ack, bool hold)
+{
 	bm_env_t e;
 	s_peer_t *p;
-	int n, rc;
 
 	if (d == NULL || !s_seen_take(d, &ack->id)) {
 		return 0;
 	}
 	p = s_peer(d, ack->name, false);
-	if (p == NULL || p->state != S_UP) {
+	if (p == NULL || !s_open(p)) {
 		return 0;
 	}
-	/* As beastd relays it: the name is the acker's, ours. */
-	e = *ack;
-	snprintf(e.name, sizeof e.name, "%s", d->name);
-	if ((n = bm__env_encode(&e, hdr, sizeof hdr)) < 0) {
-		return 0;
+	if (d->nacks > 0 && (ack->cmd != BM_CMD_ACK || strcmp(d->ack_peer, p->name) != 0)) {
+		bm__direct_flush(d);
 	}
-	rc = bm_route_send(p->route, hdr, (size_t)n, NULL, 0);
-	if (rc < 0) {
-		if (rc != BM_EFULL) {
-			s_close(d, p, rc);
-		}
-		return 0;
+	if (ack->cmd != BM_CMD_ACK) {
+		e = *ack;
+		s_ack_out(d, p, &e);
+		return 1;
 	}
-	p->last_ms = bm_mono_coarse_ms();
+	/* ACKs of a burst travel together, as ACKS through beastd do. */
+	if (d->nacks == 0) {
+		snprintf(d->ack_peer, sizeof d->ack_peer, "%s", p->name);
+	}
+	memcpy(d->ack_ids + (size_t)d->nacks * sizeof(bm_id_t), ack->id.b, sizeof(bm_id_t));
+	d->nacks++;
+	if (!hold || d->nacks == BM_ACKS_MAX) {
+		bm__direct_flush(d);
+	}
 	return 1;
 }
 
+bool
+bm__direct_readable(bm_direct_t *d)
+{
+	for (int i = 0; d != NULL && i < d->nlive; i++) {
+		if (s_open(d->live[i]) && bm_route_readable(d->live[i]->route)) {
+			return true;
+		}
+	}
+	return false;
+}
+
 /* ---- introductions ---- */
+
+/* Tells the peer over the ring that its fence arrived. */
+static void
+s_fenced(bm_direct_t *d, s_peer_t *p, uint32_t fence)
+{
+	bm_env_t f = {.cmd = BM_CMD_ROUTE, .attempt = fence};
+
+	snprintf(f.type, sizeof f.type, "fenced");
+	s_ack_out(d, p, &f);
+}
+
 
 int
 bm__direct_on_route(bm_direct_t *d, const bm_env_t *e)
@@ -453,6 +523,16 @@ bm__direct_on_route(bm_direct_t *d, const bm_env_t *e)
 			p->until_ms = now + S_RETRY_MS;
 		}
 		d->st.refused++;
+		return 0;
+	}
+	if (strcmp(e->type, "fence") == 0) {
+		/* Everything the peer sent us through beastd before its fence
+		 * has arrived: say so over the ring. */
+		if (s_open(p)) {
+			s_fenced(d, p, e->attempt);
+		} else if (p->state == S_CONNECTING) {
+			p->fence_owed = e->attempt; /* answered once we are up */
+		}
 		return 0;
 	}
 	if (bm_id_is_zero(&e->id)) {
@@ -489,11 +569,23 @@ bm__direct_on_route(bm_direct_t *d, const bm_env_t *e)
 static void
 s_up(bm_direct_t *d, s_peer_t *p)
 {
-	p->state = S_UP;
-	p->last_ms = p->up_ms = bm_mono_coarse_ms();
+	bm_env_t f = {.cmd = BM_CMD_ROUTE};
+
+	p->state = S_FENCING;
+	p->last_ms = bm_mono_coarse_ms();
+	p->until_ms = p->last_ms + S_INTRO_MS;
 	p->sent = p->reported = 0;
 	d->st.opened++;
 	s_report(d, p, "up");
+	/* The fence goes the way our earlier messages went, behind them. */
+	snprintf(f.name, sizeof f.name, "%s", p->name);
+	snprintf(f.type, sizeof f.type, "fence");
+	f.attempt = ++p->fence;
+	(void)d->ops.to_broker(d->ops.arg, &f);
+	if (p->fence_owed != 0) {
+		s_fenced(d, p, p->fence_owed);
+		p->fence_owed = 0;
+	}
 }
 
 /* Whether an introduction for r's peer with r's token is valid now;
@@ -532,7 +624,7 @@ s_accept(bm_direct_t *d)
 		p = s_intro_for(d, r);
 		/* A peer whose route failed here (a corrupt ring) waits out
 		 * S_RETRY_MS like one that asked and was refused. */
-		if (p == NULL || p->state == S_UP || d->nlive >= S_ROUTES_MAX ||
+		if (p == NULL || s_open(p) || d->nlive >= S_ROUTES_MAX ||
 		    (p->state == S_REFUSED && bm_mono_coarse_ms() < p->until_ms)) {
 			bm_route_destroy(&r);
 			d->st.failed += p != NULL;
@@ -586,7 +678,8 @@ s_read(bm_direct_t *d, s_peer_t *p, int max)
 		rc = bm__env_decode(zmq_msg_data(&f), rec.len, &e, &why);
 		if (rc == 0 && !((e.cmd == BM_CMD_DELIVER && e.route[0] == '\0') ||
 		                 e.cmd == BM_CMD_ACK || e.cmd == BM_CMD_ACKS ||
-		                 e.cmd == BM_CMD_NACK)) {
+		                 e.cmd == BM_CMD_NACK ||
+		                 (e.cmd == BM_CMD_ROUTE && strcmp(e.type, "fenced") == 0))) {
 			rc = BM_EPROTO;
 		}
 		if (rc == 0 && strcmp(e.name, p->name) != 0) {
@@ -596,6 +689,14 @@ s_read(bm_direct_t *d, s_peer_t *p, int max)
 			zmq_msg_close(&f);
 			rc = BM_ECORRUPT;
 			break;
+		}
+		if (e.cmd == BM_CMD_ROUTE) {
+			if (p->state == S_FENCING && e.attempt == p->fence) {
+				p->state = S_UP; /* our sends may take the ring now */
+			}
+			zmq_msg_close(&f);
+			n++;
+			continue;
 		}
 		if (e.cmd == BM_CMD_DELIVER) {
 			s_seen_put(d, &e.id);
@@ -640,7 +741,7 @@ s_events(bm_direct_t *d)
 			} else if (rc < 0) {
 				s_close(d, p, rc);
 			}
-		} else if (p->state == S_UP) {
+		} else if (s_open(p)) {
 			/* Doorbell datagrams, or the peer's EOF. */
 			bm_route_disarm(p->route);
 		}
@@ -661,7 +762,7 @@ bm__direct_pump(bm_direct_t *d, int max)
 		s_peer_t *p = d->live[i];
 		int before = d->nlive;
 
-		if (p->state == S_UP) {
+		if (s_open(p)) {
 			n += s_read(d, p, max - n > 0 ? max - n : 1);
 		} else if (p->state == S_CONNECTING && now >= p->until_ms) {
 			s_close(d, p, BM_EPEER);
@@ -692,13 +793,17 @@ bm__direct_tick(bm_direct_t *d)
 	for (int i = 0; i < d->nlive;) {
 		s_peer_t *p = d->live[i];
 
-		if (p->state == S_UP && now - p->last_ms > S_IDLE_MS &&
+		if (p->state == S_FENCING && now >= p->until_ms) {
+			s_close(d, p, BM_EPEER); /* the fence never came back */
+			continue;
+		}
+		if (s_open(p) && now - p->last_ms > S_IDLE_MS &&
 		    !bm_route_readable(p->route)) {
 			d->st.idle++;
 			s_close(d, p, 0);
 			continue;
 		}
-		if (p->state == S_UP && p->sent != p->reported && now >= p->next_report_ms) {
+		if (s_open(p) && p->sent != p->reported && now >= p->next_report_ms) {
 			s_report(d, p, "up");
 		}
 		i++;
@@ -720,7 +825,7 @@ bm__direct_arm(bm_direct_t *d)
 
 		do {
 			for (int i = 0; i < d->nlive; i++) {
-				if (d->live[i]->state == S_UP && bm_route_readable(d->live[i]->route)) {
+				if (s_open(d->live[i]) && bm_route_readable(d->live[i]->route)) {
 					return 1;
 				}
 			}
@@ -736,7 +841,7 @@ bm__direct_arm(bm_direct_t *d)
 	for (int i = 0; i < d->nlive; i++) {
 		s_peer_t *p = d->live[i];
 
-		if (p->state == S_UP && bm_route_arm(p->route) != 0) {
+		if (s_open(p) && bm_route_arm(p->route) != 0) {
 			ready = 1;
 		}
 	}
@@ -748,5 +853,5 @@ bm__direct_route(bm_direct_t *d, const char *peer)
 {
 	s_peer_t *p = d ? s_peer(d, peer, false) : NULL;
 
-	return p != NULL && p->state == S_UP ? p->route : NULL;
+	return p != NULL && s_open(p) ? p->route : NULL;
 }

@@ -169,13 +169,17 @@ void bm__direct_destroy(bm_direct_t **self_p);
 int bm__direct_fd(const bm_direct_t *d);
 /* A SEND (e, encoded as beastd would get it) with its body: 1 = it went
  * over a route, 0 = send it through beastd (and it counts toward asking),
- * BM_EFULL = the route's ring is full: back off and retry. */
+ * BM_EFULL = the route's ring is full, or its fence not back yet: back off
+ * and retry. */
 int bm__direct_send(bm_direct_t *d, const bm_env_t *e, const void *body, size_t len);
-/* beastd settled (relayed an ACK or NACK for) n messages sent to peer. */
-void bm__direct_settled(bm_direct_t *d, const char *peer, uint32_t n);
-/* An ACK or NACK (name = the message's sender): 1 = it went over the
- * route its message came by, 0 = send it through beastd. */
-int bm__direct_ack(bm_direct_t *d, const bm_env_t *ack);
+/* An ACK or NACK (name = the message's sender): 1 = it goes over the
+ * route its message came by (an ACK may be held while hold says more
+ * deliveries wait: bm__direct_flush sends what is held), 0 = send it
+ * through beastd. */
+int bm__direct_ack(bm_direct_t *d, const bm_env_t *ack, bool hold);
+void bm__direct_flush(bm_direct_t *d);
+/* A record waits on some route. */
+bool bm__direct_readable(bm_direct_t *d);
 /* A ROUTE from beastd. */
 int bm__direct_on_route(bm_direct_t *d, const bm_env_t *e);
 /* Accepts, finishes and reads routes (at most about max records); never
