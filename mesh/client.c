@@ -854,13 +854,6 @@ s_direct_out(void *arg, const bm_env_t *e)
 	return s_send_env(arg, e, NULL);
 }
 
-static void
-s_direct_in(void *arg)
-{
-	for (int i = 0; i < 64 && s_read_one(arg) == 0; i++) {
-	}
-}
-
 /* A route ended: the outbox resends to peer now (through beastd) what the
  * route did not confirm, as when the peer comes online. */
 static void
@@ -973,7 +966,7 @@ bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client)
 	c->last_rx_ms = c->last_tx_ms = bm_mono_coarse_ms();
 	if (c->name[0] != '\0' && o.endpoint == NULL && s_direct_wanted(o.direct)) {
 		bm_direct_ops_t ops = {.arg = c, .on_frame = s_direct_frame, .to_broker = s_direct_out,
-		                       .read_broker = s_direct_in, .fallback = s_direct_fallback};
+		                       .fallback = s_direct_fallback};
 
 		/* Without routes the client works as before: not an error. */
 		if ((rc = bm__direct_new(o.dir, c->name, &ops, &c->direct)) < 0) {

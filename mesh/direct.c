@@ -72,6 +72,7 @@
 #define S_INTRO_MS 5000          /* an introduction not completed within is void */
 #define S_REPORT_MS 1000         /* route counts to beastd at most this often */
 #define S_PEERS_MAX 1024         /* peers counted */
+#define S_OFFERS_MAX 8            /* offers waiting for their introduction */
 #define S_SEEN_MAX 8192          /* ids of messages that came over a route, unACKed */
 #define S_SPIN_US 50             /* spin before sleeping while routes are busy */
 #define S_HDR_ACKS (BM_ACKS_MAX * 16 + 1024) /* the largest ACKS header */
@@ -84,6 +85,11 @@ enum { S_NONE, S_ASKED, S_CONNECTING, S_FENCING, S_UP, S_REFUSED };
  * wait (BM_EFULL) for the fence through beastd to come back over the
  * ring: then nothing we sent through beastd can arrive after what we put
  * in the ring. */
+
+typedef struct {
+	bm_route_t *route;             /* accepted, not answered */
+	int64_t until_ms;              /* dropped unless introduced by then */
+} s_offer_t;
 
 typedef struct {
 	char name[BM_NAME_MAX + 1];    /* the peer (the map's key) */
@@ -129,6 +135,8 @@ struct bm_direct {
 	char ack_peer[BM_NAME_MAX + 1];  /* held ACKs go to this peer */
 	uint8_t ack_ids[BM_ACKS_MAX * sizeof(bm_id_t)]; /* their ids */
 	uint16_t nacks;                /* how many */
+	s_offer_t offers[S_OFFERS_MAX]; /* offers that came before their introduction */
+	int noffers;                   /* how many */
 };
 
 /* ---- open / close ---- */
@@ -195,6 +203,9 @@ bm__direct_destroy(bm_direct_t **self_p)
 			free(p);
 		}
 		bm__map_destroy(&d->peers);
+	}
+	for (int i = 0; i < d->noffers; i++) {
+		bm_route_destroy(&d->offers[i].route);
 	}
 	bm__map_destroy(&d->seen);
 	bm_listener_destroy(&d->listener);
@@ -496,6 +507,8 @@ bm__direct_readable(bm_direct_t *d)
 
 /* ---- introductions ---- */
 
+static void s_offers(bm_direct_t *d, bool expire);
+
 /* Tells the peer over the ring that its fence arrived. */
 static void
 s_fenced(bm_direct_t *d, s_peer_t *p, uint32_t fence)
@@ -542,6 +555,7 @@ bm__direct_on_route(bm_direct_t *d, const bm_env_t *e)
 		p->have_intro = true;
 		p->intro = e->id;
 		p->intro_until_ms = now + S_INTRO_MS;
+		s_offers(d, false); /* its offer may be here already */
 		return 0;
 	}
 	if (strcmp(e->type, "connect") != 0 || p->state != S_ASKED) {
@@ -571,6 +585,7 @@ s_up(bm_direct_t *d, s_peer_t *p)
 {
 	bm_env_t f = {.cmd = BM_CMD_ROUTE};
 
+	bm_debug("direct: route to '%s' is up", p->name);
 	p->state = S_FENCING;
 	p->last_ms = bm_mono_coarse_ms();
 	p->until_ms = p->last_ms + S_INTRO_MS;
@@ -588,22 +603,77 @@ s_up(bm_direct_t *d, s_peer_t *p)
 	}
 }
 
-/* Whether an introduction for r's peer with r's token is valid now;
- * reads beastd's socket a little when it may still be on its way. */
+/* r's peer, when beastd introduced it to us with r's token, lately. */
 static s_peer_t *
 s_intro_for(bm_direct_t *d, bm_route_t *r)
 {
-	for (int tries = 0; tries < 3; tries++) {
-		s_peer_t *p = s_peer(d, bm_route_peer(r), false);
+	s_peer_t *p = s_peer(d, bm_route_peer(r), false);
 
-		if (p != NULL && p->have_intro && bm_mono_coarse_ms() < p->intro_until_ms &&
-		    memcmp(p->intro.b, bm_route_token(r), BM_ROUTE_TOKEN) == 0) {
-			p->have_intro = false;
-			return p;
-		}
-		d->ops.read_broker(d->ops.arg);
+	if (p != NULL && p->have_intro && bm_mono_coarse_ms() < p->intro_until_ms &&
+	    memcmp(p->intro.b, bm_route_token(r), BM_ROUTE_TOKEN) == 0) {
+		p->have_intro = false;
+		return p;
 	}
 	return NULL;
+}
+
+/* Takes (or refuses) an introduced peer's offer r. */
+static void
+s_take_offer(bm_direct_t *d, s_peer_t *p, bm_route_t *r)
+{
+	bm_debug("direct: '%s' offers a route", p->name);
+	/* A peer whose route failed here (a corrupt ring) waits out
+	 * S_RETRY_MS like one that asked and was refused. */
+	if (s_open(p) || d->nlive >= S_ROUTES_MAX ||
+	    (p->state == S_REFUSED && bm_mono_coarse_ms() < p->until_ms)) {
+		bm_route_destroy(&r);
+		d->st.failed++;
+		return;
+	}
+	if (p->state == S_CONNECTING) {
+		/* Both asked at once: the connect of the agent whose name sorts
+		 * first wins, on both sides. */
+		if (strcmp(d->name, p->name) < 0) {
+			bm_route_destroy(&r);
+			return;
+		}
+		s_close(d, p, 0);
+	}
+	if (bm_route_answer(r, S_RING_BYTES) < 0) {
+		bm_route_destroy(&r);
+		d->st.failed++;
+		return;
+	}
+	p->route = r;
+	s_live_add(d, p);
+	s_up(d, p);
+}
+
+/* Offers waiting for their introduction: beastd tells the peer first, but
+ * the two messages travel different pipes and the offer can win. */
+static void
+s_offers(bm_direct_t *d, bool expire)
+{
+	int64_t now = bm_mono_coarse_ms();
+
+	for (int i = 0; i < d->noffers;) {
+		s_offer_t *o = &d->offers[i];
+		s_peer_t *p = s_intro_for(d, o->route);
+
+		if (p != NULL || (expire && now >= o->until_ms)) {
+			bm_route_t *r = o->route;
+
+			*o = d->offers[--d->noffers];
+			if (p != NULL) {
+				s_take_offer(d, p, r);
+			} else {
+				bm_route_destroy(&r);
+				d->st.failed++;
+			}
+			continue;
+		}
+		i++;
+	}
 }
 
 static void
@@ -621,32 +691,14 @@ s_accept(bm_direct_t *d)
 			d->st.failed++;
 			continue;
 		}
-		p = s_intro_for(d, r);
-		/* A peer whose route failed here (a corrupt ring) waits out
-		 * S_RETRY_MS like one that asked and was refused. */
-		if (p == NULL || s_open(p) || d->nlive >= S_ROUTES_MAX ||
-		    (p->state == S_REFUSED && bm_mono_coarse_ms() < p->until_ms)) {
-			bm_route_destroy(&r);
-			d->st.failed += p != NULL;
-			continue;
-		}
-		if (p->state == S_CONNECTING) {
-			/* Both asked at once: the connect of the agent whose name
-			 * sorts first wins, on both sides. */
-			if (strcmp(d->name, p->name) < 0) {
-				bm_route_destroy(&r);
-				continue;
-			}
-			s_close(d, p, 0);
-		}
-		if (bm_route_answer(r, S_RING_BYTES) < 0) {
+		if ((p = s_intro_for(d, r)) != NULL) {
+			s_take_offer(d, p, r);
+		} else if (d->noffers < S_OFFERS_MAX) {
+			d->offers[d->noffers++] = (s_offer_t){r, bm_mono_coarse_ms() + S_INTRO_MS};
+		} else {
 			bm_route_destroy(&r);
 			d->st.failed++;
-			continue;
 		}
-		p->route = r;
-		s_live_add(d, p);
-		s_up(d, p);
 	}
 }
 
@@ -691,6 +743,7 @@ s_read(bm_direct_t *d, s_peer_t *p, int max)
 			break;
 		}
 		if (e.cmd == BM_CMD_ROUTE) {
+			bm_debug("direct: '%s' saw our fence %u (ours now %u)", p->name, e.attempt, p->fence);
 			if (p->state == S_FENCING && e.attempt == p->fence) {
 				p->state = S_UP; /* our sends may take the ring now */
 			}
@@ -788,6 +841,9 @@ bm__direct_tick(bm_direct_t *d)
 
 	if (d == NULL) {
 		return;
+	}
+	if (d->noffers > 0) {
+		s_offers(d, true);
 	}
 	now = bm_mono_coarse_ms();
 	for (int i = 0; i < d->nlive;) {

@@ -158,7 +158,6 @@ typedef struct {
 	 * inline body's offset in frame; on_frame may move the frame). */
 	int (*on_frame)(void *arg, bm_env_t *e, zmq_msg_t *frame, size_t body_at);
 	int (*to_broker)(void *arg, const bm_env_t *e);   /* sends a ROUTE to beastd */
-	void (*read_broker)(void *arg);                   /* reads what beastd sent */
 	void (*fallback)(void *arg, const char *peer);    /* a route to peer ended */
 } bm_direct_ops_t;
 /* Listens for routes to `name`; -errno, BM_E* from bm_route_listen. */
