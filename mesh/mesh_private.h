@@ -166,11 +166,12 @@ int bm__direct_new(const char *rundir, const char *name, const bm_direct_ops_t *
 void bm__direct_destroy(bm_direct_t **self_p);
 /* One fd (epoll) for the listener and every route: poll it for POLLIN. */
 int bm__direct_fd(const bm_direct_t *d);
-/* A SEND (e, encoded as beastd would get it) with its body: 1 = it went
+/* A SEND (e, encoded as beastd would get it; borrowed, left as it came)
+ * with its body: 1 = it went
  * over a route, 0 = send it through beastd (and it counts toward asking),
  * BM_EFULL = the route's ring is full, or its fence not back yet: back off
  * and retry. */
-int bm__direct_send(bm_direct_t *d, const bm_env_t *e, const void *body, size_t len);
+int bm__direct_send(bm_direct_t *d, bm_env_t *e, const void *body, size_t len);
 /* An ACK or NACK (name = the message's sender): 1 = it goes over the
  * route its message came by (an ACK may be held while hold says more
  * deliveries wait: bm__direct_flush sends what is held), 0 = send it
