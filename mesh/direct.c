@@ -132,6 +132,7 @@ struct bm_direct {
 	size_t seen_next;              /* next slot to use */
 	int spin_us;                   /* spin before sleeping */
 	size_t ring_bytes;             /* capacity of the rings we create */
+	int64_t idle_ms;               /* close a route without traffic this long */
 	int64_t busy_ns;               /* bm_mono_ns of the last record read */
 	int64_t events_ms;             /* bm_mono_coarse_ms of the last epoll_wait */
 	bm_direct_stats_t st;          /* counters */
@@ -164,6 +165,10 @@ bm__direct_new(const char *rundir, const char *name, const bm_direct_ops_t *ops,
 	d->ops = *ops;
 	d->spin_us = spin != NULL ? atoi(spin) : S_SPIN_US;
 	d->ring_bytes = S_RING_BYTES;
+	d->idle_ms = getenv("BEAST_DIRECT_IDLE_MS") != NULL ? atol(getenv("BEAST_DIRECT_IDLE_MS")) : 0;
+	if (d->idle_ms < 100 || d->idle_ms > 3600000) {
+		d->idle_ms = S_IDLE_MS; /* tests shorten it */
+	}
 	if (getenv("BEAST_DIRECT_RING_KIB") != NULL) {
 		long kib = atol(getenv("BEAST_DIRECT_RING_KIB"));
 
@@ -869,7 +874,7 @@ bm__direct_tick(bm_direct_t *d)
 			s_close(d, p, BM_EPEER); /* the fence never came back */
 			continue;
 		}
-		if (s_open(p) && now - p->last_ms > S_IDLE_MS &&
+		if (s_open(p) && now - p->last_ms > d->idle_ms &&
 		    !bm_route_readable(p->route)) {
 			d->st.idle++;
 			s_close(d, p, 0);

@@ -218,7 +218,7 @@ typedef struct bm_route bm_route_t;
 BM_EXPORT int bm_route_listen(const char *rundir, const char *name, bm_listener_t **ret_l);
 /*
  * Acceptor: accepts one connection waiting on l (never blocks on l; waits
- * at most 100 ms for the connector's offer), checks its uid, maps the
+ * at most 20 ms for the connector's offer), checks its uid, maps the
  * offered ring.  The route is not up until bm_route_answer(); check
  * bm_route_peer() and bm_route_token() first.  -EAGAIN (nobody waiting),
  * BM_EDENIED, BM_EPEER, BM_ECORRUPT, BM_EVERSION.

@@ -234,6 +234,39 @@ START_TEST(a_peer_scribbling_on_a_direct_ring_gives_ecorrupt_and_traffic_falls_b
 }
 END_TEST
 
+START_TEST(an_idle_route_is_closed_and_the_next_messages_go_through_beastd_until_a_new_one)
+{
+	bm_client_t *a, *b;
+	bm_direct_stats_t sa;
+	int64_t deadline;
+	int got = 0;
+
+	setenv("BEAST_DIRECT_IDLE_MS", "300", 1); /* 10 s in earnest */
+	a = s_client("a", 1);
+	b = s_client("b", 1);
+	s_exchange(a, "b", b, 20, NULL);
+	bm_client_direct_stats(a, &sa);
+	ck_assert_int_eq(sa.routes, 1);
+	deadline = bm_mono_ms() + 5000;
+	do {
+		s_drain(a, NULL, NULL);
+		s_drain(b, NULL, NULL);
+		usleep(10000);
+		bm_client_direct_stats(a, &sa);
+	} while (sa.routes > 0 && bm_mono_ms() < deadline);
+	ck_assert_int_eq(sa.routes, 0);
+	ck_assert_int_eq(sa.closed, 1); /* closed by itself, or seen closed by b */
+	/* Talking again: beastd first, then a new route. */
+	s_exchange(a, "b", b, 20, &got);
+	ck_assert_int_eq(got, 20);
+	bm_client_direct_stats(a, &sa);
+	ck_assert_int_eq(sa.opened, 2);
+	bm_client_destroy(&b);
+	bm_client_destroy(&a);
+	unsetenv("BEAST_DIRECT_IDLE_MS");
+}
+END_TEST
+
 /* ---- agents across kill -9 ---- */
 
 static volatile sig_atomic_t s_child_stop;
@@ -491,6 +524,7 @@ s_suite(void)
 	tcase_set_timeout(tc, 120);
 	S_ADD(tc, two_clients_that_talk_are_introduced_and_exchange_messages_and_acks_directly);
 	S_ADD(tc, a_peer_scribbling_on_a_direct_ring_gives_ecorrupt_and_traffic_falls_back_to_beastd);
+	S_ADD(tc, an_idle_route_is_closed_and_the_next_messages_go_through_beastd_until_a_new_one);
 	S_ADD(tc, kill_9_of_the_receiver_mid_stream_on_a_direct_route_loses_nothing);
 	S_ADD(tc, kill_9_of_the_sender_mid_stream_on_a_direct_route_loses_nothing);
 	suite_add_tcase(s, tc);
