@@ -689,10 +689,12 @@ s_pump_until(bm_client_t *c, int timeout_ms, bool (*done)(bm_client_t *, void *)
 		int rc, nit;
 
 		s_tick(c);
-		if (c->direct != NULL && c->head == NULL && !done(c, arg)) {
-			/* Both paths at each refill, beastd's first: what it
+		if (c->direct != NULL && !done(c, arg)) {
+			/* Both paths at each look, beastd's first: what it
 			 * delivered before a route came up is the older, and
-			 * neither path may starve the other. */
+			 * neither path may starve the other.  (Not only when the
+			 * queue is empty: a request waits for its reply behind
+			 * events it leaves queued.) */
 			for (int i = 0; i < 256; i++) {
 				rc = s_read_one(c);
 				c->drained = rc == -EAGAIN;

@@ -35,8 +35,11 @@
  * beastd behind whatever it sent that way; beastd relays it to the peer
  * on the same pipe as those messages, so when the peer's client reads it,
  * they have all arrived, and it answers "fenced" over the ring.  Until
- * then our sends get BM_EFULL (back-pressure for one beastd round trip);
- * after it they take the ring.  A full ring is back-pressure too, not a
+ * then our sends still go through beastd, behind the fence, up to a slack
+ * (64); a fence with sends behind it is followed by another, with a
+ * quarter of the slack, until one comes back clean; past the slack a send
+ * gets BM_EFULL (back-pressure for a beastd round trip).  Then sends take
+ * the ring.  A full ring is back-pressure too, not a
  * detour.  Bodies over 4 KiB always go through beastd, and may overtake or
  * be overtaken.
  *
@@ -78,6 +81,7 @@
 #define S_SPIN_US 50             /* spin before sleeping while routes are busy */
 #define S_HDR_ACKS (BM_ACKS_MAX * 16 + 1024) /* the largest ACKS header */
 #define S_BUSY_NS 2000000        /* "busy": a record read within the last 2 ms */
+#define S_FENCE_SLACK 64         /* sends through beastd behind a first fence */
 #define S_STALL_MS 1000          /* a ring full this long: the peer is stalled, close */
 
 enum { S_NONE, S_ASKED, S_CONNECTING, S_FENCING, S_UP, S_REFUSED };
@@ -107,6 +111,9 @@ typedef struct {
 	int64_t next_report_ms;        /* earliest next report */
 	uint32_t fence;                /* the fence we sent (FENCING) */
 	uint32_t fence_owed;           /* the peer's fence, come before our route was up */
+	uint32_t fence_sent;           /* sent through beastd behind the current fence */
+	uint32_t slack;                /* ... how many more may be (then BM_EFULL) */
+	uint32_t slack_next;           /* the next fence's slack */
 	int64_t full_ms;               /* since when the ring is full, 0 = not */
 } s_peer_t;
 
@@ -368,12 +375,18 @@ bm__direct_send(bm_direct_t *d, bm_env_t *send, const void *body, size_t len)
 		return 0;
 	}
 	if (p->state == S_FENCING) {
-		/* A moment: the fence is one beastd round trip. */
 		if (now >= p->until_ms) {
 			s_close(d, p, BM_EPEER);
 			return 0;
 		}
-		return BM_EFULL;
+		/* Behind the fence, through beastd, while there is slack: a
+		 * caller sending now and then never meets back-pressure. */
+		if (p->slack > 0) {
+			p->slack--;
+			p->fence_sent++;
+			return 0;
+		}
+		return BM_EFULL; /* a moment: a fence is one beastd round trip */
 	}
 	if (len > BM_INLINE_MAX) {
 		return 0;
@@ -601,11 +614,23 @@ bm__direct_on_route(bm_direct_t *d, const bm_env_t *e)
 	return 0;
 }
 
+/* Sends a fence: it goes the way our earlier messages went, behind them. */
 static void
-s_up(bm_direct_t *d, s_peer_t *p)
+s_fence(bm_direct_t *d, s_peer_t *p)
 {
 	bm_env_t f = {.cmd = BM_CMD_ROUTE};
 
+	snprintf(f.name, sizeof f.name, "%s", p->name);
+	snprintf(f.type, sizeof f.type, "fence");
+	f.attempt = ++p->fence;
+	p->fence_sent = 0;
+	p->until_ms = bm_mono_coarse_ms() + S_INTRO_MS;
+	(void)d->ops.to_broker(d->ops.arg, &f);
+}
+
+static void
+s_up(bm_direct_t *d, s_peer_t *p)
+{
 	bm_debug("direct: route to '%s' is up", p->name);
 	p->state = S_FENCING;
 	p->last_ms = bm_mono_coarse_ms();
@@ -613,11 +638,9 @@ s_up(bm_direct_t *d, s_peer_t *p)
 	p->sent = p->reported = 0;
 	d->st.opened++;
 	s_report(d, p, "up");
-	/* The fence goes the way our earlier messages went, behind them. */
-	snprintf(f.name, sizeof f.name, "%s", p->name);
-	snprintf(f.type, sizeof f.type, "fence");
-	f.attempt = ++p->fence;
-	(void)d->ops.to_broker(d->ops.arg, &f);
+	p->slack = S_FENCE_SLACK;
+	p->slack_next = S_FENCE_SLACK / 4;
+	s_fence(d, p);
 	if (p->fence_owed != 0) {
 		s_fenced(d, p, p->fence_owed);
 		p->fence_owed = 0;
@@ -766,7 +789,16 @@ s_read(bm_direct_t *d, s_peer_t *p, int max)
 		if (e.cmd == BM_CMD_ROUTE) {
 			bm_debug("direct: '%s' saw our fence %u (ours now %u)", p->name, e.attempt, p->fence);
 			if (p->state == S_FENCING && e.attempt == p->fence) {
-				p->state = S_UP; /* our sends may take the ring now */
+				if (p->fence_sent == 0) {
+					p->state = S_UP; /* our sends may take the ring now */
+				} else {
+					/* Some went behind it: fence again, with less
+					 * slack each round (64, 16, 4, 1, 0), so a stream
+					 * is held at last and the route is taken. */
+					p->slack = p->slack_next;
+					p->slack_next /= 4;
+					s_fence(d, p);
+				}
 			}
 			zmq_msg_close(&f);
 			n++;
