@@ -267,6 +267,40 @@ START_TEST(an_idle_route_is_closed_and_the_next_messages_go_through_beastd_until
 }
 END_TEST
 
+START_TEST(an_agent_holds_at_most_16_routes_and_talks_to_the_17th_through_beastd)
+{
+	enum { N = 17 };
+	bm_client_t *a = s_client("hub", 1), *b[N];
+	bm_direct_stats_t sa, sb;
+	int got;
+
+	for (int i = 0; i < N; i++) {
+		char name[16];
+
+		snprintf(name, sizeof name, "spoke%02d", i);
+		b[i] = s_client(name, 1);
+	}
+	for (int i = 0; i < N; i++) {
+		char name[16];
+
+		snprintf(name, sizeof name, "spoke%02d", i);
+		got = 0;
+		s_exchange(a, name, b[i], 16, &got);
+		ck_assert_int_eq(got, 16);
+	}
+	bm_client_direct_stats(a, &sa);
+	ck_assert_int_eq(sa.routes, 16);
+	ck_assert_int_eq(sa.opened, 16);
+	bm_client_direct_stats(b[N - 1], &sb);
+	ck_assert_int_eq(sb.opened, 0); /* the 17th: beastd only */
+	ck_assert_int_eq(sb.received, 0);
+	for (int i = 0; i < N; i++) {
+		bm_client_destroy(&b[i]);
+	}
+	bm_client_destroy(&a);
+}
+END_TEST
+
 /* ---- agents across kill -9 ---- */
 
 static volatile sig_atomic_t s_child_stop;
@@ -525,6 +559,7 @@ s_suite(void)
 	S_ADD(tc, two_clients_that_talk_are_introduced_and_exchange_messages_and_acks_directly);
 	S_ADD(tc, a_peer_scribbling_on_a_direct_ring_gives_ecorrupt_and_traffic_falls_back_to_beastd);
 	S_ADD(tc, an_idle_route_is_closed_and_the_next_messages_go_through_beastd_until_a_new_one);
+	S_ADD(tc, an_agent_holds_at_most_16_routes_and_talks_to_the_17th_through_beastd);
 	S_ADD(tc, kill_9_of_the_receiver_mid_stream_on_a_direct_route_loses_nothing);
 	S_ADD(tc, kill_9_of_the_sender_mid_stream_on_a_direct_route_loses_nothing);
 	suite_add_tcase(s, tc);
