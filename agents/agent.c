@@ -1053,6 +1053,10 @@ bm_agent_pollitems(bm_agent_t *a, zmq_pollitem_t *items, int max)
 	for (int i = 0; i < a->nin && n < max; i++) {
 		items[n++] = (zmq_pollitem_t){.fd = bm_channel_fd(a->in[i]), .events = ZMQ_POLLIN};
 	}
+	/* Direct routes to other agents (one fd for all of them). */
+	if (n < max && bm_client_direct_fd(a->client) >= 0) {
+		items[n++] = (zmq_pollitem_t){.fd = bm_client_direct_fd(a->client), .events = ZMQ_POLLIN};
+	}
 	/* Last, so the indexes above stay put: the mesh connection's events,
 	 * so a restarted beastd hears this agent's HELLO at once. */
 	if (n < max && bm_client_monitor(a->client) != NULL) {

@@ -164,6 +164,7 @@ s_usage(FILE *out)
 	        "usage: beastd [--config FILE] [--dir DIR] [--tcp ENDPOINT] [--heartbeat MS]\n"
 	        "              [--max-body BYTES] [--max-pending BYTES]\n"
 	        "              [--pub-tcp ENDPOINT] [--sub-tcp ENDPOINT] [--no-lvc] [--lvc-max BYTES]\n"
+	        "              [--no-direct]\n"
 	        "              [--curve [--server-key FILE] [--allow DIR]] [--http ADDR] [-v]\n"
 	        "              [--version]\n"
 	        "\n"
@@ -191,6 +192,8 @@ s_usage(FILE *out)
 	        "                    (with --curve: any address, CURVE and the same allow-list)\n"
 	        "  --no-lvc          broadcast: no last-value cache for late joiners\n"
 	        "  --lvc-max BYTES   broadcast: last-value cache memory bound (67108864)\n"
+	        "  --no-direct       introduce no direct shared-memory routes between agents:\n"
+	        "                    all traffic goes through beastd (docs/shm.md)\n"
 	        "  --http ADDR       serve read-only HTTP: /metrics (Prometheus), /healthz, /varz,\n"
 	        "                    /agents, /flows, /topics and the dashboard at /; ADDR is\n"
 	        "                    loopback only: 127.0.0.1:PORT, [::1]:PORT or unix:PATH (PORT 0:\n"
@@ -222,6 +225,7 @@ static const struct option s_longopts[] = {
 	{"pub-tcp", required_argument, NULL, 'P'},
 	{"sub-tcp", required_argument, NULL, 'S'},
 	{"no-lvc", no_argument, NULL, 'N'},
+	{"no-direct", no_argument, NULL, 'D'},
 	{"lvc-max", required_argument, NULL, 'L'},
 	{"curve", no_argument, NULL, 'C'},
 	{"server-key", required_argument, NULL, 'K'},
@@ -323,6 +327,7 @@ s_set(s_cfg_t *c, int id, const char *val, char *why, size_t whylen)
 		break;
 	}
 	case 'N':
+	case 'D':
 	case 'C':
 	case 'v': {
 		/* Flags: on the command line val is NULL; in a file
@@ -348,6 +353,8 @@ s_set(s_cfg_t *c, int id, const char *val, char *why, size_t whylen)
 		}
 		if (id == 'N') {
 			c->po.no_lvc = on;
+		} else if (id == 'D') {
+			c->o.no_direct = on;
 		} else if (id == 'C') {
 			c->o.curve = on;
 		} else if (val == NULL) {
@@ -398,7 +405,7 @@ s_conf_one(void *arg, const char *key, const char *value, int line)
 	}
 	fprintf(stderr, "beastd: %s:%d: unknown key '%s' (keys are beastd's long options: "
 	                "dir, tcp, heartbeat, max-body, max-pending, pub-tcp, sub-tcp, no-lvc, "
-	                "lvc-max, curve, server-key, allow, http, verbose)\n",
+	                "no-direct, lvc-max, curve, server-key, allow, http, verbose)\n",
 	        x->path, line, key);
 	return -ECANCELED;
 }

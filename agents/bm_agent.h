@@ -276,8 +276,9 @@ BM_EXPORT int bm_agent_flush(bm_agent_t *a);
 
 /*
  * Embedding: fills up to max poll items (the mesh socket, the subscriber
- * sockets, the blob listener and channels, the mesh connection monitor,
- * the shared-memory logs followed and the agent's own log's socket),
+ * sockets, the blob listener and channels, the direct routes, the mesh
+ * connection monitor, the shared-memory logs followed and the agent's own
+ * log's socket),
  * returns how many.  Poll them
  * (ZMQ_POLLIN) for at most bm_agent_timeout() ms (-1 = no timer), then
  * call bm_agent_step(a, 0).  Call both again before every poll: the set
@@ -285,10 +286,10 @@ BM_EXPORT int bm_agent_flush(bm_agent_t *a);
  */
 BM_EXPORT int bm_agent_pollitems(bm_agent_t *a, zmq_pollitem_t *items, int max);
 BM_EXPORT int bm_agent_timeout(bm_agent_t *a);
-/* mesh, sub, listener, 32 channels, monitor; two more subscribers (one
- * per shm mode), the shared-memory logs they read (BM_SUB_FDS_MAX each)
- * and this agent's own log's socket */
-#define BM_AGENT_POLLITEMS_MAX (36 + 2 + 3 * BM_SUB_FDS_MAX + 1)
+/* mesh, sub, listener, 32 channels, monitor; the direct routes' one fd;
+ * two more subscribers (one per shm mode), the shared-memory logs they
+ * read (BM_SUB_FDS_MAX each) and this agent's own log's socket */
+#define BM_AGENT_POLLITEMS_MAX (36 + 1 + 2 + 3 * BM_SUB_FDS_MAX + 1)
 
 /*
  * Event loops that wait on plain file descriptors (Python's asyncio,

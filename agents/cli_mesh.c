@@ -161,8 +161,8 @@ bm_cli_ls(int argc, char **argv, const char *dir)
 		return bm_cli_fail("ls", rc, dir, "the directory");
 	}
 	if (!json) {
-		printf("%-24s %-32s %8s %8s %10s %10s %10s\n", "NAME", "CAPS", "IDLE", "INFLIGHT",
-		       "SENT", "DELIVERED", "ACKED");
+		printf("%-24s %-32s %8s %8s %10s %10s %10s %s\n", "NAME", "CAPS", "IDLE", "INFLIGHT",
+		       "SENT", "DELIVERED", "ACKED", "DIRECT");
 	}
 	for (size_t i = 0; i < n; i++) {
 		char caps[BM_CAPS_MAX * (BM_CAP_MAX + 1) + 1] = "";
@@ -189,12 +189,18 @@ bm_cli_ls(int argc, char **argv, const char *dir)
 				       (long long)v[i].outbox_pending, (long long)v[i].outbox_dead,
 				       (long long)v[i].outbox_retries);
 			}
+			if (v[i].direct[0] != '\0') {
+				printf(",\"direct\":");
+				bm_cli_json_str(stdout, v[i].direct, strlen(v[i].direct));
+			}
 			printf("}\n");
 		} else {
-			printf("%-24s %-32s %6lldms %8llu %10llu %10llu %10llu\n", v[i].name,
+			/* DIRECT: peer:messages this agent sent over each route. */
+			printf("%-24s %-32s %6lldms %8llu %10llu %10llu %10llu %s\n", v[i].name,
 			       caps[0] ? caps : "-", (long long)v[i].idle_ms,
 			       (unsigned long long)v[i].inflight, (unsigned long long)v[i].sent,
-			       (unsigned long long)v[i].delivered, (unsigned long long)v[i].acked);
+			       (unsigned long long)v[i].delivered, (unsigned long long)v[i].acked,
+			       v[i].direct[0] ? v[i].direct : "-");
 		}
 	}
 	free(v);

@@ -8,7 +8,7 @@
 extern const bb_transport_t bb_t_zmq_dealer_ipc, bb_t_zmq_dealer_tcp, bb_t_zmq_forwarder_ipc, bb_t_zmq_proxy,
 	bb_t_zmq_pair_ipc, bb_t_zmq_pair_inproc;
 extern const bb_transport_t bb_t_uds;
-extern const bb_transport_t bb_t_beast_mesh_ipc, bb_t_beast_mesh_ipc_http, bb_t_beast_mesh_tcp, bb_t_beast_proxy,
+extern const bb_transport_t bb_t_beast_mesh_ipc, bb_t_beast_direct, bb_t_beast_mesh_ipc_http, bb_t_beast_mesh_tcp, bb_t_beast_proxy,
 	bb_t_beast_outbox_always, bb_t_beast_outbox_interval, bb_t_beast_outbox_never, bb_t_beast_ring,
 	bb_t_beast_ring_copy, bb_t_memcpy;
 extern const bb_transport_t bb_t_beast_shmlog, bb_t_beast_shmlog_untethered, bb_t_beast_proxy_shm;
@@ -21,6 +21,7 @@ extern const bb_transport_t bb_t_bridge, bb_t_bridge_js;
 const bb_transport_t *const bb_transports[] = {
 	/* beastmesh */
 	&bb_t_beast_mesh_ipc,
+	&bb_t_beast_direct,
 	&bb_t_beast_mesh_ipc_http,
 	&bb_t_beast_mesh_tcp,
 	&bb_t_beast_proxy,

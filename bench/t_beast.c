@@ -15,6 +15,10 @@
  *       and reconnect (kill -9 beastd, start it again: the time to the
  *       first delivery of a message sent after the kill, clients
  *       re-registering by themselves).
+ *   beast-direct   beast-mesh-ipc with direct routes on (docs/shm.md): after
+ *       the first 8 messages beastd introduces the two clients and their
+ *       messages and ACKs travel a shared-memory ring pair; same scenarios
+ *       and the same client calls, so the two rows compare the paths.
  *   beast-mesh-ipc-http   beast-mesh-ipc with beastd --http on and a scraper
  *       process reading /metrics every 100 ms (a new connection each time,
  *       as Prometheus does without keep-alive): what observability costs.
@@ -66,6 +70,7 @@ typedef struct {
 	char dir[200];
 	char tcp[64];
 	int http_port;   /* > 0: beastd --http 127.0.0.1:PORT and a scraper */
+	int direct;      /* clients offer direct routes */
 	int generation;
 } s_bd_t;
 
@@ -181,12 +186,22 @@ static int
 s_up_ipc(bb_env_t *env, char *why, size_t whylen)
 {
 	s_bd.http_port = 0;
+	s_bd.direct = 0;
+	return s_up(env, why, whylen, 0);
+}
+
+static int
+s_up_direct(bb_env_t *env, char *why, size_t whylen)
+{
+	s_bd.http_port = 0;
+	s_bd.direct = 1;
 	return s_up(env, why, whylen, 0);
 }
 
 static int
 s_up_ipc_http(bb_env_t *env, char *why, size_t whylen)
 {
+	s_bd.direct = 0;
 	s_bd.http_port = bb_free_port();
 	if (s_bd.http_port <= 0) {
 		snprintf(why, whylen, "no free port for --http");
@@ -199,6 +214,7 @@ static int
 s_up_tcp(bb_env_t *env, char *why, size_t whylen)
 {
 	s_bd.http_port = 0;
+	s_bd.direct = 0;
 	return s_up(env, why, whylen, 1);
 }
 
@@ -225,7 +241,8 @@ s_mesh_open(bb_link_t *l, const char *name)
 	l->impl = m;
 	m->ack = l->scen != BB_LATENCY; /* ping-pong: ACKed in batches (s_ack_later) */
 	m->wait = l->scen == BB_THROUGHPUT || l->scen == BB_LATLOAD;
-	bm_client_opts_t o = {.name = name, .connect_timeout_ms = (int)(S_START_S * 1000)};
+	bm_client_opts_t o = {.name = name, .connect_timeout_ms = (int)(S_START_S * 1000),
+	                      .direct = s_bd.direct ? 1 : -1};
 	if (s_bd.tcp[0])
 		o.endpoint = s_bd.tcp;
 	else
@@ -802,6 +819,16 @@ const bb_transport_t bb_t_beast_mesh_ipc = {
 	.refuse = s_mesh_refuse,
 	.ops = &s_mesh_ops,
 	.run = s_mesh_run,
+};
+
+const bb_transport_t bb_t_beast_direct = {
+	.id = "beast-direct",
+	.about = "beastmesh mesh with direct routes: bm_client -> shared-memory ring -> bm_client, "
+	         "introduced by beastd, ACKed",
+	.scens = BB_S(BB_LATENCY) | BB_S(BB_THROUGHPUT),
+	.up = s_up_direct,
+	.refuse = s_mesh_refuse,
+	.ops = &s_mesh_ops,
 };
 
 const bb_transport_t bb_t_beast_mesh_ipc_http = {

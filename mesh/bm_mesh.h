@@ -45,6 +45,7 @@ extern "C" {
 #define BM_INLINE_MAX 4096      /* largest body carried inside frame 0 */
 #define BM_FEAT_ACKS 1u         /* HELLO/WELCOME features bit: takes ACKS */
 #define BM_FEAT_INLINE 2u       /* ... takes SEND/DELIVER with an inline body */
+#define BM_FEAT_DIRECT 4u       /* ... takes direct routes (ROUTE, protocol.md §16) */
 #define BM_TRACEPARENT_MAX 127  /* W3C traceparent carried by SEND/DELIVER (55 in version 00) */
 #define BM_TRACESTATE_MAX 512   /* W3C tracestate */
 
@@ -67,7 +68,8 @@ enum bm_cmd {
 	BM_CMD_NOTICE = 15,
 	BM_CMD_ACKS = 16,
 	BM_CMD_TRACE = 17,
-	BM_CMD__MAX = 17,
+	BM_CMD_ROUTE = 18,
+	BM_CMD__MAX = 18,
 };
 BM_EXPORT const char *bm_cmd_name(int cmd);
 
@@ -152,6 +154,8 @@ typedef struct bm_client_opts {
 	void *zmq_ctx;            /* share a zmq context; NULL = own one */
 	const char *key_file;     /* CURVE over tcp: own key pair (NAME.key) */
 	const char *server_key_file; /* CURVE: the broker's public key (.pub) */
+	int direct;               /* direct routes: 1 = offer, -1 = never, 0 = as
+	                           * $BEAST_DIRECT says ("1" = offer; default never) */
 } bm_client_opts_t;
 
 /*
@@ -300,6 +304,8 @@ typedef struct bm_agent_info {
 	int64_t outbox_pending; /* its outbox as it last reported (PING); -1 = never */
 	int64_t outbox_dead;    /* dead letters it reported; -1 = never */
 	int64_t outbox_retries; /* resends it reported; -1 = never */
+	char direct[256];       /* its direct routes as "peer:msgs,..." (messages it
+	                         * sent over each, as it reported); "" = none */
 } bm_agent_info_t;
 
 /* Asks the broker for its directory.  *ret_agents is malloc'd (free()). */
@@ -334,6 +340,26 @@ BM_EXPORT uint64_t bm_client_reconnects(const bm_client_t *c);
 BM_EXPORT const char *bm_client_name(const bm_client_t *c);
 BM_EXPORT bool bm_client_registered(const bm_client_t *c);
 BM_EXPORT size_t bm_client_max_body(const bm_client_t *c);
+
+/* Direct routes (docs/protocol.md §16, docs/shm.md): counters. */
+typedef struct bm_direct_stats {
+	uint64_t routes;    /* routes open or opening now */
+	uint64_t asked;     /* introductions asked of beastd */
+	uint64_t refused;   /* ... refused by it */
+	uint64_t opened;    /* routes that came up */
+	uint64_t closed;    /* routes that went down (any reason) */
+	uint64_t idle;      /* ... of which for idleness */
+	uint64_t failed;    /* setups or routes that failed (peer gone, refused) */
+	uint64_t corrupt;   /* routes ended by a ring that failed a check */
+	uint64_t sent;      /* messages sent over routes */
+	uint64_t received;  /* frames (messages, ACKs) received over routes */
+	uint64_t full;      /* sends that found the ring full and went through beastd */
+} bm_direct_stats_t;
+/* Zeroes when the client has no direct routes. */
+BM_EXPORT void bm_client_direct_stats(const bm_client_t *c, bm_direct_stats_t *ret);
+/* The fd to poll (POLLIN) for direct routes beside bm_client_socket(), or
+ * -1 when the client offers none. */
+BM_EXPORT int bm_client_direct_fd(const bm_client_t *c);
 
 /* ---- CURVE keys (mesh/curve.c) ---- */
 /*
@@ -385,6 +411,7 @@ typedef struct bm_broker_opts {
 	bool curve;               /* tcp endpoint is CURVE-encrypted, ZAP-checked */
 	const char *server_key;   /* curve: secret key file; NULL = KEYDIR/server.key */
 	const char *allow_dir;    /* curve: allowed .pub files; NULL = KEYDIR/allowed */
+	bool no_direct;           /* introduce no direct routes (agents keep to the broker) */
 } bm_broker_opts_t;
 
 /*

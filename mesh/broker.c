@@ -31,6 +31,17 @@
  * to the key.  ipc peers are not asked: the 0700 runtime dir is their
  * boundary.
  *
+ * Direct routes (protocol.md §16): two local agents that both announced
+ * BM_FEAT_DIRECT may exchange their messages over shared-memory rings.
+ * The broker stays the authority: an agent asks (ROUTE "ask"), the broker
+ * checks that both are registered and announced the feature, and
+ * introduces them with a fresh random token (ROUTE "accept" to the peer,
+ * then "connect" to the asker); the agents set the rings up between
+ * themselves and report them (ROUTE "up"/"down" with the messages sent
+ * over them), which LIST and STATS show, and relays each side's "fence"
+ * to the other (it marks the end of what went through beastd before the
+ * route).  Anycast is never direct.
+ *
  * Input is never trusted: a frame that does not decode is answered with
  * ERROR (or NACK when it names a message) and counted; routing goes on.
  *
@@ -55,6 +66,12 @@
 #define S_SOCK_CURVE 1         /* first routing-id byte: the CURVE ROUTER */
 #define S_DRAIN_BATCH 4096     /* messages handled per poll wake-up */
 #define S_HDR_BUF 2048         /* encoded headers the broker sends */
+#define S_DIRECT_MAX 16        /* direct routes reported per agent (the client's cap) */
+
+typedef struct {
+	char peer[BM_NAME_MAX + 1];  /* the other end, "" = free slot */
+	uint64_t msgs;               /* messages this agent sent over it (reported) */
+} s_direct_t;
 
 typedef struct s_agent {
 	char name[BM_NAME_MAX + 1];            /* registered name */
@@ -74,6 +91,8 @@ typedef struct s_agent {
 	int64_t ob_pending;                    /* outbox report (PING): pending, -1 = none */
 	int64_t ob_dead;                       /* ... dead letters */
 	int64_t ob_retries;                    /* ... resends made */
+	bool direct;                           /* takes direct routes (BM_FEAT_DIRECT) */
+	s_direct_t routes[S_DIRECT_MAX];       /* its direct routes, as it reports them */
 } s_agent_t;
 
 /* X(field): broker counters, reported by STATS in this order. */
@@ -96,7 +115,10 @@ typedef struct s_agent {
 	X(denied_key)    /* of which: name not bound to the CURVE key */      \
 	X(gone)          /* agents dropped for silence or a dead pipe */      \
 	X(byes)          /* agents that said goodbye */                       \
-	X(pings)         /* PINGs answered */
+	X(pings)         /* PINGs answered */                                 \
+	X(routes_introduced) /* direct routes introduced (ROUTE ask granted) */ \
+	X(routes_refused)    /* ROUTE asks refused */                          \
+	X(routes_closed)     /* direct routes reported down */
 
 typedef struct {
 #define S_FIELD(n) uint64_t n;
@@ -133,6 +155,7 @@ struct bm_broker {
 	void *tick_arg;                    /* its argument */
 	int tick_ms;                       /* its period */
 	int64_t next_tick_ms;              /* when it runs next */
+	bool no_direct;                    /* introduce no direct routes */
 };
 
 static void
@@ -436,13 +459,103 @@ s_on_hello(bm_broker_t *b, const uint8_t *rid, size_t rid_len, s_agent_t *self,
 	self->heartbeat_ms = in->heartbeat_ms ? in->heartbeat_ms : b->heartbeat_ms;
 	self->acks = (in->features & BM_FEAT_ACKS) != 0;
 	self->inl = (in->features & BM_FEAT_INLINE) != 0;
+	self->direct = !b->no_direct && (in->features & BM_FEAT_DIRECT) != 0;
 	self->last_seen_ms = bm_mono_coarse_ms();
 	b->st.hellos++;
 	memcpy(out.name, self->name, sizeof self->name);
 	out.heartbeat_ms = self->heartbeat_ms;
 	out.max_body = b->max_body;
-	out.features = BM_FEAT_ACKS | BM_FEAT_INLINE;
+	out.features = BM_FEAT_ACKS | BM_FEAT_INLINE | (b->no_direct ? 0 : BM_FEAT_DIRECT);
 	(void)s_send(b, rid, rid_len, &out, NULL);
+}
+
+/* The slot of self's route to peer, or a free one (create), or NULL. */
+static s_direct_t *
+s_direct_slot(s_agent_t *self, const char *peer, bool create)
+{
+	s_direct_t *free_slot = NULL;
+
+	for (int i = 0; i < S_DIRECT_MAX; i++) {
+		if (strcmp(self->routes[i].peer, peer) == 0) {
+			return &self->routes[i];
+		}
+		if (free_slot == NULL && self->routes[i].peer[0] == '\0') {
+			free_slot = &self->routes[i];
+		}
+	}
+	if (create && free_slot != NULL) {
+		memcpy(free_slot->peer, peer, sizeof free_slot->peer);
+		free_slot->msgs = 0;
+		return free_slot;
+	}
+	return NULL;
+}
+
+/*
+ * ROUTE from an agent: "ask" for an introduction to the agent named, or
+ * "up" / "down" reports of a route and the messages sent over it.
+ */
+static void
+s_on_route(bm_broker_t *b, s_agent_t *self, const bm_env_t *in)
+{
+	s_agent_t *peer = bm__map_get(b->by_name, in->name, strlen(in->name));
+	bm_env_t out = {.cmd = BM_CMD_ROUTE};
+	s_direct_t *d;
+
+	if (strcmp(in->type, "up") == 0) {
+		if ((d = s_direct_slot(self, in->name, true)) != NULL) {
+			d->msgs = in->attempt;
+		}
+		return;
+	}
+	if (strcmp(in->type, "down") == 0) {
+		if ((d = s_direct_slot(self, in->name, false)) != NULL) {
+			d->peer[0] = '\0';
+			b->st.routes_closed++;
+		}
+		return;
+	}
+	if (strcmp(in->type, "fence") == 0) {
+		/* Relayed on the pipe that carries self's DELIVERs to peer, so it
+		 * arrives behind all of them. */
+		if (peer != NULL && peer != self) {
+			snprintf(out.type, sizeof out.type, "fence");
+			memcpy(out.name, self->name, sizeof out.name);
+			out.attempt = in->attempt;
+			(void)s_send(b, peer->rid, peer->rid_len, &out, NULL);
+		}
+		return;
+	}
+	if (strcmp(in->type, "ask") != 0) {
+		return; /* an event a later revision defines */
+	}
+	if (peer == NULL || peer == self || !self->direct || !peer->direct) {
+		b->st.routes_refused++;
+		out.code = peer == NULL ? BM_ENOAGENT : BM_EDENIED;
+		snprintf(out.type, sizeof out.type, "refused");
+		memcpy(out.name, in->name, sizeof out.name);
+		(void)s_send(b, self->rid, self->rid_len, &out, NULL);
+		return;
+	}
+	/* The peer learns first, so its listener knows the token by the time
+	 * the asker connects (the asker retries a connect the peer refused
+	 * for an unknown token only after a new introduction). */
+	bm_id_new(&out.id);
+	snprintf(out.type, sizeof out.type, "accept");
+	memcpy(out.name, self->name, sizeof out.name);
+	if (s_send(b, peer->rid, peer->rid_len, &out, NULL) < 0) {
+		b->st.routes_refused++;
+		out.id = (bm_id_t){{0}};
+		out.code = BM_EBUSY;
+		snprintf(out.type, sizeof out.type, "refused");
+		memcpy(out.name, peer->name, sizeof out.name);
+		(void)s_send(b, self->rid, self->rid_len, &out, NULL);
+		return;
+	}
+	snprintf(out.type, sizeof out.type, "connect");
+	memcpy(out.name, peer->name, sizeof out.name);
+	(void)s_send(b, self->rid, self->rid_len, &out, NULL);
+	b->st.routes_introduced++;
 }
 
 static void
@@ -741,7 +854,12 @@ s_on_list(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
 	msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
 	msgpack_pack_array(&pk, bm__map_size(b->by_name));
 	for (s_agent_t *a; (a = bm__map_next(b->by_name, &cur)) != NULL;) {
-		msgpack_pack_map(&pk, a->ob_pending >= 0 ? 11 : 8);
+		int nd = 0;
+
+		for (int i = 0; i < S_DIRECT_MAX; i++) {
+			nd += a->routes[i].peer[0] != '\0';
+		}
+		msgpack_pack_map(&pk, (a->ob_pending >= 0 ? 11 : 8) + (nd > 0 ? 1 : 0));
 		s_pack_kv_str(&pk, "name", a->name);
 		msgpack_pack_str(&pk, 4);
 		msgpack_pack_str_body(&pk, "caps", 4);
@@ -760,6 +878,17 @@ s_on_list(bm_broker_t *b, const uint8_t *rid, size_t rid_len)
 			s_pack_kv_int(&pk, "outbox_pending", a->ob_pending);
 			s_pack_kv_int(&pk, "outbox_dead", a->ob_dead);
 			s_pack_kv_int(&pk, "outbox_retries", a->ob_retries);
+		}
+		if (nd > 0) {
+			/* "direct": {peer: messages this agent sent over the route} */
+			msgpack_pack_str(&pk, 6);
+			msgpack_pack_str_body(&pk, "direct", 6);
+			msgpack_pack_map(&pk, (size_t)nd);
+			for (int i = 0; i < S_DIRECT_MAX; i++) {
+				if (a->routes[i].peer[0] != '\0') {
+					s_pack_kv_int(&pk, a->routes[i].peer, (int64_t)(a->routes[i].msgs & INT64_MAX));
+				}
+			}
 		}
 	}
 	s_reply_body(b, rid, rid_len, BM_CMD_DIRECTORY, &sb);
@@ -795,6 +924,21 @@ s_stats_fill(bm_broker_t *b, bm_stat_t *out, size_t max)
 		bm__obs_blobs(b->obs, &blobs, &blob_bytes);
 		S_PUT("blobs_announced", blobs);
 		S_PUT("blob_bytes_announced", blob_bytes);
+	}
+	{
+		uint64_t ends = 0, msgs = 0;
+		size_t cur = 0;
+
+		for (s_agent_t *a; (a = bm__map_next(b->by_name, &cur)) != NULL;) {
+			for (int i = 0; i < S_DIRECT_MAX; i++) {
+				if (a->routes[i].peer[0] != '\0') {
+					ends++;
+					msgs += a->routes[i].msgs;
+				}
+			}
+		}
+		S_PUT("direct_route_ends", ends);
+		S_PUT("direct_msgs", msgs);
 	}
 	for (int i = 0; i < nextra; i++) {
 		extra[i].key[sizeof extra[i].key - 1] = '\0';
@@ -999,6 +1143,7 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 	case BM_CMD_ACKS:
 	case BM_CMD_NACK:
 	case BM_CMD_BYE:
+	case BM_CMD_ROUTE:
 		break;
 	default:
 		b->st.malformed++;
@@ -1046,6 +1191,9 @@ s_dispatch(bm_broker_t *b, zmq_msg_t *f, int nf, int extra)
 	case BM_CMD_BYE:
 		b->st.byes++;
 		s_drop(b, self, "said goodbye");
+		return;
+	case BM_CMD_ROUTE:
+		s_on_route(b, self, &in);
 		return;
 	default:
 		return;
@@ -1306,6 +1454,7 @@ bm_broker_open(const bm_broker_opts_t *opts, bm_broker_t **ret_broker)
 	b->heartbeat_ms = o.heartbeat_ms > 0 ? (uint32_t)o.heartbeat_ms : BM_HEARTBEAT_DEFAULT;
 	b->max_body = o.max_body ? o.max_body : BM_BODY_MAX_DEFAULT;
 	b->max_pending = o.max_pending ? o.max_pending : BM_PENDING_MAX_DEFAULT;
+	b->no_direct = o.no_direct;
 	hwm = o.hwm > 0 ? o.hwm : 100000;
 	b->by_name = bm__map_new();
 	b->by_rid = bm__map_new();

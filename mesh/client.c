@@ -32,6 +32,12 @@
  * Bodies are zero copy on receive: a bm_msg_t keeps the zmq frame the body
  * arrived in.  bm_client_send_frame() sends a caller's frame without a copy.
  *
+ * Direct routes (direct.c): with BM_FEAT_DIRECT on both sides, a SEND to
+ * a local agent we talk to often goes into a shared-memory ring instead of
+ * to the broker, and what comes back over the rings becomes the same
+ * events as what comes from the broker.  The routes' fd is polled beside
+ * the socket; bm_client_timeout() arms their doorbells before a wait.
+ *
  * Threading: a client is used from one thread at a time.
  */
 #include <errno.h>
@@ -97,6 +103,8 @@ struct bm_client {
 	uint16_t nacks;                          /* ACKs held for one ACKS */
 	char ack_peer[BM_ADDR_MAX + 1];          /* whom they go to */
 	uint8_t ack_ids[BM_ACKS_MAX * sizeof(bm_id_t)]; /* their ids */
+	bm_direct_t *direct;                     /* direct routes, or NULL (off) */
+	bool broker_direct;                      /* broker introduces routes */
 };
 
 void
@@ -288,6 +296,7 @@ s_flush_acks(bm_client_t *c)
 	bm_env_t e = {.cmd = BM_CMD_ACKS, .ids = c->ack_ids, .nids = c->nacks};
 	int rc;
 
+	bm__direct_flush(c->direct);
 	if (c->nacks == 0) {
 		return 0;
 	}
@@ -307,7 +316,8 @@ static int
 s_hello(bm_client_t *c)
 {
 	bm_env_t e = {.cmd = BM_CMD_HELLO, .heartbeat_ms = c->heartbeat_ms, .ncaps = c->ncaps,
-	              .features = BM_FEAT_ACKS | BM_FEAT_INLINE};
+	              .features = BM_FEAT_ACKS | BM_FEAT_INLINE |
+	                          (c->direct != NULL ? BM_FEAT_DIRECT : 0)};
 
 	memcpy(e.name, c->name, sizeof c->name);
 	memcpy(e.caps, c->caps, sizeof c->caps);
@@ -343,6 +353,7 @@ s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body, size_t body_at)
 		c->registered = c->ever_registered = true;
 		c->broker_acks = (e->features & BM_FEAT_ACKS) != 0;
 		c->broker_inline = (e->features & BM_FEAT_INLINE) != 0;
+		c->broker_direct = (e->features & BM_FEAT_DIRECT) != 0;
 		c->denied = 0;
 		if (e->max_body > 0 && e->max_body < c->max_body) {
 			c->max_body = (size_t)e->max_body;
@@ -443,6 +454,8 @@ s_on_frame(bm_client_t *c, bm_env_t *e, zmq_msg_t *body, size_t body_at)
 			bm_debug("broker reported an error: %s", e->text);
 		}
 		return 0;
+	case BM_CMD_ROUTE:
+		return bm__direct_on_route(c->direct, e);
 	case BM_CMD_DIRECTORY:
 	case BM_CMD_STATS:
 	case BM_CMD_TRACE:
@@ -603,6 +616,7 @@ s_tick(bm_client_t *c)
 	    (!c->registered || now - c->last_rx_ms > 3 * (int64_t)c->heartbeat_ms)) {
 		(void)s_hello(c);
 	}
+	bm__direct_tick(c->direct);
 	if (now - c->last_tx_ms >= c->heartbeat_ms || now - c->last_rx_ms >= c->heartbeat_ms) {
 		/* Rate-limited by last_tx: at most one PING per interval. */
 		if (now - c->last_tx_ms >= c->heartbeat_ms / 2) {
@@ -617,14 +631,12 @@ s_tick(bm_client_t *c)
 	}
 }
 
-int
-bm_client_timeout(bm_client_t *c)
+/* Milliseconds until the client's next timer. */
+static int
+s_timeout(bm_client_t *c)
 {
 	int64_t now, next;
 
-	if (c == NULL) {
-		return -1;
-	}
 	if (c->head != NULL) {
 		return 0;
 	}
@@ -641,6 +653,23 @@ bm_client_timeout(bm_client_t *c)
 	return next <= now ? 0 : (int)(next - now);
 }
 
+int
+bm_client_timeout(bm_client_t *c)
+{
+	int t;
+
+	if (c == NULL) {
+		return -1;
+	}
+	t = s_timeout(c);
+	/* The caller is about to sleep: a route with a record waiting must
+	 * not be slept on, and the others must ring us. */
+	if (t != 0 && bm__direct_arm(c->direct) > 0) {
+		return 0;
+	}
+	return t;
+}
+
 /*
  * Reads, and waits while the socket is empty, until done(c, arg) holds or
  * timeout_ms passes (-1 = never, 0 = do not wait).  The precise clock is
@@ -653,12 +682,31 @@ s_pump_until(bm_client_t *c, int timeout_ms, bool (*done)(bm_client_t *, void *)
 	int64_t deadline = -2; /* not yet computed */
 
 	for (;;) {
-		zmq_pollitem_t it[2] = {{.socket = c->sock, .events = ZMQ_POLLIN},
-		                        {.socket = c->mon, .events = ZMQ_POLLIN}};
+		zmq_pollitem_t it[3] = {{.socket = c->sock, .events = ZMQ_POLLIN},
+		                        {.socket = c->mon, .events = ZMQ_POLLIN},
+		                        {.fd = bm__direct_fd(c->direct), .events = ZMQ_POLLIN}};
 		int64_t now, wait;
-		int rc;
+		int rc, nit;
 
 		s_tick(c);
+		if (c->direct != NULL && !done(c, arg)) {
+			/* Both paths at each look, beastd's first: what it
+			 * delivered before a route came up is the older, and
+			 * neither path may starve the other.  (Not only when the
+			 * queue is empty: a request waits for its reply behind
+			 * events it leaves queued.) */
+			for (int i = 0; i < 256; i++) {
+				rc = s_read_one(c);
+				c->drained = rc == -EAGAIN;
+				if (rc == -EAGAIN) {
+					break;
+				}
+				if (rc < 0) {
+					return rc;
+				}
+			}
+			(void)bm__direct_pump(c->direct, 1024);
+		}
 		/* Reads until the answer is there, and no further: asking an
 		 * empty zmq socket costs system calls, which a message that
 		 * has arrived should not wait for (bm_client_ack() reads ahead
@@ -690,17 +738,27 @@ s_pump_until(bm_client_t *c, int timeout_ms, bool (*done)(bm_client_t *, void *)
 			s_mon_drain(c);
 			return -ETIMEDOUT;
 		}
-		wait = bm_client_timeout(c);
+		wait = s_timeout(c);
 		if (wait <= 0) {
 			wait = 1;
 		}
 		if (deadline >= 0 && deadline - now < wait) {
 			wait = deadline - now;
 		}
-		if (zmq_poll(it, c->mon != NULL ? 2 : 1, (long)wait) < 0) {
+		if (bm__direct_arm(c->direct) > 0) {
+			continue; /* a record on a route: read it, do not sleep */
+		}
+		nit = c->mon != NULL ? 2 : 1;
+		if (c->direct != NULL) {
+			if (nit == 1) {
+				it[1] = it[2];
+			}
+			nit++;
+		}
+		if (zmq_poll(it, nit, (long)wait) < 0) {
 			return bm__zmq_err();
 		}
-		if (it[1].revents & ZMQ_POLLIN) {
+		if (c->mon != NULL && (it[1].revents & ZMQ_POLLIN)) {
 			s_mon_drain(c);
 		}
 		c->drained = false;
@@ -771,6 +829,43 @@ static bool
 s_ponged(bm_client_t *c, void *arg)
 {
 	return c->pongs > *(uint64_t *)arg;
+}
+
+/* ---- direct routes: the client's side of direct.c ---- */
+
+static bool
+s_direct_wanted(int opt)
+{
+	const char *env = getenv("BEAST_DIRECT");
+
+	if (opt != 0) {
+		return opt > 0;
+	}
+	return env != NULL && strcmp(env, "1") == 0;
+}
+
+static int
+s_direct_frame(void *arg, bm_env_t *e, zmq_msg_t *frame, size_t body_at)
+{
+	return s_on_frame(arg, e, frame, body_at);
+}
+
+static int
+s_direct_out(void *arg, const bm_env_t *e)
+{
+	return s_send_env(arg, e, NULL);
+}
+
+/* A route ended: the outbox resends to peer now (through beastd) what the
+ * route did not confirm, as when the peer comes online. */
+static void
+s_direct_fallback(void *arg, const char *peer)
+{
+	bm_event_t ev = {.kind = BM_EV_NOTICE};
+
+	s_strcpy(ev.peer, sizeof ev.peer, peer);
+	s_strcpy(ev.text, sizeof ev.text, "online");
+	(void)s_push(arg, &ev);
 }
 
 int
@@ -871,6 +966,15 @@ bm_client_open(const bm_client_opts_t *opts, bm_client_t **ret_client)
 		goto fail;
 	}
 	c->last_rx_ms = c->last_tx_ms = bm_mono_coarse_ms();
+	if (c->name[0] != '\0' && o.endpoint == NULL && s_direct_wanted(o.direct)) {
+		bm_direct_ops_t ops = {.arg = c, .on_frame = s_direct_frame, .to_broker = s_direct_out,
+		                       .fallback = s_direct_fallback};
+
+		/* Without routes the client works as before: not an error. */
+		if ((rc = bm__direct_new(o.dir, c->name, &ops, &c->direct)) < 0) {
+			bm_debug("direct routes off: %s", bm_strerror(rc));
+		}
+	}
 	if (c->name[0] != '\0') {
 		if ((rc = s_hello(c)) < 0) {
 			goto fail;
@@ -922,6 +1026,8 @@ bm_client_destroy(bm_client_t **self_p)
 		}
 		zmq_close(c->sock);
 	}
+	bm__direct_flush(c->direct);
+	bm__direct_destroy(&c->direct);
 	if (c->ctx != NULL && c->own_ctx) {
 		zmq_ctx_term(c->ctx);
 	}
@@ -1016,6 +1122,21 @@ s_send_msg(bm_client_t *c, const bm_send_opts_t *o, zmq_msg_t *body, const void 
 		e.ts = o->tracestate;
 		e.ts_len = (uint16_t)n;
 	}
+	if (c->direct != NULL && c->broker_direct && route == NULL &&
+	    (rc = bm__direct_send(c->direct, &e, body != NULL ? zmq_msg_data(body) : data, len)) != 0) {
+		if (rc < 0) {
+			return rc; /* BM_EFULL: the ring is full, back off */
+		}
+		if (body != NULL) {
+			/* Sent: the frame is the caller's no more (as zmq_msg_send). */
+			zmq_msg_close(body);
+			zmq_msg_init(body);
+		}
+		if (ret_id != NULL) {
+			*ret_id = e.id;
+		}
+		return 0;
+	}
 	if (body != NULL) {
 		rc = s_send_env(c, &e, body);
 	} else if (c->broker_inline && len <= BM_INLINE_MAX) {
@@ -1065,6 +1186,9 @@ s_ack(bm_client_t *c, const bm_msg_t *m, int cmd, int code, const char *text)
 	}
 	s_strcpy(e.name, sizeof e.name, m->from);
 	s_strcpy(e.text, sizeof e.text, text ? text : "");
+	if (bm__direct_ack(c->direct, &e, false) == 1) {
+		return 0;
+	}
 	return s_send_env(c, &e, NULL);
 }
 
@@ -1083,8 +1207,25 @@ bm_client_ack(bm_client_t *c, const bm_msg_t *m)
 	if (c == NULL || m == NULL) {
 		return -EINVAL;
 	}
-	if (!c->broker_acks) {
-		return s_ack(c, m, BM_CMD_ACK, 0, NULL);
+	if (!c->broker_acks || c->direct != NULL) {
+		bm_env_t e;
+
+		/* Only the fixed part: zeroing all of it costs more than the
+		 * ring write this ACK becomes. */
+		memset(&e, 0, offsetof(bm_env_t, text));
+		e.text[0] = '\0';
+		e.cmd = BM_CMD_ACK;
+		e.id = m->id;
+		/* The ACK of a message that came over a route goes back on it,
+		 * held while more deliveries wait (one ACKS record for a burst). */
+		s_strcpy(e.name, sizeof e.name, m->from);
+		if (bm__direct_ack(c->direct, &e,
+		                   c->head != NULL || bm__direct_readable(c->direct)) == 1) {
+			return 0;
+		}
+		if (!c->broker_acks) {
+			return s_ack(c, m, BM_CMD_ACK, 0, NULL);
+		}
 	}
 	if (c->nacks > 0 && strcmp(c->ack_peer, m->from) != 0 && (rc = s_flush_acks(c)) < 0) {
 		return rc;
@@ -1287,6 +1428,31 @@ s_copy_str(const msgpack_object *o, char *out, size_t cap)
 	out[n] = '\0';
 }
 
+/* A DIRECTORY entry's "direct" map as "peer:msgs,...". */
+static void
+s_direct_text(const msgpack_object *o, char *out, size_t cap)
+{
+	size_t at = 0;
+
+	out[0] = '\0';
+	for (uint32_t i = 0; o != NULL && o->type == MSGPACK_OBJECT_MAP && i < o->via.map.size; i++) {
+		const msgpack_object_kv *kv = &o->via.map.ptr[i];
+		char peer[BM_NAME_MAX + 1];
+		int n;
+
+		s_copy_str(&kv->key, peer, sizeof peer);
+		n = snprintf(out + at, cap - at, "%s%s:%llu", at ? "," : "", peer,
+		             kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER
+		                 ? (unsigned long long)kv->val.via.u64
+		                 : 0ULL);
+		if (n < 0 || (size_t)n >= cap - at) {
+			out[at] = '\0';
+			return;
+		}
+		at += (size_t)n;
+	}
+}
+
 int
 bm_client_list(bm_client_t *c, int timeout_ms, bm_agent_info_t **ret_agents, size_t *ret_count)
 {
@@ -1334,6 +1500,7 @@ bm_client_list(bm_client_t *c, int timeout_ms, bm_agent_info_t **ret_agents, siz
 		v[i].outbox_pending = s_map_get(m, "outbox_pending") ? s_map_int(m, "outbox_pending") : -1;
 		v[i].outbox_dead = s_map_get(m, "outbox_dead") ? s_map_int(m, "outbox_dead") : -1;
 		v[i].outbox_retries = s_map_get(m, "outbox_retries") ? s_map_int(m, "outbox_retries") : -1;
+		s_direct_text(s_map_get(m, "direct"), v[i].direct, sizeof v[i].direct);
 	}
 	*ret_agents = v;
 	*ret_count = n;
@@ -1491,6 +1658,26 @@ size_t
 bm_client_max_body(const bm_client_t *c)
 {
 	return c ? c->max_body : 0;
+}
+
+void
+bm_client_direct_stats(const bm_client_t *c, bm_direct_stats_t *ret)
+{
+	if (ret != NULL) {
+		bm__direct_stats(c ? c->direct : NULL, ret);
+	}
+}
+
+int
+bm_client_direct_fd(const bm_client_t *c)
+{
+	return c != NULL && c->direct != NULL ? bm__direct_fd(c->direct) : -1;
+}
+
+bm_direct_t *
+bm__client_direct(bm_client_t *c)
+{
+	return c ? c->direct : NULL;
 }
 
 int

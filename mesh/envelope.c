@@ -28,6 +28,8 @@
  *   ERROR     code:uint  text:str
  *   NOTICE    event:str  name:str
  *   TRACE     id:bin16     (reply: + body frame: msgpack [ {..}, ... ])
+ *   ROUTE     token:bin16|nil  peer:str  event:str  code:uint  count:uint
+ *             (direct routes, protocol.md §16)
  *
  * Error codes travel as small positive numbers: wire = BM_E* + BM_EBASE
  * (BM_EPROTO = 1 ...); 0 means "other".  Fields after the last one a
@@ -45,7 +47,7 @@
 
 static const char *const s_cmd_names[] = {
 	"?", "HELLO", "WELCOME", "DENIED", "SEND", "DELIVER", "ACK", "NACK", "PING",
-	"PONG", "LIST", "DIRECTORY", "STATS", "BYE", "ERROR", "NOTICE", "ACKS", "TRACE",
+	"PONG", "LIST", "DIRECTORY", "STATS", "BYE", "ERROR", "NOTICE", "ACKS", "TRACE", "ROUTE",
 };
 
 const char *
@@ -208,6 +210,8 @@ s_field_count(int cmd)
 		return 4;
 	case BM_CMD_TRACE:
 		return 1;
+	case BM_CMD_ROUTE:
+		return 5;
 	default:
 		return 0;
 	}
@@ -296,6 +300,13 @@ bm__env_encode(const bm_env_t *e, void *buf, size_t cap)
 		break;
 	case BM_CMD_TRACE:
 		s_w_id(&w, &e->id, false);
+		break;
+	case BM_CMD_ROUTE:
+		s_w_id(&w, &e->id, true);
+		s_w_str(&w, e->name);
+		s_w_str(&w, e->type);
+		s_w_uint(&w, e->code != 0 ? s_code_to_wire(e->code) : 0); /* 0 = none */
+		s_w_uint(&w, e->attempt);
 		break;
 	case BM_CMD_PING:
 		if (e->has_report) {
@@ -963,6 +974,17 @@ bm__env_decode(const void *buf, size_t len, bm_env_t *e, const char **ret_why)
 		break;
 	case BM_CMD_TRACE:
 		ok = s_id(&c, &e->id, false, "bad message id");
+		break;
+	case BM_CMD_ROUTE:
+		ok = s_id(&c, &e->id, true, "bad route token") &&
+		     s_name(&c, e->name, false, "bad agent name") &&
+		     s_text(&c, e->type, BM_TYPE_MAX, false, "bad route event") &&
+		     s_rd_uint(&c, UINT32_MAX, &v, "bad route code");
+		/* 0 = none, else a code we know: each encodes back as it came. */
+		e->code = v != 0 ? s_code_from_wire(v) : 0;
+		ok = ok && (v == 0 || e->code != -EIO || s_fail(&c, "bad route code"));
+		ok = ok && s_rd_uint(&c, UINT32_MAX, &v, "bad route count");
+		e->attempt = (uint32_t)v;
 		break;
 	case BM_CMD_PING:
 		/* Optional outbox report: all three fields, or none read (fewer

@@ -8,6 +8,7 @@
 #include <msgpack.h>
 
 #include "bm_mesh.h"
+#include "bm_shm.h"
 
 /*
  * A decoded frame-0 header.  Which fields mean something depends on cmd;
@@ -148,6 +149,52 @@ int bm__curve_client(void *sock, const char *key_file, const char *server_key_fi
  * once per heartbeat interval.
  */
 void bm__client_report(bm_client_t *c, uint64_t pending, uint64_t dead, uint64_t retries);
+
+/* ---- direct routes (direct.c): a client's rings to local peers ---- */
+typedef struct bm_direct bm_direct_t;
+typedef struct {
+	void *arg;                                        /* the client */
+	/* A frame that came over a route, as if from beastd (body_at: the
+	 * inline body's offset in frame; on_frame may move the frame). */
+	int (*on_frame)(void *arg, bm_env_t *e, zmq_msg_t *frame, size_t body_at);
+	int (*to_broker)(void *arg, const bm_env_t *e);   /* sends a ROUTE to beastd */
+	void (*fallback)(void *arg, const char *peer);    /* a route to peer ended */
+} bm_direct_ops_t;
+/* Listens for routes to `name`; -errno, BM_E* from bm_route_listen. */
+int bm__direct_new(const char *rundir, const char *name, const bm_direct_ops_t *ops,
+                   bm_direct_t **ret_d);
+void bm__direct_destroy(bm_direct_t **self_p);
+/* One fd (epoll) for the listener and every route: poll it for POLLIN. */
+int bm__direct_fd(const bm_direct_t *d);
+/* A SEND (e, encoded as beastd would get it; borrowed, left as it came)
+ * with its body: 1 = it went
+ * over a route, 0 = send it through beastd (and it counts toward asking),
+ * BM_EFULL = the route's ring is full, or its fence not back yet: back off
+ * and retry. */
+int bm__direct_send(bm_direct_t *d, bm_env_t *e, const void *body, size_t len);
+/* An ACK or NACK (name = the message's sender): 1 = it goes over the
+ * route its message came by (an ACK may be held while hold says more
+ * deliveries wait: bm__direct_flush sends what is held), 0 = send it
+ * through beastd. */
+int bm__direct_ack(bm_direct_t *d, const bm_env_t *ack, bool hold);
+void bm__direct_flush(bm_direct_t *d);
+/* A record waits on some route. */
+bool bm__direct_readable(bm_direct_t *d);
+/* A ROUTE from beastd. */
+int bm__direct_on_route(bm_direct_t *d, const bm_env_t *e);
+/* Accepts, finishes and reads routes (at most about max records); never
+ * blocks.  Returns the records read. */
+int bm__direct_pump(bm_direct_t *d, int max);
+/* Idle teardown and reports; call about once per loop turn. */
+void bm__direct_tick(bm_direct_t *d);
+/* Before sleeping: spins briefly when routes are busy, then arms every
+ * doorbell.  1 = a record is waiting (do not sleep). */
+int bm__direct_arm(bm_direct_t *d);
+void bm__direct_stats(const bm_direct_t *d, bm_direct_stats_t *ret);
+/* The live route to peer, or NULL (tests). */
+bm_route_t *bm__direct_route(bm_direct_t *d, const char *peer);
+/* The client's direct routes, or NULL (tests). */
+bm_direct_t *bm__client_direct(bm_client_t *c);
 
 /* Error codes on the wire: BM_E* + BM_EBASE, 0 = other (protocol.md §6). */
 uint32_t bm__code_to_wire(int code);

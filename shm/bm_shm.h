@@ -197,6 +197,78 @@ BM_EXPORT int bm_channel_send(bm_channel_t *self, uint32_t type, const void *buf
 BM_EXPORT int bm_channel_recv(bm_channel_t *self, void *buf, size_t size, int timeout_ms,
                               bm_ring_rec_t *ret_rec);
 
+/* ---- direct routes ----
+ *
+ * A route joins two agents on one host in both directions: a ring each
+ * way (each side creates the ring it writes) and one Unix socket that
+ * carried the setup and then rings both doorbells (shm/route.c specifies
+ * the setup datagrams; docs/shm.md explains it).  The mesh client uses
+ * routes for directed messages once beastd has introduced the two agents
+ * (the token).  Non-blocking throughout: a full ring is BM_EFULL and the
+ * caller takes another path.
+ */
+typedef struct bm_route bm_route_t;
+
+#define BM_ROUTE_TOKEN 16            /* bytes of an introduction token */
+#define BM_ROUTE_NAME_MAX 64         /* agent names */
+#define BM_ROUTE_REC 0x524f5554u     /* record type of a route's records */
+
+/* Listens for routes to agent `name` on <rundir>/shm/rt.<name>.sock (a
+ * bm_listener_t: poll bm_listener_fd, destroy with bm_listener_destroy). */
+BM_EXPORT int bm_route_listen(const char *rundir, const char *name, bm_listener_t **ret_l);
+/*
+ * Acceptor: accepts one connection waiting on l (never blocks on l; waits
+ * at most 20 ms for the connector's offer), checks its uid, maps the
+ * offered ring.  The route is not up until bm_route_answer(); check
+ * bm_route_peer() and bm_route_token() first.  -EAGAIN (nobody waiting),
+ * BM_EDENIED, BM_EPEER, BM_ECORRUPT, BM_EVERSION.
+ */
+BM_EXPORT int bm_route_accept(bm_listener_t *l, bm_route_t **ret_route);
+BM_EXPORT const char *bm_route_peer(const bm_route_t *r);
+BM_EXPORT const uint8_t *bm_route_token(const bm_route_t *r);
+/* Acceptor: creates our ring (capacity bytes) and hands it over; the
+ * route is up.  BM_EPEER, -errno. */
+BM_EXPORT int bm_route_answer(bm_route_t *r, size_t capacity);
+/*
+ * Connector: connects to agent `to`'s listener, creates our ring, offers
+ * it with our name `as` and the token; never waits for the acceptor.  Poll
+ * bm_route_fd() and call bm_route_finish(): 1 = up, 0 = not yet, < 0 =
+ * refused (BM_EPEER when the acceptor closed).  -ENOENT/-ECONNREFUSED
+ * (nobody listens), BM_EFULL (its backlog is full), BM_EDENIED.
+ */
+BM_EXPORT int bm_route_connect(const char *rundir, const char *to, const char *as,
+                               const uint8_t token[BM_ROUTE_TOKEN], size_t capacity,
+                               bm_route_t **ret_route);
+BM_EXPORT int bm_route_finish(bm_route_t *r);
+/* Closes the socket (the peer sees EOF) and unmaps both rings.  NULL-safe. */
+BM_EXPORT void bm_route_destroy(bm_route_t **self_p);
+BM_EXPORT bool bm_route_up(const bm_route_t *r);
+/* The socket: readable for the answer (connecting), a doorbell or EOF. */
+BM_EXPORT int bm_route_fd(const bm_route_t *r);
+/* Largest record (a + b bytes) bm_route_send takes. */
+BM_EXPORT size_t bm_route_max_record(const bm_route_t *r);
+/*
+ * Writes one record of a (alen bytes) then b (blen, may be 0) and wakes
+ * the peer if it sleeps.  0, BM_EFULL (no room now: nothing written),
+ * BM_ETOOBIG, BM_EPEER (gone), BM_ECORRUPT (the peer broke the ring's
+ * shared indices), -ENOTCONN (not up yet).  BM_EPEER and BM_ECORRUPT are
+ * sticky: the route is dead.
+ */
+BM_EXPORT int bm_route_send(bm_route_t *r, const void *a, size_t alen, const void *b,
+                            size_t blen);
+/* The oldest record from the peer, in place (copy it before trusting its
+ * bytes), then release it.  -EAGAIN (none), BM_EPEER (the peer is gone and
+ * everything it committed is read), BM_ECORRUPT (sticky). */
+BM_EXPORT int bm_route_peek(bm_route_t *r, bm_ring_rec_t *ret_rec);
+BM_EXPORT int bm_route_release(bm_route_t *r);
+/* A record is waiting (cheap: one shared load). */
+BM_EXPORT bool bm_route_readable(bm_route_t *r);
+/* Before sleeping on bm_route_fd(): 1 = look now (a record, or a failure
+ * to find), 0 = armed (the peer will ring).  After waking, read until
+ * -EAGAIN; bm_route_disarm() reads the doorbell datagrams. */
+BM_EXPORT int bm_route_arm(bm_route_t *r);
+BM_EXPORT void bm_route_disarm(bm_route_t *r);
+
 /* ---- broadcast log ----
  *
  * One publisher, many local readers of one immutable log in shared memory

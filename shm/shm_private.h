@@ -138,6 +138,9 @@ uint8_t *bm__bcastlog_cursors(bm_bcastlog_t *log, size_t *ret_len);
 /* Puts a reader back at position 0, sequence 1, unbroken (fuzzing). */
 void bm__bcastlog_reader_reset(bm_bcastlog_reader_t *r);
 
+/* Our ring of a route, header page and records (tests scribble on it). */
+uint8_t *bm__route_out_base(bm_route_t *r, size_t *ret_len);
+
 /* Reserved record types (>= BM_RING_TYPE_RESERVED). */
 enum {
 	BM__REC_BLOB_BEGIN = 0xB10B0001u, /* blob header, data follows in CHUNKs */

@@ -199,6 +199,38 @@ START_TEST(session_commands_round_trip)
 }
 END_TEST
 
+START_TEST(route_carries_its_token_peer_event_code_and_count_and_refuses_an_unknown_code)
+{
+	bm_env_t in = {.cmd = BM_CMD_ROUTE, .attempt = 123456}, out;
+	uint8_t buf[256];
+	const char *why = NULL;
+	int n;
+
+	bm_id_new(&in.id);
+	strcpy(in.name, "mapper");
+	strcpy(in.type, "connect");
+	s_roundtrip(&in, &out);
+	ck_assert(bm_id_equal(&out.id, &in.id));
+	ck_assert_str_eq(out.name, "mapper");
+	ck_assert_str_eq(out.type, "connect");
+	ck_assert_int_eq(out.code, 0);
+	ck_assert_uint_eq(out.attempt, 123456);
+	/* An ask has no token (nil); a refusal says why. */
+	in = (bm_env_t){.cmd = BM_CMD_ROUTE, .code = BM_ENOAGENT};
+	strcpy(in.name, "mapper");
+	strcpy(in.type, "refused");
+	s_roundtrip(&in, &out);
+	ck_assert(bm_id_is_zero(&out.id));
+	ck_assert_int_eq(out.code, BM_ENOAGENT);
+	/* A code no revision defines is malformed (it would not encode back). */
+	n = bm__env_encode(&in, buf, sizeof buf);
+	ck_assert_int_gt(n, 0);
+	ck_assert_uint_eq(buf[n - 2], bm__code_to_wire(BM_ENOAGENT)); /* code, count 0 */
+	buf[n - 2] = 0x7f;
+	ck_assert_int_eq(bm__env_decode(buf, (size_t)n, &out, &why), BM_EPROTO);
+}
+END_TEST
+
 START_TEST(every_error_code_survives_the_wire)
 {
 	for (int code = BM_E__FIRST + 1; code < BM_E__LAST; code++) {
@@ -820,6 +852,7 @@ s_suite(void)
 	tcase_add_test(tc, host_addresses_are_checked_and_the_route_field_round_trips);
 	tcase_add_test(tc, session_commands_round_trip);
 	tcase_add_test(tc, every_error_code_survives_the_wire);
+	tcase_add_test(tc, route_carries_its_token_peer_event_code_and_count_and_refuses_an_unknown_code);
 	tcase_add_test(tc, encode_refuses_a_buffer_too_small);
 	tcase_add_test(tc, a_send_is_retargeted_into_a_deliver_byte_for_byte);
 	tcase_add_test(tc, the_w3c_trace_context_rides_a_send_into_its_deliver_untouched);

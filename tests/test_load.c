@@ -8,10 +8,14 @@
  *
  * Four forked processes run 64 agents each on one zmq context per process;
  * BM_LOAD_SECONDS (default 8) and BM_LOAD_RATE (messages/s per agent,
- * default 20) scale it.
+ * default 20) scale it.  With BEAST_DIRECT=1 (the suite's load-direct) the
+ * agents offer direct routes: each pair that talks gets a ring pair, and
+ * the test also asserts that most messages took them, that no agent held
+ * more routes than its cap, and that each agents' process stayed bounded.
  */
 #include <check.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +32,9 @@
 
 typedef struct {
 	uint32_t sent, acked, received;
+	uint32_t direct;   /* messages it sent over a direct route */
+	uint32_t routes;   /* its routes when it stopped sending */
+	uint32_t hwm_kb;   /* its process' peak RSS (the same for its 64) */
 } s_count_t;
 
 static char *s_dir;
@@ -152,6 +159,12 @@ s_agents(void *arg)
 		}
 		usleep(1000);
 	}
+	for (int i = 0; i < S_PER_PROC; i++) {
+		bm_direct_stats_t ds;
+
+		bm_client_direct_stats(c[i], &ds);
+		n[i].routes = (uint32_t)ds.routes;
+	}
 	/* Our neighbours may still be waiting for our ACKs: keep answering
 	 * for a moment before closing. */
 	for (int64_t until = bm_mono_ms() + 1000; bm_mono_ms() < until;) {
@@ -167,6 +180,13 @@ s_agents(void *arg)
 			}
 		}
 		usleep(2000);
+	}
+	for (int i = 0; i < S_PER_PROC; i++) {
+		bm_direct_stats_t ds;
+
+		bm_client_direct_stats(c[i], &ds);
+		n[i].direct = (uint32_t)ds.sent;
+		n[i].hwm_kb = (uint32_t)s_mem_kb(getpid(), "VmHWM:");
 	}
 	if (write(p->out_fd, n, sizeof n) != (ssize_t)sizeof n) {
 		return 12;
@@ -184,7 +204,10 @@ START_TEST(beastd_serves_256_agents_at_a_steady_rate_none_starved_memory_bounded
 	pid_t kids[S_PROCS];
 	int go[2], ready[2], out[2];
 	s_count_t all[S_AGENTS];
-	uint64_t sent = 0, acked = 0, received = 0;
+	uint64_t sent = 0, acked = 0, received = 0, direct = 0;
+	uint32_t routes_max = 0, kid_hwm = 0;
+	const char *env_direct = getenv("BEAST_DIRECT");
+	bool on = env_direct != NULL && strcmp(env_direct, "1") == 0;
 	uint32_t rmin = UINT32_MAX, rmax = 0;
 	long rss0, hwm;
 	int64_t t0, secs;
@@ -232,6 +255,9 @@ START_TEST(beastd_serves_256_agents_at_a_steady_rate_none_starved_memory_bounded
 		sent += all[i].sent;
 		acked += all[i].acked;
 		received += all[i].received;
+		direct += all[i].direct;
+		routes_max = all[i].routes > routes_max ? all[i].routes : routes_max;
+		kid_hwm = all[i].hwm_kb > kid_hwm ? all[i].hwm_kb : kid_hwm;
 		rmin = all[i].received < rmin ? all[i].received : rmin;
 		rmax = all[i].received > rmax ? all[i].received : rmax;
 		/* Every message this agent sent was ACKed: nothing lost. */
@@ -242,7 +268,20 @@ START_TEST(beastd_serves_256_agents_at_a_steady_rate_none_starved_memory_bounded
 	       S_AGENTS, (unsigned long long)sent, (double)secs / 1000.0,
 	       (double)sent * 1000.0 / (double)secs, rmin, rmax, (double)received / S_AGENTS, rss0,
 	       hwm);
+	printf("load: direct routes %s: %llu messages over them, at most %u routes per agent, "
+	       "agents' processes peak RSS %u KiB (64 agents each)\n",
+	       on ? "on" : "off", (unsigned long long)direct, routes_max, kid_hwm);
 	ck_assert_uint_eq(received, sent);
+	if (on) {
+		/* After the first 8 messages of each pair: most go direct. */
+		ck_assert_uint_gt(direct * 2, sent);
+		/* Each agent talks to two neighbours: its cap is never near. */
+		ck_assert_uint_le(routes_max, 2);
+		/* 64 agents with their rings, sessions and journals. */
+		ck_assert_uint_lt(kid_hwm, 256 * 1024);
+	} else {
+		ck_assert_uint_eq(direct, 0);
+	}
 	/* Each agent sent at the same rate: no one may get less than half the
 	 * mean (a starved agent gets far less). */
 	ck_assert_uint_ge((uint64_t)rmin * 2 * S_AGENTS, received);

@@ -134,7 +134,12 @@ START_TEST(two_agents_exchange_100000_messages_none_lost_duplicated_or_reordered
 
 		/* Credit window: at most WINDOW un-ACKed messages in flight. */
 		while (next < N && next - acked < WINDOW) {
-			ck_assert_int_eq(bm_client_send(tx, &o, &next, sizeof next, NULL), 0);
+			int rc = bm_client_send(tx, &o, &next, sizeof next, NULL);
+
+			if (rc == BM_EFULL) {
+				break; /* back-pressure (a full route ring): ACKs first */
+			}
+			ck_assert_int_eq(rc, 0);
 			next++;
 		}
 		if (bm_client_recv(tx, 100, &ev) < 0) {
@@ -149,8 +154,13 @@ START_TEST(two_agents_exchange_100000_messages_none_lost_duplicated_or_reordered
 	ck_assert_uint_eq(acked, N);
 	ck_assert_int_eq(tu_wait(rx, 20000), 0);
 	bm_client_destroy(&tx);
-	ck_assert_int_eq(tu_stat(s_dir, "delivers"), N);
-	ck_assert_int_eq(tu_stat(s_dir, "acks"), N);
+	if (getenv("BEAST_DIRECT") != NULL && strcmp(getenv("BEAST_DIRECT"), "1") == 0) {
+		/* Run with direct routes: most went over the ring, not beastd. */
+		ck_assert_int_lt(tu_stat(s_dir, "delivers"), N);
+	} else {
+		ck_assert_int_eq(tu_stat(s_dir, "delivers"), N);
+		ck_assert_int_eq(tu_stat(s_dir, "acks"), N);
+	}
 }
 END_TEST
 

@@ -2,7 +2,7 @@
  * chaos_soak.c - the swarm under fire, and the proof that nothing was lost.
  *
  *   chaos-soak [--seconds N] [--senders S] [--receivers R] [--rate MSGS]
- *              [--seed X] [--keep]
+ *              [--seed X] [--keep] [--direct]
  *
  * Starts beastd, R receivers and S senders (this same program, re-executed
  * with --role) in a private scratch directory.  Each sender puts messages
@@ -25,6 +25,11 @@
  * stalls, disk-full, lost, duplicated.  Exit 0 only when lost and
  * duplicated are 0.  Every process, socket and file is gone afterwards
  * (--keep keeps the scratch directory).
+ *
+ * --direct: senders and receivers offer direct shared-memory routes
+ * (BEAST_DIRECT=1), so most messages and ACKs travel rings between them
+ * while they are killed; each sender's last life writes how many messages
+ * it sent over routes, and the run fails if none did.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -53,6 +58,7 @@
 static char s_root[64], s_run[96], s_state[96], s_stopfile[128];
 static int s_senders = 3, s_receivers = 2, s_rate = 100;
 static volatile sig_atomic_t s_term;
+static bool s_direct; /* --direct */
 
 static void
 s_on_term(int sig)
@@ -183,6 +189,18 @@ s_sender(int i)
 		(void)bm_outbox_run(ob, 200);
 	}
 	status = bm_outbox_count(ob) == 0 ? 0 : 6;
+	{
+		/* How many went over direct routes in this (last) life. */
+		bm_direct_stats_t ds;
+		char path[256];
+		FILE *df;
+
+		bm_client_direct_stats(c, &ds);
+		if ((df = fopen(s_path(path, sizeof path, name, "direct"), "a")) != NULL) {
+			fprintf(df, "%llu\n", (unsigned long long)ds.sent);
+			fclose(df);
+		}
+	}
 out:
 	if (lfd >= 0) {
 		close(lfd);
@@ -598,7 +616,8 @@ s_harness(int seconds, unsigned seed, bool keep)
 {
 	int64_t t0 = bm_mono_ms(), t_end = t0 + (int64_t)seconds * 1000, next_act;
 	uint64_t kills = 0, restarts = 0, stalls = 0, diskfull = 0, messages = 0, lost = 0,
-	         dup = 0, ledgered[S_MAX] = {0}, blobs = 0, blobs_lost = 0, blobs_bad = 0;
+	         dup = 0, ledgered[S_MAX] = {0}, blobs = 0, blobs_lost = 0, blobs_bad = 0,
+	         direct = 0;
 	bool limited_once = false;
 	int status = 0;
 
@@ -612,8 +631,11 @@ s_harness(int seconds, unsigned seed, bool keep)
 	snprintf(s_stopfile, sizeof s_stopfile, "%s/stop", s_root);
 	mkdir(s_run, 0700);
 	mkdir(s_state, 0700);
-	printf("chaos-soak: %d s, %d senders x %d msgs/s, %d receivers, seed %u, in %s\n", seconds,
-	       s_senders, s_rate, s_receivers, seed, s_root);
+	printf("chaos-soak: %d s, %d senders x %d msgs/s, %d receivers, seed %u, in %s%s\n", seconds,
+	       s_senders, s_rate, s_receivers, seed, s_root, s_direct ? ", direct routes on" : "");
+	if (s_direct) {
+		setenv("BEAST_DIRECT", "1", 1); /* every role inherits it */
+	}
 	printf("chaos-soak: full disk by RLIMIT_FSIZE (%d KiB) on sender s0's journal, "
 	       "not a small filesystem\n", S_DISK_KIB);
 	fflush(stdout);
@@ -806,17 +828,33 @@ s_harness(int seconds, unsigned seed, bool keep)
 		free(s_tally[i].count);
 	}
 	s_check_blobs(&blobs, &blobs_lost, &blobs_bad);
+	for (int i = 0; i < s_senders; i++) {
+		char name[16], path[256], line[32];
+		FILE *df;
+
+		snprintf(name, sizeof name, "s%d", i);
+		if ((df = fopen(s_path(path, sizeof path, name, "direct"), "r")) != NULL) {
+			while (fgets(line, sizeof line, df) != NULL) {
+				direct += strtoull(line, NULL, 10);
+			}
+			fclose(df);
+		}
+	}
 	printf("chaos-soak: messages %llu, kills %llu, restarts %llu, stalls %llu, disk-full %llu, "
 	       "lost %llu, duplicated %llu; blobs %llu, lost %llu, damaged %llu%s\n",
 	       (unsigned long long)messages, (unsigned long long)kills, (unsigned long long)restarts,
 	       (unsigned long long)stalls, (unsigned long long)diskfull, (unsigned long long)lost,
 	       (unsigned long long)dup, (unsigned long long)blobs, (unsigned long long)blobs_lost,
 	       (unsigned long long)blobs_bad, s_bad_notes ? " (and unreadable notes)" : "");
+	if (s_direct) {
+		printf("chaos-soak: direct routes: %llu messages sent over them by the senders' last lives\n",
+		       (unsigned long long)direct);
+	}
 	if (limited_once && diskfull == 0) {
 		printf("chaos-soak: note: sender 0 never hit its 32 KiB limit (run longer)\n");
 	}
 	if (lost > 0 || dup > 0 || s_bad_notes > 0 || messages == 0 || blobs == 0 ||
-	    blobs_lost > 0 || blobs_bad > 0) {
+	    blobs_lost > 0 || blobs_bad > 0 || (s_direct && direct == 0)) {
 		status = 1;
 	}
 	if (keep) {
@@ -835,7 +873,8 @@ main(int argc, char **argv)
 		{"receivers", required_argument, NULL, 'r'}, {"rate", required_argument, NULL, 'R'},
 		{"seed", required_argument, NULL, 'S'}, {"keep", no_argument, NULL, 'k'},
 		{"role", required_argument, NULL, 'o'}, {"index", required_argument, NULL, 'i'},
-		{"root", required_argument, NULL, 'x'}, {"help", no_argument, NULL, 'h'}, {0}};
+		{"root", required_argument, NULL, 'x'}, {"direct", no_argument, NULL, 'd'},
+		{"help", no_argument, NULL, 'h'}, {0}};
 	const char *role = NULL;
 	int seconds = 60, index = 0, ch;
 	unsigned seed = (unsigned)getpid() ^ (unsigned)bm_wall_ms();
@@ -860,13 +899,14 @@ main(int argc, char **argv)
 		case 'R': s_rate = atoi(optarg); break;
 		case 'S': seed = (unsigned)strtoul(optarg, NULL, 10); break;
 		case 'k': keep = true; break;
+		case 'd': s_direct = true; break;
 		case 'o': role = optarg; break;
 		case 'i': index = atoi(optarg); break;
 		case 'x': snprintf(s_root, sizeof s_root, "%s", optarg); break;
 		default:
 			fprintf(ch == 'h' ? stdout : stderr,
 			        "usage: chaos-soak [--seconds N] [--senders S] [--receivers R] "
-			        "[--rate MSGS_PER_S] [--seed X] [--keep]\n");
+			        "[--rate MSGS_PER_S] [--seed X] [--keep] [--direct]\n");
 			return ch == 'h' ? 0 : 2;
 		}
 	}
