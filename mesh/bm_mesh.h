@@ -155,7 +155,7 @@ typedef struct bm_client_opts {
 	const char *key_file;     /* CURVE over tcp: own key pair (NAME.key) */
 	const char *server_key_file; /* CURVE: the broker's public key (.pub) */
 	int direct;               /* direct routes: 1 = offer, -1 = never, 0 = as
-	                           * $BEAST_DIRECT says ("1" = offer; default never) */
+	                           * $BEAST_DIRECT says ("0" = never; default offer) */
 } bm_client_opts_t;
 
 /*

@@ -841,7 +841,7 @@ s_direct_wanted(int opt)
 	if (opt != 0) {
 		return opt > 0;
 	}
-	return env != NULL && strcmp(env, "1") == 0;
+	return env == NULL || strcmp(env, "0") != 0;
 }
 
 static int

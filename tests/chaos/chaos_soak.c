@@ -27,8 +27,9 @@
  * (--keep keeps the scratch directory).
  *
  * --direct: senders and receivers offer direct shared-memory routes
- * (BEAST_DIRECT=1), so most messages and ACKs travel rings between them
- * while they are killed; each sender's last life writes how many messages
+ * (BEAST_DIRECT=1; without --direct BEAST_DIRECT=0, the broker path
+ * only), so most messages and ACKs travel rings between them while they
+ * are killed; each sender's last life writes how many messages
  * it sent over routes, and the run fails if none did.
  */
 #include <errno.h>
@@ -633,9 +634,8 @@ s_harness(int seconds, unsigned seed, bool keep)
 	mkdir(s_state, 0700);
 	printf("chaos-soak: %d s, %d senders x %d msgs/s, %d receivers, seed %u, in %s%s\n", seconds,
 	       s_senders, s_rate, s_receivers, seed, s_root, s_direct ? ", direct routes on" : "");
-	if (s_direct) {
-		setenv("BEAST_DIRECT", "1", 1); /* every role inherits it */
-	}
+	/* Every role inherits it: the broker path, or direct routes. */
+	setenv("BEAST_DIRECT", s_direct ? "1" : "0", 1);
 	printf("chaos-soak: full disk by RLIMIT_FSIZE (%d KiB) on sender s0's journal, "
 	       "not a small filesystem\n", S_DISK_KIB);
 	fflush(stdout);
