@@ -770,7 +770,9 @@ typedef struct bm_outbox_entry {
 	char why[BM_TEXT_MAX + 1];    /* the last refusal's text: the reason of the
 	                               * last NACK (from the receiver, its beastd,
 	                               * or another host: "on host h2: ..."); "" =
-	                               * none.  Kept with a dead letter. */
+	                               * none.  An expiry (BM_ETTL) does not
+	                               * replace an earlier refusal.  Kept with a
+	                               * dead letter. */
 } bm_outbox_entry_t;
 /* Pending (dead = false) or dead messages, highest priority first.
  * *ret_entries is malloc'd (free()). */

@@ -1290,7 +1290,11 @@ bm_outbox_handle(bm_outbox_t *ob, const bm_event_t *ev)
 		if (m->state != S_INFLIGHT) {
 			return 1; /* a stale answer to an earlier attempt */
 		}
-		s_set_why(m, ev->text, strnlen(ev->text, sizeof ev->text));
+		/* An expiry says nothing new (the TTL is the reason already):
+		 * it does not hide the refusal that explains it. */
+		if (ev->code != BM_ETTL || m->why == NULL) {
+			s_set_why(m, ev->text, strnlen(ev->text, sizeof ev->text));
+		}
 		if (s_permanent(ev->code)) {
 			s_kill(ob, m, ev->code == BM_ETOOBIG ? BM_OUTBOX_DEAD_TOOBIG : ev->code);
 		} else {

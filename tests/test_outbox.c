@@ -549,6 +549,51 @@ START_TEST(a_dead_letter_keeps_the_refusers_words_across_compaction_and_restart)
 }
 END_TEST
 
+static bool
+s_inflight(bm_outbox_t *ob, void *arg)
+{
+	bm_outbox_entry_t e;
+
+	return bm_outbox_get(ob, arg, &e) == 0 && e.inflight;
+}
+
+START_TEST(an_expiry_does_not_hide_the_refusal_that_explains_it)
+{
+	bm_outbox_opts_t oo = {.base_ms = 10, .cap_ms = 10};
+	bm_client_t *c = tu_client(s_dir, "snd", NULL, HB);
+	bm_client_t *r = tu_client(s_dir, "rcv", NULL, HB);
+	bm_outbox_send_opts_t so = {.to = "rcv"};
+	bm_event_t ev = {.kind = BM_EV_NACK, .code = BM_ENOAGENT};
+	bm_outbox_entry_t e;
+	bm_outbox_t *ob;
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_nonnull(r);
+	ob = s_outbox("snd", c, &oo);
+	ck_assert_int_eq(bm_outbox_send(ob, &so, "x", 1, &ev.id), 0);
+	/* rcv never answers; the refusals come as another host would send them. */
+	ck_assert(s_drive(ob, c, s_inflight, &ev.id, 5000));
+	snprintf(ev.text, sizeof ev.text, "on host h2: no agent named 'ghost' is online");
+	ck_assert_int_eq(bm_outbox_handle(ob, &ev), 1);
+	ck_assert(s_drive(ob, c, s_inflight, &ev.id, 5000));
+	ev.code = BM_ETTL;
+	snprintf(ev.text, sizeof ev.text, "on host h2: expired before delivery");
+	ck_assert_int_eq(bm_outbox_handle(ob, &ev), 1);
+	ck_assert_int_eq(bm_outbox_get(ob, &ev.id, &e), 0);
+	ck_assert_str_eq(e.why, "on host h2: no agent named 'ghost' is online");
+	/* A refusal with new words still replaces the old ones. */
+	ck_assert(s_drive(ob, c, s_inflight, &ev.id, 5000));
+	ev.code = BM_EBUSY;
+	snprintf(ev.text, sizeof ev.text, "on host h2: ghost is not keeping up");
+	ck_assert_int_eq(bm_outbox_handle(ob, &ev), 1);
+	ck_assert_int_eq(bm_outbox_get(ob, &ev.id, &e), 0);
+	ck_assert_str_eq(e.why, "on host h2: ghost is not keeping up");
+	bm_outbox_destroy(&ob);
+	bm_client_destroy(&r);
+	bm_client_destroy(&c);
+}
+END_TEST
+
 /* ---- de-duplication ---- */
 
 START_TEST(a_retry_after_a_lost_ack_reaches_the_handler_once_also_across_a_receiver_restart)
@@ -1161,6 +1206,7 @@ s_suite(void)
 	tcase_add_test(tc, the_pending_count_and_byte_limits_refuse_with_efull);
 	tcase_add_test(tc, an_old_pending_message_does_not_pin_the_outbox_journal);
 	tcase_add_test(tc, a_dead_letter_keeps_the_refusers_words_across_compaction_and_restart);
+	tcase_add_test(tc, an_expiry_does_not_hide_the_refusal_that_explains_it);
 	tcase_add_test(tc, a_notice_that_the_destination_came_online_retries_at_once);
 	tcase_add_test(tc, an_expiring_message_is_withdrawn_at_its_ttl_even_after_a_restart);
 	tcase_add_test(tc, an_atomic_batch_killed_mid_append_is_all_or_nothing);
