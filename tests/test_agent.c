@@ -92,26 +92,12 @@ s_echo(bm_agent_t *a, bm_msg_t *m, void *arg)
 	return bm_agent_reply(a, m, "echo.reply", bm_msg_data(m), bm_msg_size(m));
 }
 
-/* Appends each body, one per line, to the file named by arg: one write,
- * so a kill -9 cannot leave half a line for the next run to extend. */
+/* Appends each body as a line to the file named by arg. */
 static int
 s_append(bm_agent_t *a, bm_msg_t *m, void *arg)
 {
-	char line[64];
-	int fd, n = snprintf(line, sizeof line, "%.*s\n", (int)bm_msg_size(m),
-	                     (const char *)bm_msg_data(m));
-
 	(void)a;
-	if (n < 0 || n >= (int)sizeof line) {
-		return -EMSGSIZE;
-	}
-	fd = open(arg, O_WRONLY | O_APPEND | O_CREAT, 0600);
-	if (fd < 0) {
-		return -errno;
-	}
-	(void)!write(fd, line, (size_t)n);
-	close(fd);
-	return 0;
+	return tu_append_line(arg, bm_msg_data(m), bm_msg_size(m));
 }
 
 typedef struct {
@@ -638,6 +624,22 @@ s_diepub_child(void *arg)
 	return 0;
 }
 
+/* Steps a until n broadcasts came from shared memory (bounded). */
+static void
+s_step_until_shm(bm_agent_t *a, uint64_t n, int timeout_ms)
+{
+	int64_t deadline = bm_mono_ms() + timeout_ms;
+	bm_agent_stats_t st;
+
+	do {
+		int rc = bm_agent_step(a, 20);
+
+		ck_assert(rc >= 0 || rc == -EINTR);
+		bm_agent_stats(a, &st);
+	} while (st.bcasts_shm < n && bm_mono_ms() < deadline);
+	ck_assert_uint_ge(st.bcasts_shm, n);
+}
+
 START_TEST(a_log_publisher_killed_with_9_sends_its_readers_back_to_the_proxy_without_a_crash)
 {
 	tu_held_t hp = tu_fork_held(s_diepub_child, NULL);
@@ -649,14 +651,7 @@ START_TEST(a_log_publisher_killed_with_9_sends_its_readers_back_to_the_proxy_wit
 	ck_assert_int_eq(bm_agent_subscribe(a, "tot/log", s_lsub_on, &c), 0);
 	ck_assert_int_eq(bm_agent_wait_subscribed(a, 10000), 0);
 	ck_assert_int_gt(tu_release(&hp), 0);
-	deadline = bm_mono_ms() + 20000;
-	do {
-		int rc = bm_agent_step(a, 20);
-
-		ck_assert(rc >= 0 || rc == -EINTR);
-		bm_agent_stats(a, &st);
-	} while (st.bcasts_shm < 100 && bm_mono_ms() < deadline);
-	ck_assert_uint_ge(st.bcasts_shm, 100);
+	s_step_until_shm(a, 100, 20000);
 	tu_kill9(hp.pid);
 	deadline = bm_mono_ms() + 10000;
 	do {
@@ -767,14 +762,7 @@ START_TEST(a_corrupt_log_sends_its_reader_back_to_the_proxy_with_every_broadcast
 	ck_assert_int_eq(bm_agent_subscribe(a, "tot/log", s_lsub_on, &c), 0);
 	ck_assert_int_eq(bm_agent_wait_subscribed(a, 10000), 0);
 	ck_assert_int_gt(tu_release(&hp), 0);
-	deadline = bm_mono_ms() + 20000;
-	do {
-		int rc = bm_agent_step(a, 20);
-
-		ck_assert(rc >= 0 || rc == -EINTR);
-		bm_agent_stats(a, &st);
-	} while (st.bcasts_shm < 50 && bm_mono_ms() < deadline);
-	ck_assert_uint_ge(st.bcasts_shm, 50);
+	s_step_until_shm(a, 50, 20000);
 	/* Held still while the publisher gets ahead and scribbles. */
 	ck_assert_int_eq(write(cmd[1], "c", 1), 1);
 	ck_assert(s_pipe_wait(ack[0], 20000));

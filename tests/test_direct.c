@@ -312,25 +312,12 @@ s_on_term(int sig)
 	s_child_stop = 1;
 }
 
-/* Appends each body as a line to the file named by arg (one write). */
+/* Appends each body as a line to the file named by arg. */
 static int
 s_append(bm_agent_t *a, bm_msg_t *m, void *arg)
 {
-	char line[64];
-	int fd, n = snprintf(line, sizeof line, "%.*s\n", (int)bm_msg_size(m),
-	                     (const char *)bm_msg_data(m));
-
 	(void)a;
-	if (n < 0 || n >= (int)sizeof line) {
-		return -EMSGSIZE;
-	}
-	fd = open(arg, O_WRONLY | O_APPEND | O_CREAT, 0600);
-	if (fd < 0) {
-		return -errno;
-	}
-	(void)!write(fd, line, (size_t)n);
-	close(fd);
-	return 0;
+	return tu_append_line(arg, bm_msg_data(m), bm_msg_size(m));
 }
 
 typedef struct {

@@ -467,3 +467,24 @@ tu_http(const char *addr, const char *method, const char *path, int timeout_ms,
 	}
 	return status;
 }
+
+int
+tu_append_line(const char *path, const void *data, size_t len)
+{
+	char line[64];
+	ssize_t n;
+	int fd;
+
+	if (len >= sizeof line) {
+		return -EMSGSIZE;
+	}
+	memcpy(line, data, len);
+	line[len] = '\n';
+	fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		return -errno;
+	}
+	n = write(fd, line, len + 1);
+	close(fd);
+	return n == (ssize_t)(len + 1) ? 0 : -EIO;
+}

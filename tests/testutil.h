@@ -94,4 +94,9 @@ int64_t tu_wait_agent(const char *dir, const char *name, bool present, int timeo
 /* Reads one broker counter by name; -1 when unavailable. */
 int64_t tu_stat(const char *dir, const char *key);
 
+/* Appends data and a newline to path (created 0600) in one write, so a
+ * kill -9 cannot leave half a line for the next writer to extend.
+ * Returns 0, -EMSGSIZE (over 63 bytes) or -errno. */
+int tu_append_line(const char *path, const void *data, size_t len);
+
 #endif
