@@ -1342,18 +1342,25 @@ int
 bm_bridge_run(bm_bridge_t *b, volatile sig_atomic_t *stop)
 {
 	while (!*stop) {
-		zmq_pollitem_t items[3] = {
+		/* Local agents' messages come on the mesh socket or, once they
+		 * have a direct route to the bridge, on the routes' fd. */
+		zmq_pollitem_t items[4] = {
 			{.socket = bm_client_socket(b->mesh), .events = ZMQ_POLLIN},
 			{.fd = b->pipe[0], .events = ZMQ_POLLIN},
+			{.fd = bm_client_direct_fd(b->mesh), .events = ZMQ_POLLIN},
 			{.socket = b->tsub ? bm_sub_socket(b->tsub) : NULL, .events = ZMQ_POLLIN},
 		};
-		int t = bm_client_timeout(b->mesh);
+		int n = items[2].fd >= 0 ? 3 : 2, t = bm_client_timeout(b->mesh);
 		s_item_t *it;
 
+		if (items[2].fd < 0) {
+			items[2] = items[3];
+		}
+		n += b->tsub != NULL;
 		if (t < 0 || t > 200) {
 			t = 200;
 		}
-		if (zmq_poll(items, b->tsub ? 3 : 2, t) < 0 && zmq_errno() != EINTR) {
+		if (zmq_poll(items, n, t) < 0 && zmq_errno() != EINTR) {
 			return -EIO;
 		}
 		s_mesh_events(b);

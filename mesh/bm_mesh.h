@@ -324,8 +324,9 @@ BM_EXPORT int bm_client_stats(bm_client_t *c, int timeout_ms, bm_stat_t **ret_st
 BM_EXPORT int64_t bm_client_ping(bm_client_t *c, int timeout_ms);
 
 /*
- * Polling: put bm_client_socket() and bm_client_monitor() in zmq_pollitem_t
- * (ZMQ_POLLIN) beside your other sockets and fds, with a timeout no longer
+ * Polling: put bm_client_socket(), bm_client_direct_fd() (when >= 0: messages
+ * over direct routes wake nothing else) and bm_client_monitor() in
+ * zmq_pollitem_t (ZMQ_POLLIN) beside your other sockets and fds, with a timeout no longer
  * than bm_client_timeout() (0 when events are already waiting inside the
  * client), then call bm_client_recv(c, 0, &ev) until -ETIMEDOUT.  The
  * monitor says when the connection to the broker was regained (a
