@@ -25,14 +25,16 @@
  *        local sender as an ACK or NACK from the bridge; the record is
  *        acked after the relay.
  *
- * Message headers on bm.<host>.dm.<name> (body = the message body):
- *   Bm-Id 32 hex | Bm-Corr 32 hex (absent: none) | Bm-From name@host |
- *   Bm-To the address as sent | Bm-Type | Bm-Prio | Bm-Ttl ms |
- *   Bm-Attempt | Bm-Ts wall ms | traceparent, tracestate (W3C, when the
- *   message carries them)
- * and on bm.<host>.ack (no body):
- *   Bm-Id | Bm-Peer the local sender's name | Bm-From the remote end |
- *   Bm-Code 0 = ACK, else a NACK's wire code (protocol.md §6) | Bm-Text
+ * Headers on bm.<host>.dm.<name> (body = the message body): Nats-Msg-Id,
+ * Bm (the envelope in one header: agents/bridge_hdr.h), traceparent and
+ * tracestate (W3C, when the message carries them).  On bm.<host>.ack: Bm
+ * (id, the local sender, who answered, 0 = ACK or a NACK's wire code,
+ * protocol.md §6) and Bm-Text, a NACK's words; an ACK record's body names
+ * the other messages ACKed in the same turn of the loop for that host, a
+ * line "<id> <sender>" each (s_ack_later).  A record has no
+ * Nats-Msg-Id: a repeat is harmless (an ACK for a retired message is
+ * ignored, a NACK counts only against an attempt in flight) and the
+ * de-dup costs the origin's server a lookup per record.
  *
  * Why Nats-Msg-Id is id-attempt and not the bare id: a NACK (no such
  * agent yet, busy) comes back as a record and the outbox retries with the
@@ -61,6 +63,7 @@
 
 #include "bm_agent.h"
 #include "bm_bridge.h"
+#include "bridge_hdr.h"
 #include "bridge_nats.h"
 
 #define S_FETCH_BATCH 256
@@ -84,6 +87,17 @@ typedef struct s_inflight {
 	char origin[BM_NAME_MAX + 1];   /* its sender, name@host */
 	bool record_sent;               /* the ACK/NACK record is being published */
 } s_inflight_t;
+
+/* ACKs waiting to go back to one host in one record (flushed at the end
+ * of each turn of the loop, or when full). */
+#define S_ACK_HOSTS 8
+typedef struct {
+	char host[BM_HOST_MAX + 1];  /* "" = unused */
+	char head[BM_BH_MAX];        /* the first ACK: the record's header */
+	char *body;                  /* the others, a line each */
+	size_t len;
+	int n;
+} s_acks_t;
 
 struct bm_bridge {
 	bm_bridge_opts_t o;
@@ -117,6 +131,7 @@ struct bm_bridge {
 	uint64_t remote_sessions[4096]; /* publishers seen through NATS: not exported */
 	uint64_t publishing;   /* async publishes without a result yet */
 	int64_t pub_progress;  /* mono ms of the last result (or of the first publish) */
+	s_acks_t acks[S_ACK_HOSTS];
 	bm_bridge_stats_t st;
 };
 
@@ -390,7 +405,8 @@ s_out(bm_bridge_t *b, bm_msg_t *m)
 {
 	char local[BM_ADDR_MAX + 1], host[BM_HOST_MAX + 1], tok[BM_ADDR_MAX + 1];
 	char subject[192], hex[BM_ID_HEX_LEN + 1], origin[BM_NAME_MAX + 1], mid[64];
-	char to[BM_ADDR_MAX + BM_HOST_MAX + 2];
+	char to[BM_ADDR_MAX + BM_HOST_MAX + 2], env[BM_BH_MAX];
+	bm_bh_msg_t h;
 	natsMsg *nm = NULL;
 
 	if (m->to[0] == '\0' || !bm_address_remote(m->to) || s_split(m->to, local, host) < 0) {
@@ -440,19 +456,19 @@ s_out(bm_bridge_t *b, bm_msg_t *m)
 		s_nack_local(b, &m->id, m->from, BM_EBUSY, "bridge out of memory");
 		return;
 	}
+	memset(&h, 0, sizeof h);
+	h.id = m->id;
+	h.corr = m->corr;
+	snprintf(h.from, sizeof h.from, "%s", origin);
+	snprintf(h.to, sizeof h.to, "%s", to);
+	snprintf(h.type, sizeof h.type, "%s", m->type);
+	h.priority = m->priority;
+	h.ttl_ms = m->ttl_ms;
+	h.attempt = m->attempt;
+	h.ts_ms = m->ts_ms;
+	(void)bm_bh_msg_format(&h, env, sizeof env); /* fits: BM_BH_MAX */
 	natsMsgHeader_Set(nm, "Nats-Msg-Id", mid);
-	natsMsgHeader_Set(nm, "Bm-Id", hex);
-	if (!bm_id_is_zero(&m->corr)) {
-		bm_id_hex(&m->corr, hex);
-		natsMsgHeader_Set(nm, "Bm-Corr", hex);
-	}
-	natsMsgHeader_Set(nm, "Bm-From", origin);
-	natsMsgHeader_Set(nm, "Bm-To", to);
-	natsMsgHeader_Set(nm, "Bm-Type", m->type);
-	s_set_u64(nm, "Bm-Prio", m->priority);
-	s_set_u64(nm, "Bm-Ttl", m->ttl_ms);
-	s_set_u64(nm, "Bm-Attempt", m->attempt);
-	s_set_u64(nm, "Bm-Ts", (uint64_t)m->ts_ms);
+	natsMsgHeader_Set(nm, BM_BH_NAME, env);
 	if (m->traceparent[0] != '\0') {
 		/* The W3C trace context crosses untouched, under its own names. */
 		natsMsgHeader_Set(nm, "traceparent", m->traceparent);
@@ -469,83 +485,188 @@ s_out(bm_bridge_t *b, bm_msg_t *m)
 	b->st.out++;
 }
 
+/* The record answering a delivered message was stored (the JetStream
+ * message is acked and forgotten), or not (left un-acked: it is
+ * redelivered after the ack wait and tried again). */
+static void
+s_answered(bm_bridge_t *b, const bm_id_t *id, bool stored)
+{
+	s_inflight_t *f = *s_find(b->inflight, id);
+
+	if (f == NULL) {
+		return;
+	}
+	if (!stored) {
+		f->record_sent = false;
+		return;
+	}
+	bm_bn_ack(b->nc, f->msg);
+	natsMsg_Destroy(f->msg);
+	s_del(b->inflight, id);
+	free(f);
+}
+
 /* A publish of ours was stored, or not. */
 static void
 s_published(bm_bridge_t *b, natsMsg *nm, bool ok)
 {
 	const char *subject = natsMsg_GetSubject(nm);
-	const char *hex = bm_bn_header(nm, "Bm-Id");
-	bm_id_t id;
+	const char *env = bm_bn_header(nm, BM_BH_NAME);
+	bm_bh_msg_t h;
 
 	if (b->publishing > 0) {
 		b->publishing--;
 	}
 	b->pub_progress = bm_mono_ms();
-	if (hex == NULL || bm_id_parse(hex, &id) < 0) {
-		return;
-	}
 	if (strstr(subject, ".ack") != NULL && strchr(subject, '.') != NULL &&
 	    strcmp(strrchr(subject, '.'), ".ack") == 0) {
-		/* Our ACK/NACK record for a delivered message. */
-		s_inflight_t **p = s_find(b->inflight, &id), *f = *p;
+		/* Our ACK/NACK record for delivered messages: the header's,
+		 * then the body's. */
+		const char *p = natsMsg_GetData(nm);
+		const char *end = p != NULL ? p + natsMsg_GetDataLength(nm) : NULL;
+		bm_bh_rec_t r;
 
-		if (f == NULL) {
+		if (bm_bh_rec_parse(env, &r) < 0) {
 			return;
 		}
 		if (!ok) {
-			/* Not stored: leave the pulled message un-acked; it is
-			 * redelivered after the ack wait and tried again. */
-			f->record_sent = false;
 			b->st.publish_failed++;
-			return;
 		}
-		bm_bn_ack(b->nc, f->msg);
-		natsMsg_Destroy(f->msg);
-		s_del(b->inflight, &id);
-		free(f);
+		do {
+			s_answered(b, &r.id, ok);
+		} while (p != NULL && bm_bh_ack_next(&p, end, &r.id, r.peer) == 1);
 		return;
 	}
-	if (!ok) {
-		const char *from = bm_bn_header(nm, "Bm-From");
+	if (!ok && bm_bh_msg_parse(env, &h) == 0) {
 		char local[BM_ADDR_MAX + 1], host[BM_HOST_MAX + 1];
 
 		b->st.publish_failed++;
-		if (from != NULL && s_split(from, local, host) == 0) {
-			s_nack_local(b, &id, local, BM_EBUSY,
+		if (s_split(h.from, local, host) == 0) {
+			s_nack_local(b, &h.id, local, BM_EBUSY,
 			             "bridge on %s cannot reach '%s' through NATS now; retry later",
-			             b->o.host, bm_bn_header(nm, "Bm-To"));
+			             b->o.host, h.to);
 		}
 	}
 }
 
 /* ---- in: another host's message for a local agent ---- */
 
+/* Publishes the ACKs gathered for one host as one record. */
+static void
+s_ack_flush(bm_bridge_t *b, s_acks_t *a)
+{
+	char subject[96];
+	natsMsg *nm = NULL;
+
+	if (a->n == 0) {
+		return;
+	}
+	snprintf(subject, sizeof subject, "bm.%s.ack", a->host);
+	if (natsMsg_Create(&nm, subject, NULL, a->body, (int)a->len) == NATS_OK) {
+		natsMsgHeader_Set(nm, BM_BH_NAME, a->head);
+		if (s_publish(b, &nm) < 0) {
+			nm = NULL;
+		}
+	}
+	if (nm == NULL) {
+		/* Not published: each message is answered again when its
+		 * JetStream copy comes back after the ack wait. */
+		const char *p = a->body, *end = a->body + a->len;
+		bm_bh_rec_t r;
+
+		b->st.publish_failed++;
+		if (bm_bh_rec_parse(a->head, &r) == 0) {
+			do {
+				s_answered(b, &r.id, false);
+			} while (bm_bh_ack_next(&p, end, &r.id, r.peer) == 1);
+		}
+	}
+	a->n = 0;
+	a->len = 0;
+}
+
+static void
+s_ack_flush_all(bm_bridge_t *b)
+{
+	for (int i = 0; i < S_ACK_HOSTS; i++) {
+		s_ack_flush(b, &b->acks[i]);
+	}
+}
+
+/* Adds an ACK for f to its host's batch: 0, or -ENOMEM (send it alone). */
+static int
+s_ack_later(bm_bridge_t *b, s_inflight_t *f, const char *host, const char *peer,
+            const char *acker)
+{
+	s_acks_t *a = NULL;
+
+	for (int i = 0; i < S_ACK_HOSTS && a == NULL; i++) {
+		if (strcmp(b->acks[i].host, host) == 0) {
+			a = &b->acks[i];
+		}
+	}
+	for (int i = 0; i < S_ACK_HOSTS && a == NULL; i++) {
+		if (b->acks[i].host[0] == '\0') {
+			a = &b->acks[i];
+			snprintf(a->host, sizeof a->host, "%s", host);
+		}
+	}
+	if (a == NULL) {
+		return -ENOMEM; /* more hosts than slots: this one goes alone */
+	}
+	if (a->body == NULL &&
+	    (a->body = malloc((BM_BH_ACKS_MAX - 1) * (size_t)BM_BH_ACK_LINE)) == NULL) {
+		return -ENOMEM;
+	}
+	if (a->n == 0) {
+		bm_bh_rec_t r;
+
+		memset(&r, 0, sizeof r);
+		r.id = f->id;
+		snprintf(r.peer, sizeof r.peer, "%.*s", (int)sizeof r.peer - 1, peer);
+		(void)!snprintf(r.from, sizeof r.from, "%s@%s", acker, b->o.host);
+		(void)bm_bh_rec_format(&r, a->head, sizeof a->head);
+	} else if (bm_bh_ack_add(a->body, (BM_BH_ACKS_MAX - 1) * (size_t)BM_BH_ACK_LINE, &a->len,
+	                         &f->id, peer) < 0) {
+		return -ENOMEM;
+	}
+	a->n++;
+	f->record_sent = true;
+	if (a->n >= BM_BH_ACKS_MAX) {
+		s_ack_flush(b, a);
+	}
+	return 0;
+}
+
 static void
 s_record(bm_bridge_t *b, s_inflight_t *f, const char *acker, int code, const char *text)
 {
-	char local[BM_ADDR_MAX + 1], host[BM_HOST_MAX + 1], subject[96], hex[BM_ID_HEX_LEN + 1];
-	char mid[80], from[BM_NAME_MAX + 1];
+	char local[BM_ADDR_MAX + 1], host[BM_HOST_MAX + 1], subject[96], env[BM_BH_MAX];
+	bm_bh_rec_t r;
 	natsMsg *nm = NULL;
 
 	if (f->record_sent || s_split(f->origin, local, host) < 0) {
 		return;
 	}
-	bm_id_hex(&f->id, hex);
-	snprintf(subject, sizeof subject, "bm.%s.ack", host);
-	snprintf(mid, sizeof mid, "ack-%s-%s", hex, bm_bn_header(f->msg, "Bm-Attempt"));
-	snprintf(from, sizeof from, "%s@%s", acker, b->o.host);
-	if (natsMsg_Create(&nm, subject, NULL, NULL, 0) != NATS_OK) {
+	if (code == 0 && s_ack_later(b, f, host, local, acker) == 0) {
 		return;
 	}
-	natsMsgHeader_Set(nm, "Nats-Msg-Id", mid);
-	natsMsgHeader_Set(nm, "Bm-Id", hex);
-	natsMsgHeader_Set(nm, "Bm-Peer", local);
-	natsMsgHeader_Set(nm, "Bm-From", from);
+	snprintf(subject, sizeof subject, "bm.%s.ack", host);
+	memset(&r, 0, sizeof r);
+	r.id = f->id;
+	/* The origin's local part is the sender's name (s_in_dm checked). */
+	snprintf(r.peer, sizeof r.peer, "%.*s", (int)sizeof r.peer - 1, local);
+	(void)!snprintf(r.from, sizeof r.from, "%s@%s", acker, b->o.host);
 	/* The wire code (protocol.md §6); a code outside that table as PEER. */
 	if (code != 0 && !(code > BM_E__FIRST && code < BM_E__LAST)) {
 		code = BM_EPEER;
 	}
-	s_set_u64(nm, "Bm-Code", code == 0 ? 0 : (uint64_t)(code + BM_EBASE));
+	r.code = code == 0 ? 0 : (uint32_t)(code + BM_EBASE);
+	(void)bm_bh_rec_format(&r, env, sizeof env); /* fits: BM_BH_MAX */
+	if (natsMsg_Create(&nm, subject, NULL, NULL, 0) != NATS_OK) {
+		return;
+	}
+	natsMsgHeader_Set(nm, BM_BH_NAME, env);
 	if (text != NULL && text[0] != '\0') {
 		/* Whoever refused it here, the sender learns which host said so
 		 * (cut to the wire's 255 bytes: the host goes first). */
@@ -562,27 +683,21 @@ s_record(bm_bridge_t *b, s_inflight_t *f, const char *acker, int code, const cha
 static void
 s_in_dm(bm_bridge_t *b, natsMsg *nm)
 {
-	const char *hex = bm_bn_header(nm, "Bm-Id"), *from = bm_bn_header(nm, "Bm-From");
-	const char *to = bm_bn_header(nm, "Bm-To"), *type = bm_bn_header(nm, "Bm-Type");
-	const char *corr = bm_bn_header(nm, "Bm-Corr");
 	char local[BM_ADDR_MAX + 1], host[BM_HOST_MAX + 1];
-	bm_id_t id, cid;
 	s_inflight_t **p, *f;
 	bm_send_opts_t o;
-	int64_t ts;
-	uint32_t ttl;
+	bm_bh_msg_t h;
 	int rc;
 
-	if (hex == NULL || bm_id_parse(hex, &id) < 0 || from == NULL || to == NULL ||
-	    type == NULL || s_split(to, local, host) < 0 || bm_address_check(from) < 0 ||
-	    (corr != NULL && bm_id_parse(corr, &cid) < 0)) {
+	if (bm_bh_msg_parse(bm_bn_header(nm, BM_BH_NAME), &h) < 0 ||
+	    s_split(h.to, local, host) < 0) {
 		/* Not ours to understand: acked so it does not come back. */
 		b->st.malformed++;
 		bm_bn_ack(b->nc, nm);
 		natsMsg_Destroy(nm);
 		return;
 	}
-	p = s_find(b->inflight, &id);
+	p = s_find(b->inflight, &h.id);
 	if ((f = *p) != NULL) {
 		/* Redelivered (ack wait passed) or a later attempt: keep the
 		 * newest pulled copy, hand it over again. */
@@ -595,31 +710,29 @@ s_in_dm(bm_bridge_t *b, natsMsg *nm)
 			natsMsg_Destroy(nm);
 			return;
 		}
-		f->id = id;
+		f->id = h.id;
 		f->msg = nm;
-		snprintf(f->origin, sizeof f->origin, "%s", from);
+		snprintf(f->origin, sizeof f->origin, "%s", h.from);
 		if (s_put(b->inflight, f) < 0) {
 			natsMsg_Destroy(nm);
 			free(f);
 			return;
 		}
 	}
-	ts = (int64_t)s_get_u64(nm, "Bm-Ts", 0);
-	ttl = (uint32_t)s_get_u64(nm, "Bm-Ttl", 0);
-	if (ttl > 0 && ts + ttl + S_TTL_GRACE_MS < bm_wall_ms()) {
+	if (h.ttl_ms > 0 && h.ts_ms + h.ttl_ms + S_TTL_GRACE_MS < bm_wall_ms()) {
 		b->st.expired++;
 		s_record(b, f, local, BM_ETTL, "expired before delivery");
 		return;
 	}
 	memset(&o, 0, sizeof o);
 	o.to = local;
-	o.type = type;
-	o.id = &id;
-	o.corr = corr != NULL ? &cid : NULL;
-	o.priority = (uint8_t)s_get_u64(nm, "Bm-Prio", 0);
-	o.ttl_ms = ttl;
-	o.attempt = (uint32_t)s_get_u64(nm, "Bm-Attempt", 0);
-	o.ts_ms = ts;
+	o.type = h.type;
+	o.id = &h.id;
+	o.corr = bm_id_is_zero(&h.corr) ? NULL : &h.corr;
+	o.priority = h.priority;
+	o.ttl_ms = h.ttl_ms;
+	o.attempt = h.attempt;
+	o.ts_ms = h.ts_ms;
 	/* A trace context we could not carry is left behind, not the message. */
 	o.traceparent = bm_bn_header(nm, "traceparent");
 	o.tracestate = o.traceparent != NULL ? bm_bn_header(nm, "tracestate") : NULL;
@@ -629,7 +742,7 @@ s_in_dm(bm_bridge_t *b, natsMsg *nm)
 	if (o.tracestate != NULL && strlen(o.tracestate) > BM_TRACESTATE_MAX) {
 		o.tracestate = NULL;
 	}
-	rc = bm_client_forward(b->mesh, &o, from, natsMsg_GetData(nm),
+	rc = bm_client_forward(b->mesh, &o, h.from, natsMsg_GetData(nm),
 	                       (size_t)natsMsg_GetDataLength(nm), NULL);
 	if (rc < 0) {
 		/* beastd away or full: the pulled copy comes back after the
@@ -663,24 +776,38 @@ s_in_answer(bm_bridge_t *b, const bm_event_t *ev)
 static void
 s_in_record(bm_bridge_t *b, natsMsg *nm)
 {
-	const char *hex = bm_bn_header(nm, "Bm-Id"), *peer = bm_bn_header(nm, "Bm-Peer");
 	const char *text = bm_bn_header(nm, "Bm-Text");
-	uint64_t code = s_get_u64(nm, "Bm-Code", 0);
+	bm_bh_rec_t r;
+	uint32_t code;
 	bm_msg_t m;
 	int rc;
 
 	memset(&m, 0, sizeof m);
-	if (hex == NULL || bm_id_parse(hex, &m.id) < 0 || peer == NULL ||
-	    bm_name_check(peer) < 0) {
+	if (bm_bh_rec_parse(bm_bn_header(nm, BM_BH_NAME), &r) < 0) {
 		b->st.malformed++;
 		bm_bn_ack(b->nc, nm);
 		natsMsg_Destroy(nm);
 		return;
 	}
-	snprintf(m.from, sizeof m.from, "%s", peer);
+	m.id = r.id;
+	code = r.code;
+	snprintf(m.from, sizeof m.from, "%s", r.peer);
 	if (code == 0) {
-		rc = bm_client_ack(b->mesh, &m);
-		b->st.acks_back++;
+		/* The header's ACK, then the body's, to their senders. */
+		const char *p = natsMsg_GetData(nm);
+		const char *end = p != NULL ? p + natsMsg_GetDataLength(nm) : NULL;
+		int more = 0;
+
+		do {
+			snprintf(m.from, sizeof m.from, "%s", r.peer);
+			m.id = r.id;
+			rc = bm_client_ack(b->mesh, &m);
+			b->st.acks_back++;
+		} while (rc != BM_EFULL && p != NULL &&
+		         (more = bm_bh_ack_next(&p, end, &r.id, r.peer)) == 1);
+		if (more < 0) {
+			b->st.malformed++; /* the rest is lost: their senders retry */
+		}
 	} else {
 		/* Wire code back to BM_E*: protocol.md §6. */
 		rc = bm_client_nack(b->mesh, &m, code < 100 ? (int)code - BM_EBASE : BM_EPEER,
@@ -1381,11 +1508,14 @@ bm_bridge_run(bm_bridge_t *b, volatile sig_atomic_t *stop)
 			free(it);
 			it = next;
 		}
+		/* What this turn ACKed goes back now, a record per host. */
+		s_ack_flush_all(b);
 		if (b->publishing > 0 && bm_mono_ms() - b->pub_progress > S_PUB_STALL_MS) {
 			s_reap(b);
 		}
 		(void)bm_client_flush(b->mesh);
 	}
+	s_ack_flush_all(b);
 	return 0;
 }
 
@@ -1457,6 +1587,9 @@ bm_bridge_destroy(bm_bridge_t **self_p)
 	if (b->pipe[0] >= 0) {
 		close(b->pipe[0]);
 		close(b->pipe[1]);
+	}
+	for (int i = 0; i < S_ACK_HOSTS; i++) {
+		free(b->acks[i].body);
 	}
 	pthread_mutex_destroy(&b->lock);
 	pthread_mutex_destroy(&b->dir_lock);

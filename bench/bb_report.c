@@ -353,7 +353,7 @@ static const s_target_t s_targets[] = {
 	 "the bridge adds four beastd hops and two bridge hand-overs (each a wake-up) to the same JetStream path"},
 	{"across hosts: bridge ACKed msgs/s >= 0.7x bare JetStream (64 B)", "throughput", 64, "cross-cpu", "",
 	 "bridge", "bridge-js", 1, 0.7,
-	 "per message the bridges add ACK records and header encoding; on 2 vCPUs eight processes share the cores"},
+	 "per message the bridges add four beastd hops and their headers (ACKs go back in batches); on 2 vCPUs eight processes share the cores"},
 };
 
 /* A target's other row, or (theirs NULL: an absolute limit) a row whose
