@@ -103,6 +103,12 @@ BM_EXPORT int64_t bm_mono_coarse_ms(void);
 /* Wall-clock milliseconds since the epoch (for timestamps and ids). */
 BM_EXPORT int64_t bm_wall_ms(void);
 
+/* ---- the environment ---- */
+/* An integer setting from the environment: its value when the variable
+ * holds a whole decimal number within [lo, hi], else dflt (unset, empty,
+ * malformed or out of range: a tuning knob never stops a program). */
+BM_EXPORT long bm_env_long(const char *name, long lo, long hi, long dflt);
+
 /* ---- runtime directory ---- */
 #define BM_PATH_MAX 4096
 /* Longest ipc socket path libzmq and the kernel accept (sun_path - 1). */

@@ -836,12 +836,10 @@ s_ponged(bm_client_t *c, void *arg)
 static bool
 s_direct_wanted(int opt)
 {
-	const char *env = getenv("BEAST_DIRECT");
-
 	if (opt != 0) {
 		return opt > 0;
 	}
-	return env == NULL || strcmp(env, "0") != 0;
+	return bm_env_long("BEAST_DIRECT", 0, 1, 1) != 0;
 }
 
 static int

@@ -158,7 +158,6 @@ bm__direct_new(const char *rundir, const char *name, const bm_direct_ops_t *ops,
 {
 	bm_direct_t *d;
 	struct epoll_event ev = {.events = EPOLLIN};
-	const char *spin = getenv("BEAST_DIRECT_SPIN_US");
 	int rc;
 
 	if (name == NULL || ops == NULL || ret_d == NULL) {
@@ -170,19 +169,11 @@ bm__direct_new(const char *rundir, const char *name, const bm_direct_ops_t *ops,
 	}
 	d->epfd = -1;
 	d->ops = *ops;
-	d->spin_us = spin != NULL ? atoi(spin) : S_SPIN_US;
-	d->ring_bytes = S_RING_BYTES;
-	d->idle_ms = getenv("BEAST_DIRECT_IDLE_MS") != NULL ? atol(getenv("BEAST_DIRECT_IDLE_MS")) : 0;
-	if (d->idle_ms < 100 || d->idle_ms > 3600000) {
-		d->idle_ms = S_IDLE_MS; /* tests shorten it */
-	}
-	if (getenv("BEAST_DIRECT_RING_KIB") != NULL) {
-		long kib = atol(getenv("BEAST_DIRECT_RING_KIB"));
-
-		if (kib >= 64 && kib <= 65536) {
-			d->ring_bytes = (size_t)kib << 10;
-		}
-	}
+	/* Tuning knobs (docs/shm.md); tests shorten the idle time. */
+	d->spin_us = (int)bm_env_long("BEAST_DIRECT_SPIN_US", 0, 1000000, S_SPIN_US);
+	d->idle_ms = bm_env_long("BEAST_DIRECT_IDLE_MS", 100, 3600000, S_IDLE_MS);
+	d->ring_bytes = (size_t)bm_env_long("BEAST_DIRECT_RING_KIB", 64, 65536,
+	                                    (long)(S_RING_BYTES >> 10)) << 10;
 	snprintf(d->name, sizeof d->name, "%s", name);
 	d->name_len = strlen(d->name);
 	if ((rc = bm_rundir_resolve(rundir, false, d->rundir)) < 0) {
