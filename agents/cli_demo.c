@@ -235,12 +235,14 @@ s_spawn(s_demo_t *d, s_kid_t *k)
 			dup2(fd, 2);
 		}
 		signal(SIGINT, SIG_IGN); /* Ctrl-C is for the demo: it stops us */
-		if (strcmp(k->role, "pythinker") == 0) {
+		if (strcmp(k->role, "beastd") != 0) {
 			sigset_t term;
 
-			/* An interpreter takes tens of ms before it runs a line: a
-			 * SIGTERM then would kill it outright.  Held back until the
-			 * script has its handler (it unblocks SIGTERM then). */
+			/* A program takes a while before it has its handler (an
+			 * interpreter tens of ms, a C agent its loader's work): a
+			 * SIGTERM then — the run's end just after a chaos restart —
+			 * would kill it outright.  Held back until the agent has its
+			 * handler (ex_open() and the Python script unblock it). */
 			sigemptyset(&term);
 			sigaddset(&term, SIGTERM);
 			sigprocmask(SIG_BLOCK, &term, NULL);

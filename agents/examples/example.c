@@ -70,6 +70,15 @@ ex_open(const ex_opts_t *o, const char *const *caps)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	/* `beast demo` starts us with SIGTERM blocked, so that one sent
+	 * before this point waits for the handler: it arrives now. */
+	{
+		sigset_t term;
+
+		sigemptyset(&term);
+		sigaddset(&term, SIGTERM);
+		sigprocmask(SIG_UNBLOCK, &term, NULL);
+	}
 	bm_log_set_ident(o->name);
 	while ((rc = bm_agent_open(&ao, &a)) == -EINTR && !ex_stop) {
 		/* a signal that does not stop us: try again */
