@@ -81,12 +81,14 @@ class Message:
     __slots__ = ("id", "sender", "to", "type", "body", "corr", "attempt", "priority", "ts_ms",
                  "ttl_ms")
 
-    def __init__(self, m):
+    def __init__(self, m, cell=None):
+        # cell: the agent's size_t cell for the body call (one allocation
+        # per agent, not per message); the body is read before returning.
         self.id = _hex(ffi.addressof(m, "id"))
         self.sender = ffi.string(m.__getattribute__("from")).decode()
         self.to = ffi.string(m.to).decode()
         self.type = ffi.string(m.type).decode()
-        n = ffi.new("size_t *")
+        n = cell if cell is not None else ffi.new("size_t *")
         p = lib.bm_agent_msg_body(m, n)
         self.body = ffi.unpack(p, n[0])
         self.corr = None if bytes(m.corr.b) == bytes(16) else _hex(ffi.addressof(m, "corr"))
@@ -107,7 +109,7 @@ class Broadcast:
 
     __slots__ = ("topic", "sender", "seq", "tseq", "gap", "replay", "ts_ms", "body")
 
-    def __init__(self, b):
+    def __init__(self, b, cell=None):
         self.topic = ffi.string(b.topic).decode().rstrip("/")
         self.sender = ffi.string(b.__getattribute__("from")).decode()
         self.seq = b.seq
@@ -115,7 +117,7 @@ class Broadcast:
         self.gap = b.gap
         self.replay = bool(b.replay)
         self.ts_ms = b.ts_ms
-        n = ffi.new("size_t *")
+        n = cell if cell is not None else ffi.new("size_t *")
         p = lib.bm_agent_bcast_body(b, n)
         self.body = ffi.unpack(p, n[0])
 
@@ -322,7 +324,7 @@ class Agent:
         def cb(a, m, arg):
             msg = None
             try:
-                msg = Message(m)
+                msg = Message(m, self._size)
                 r = fn(msg)
                 if asyncio.iscoroutine(r):
                     return self._defer(r, m, msg, request, reply_type)
@@ -465,7 +467,7 @@ class Agent:
 
         def cb(a, b, arg):
             try:
-                handler(Broadcast(b))
+                handler(Broadcast(b, self._size))
             except Exception:
                 log.exception("%s: broadcast handler failed", self.name)
             except BaseException as e:
