@@ -1231,55 +1231,53 @@ static char s_abi[2048];
 static void
 s_abi_fill(void)
 {
-	{
-		snprintf(s_abi, sizeof s_abi,
-		         "bm_msg_t:%zu:id@%zu,corr@%zu,from@%zu,to@%zu,type@%zu,priority@%zu,"
-		         "ttl_ms@%zu,attempt@%zu,ts_ms@%zu;"
-		         "bm_bcast_t:%zu:kind@%zu,topic@%zu,from@%zu,session@%zu,seq@%zu,tseq@%zu,"
-		         "ts_ms@%zu,replay@%zu,gap@%zu;"
-		         "bm_agent_opts_t:%zu:name@%zu,caps@%zu,dir@%zu,state_dir@%zu,sync@%zu,"
-		         "heartbeat_ms@%zu,connect_timeout_ms@%zu,ack_timeout_ms@%zu,"
-		         "channel_capacity@%zu,stop@%zu,user@%zu,endpoint@%zu,key_file@%zu,shm_log@%zu;"
-		         "bm_agent_send_opts_t:%zu:type@%zu,priority@%zu,ttl_ms@%zu,"
-		         "max_attempts@%zu,expire@%zu;"
-		         "bm_agent_item_t:%zu:to@%zu,type@%zu,body@%zu,len@%zu;"
-		         "bm_agent_stats_t:%zu:sent@%zu,blob_errors@%zu,ack_hist@%zu,req_hist@%zu,"
-		         "bcasts_shm@%zu;"
-		         "bm_blob_info_t:%zu:name@%zu,id@%zu,size@%zu,content@%zu,crc@%zu,"
-		         "has_crc@%zu,via_fd@%zu",
-		         sizeof(bm_msg_t), offsetof(bm_msg_t, id), offsetof(bm_msg_t, corr),
-		         offsetof(bm_msg_t, from), offsetof(bm_msg_t, to), offsetof(bm_msg_t, type),
-		         offsetof(bm_msg_t, priority), offsetof(bm_msg_t, ttl_ms),
-		         offsetof(bm_msg_t, attempt), offsetof(bm_msg_t, ts_ms), sizeof(bm_bcast_t),
-		         offsetof(bm_bcast_t, kind), offsetof(bm_bcast_t, topic),
-		         offsetof(bm_bcast_t, from), offsetof(bm_bcast_t, session),
-		         offsetof(bm_bcast_t, seq), offsetof(bm_bcast_t, tseq),
-		         offsetof(bm_bcast_t, ts_ms), offsetof(bm_bcast_t, replay),
-		         offsetof(bm_bcast_t, gap), sizeof(bm_agent_opts_t),
-		         offsetof(bm_agent_opts_t, name), offsetof(bm_agent_opts_t, caps),
-		         offsetof(bm_agent_opts_t, dir), offsetof(bm_agent_opts_t, state_dir),
-		         offsetof(bm_agent_opts_t, sync), offsetof(bm_agent_opts_t, heartbeat_ms),
-		         offsetof(bm_agent_opts_t, connect_timeout_ms),
-		         offsetof(bm_agent_opts_t, ack_timeout_ms),
-		         offsetof(bm_agent_opts_t, channel_capacity), offsetof(bm_agent_opts_t, stop),
-		         offsetof(bm_agent_opts_t, user), offsetof(bm_agent_opts_t, endpoint),
-		         offsetof(bm_agent_opts_t, key_file), offsetof(bm_agent_opts_t, shm_log),
-		         sizeof(bm_agent_send_opts_t),
-		         offsetof(bm_agent_send_opts_t, type), offsetof(bm_agent_send_opts_t, priority),
-		         offsetof(bm_agent_send_opts_t, ttl_ms),
-		         offsetof(bm_agent_send_opts_t, max_attempts),
-		         offsetof(bm_agent_send_opts_t, expire), sizeof(bm_agent_item_t),
-		         offsetof(bm_agent_item_t, to), offsetof(bm_agent_item_t, type),
-		         offsetof(bm_agent_item_t, body), offsetof(bm_agent_item_t, len),
-		         sizeof(bm_agent_stats_t), offsetof(bm_agent_stats_t, sent),
-		         offsetof(bm_agent_stats_t, blob_errors), offsetof(bm_agent_stats_t, ack_hist),
-		         offsetof(bm_agent_stats_t, req_hist), offsetof(bm_agent_stats_t, bcasts_shm),
-		         sizeof(bm_blob_info_t),
-		         offsetof(bm_blob_info_t, name), offsetof(bm_blob_info_t, id),
-		         offsetof(bm_blob_info_t, size), offsetof(bm_blob_info_t, content),
-		         offsetof(bm_blob_info_t, crc), offsetof(bm_blob_info_t, has_crc),
-		         offsetof(bm_blob_info_t, via_fd));
-	}
+	snprintf(s_abi, sizeof s_abi,
+	         "bm_msg_t:%zu:id@%zu,corr@%zu,from@%zu,to@%zu,type@%zu,priority@%zu,"
+	         "ttl_ms@%zu,attempt@%zu,ts_ms@%zu;"
+	         "bm_bcast_t:%zu:kind@%zu,topic@%zu,from@%zu,session@%zu,seq@%zu,tseq@%zu,"
+	         "ts_ms@%zu,replay@%zu,gap@%zu;"
+	         "bm_agent_opts_t:%zu:name@%zu,caps@%zu,dir@%zu,state_dir@%zu,sync@%zu,"
+	         "heartbeat_ms@%zu,connect_timeout_ms@%zu,ack_timeout_ms@%zu,"
+	         "channel_capacity@%zu,stop@%zu,user@%zu,endpoint@%zu,key_file@%zu,shm_log@%zu;"
+	         "bm_agent_send_opts_t:%zu:type@%zu,priority@%zu,ttl_ms@%zu,"
+	         "max_attempts@%zu,expire@%zu;"
+	         "bm_agent_item_t:%zu:to@%zu,type@%zu,body@%zu,len@%zu;"
+	         "bm_agent_stats_t:%zu:sent@%zu,blob_errors@%zu,ack_hist@%zu,req_hist@%zu,"
+	         "bcasts_shm@%zu;"
+	         "bm_blob_info_t:%zu:name@%zu,id@%zu,size@%zu,content@%zu,crc@%zu,"
+	         "has_crc@%zu,via_fd@%zu",
+	         sizeof(bm_msg_t), offsetof(bm_msg_t, id), offsetof(bm_msg_t, corr),
+	         offsetof(bm_msg_t, from), offsetof(bm_msg_t, to), offsetof(bm_msg_t, type),
+	         offsetof(bm_msg_t, priority), offsetof(bm_msg_t, ttl_ms),
+	         offsetof(bm_msg_t, attempt), offsetof(bm_msg_t, ts_ms), sizeof(bm_bcast_t),
+	         offsetof(bm_bcast_t, kind), offsetof(bm_bcast_t, topic),
+	         offsetof(bm_bcast_t, from), offsetof(bm_bcast_t, session),
+	         offsetof(bm_bcast_t, seq), offsetof(bm_bcast_t, tseq),
+	         offsetof(bm_bcast_t, ts_ms), offsetof(bm_bcast_t, replay),
+	         offsetof(bm_bcast_t, gap), sizeof(bm_agent_opts_t),
+	         offsetof(bm_agent_opts_t, name), offsetof(bm_agent_opts_t, caps),
+	         offsetof(bm_agent_opts_t, dir), offsetof(bm_agent_opts_t, state_dir),
+	         offsetof(bm_agent_opts_t, sync), offsetof(bm_agent_opts_t, heartbeat_ms),
+	         offsetof(bm_agent_opts_t, connect_timeout_ms),
+	         offsetof(bm_agent_opts_t, ack_timeout_ms),
+	         offsetof(bm_agent_opts_t, channel_capacity), offsetof(bm_agent_opts_t, stop),
+	         offsetof(bm_agent_opts_t, user), offsetof(bm_agent_opts_t, endpoint),
+	         offsetof(bm_agent_opts_t, key_file), offsetof(bm_agent_opts_t, shm_log),
+	         sizeof(bm_agent_send_opts_t),
+	         offsetof(bm_agent_send_opts_t, type), offsetof(bm_agent_send_opts_t, priority),
+	         offsetof(bm_agent_send_opts_t, ttl_ms),
+	         offsetof(bm_agent_send_opts_t, max_attempts),
+	         offsetof(bm_agent_send_opts_t, expire), sizeof(bm_agent_item_t),
+	         offsetof(bm_agent_item_t, to), offsetof(bm_agent_item_t, type),
+	         offsetof(bm_agent_item_t, body), offsetof(bm_agent_item_t, len),
+	         sizeof(bm_agent_stats_t), offsetof(bm_agent_stats_t, sent),
+	         offsetof(bm_agent_stats_t, blob_errors), offsetof(bm_agent_stats_t, ack_hist),
+	         offsetof(bm_agent_stats_t, req_hist), offsetof(bm_agent_stats_t, bcasts_shm),
+	         sizeof(bm_blob_info_t),
+	         offsetof(bm_blob_info_t, name), offsetof(bm_blob_info_t, id),
+	         offsetof(bm_blob_info_t, size), offsetof(bm_blob_info_t, content),
+	         offsetof(bm_blob_info_t, crc), offsetof(bm_blob_info_t, has_crc),
+	         offsetof(bm_blob_info_t, via_fd));
 }
 
 const char *
