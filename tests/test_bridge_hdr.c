@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "bridge_hdr.h"
+#include "testutil.h"
 
 static bm_bh_msg_t
 s_msg(void)
@@ -196,8 +197,6 @@ main(void)
 {
 	Suite *s = suite_create("bridge_hdr");
 	TCase *tc = tcase_create("bridge_hdr");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, a_message_envelope_reads_back_as_written_with_and_without_corr);
 	tcase_add_test(tc, the_longest_fields_fit_the_header);
@@ -205,9 +204,5 @@ main(void)
 	tcase_add_test(tc, what_no_bridge_wrote_is_refused);
 	tcase_add_test(tc, acks_in_a_body_read_back_in_order_and_a_bad_line_stops_the_reading);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return tu_run_suite(s);
 }

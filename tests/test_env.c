@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "bm_common.h"
+#include "testutil.h"
 
 #define K "BM_TEST_KNOB"
 
@@ -43,14 +44,8 @@ main(void)
 {
 	Suite *s = suite_create("env");
 	TCase *tc = tcase_create("env");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, a_number_in_range_is_read_and_anything_else_is_the_default);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return tu_run_suite(s);
 }

@@ -557,37 +557,41 @@ s_inflight(bm_outbox_t *ob, void *arg)
 	return bm_outbox_get(ob, arg, &e) == 0 && e.inflight;
 }
 
+/* Waits until the message is in flight again, then refuses it with code
+ * and text as another host's bridge would; returns its last refusal. */
+static const char *
+s_refuse(bm_outbox_t *ob, bm_client_t *c, bm_id_t *id, int code, const char *text)
+{
+	static bm_outbox_entry_t e;
+	bm_event_t ev = {.kind = BM_EV_NACK, .code = code, .id = *id};
+
+	ck_assert(s_drive(ob, c, s_inflight, id, 5000));
+	snprintf(ev.text, sizeof ev.text, "%s", text);
+	ck_assert_int_eq(bm_outbox_handle(ob, &ev), 1);
+	ck_assert_int_eq(bm_outbox_get(ob, id, &e), 0);
+	return e.why;
+}
+
 START_TEST(an_expiry_does_not_hide_the_refusal_that_explains_it)
 {
 	bm_outbox_opts_t oo = {.base_ms = 10, .cap_ms = 10};
 	bm_client_t *c = tu_client(s_dir, "snd", NULL, HB);
 	bm_client_t *r = tu_client(s_dir, "rcv", NULL, HB);
 	bm_outbox_send_opts_t so = {.to = "rcv"};
-	bm_event_t ev = {.kind = BM_EV_NACK, .code = BM_ENOAGENT};
-	bm_outbox_entry_t e;
+	const char *gone = "on host h2: no agent named 'ghost' is online";
 	bm_outbox_t *ob;
+	bm_id_t id;
 
 	ck_assert_ptr_nonnull(c);
 	ck_assert_ptr_nonnull(r);
 	ob = s_outbox("snd", c, &oo);
-	ck_assert_int_eq(bm_outbox_send(ob, &so, "x", 1, &ev.id), 0);
+	ck_assert_int_eq(bm_outbox_send(ob, &so, "x", 1, &id), 0);
 	/* rcv never answers; the refusals come as another host would send them. */
-	ck_assert(s_drive(ob, c, s_inflight, &ev.id, 5000));
-	snprintf(ev.text, sizeof ev.text, "on host h2: no agent named 'ghost' is online");
-	ck_assert_int_eq(bm_outbox_handle(ob, &ev), 1);
-	ck_assert(s_drive(ob, c, s_inflight, &ev.id, 5000));
-	ev.code = BM_ETTL;
-	snprintf(ev.text, sizeof ev.text, "on host h2: expired before delivery");
-	ck_assert_int_eq(bm_outbox_handle(ob, &ev), 1);
-	ck_assert_int_eq(bm_outbox_get(ob, &ev.id, &e), 0);
-	ck_assert_str_eq(e.why, "on host h2: no agent named 'ghost' is online");
+	ck_assert_str_eq(s_refuse(ob, c, &id, BM_ENOAGENT, gone), gone);
+	ck_assert_str_eq(s_refuse(ob, c, &id, BM_ETTL, "on host h2: expired before delivery"), gone);
 	/* A refusal with new words still replaces the old ones. */
-	ck_assert(s_drive(ob, c, s_inflight, &ev.id, 5000));
-	ev.code = BM_EBUSY;
-	snprintf(ev.text, sizeof ev.text, "on host h2: ghost is not keeping up");
-	ck_assert_int_eq(bm_outbox_handle(ob, &ev), 1);
-	ck_assert_int_eq(bm_outbox_get(ob, &ev.id, &e), 0);
-	ck_assert_str_eq(e.why, "on host h2: ghost is not keeping up");
+	ck_assert_str_eq(s_refuse(ob, c, &id, BM_EBUSY, "on host h2: ghost is not keeping up"),
+	                 "on host h2: ghost is not keeping up");
 	bm_outbox_destroy(&ob);
 	bm_client_destroy(&r);
 	bm_client_destroy(&c);
