@@ -91,6 +91,7 @@ typedef struct s_inflight {
 /* ACKs waiting to go back to one host in one record (flushed at the end
  * of each turn of the loop, or when full). */
 #define S_ACK_HOSTS 8
+#define S_ACK_BODY ((BM_BH_ACKS_MAX - 1) * (size_t)BM_BH_ACK_LINE)
 typedef struct {
 	char host[BM_HOST_MAX + 1];  /* "" = unused */
 	char head[BM_BH_MAX];        /* the first ACK: the record's header */
@@ -404,9 +405,9 @@ static void
 s_out(bm_bridge_t *b, bm_msg_t *m)
 {
 	char local[BM_ADDR_MAX + 1], host[BM_HOST_MAX + 1], tok[BM_ADDR_MAX + 1];
-	char subject[192], hex[BM_ID_HEX_LEN + 1], origin[BM_NAME_MAX + 1], mid[64];
-	char to[BM_ADDR_MAX + BM_HOST_MAX + 2], env[BM_BH_MAX];
-	bm_bh_msg_t h;
+	char subject[192], hex[BM_ID_HEX_LEN + 1], mid[64], env[BM_BH_MAX];
+	bm_bh_msg_t h = {.id = m->id, .corr = m->corr, .priority = m->priority,
+	                 .ttl_ms = m->ttl_ms, .attempt = m->attempt, .ts_ms = m->ts_ms};
 	natsMsg *nm = NULL;
 
 	if (m->to[0] == '\0' || !bm_address_remote(m->to) || s_split(m->to, local, host) < 0) {
@@ -416,8 +417,9 @@ s_out(bm_bridge_t *b, bm_msg_t *m)
 		                     "beast-bridge carries messages to name@host only");
 		return;
 	}
-	snprintf(to, sizeof to, "%s", m->to);
-	if (snprintf(origin, sizeof origin, "%s@%s", m->from, b->o.host) >= (int)sizeof origin) {
+	snprintf(h.to, sizeof h.to, "%s", m->to);
+	snprintf(h.type, sizeof h.type, "%s", m->type);
+	if (snprintf(h.from, sizeof h.from, "%s@%s", m->from, b->o.host) >= (int)sizeof h.from) {
 		b->st.refused++;
 		(void)bm_client_nack(b->mesh, m, BM_EBADNAME,
 		                     "sender name plus '@host' is over 64 bytes");
@@ -432,7 +434,7 @@ s_out(bm_bridge_t *b, bm_msg_t *m)
 			             local + 1);
 			return;
 		}
-		snprintf(to, sizeof to, "%s@%s", local, host);
+		snprintf(h.to, sizeof h.to, "%s@%s", local, host);
 	}
 	/* NATS refuses a message over its max_payload (1 MiB by default) for
 	 * good: a permanent TOOBIG, not a BUSY retried until the TTL.  The
@@ -456,16 +458,6 @@ s_out(bm_bridge_t *b, bm_msg_t *m)
 		s_nack_local(b, &m->id, m->from, BM_EBUSY, "bridge out of memory");
 		return;
 	}
-	memset(&h, 0, sizeof h);
-	h.id = m->id;
-	h.corr = m->corr;
-	snprintf(h.from, sizeof h.from, "%s", origin);
-	snprintf(h.to, sizeof h.to, "%s", to);
-	snprintf(h.type, sizeof h.type, "%s", m->type);
-	h.priority = m->priority;
-	h.ttl_ms = m->ttl_ms;
-	h.attempt = m->attempt;
-	h.ts_ms = m->ts_ms;
 	(void)bm_bh_msg_format(&h, env, sizeof env); /* fits: BM_BH_MAX */
 	natsMsgHeader_Set(nm, "Nats-Msg-Id", mid);
 	natsMsgHeader_Set(nm, BM_BH_NAME, env);
@@ -506,6 +498,22 @@ s_answered(bm_bridge_t *b, const bm_id_t *id, bool stored)
 	free(f);
 }
 
+/* s_answered for every message a record of ours names: its header's,
+ * then its body's lines. */
+static void
+s_answered_all(bm_bridge_t *b, const char *head, const char *body, size_t len, bool stored)
+{
+	const char *p = body, *end = body != NULL ? body + len : NULL;
+	bm_bh_rec_t r;
+
+	if (bm_bh_rec_parse(head, &r) < 0) {
+		return;
+	}
+	do {
+		s_answered(b, &r.id, stored);
+	} while (p != NULL && bm_bh_ack_next(&p, end, &r.id, r.peer) == 1);
+}
+
 /* A publish of ours was stored, or not. */
 static void
 s_published(bm_bridge_t *b, natsMsg *nm, bool ok)
@@ -520,21 +528,11 @@ s_published(bm_bridge_t *b, natsMsg *nm, bool ok)
 	b->pub_progress = bm_mono_ms();
 	if (strstr(subject, ".ack") != NULL && strchr(subject, '.') != NULL &&
 	    strcmp(strrchr(subject, '.'), ".ack") == 0) {
-		/* Our ACK/NACK record for delivered messages: the header's,
-		 * then the body's. */
-		const char *p = natsMsg_GetData(nm);
-		const char *end = p != NULL ? p + natsMsg_GetDataLength(nm) : NULL;
-		bm_bh_rec_t r;
-
-		if (bm_bh_rec_parse(env, &r) < 0) {
-			return;
-		}
+		/* Our ACK/NACK record for delivered messages. */
 		if (!ok) {
 			b->st.publish_failed++;
 		}
-		do {
-			s_answered(b, &r.id, ok);
-		} while (p != NULL && bm_bh_ack_next(&p, end, &r.id, r.peer) == 1);
+		s_answered_all(b, env, natsMsg_GetData(nm), (size_t)natsMsg_GetDataLength(nm), ok);
 		return;
 	}
 	if (!ok && bm_bh_msg_parse(env, &h) == 0) {
@@ -571,15 +569,8 @@ s_ack_flush(bm_bridge_t *b, s_acks_t *a)
 	if (nm == NULL) {
 		/* Not published: each message is answered again when its
 		 * JetStream copy comes back after the ack wait. */
-		const char *p = a->body, *end = a->body + a->len;
-		bm_bh_rec_t r;
-
 		b->st.publish_failed++;
-		if (bm_bh_rec_parse(a->head, &r) == 0) {
-			do {
-				s_answered(b, &r.id, false);
-			} while (bm_bh_ack_next(&p, end, &r.id, r.peer) == 1);
-		}
+		s_answered_all(b, a->head, a->body, a->len, false);
 	}
 	a->n = 0;
 	a->len = 0;
@@ -593,10 +584,11 @@ s_ack_flush_all(bm_bridge_t *b)
 	}
 }
 
-/* Adds an ACK for f to its host's batch: 0, or -ENOMEM (send it alone). */
+/* Adds the ACK for f (head: its record header, should it come first) to
+ * its host's batch: 0, or -ENOMEM (send it alone). */
 static int
 s_ack_later(bm_bridge_t *b, s_inflight_t *f, const char *host, const char *peer,
-            const char *acker)
+            const char *head)
 {
 	s_acks_t *a = NULL;
 
@@ -614,20 +606,12 @@ s_ack_later(bm_bridge_t *b, s_inflight_t *f, const char *host, const char *peer,
 	if (a == NULL) {
 		return -ENOMEM; /* more hosts than slots: this one goes alone */
 	}
-	if (a->body == NULL &&
-	    (a->body = malloc((BM_BH_ACKS_MAX - 1) * (size_t)BM_BH_ACK_LINE)) == NULL) {
+	if (a->body == NULL && (a->body = malloc(S_ACK_BODY)) == NULL) {
 		return -ENOMEM;
 	}
 	if (a->n == 0) {
-		bm_bh_rec_t r;
-
-		memset(&r, 0, sizeof r);
-		r.id = f->id;
-		snprintf(r.peer, sizeof r.peer, "%.*s", (int)sizeof r.peer - 1, peer);
-		(void)!snprintf(r.from, sizeof r.from, "%s@%s", acker, b->o.host);
-		(void)bm_bh_rec_format(&r, a->head, sizeof a->head);
-	} else if (bm_bh_ack_add(a->body, (BM_BH_ACKS_MAX - 1) * (size_t)BM_BH_ACK_LINE, &a->len,
-	                         &f->id, peer) < 0) {
+		snprintf(a->head, sizeof a->head, "%s", head);
+	} else if (bm_bh_ack_add(a->body, S_ACK_BODY, &a->len, &f->id, peer) < 0) {
 		return -ENOMEM;
 	}
 	a->n++;
@@ -648,10 +632,6 @@ s_record(bm_bridge_t *b, s_inflight_t *f, const char *acker, int code, const cha
 	if (f->record_sent || s_split(f->origin, local, host) < 0) {
 		return;
 	}
-	if (code == 0 && s_ack_later(b, f, host, local, acker) == 0) {
-		return;
-	}
-	snprintf(subject, sizeof subject, "bm.%s.ack", host);
 	memset(&r, 0, sizeof r);
 	r.id = f->id;
 	/* The origin's local part is the sender's name (s_in_dm checked). */
@@ -663,6 +643,10 @@ s_record(bm_bridge_t *b, s_inflight_t *f, const char *acker, int code, const cha
 	}
 	r.code = code == 0 ? 0 : (uint32_t)(code + BM_EBASE);
 	(void)bm_bh_rec_format(&r, env, sizeof env); /* fits: BM_BH_MAX */
+	if (code == 0 && s_ack_later(b, f, host, r.peer, env) == 0) {
+		return;
+	}
+	snprintf(subject, sizeof subject, "bm.%s.ack", host);
 	if (natsMsg_Create(&nm, subject, NULL, NULL, 0) != NATS_OK) {
 		return;
 	}
