@@ -312,13 +312,7 @@ bm_cli_json_body(FILE *out, const void *p, size_t len)
 long
 bm_cli_num(const char *s, long min, long max)
 {
-	char *end;
 	long v;
 
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max) {
-		return -1;
-	}
-	return v;
+	return bm_parse_long(s, min, max, &v) == 0 ? v : -1;
 }

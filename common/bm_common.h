@@ -103,7 +103,10 @@ BM_EXPORT int64_t bm_mono_coarse_ms(void);
 /* Wall-clock milliseconds since the epoch (for timestamps and ids). */
 BM_EXPORT int64_t bm_wall_ms(void);
 
-/* ---- the environment ---- */
+/* ---- numbers from text, the environment ---- */
+/* A whole decimal number within [lo, hi] (leading blanks allowed, nothing
+ * after it): 0 with *ret set, or -EINVAL. */
+BM_EXPORT int bm_parse_long(const char *s, long lo, long hi, long *ret);
 /* An integer setting from the environment: its value when the variable
  * holds a whole decimal number within [lo, hi], else dflt (unset, empty,
  * malformed or out of range: a tuning knob never stops a program). */

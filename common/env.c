@@ -1,25 +1,34 @@
 /*
- * env.c - integer settings from the environment (tuning knobs).
+ * env.c - whole numbers from text: option values and integer settings
+ * from the environment (tuning knobs).
  */
 #include <errno.h>
 #include <stdlib.h>
 
 #include "bm_common.h"
 
-long
-bm_env_long(const char *name, long lo, long hi, long dflt)
+int
+bm_parse_long(const char *s, long lo, long hi, long *ret)
 {
-	const char *v = name != NULL ? getenv(name) : NULL;
 	char *end;
 	long n;
 
-	if (v == NULL || *v == '\0') {
-		return dflt;
+	if (s == NULL) {
+		return -EINVAL;
 	}
 	errno = 0;
-	n = strtol(v, &end, 10);
-	if (errno != 0 || *end != '\0' || n < lo || n > hi) {
-		return dflt;
+	n = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || n < lo || n > hi) {
+		return -EINVAL;
 	}
-	return n;
+	*ret = n;
+	return 0;
+}
+
+long
+bm_env_long(const char *name, long lo, long hi, long dflt)
+{
+	long n;
+
+	return name != NULL && bm_parse_long(getenv(name), lo, hi, &n) == 0 ? n : dflt;
 }

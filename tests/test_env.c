@@ -3,6 +3,7 @@
  * range and otherwise left at its default, never an error.
  */
 #include <check.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 
@@ -35,6 +36,17 @@ START_TEST(a_number_in_range_is_read_and_anything_else_is_the_default)
 	setenv(K, "9223372036854775807", 1);
 	ck_assert_int_eq(bm_env_long(K, 0, LONG_MAX, 1), LONG_MAX);
 	ck_assert_int_eq(bm_env_long(NULL, 0, 1, 1), 1);
+	/* The parser under it: a value or -EINVAL, *ret untouched then. */
+	{
+		long v = 42;
+
+		ck_assert_int_eq(bm_parse_long(NULL, 0, 9, &v), -EINVAL);
+		ck_assert_int_eq(bm_parse_long("", 0, 9, &v), -EINVAL);
+		ck_assert_int_eq(bm_parse_long("10", 0, 9, &v), -EINVAL);
+		ck_assert_int_eq(v, 42);
+		ck_assert_int_eq(bm_parse_long("9", 0, 9, &v), 0);
+		ck_assert_int_eq(v, 9);
+	}
 	unsetenv(K);
 }
 END_TEST
